@@ -1,0 +1,49 @@
+# immunostrat: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= data/demo
+SUBJECTS ?= 500
+
+.PHONY: demo test lint typecheck check install demo-model datadict bench clean
+
+$(BIN)/immunostrat: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/immunostrat
+
+## demo: set up, generate a synthetic cohort, run `stratify` (ephemeral Prefect), print where the outputs are
+demo: install
+	$(BIN)/immunostrat synth --subjects $(SUBJECTS) --seed 7 --out $(DEMO)/input
+	$(BIN)/immunostrat stratify --labs $(DEMO)/input/labs.parquet --subjects $(DEMO)/input/subjects.parquet \
+		--out $(DEMO)/runs
+
+## test: lint, type-check, data-dictionary drift check, then the test suite
+test: install lint typecheck
+	$(BIN)/python -m immunostrat.datadict --check
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy pipelines schemas
+
+## demo-model: retrain the shipped demo model reproducibly (fixed seeds) and make it champion
+demo-model: install
+	$(BIN)/immunostrat synth --subjects 4000 --seed 42 --out data/train
+	$(BIN)/immunostrat train --engine local --labs data/train/labs.parquet --subjects data/train/subjects.parquet \
+		--outcomes data/train/outcomes.parquet --as-of 2026-11-01 --seed 0 --alias champion
+
+datadict: install
+	$(BIN)/python -m immunostrat.datadict --out docs/output.md
+
+bench: install
+	$(BIN)/python benchmarks/run.py --subjects 100000
+
+clean:
+	rm -rf $(DEMO) data/train build *.egg-info .pytest_cache .mypy_cache .ruff_cache

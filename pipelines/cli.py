@@ -1,0 +1,320 @@
+"""Command line: `immunostrat synth | validate | stratify | train | serve | models`.
+
+Quick commands (`validate`, `synth`, `models`) call the stage functions directly and never start Prefect.
+`stratify` and `train` run as Prefect flows by default (`--engine prefect`), so research teams see them in
+the Prefect UI; `--engine local` runs the same stages without Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from immunostrat.config import RunConfig, StratifyParams, TrainParams
+from immunostrat.io import InputError
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
+
+# Prefect settings for unattended runs on small machines. setdefault: a team's own settings win.
+PREFECT_DEFAULTS = {
+    # The temporary server needs 15-30 s to start on 2 cores; Prefect's default timeout is 20 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # No network beyond package registries: telemetry only produces errors.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+}
+
+
+def _configure_prefect_env() -> None:
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an ISO date YYYY-MM-DD, got {text!r}") from exc
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """RunConfig from an optional YAML file, with command-line flags on top."""
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"config file {args.config} must hold a mapping")
+        data = loaded
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            data.setdefault(section, {})[key] = value
+
+    put("validation", "as_of", getattr(args, "as_of", None))
+    put("validation", "max_quarantine_fraction", getattr(args, "max_quarantine_fraction", None))
+    put("harmonise", "alias_file", getattr(args, "alias_file", None))
+    put("harmonise", "ifn_default_method", getattr(args, "ifn_default_method", None))
+    put("scoring", "model", getattr(args, "model", None))
+    put("scoring", "registry", getattr(args, "registry", None))
+    put("scoring", "possible_min", getattr(args, "possible_min", None))
+    put("scoring", "likely_min", getattr(args, "likely_min", None))
+    return RunConfig.model_validate(data)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labs", nargs="+", required=True, metavar="FILE", help="lab-result files (CSV or Parquet)")
+    p.add_argument("--as-of", type=_date, help="the run's as_of date (default today); later dates are quarantined")
+    p.add_argument("--alias-file", help="extra test aliases CSV (code,analyte)")
+    p.add_argument("--ifn-default-method", help="IFN method assumed for ifn_score rows without one")
+    p.add_argument("--config", help="YAML file with run configuration (see docs/operations.md)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(prog="immunostrat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate a synthetic cohort (labs, subjects, outcomes)")
+    p.add_argument("--subjects", type=int, default=500, help="number of subjects (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+
+    p = sub.add_parser("validate", help="check input files only (no Prefect); exit 0 clean, 1 problems, 2 unusable")
+    _add_common(p)
+    p.add_argument("--subjects", help="subjects file; also checks that every lab row's subject is enrolled")
+    p.add_argument("--report", help="write every problem to this file (.csv or .json)")
+    p.add_argument("--show", type=int, default=10, help="problems to print (default 10)")
+
+    p = sub.add_parser("stratify", help="run the stratify pipeline and write a run folder")
+    _add_common(p)
+    p.add_argument("--subjects", required=True, help="subjects file")
+    p.add_argument("--out", required=True, help="output folder; the run writes OUT/<run_id>/")
+    p.add_argument("--model", help="model id or alias (default champion)")
+    p.add_argument("--registry", help="model registry folder (default: the shipped models)")
+    p.add_argument("--protocol", help="eligibility protocol YAML (default: built-in)")
+    p.add_argument("--possible-min", type=float, help="override the model card's possible-group cut-off")
+    p.add_argument("--likely-min", type=float, help="override the model card's likely-group cut-off")
+    p.add_argument("--max-quarantine-fraction", type=float, help="fail above this quarantined fraction")
+    p.add_argument(
+        "--engine",
+        choices=["prefect", "local"],
+        default="prefect",
+        help="run as a Prefect flow (default) or directly",
+    )
+
+    p = sub.add_parser("train", help="train a responder model and register it")
+    _add_common(p)
+    p.add_argument("--subjects", required=True, help="subjects file")
+    p.add_argument("--outcomes", required=True, help="outcomes file")
+    p.add_argument("--registry", help="model registry folder (default: the shipped models)")
+    p.add_argument("--alias", help="point this alias (e.g. champion) at the new model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cv-folds", type=int, default=5)
+    p.add_argument("--cv-repeats", type=int, default=1)
+    p.add_argument("--engine", choices=["prefect", "local"], default="prefect")
+
+    p = sub.add_parser("serve", help="serve scheduled stratify runs from a schedules file (needs a Prefect server)")
+    p.add_argument("--schedules", required=True, help="YAML schedules file (see docs/operations.md)")
+
+    p = sub.add_parser("models", help="list, show or promote registry models")
+    p.add_argument("action", choices=["list", "show", "promote"])
+    p.add_argument("model", nargs="?", help="model id or alias (show, promote)")
+    p.add_argument("--alias", default="champion", help="alias to set when promoting (default champion)")
+    p.add_argument("--registry", help="model registry folder")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from immunostrat.synth import SynthConfig, generate_cohort, oracle_auroc, write_cohort
+
+    cohort = generate_cohort(SynthConfig(n_subjects=args.subjects, seed=args.seed))
+    paths = write_cohort(cohort, Path(args.out), fmt=args.format)
+    print(f"synthetic cohort: {args.subjects} subjects, {cohort.labs.height} lab rows, seed {args.seed}")
+    print(f"  response rate {cohort.outcomes['responded'].mean():.1%}; oracle AUROC {oracle_auroc(cohort):.3f}")
+    for kind, path in paths.items():
+        print(f"  {kind}: {path}")
+    return EXIT_OK
+
+
+def _print_counts(counts: dict[str, Any]) -> None:
+    print(f"{'file':<48} {'read':>9} {'accepted':>9} {'outside':>9} {'quarant.':>9}")
+    for path, c in counts["per_file"].items():
+        name = path if len(path) <= 48 else "..." + path[-45:]
+        print(f"{name:<48} {c['rows_read']:>9} {c['accepted']:>9} {c['outside_panel']:>9} {c['quarantined']:>9}")
+    print(
+        f"{'total':<48} {counts['rows_read']:>9} {counts['accepted']:>9} "
+        f"{counts['outside_panel']:>9} {counts['quarantined']:>9}"
+    )
+    if "subjects" in counts:
+        s = counts["subjects"]
+        print(f"subjects: {s['rows_read']} read, {s['accepted']} valid, {s['quarantined']} quarantined")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from immunostrat import run as pipeline
+
+    cfg = _run_config(args)
+    try:
+        inputs = pipeline.read_inputs(args.labs, args.subjects)
+    except InputError as exc:
+        print(f"unusable input: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    prepared = pipeline.prepare(inputs, cfg)
+    _print_counts(prepared.counts)
+    problems = prepared.quarantine
+    if args.report:
+        report = Path(args.report)
+        flat = problems.with_columns(pl.col("reason_codes").list.join(";"))
+        if report.suffix.lower() == ".json":
+            report.write_text(json.dumps(flat.to_dicts(), indent=2, default=str) + "\n", encoding="utf-8")
+        else:
+            flat.write_csv(report)
+        print(f"report: {report} ({problems.height} problem rows)")
+    if problems.height == 0:
+        print("no problems found")
+        return EXIT_OK
+    by_reason = problems.group_by("reason_code").len().sort("len", "reason_code", descending=[True, False])
+    print("problems by reason:")
+    for code, n in by_reason.iter_rows():
+        print(f"  {code:<28} {n:>8}")
+    print(f"first {min(args.show, problems.height)} problem(s):")
+    for message in problems["message"].head(args.show).to_list():
+        print(f"  {message}")
+    return EXIT_PROBLEMS
+
+
+def _print_run_summary(run_dir: str) -> None:
+    manifest = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    _print_counts(manifest["counts"])
+    summary = manifest.get("summary", {})
+    if summary:
+        e = summary["eligible"]
+        print(
+            f"subjects {summary['subjects']}: eligible {e['true']}, not eligible {e['false']}, "
+            f"not assessable {e['not_assessable']}"
+        )
+        groups = ", ".join(f"{k} {v}" for k, v in summary["responder_groups"].items())
+        print(f"responder groups: {groups}")
+        model = manifest.get("model", {})
+        print(f"model {model.get('model_id')} (cut-offs from {model.get('cutoffs_source')}: {model.get('cutoffs')})")
+    print(run_dir)
+
+
+def cmd_stratify(args: argparse.Namespace) -> int:
+    params = StratifyParams(
+        labs=list(args.labs),
+        subjects=args.subjects,
+        out=args.out,
+        protocol=args.protocol,
+        config=_run_config(args),
+    )
+    if args.engine == "local":
+        from immunostrat import run as pipeline
+
+        run_dir = str(pipeline.stratify(params).run_dir)
+    else:
+        _configure_prefect_env()
+        from immunostrat.flows import stratify_flow
+
+        run_dir = stratify_flow(params)
+    _print_run_summary(run_dir)
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    params = TrainParams(
+        labs=list(args.labs),
+        subjects=args.subjects,
+        outcomes=args.outcomes,
+        registry=args.registry,
+        alias=args.alias,
+        seed=args.seed,
+        cv_folds=args.cv_folds,
+        cv_repeats=args.cv_repeats,
+        config=_run_config(args),
+    )
+    if args.engine == "local":
+        from immunostrat.training import train
+
+        model_id = train(params)
+    else:
+        _configure_prefect_env()
+        from immunostrat.flows import train_flow
+
+        model_id = train_flow(params)
+    from immunostrat.registry import load_model
+
+    card = load_model(model_id, args.registry).card
+    print(f"registered model {model_id}")
+    print(json.dumps(card.get("metrics", {}), indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _configure_prefect_env()
+    from immunostrat.serve import serve_schedules
+
+    return serve_schedules(Path(args.schedules))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from immunostrat import registry
+
+    if args.action == "list":
+        for entry in registry.list_models(args.registry):
+            aliases = ", ".join(entry.get("aliases", [])) or "-"
+            print(f"{entry['model_id']:<40} {entry.get('created_at', ''):<28} aliases: {aliases}")
+        return EXIT_OK
+    if not args.model:
+        print(f"models {args.action} needs a model id or alias", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if args.action == "show":
+        print(registry.render_card_markdown(registry.load_model(args.model, args.registry).card))
+        return EXIT_OK
+    model_id = registry.resolve(args.model, args.registry)
+    registry.set_alias(args.alias, model_id, args.registry)
+    print(f"{args.alias} -> {model_id}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "synth": cmd_synth,
+    "validate": cmd_validate,
+    "stratify": cmd_stratify,
+    "train": cmd_train,
+    "serve": cmd_serve,
+    "models": cmd_models,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `immunostrat` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        print(f"unusable input: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except (ValueError, LookupError, RuntimeError, FileExistsError) as exc:
+        print(f"immunostrat {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Typed run configuration, validated at launch.
+
+Every field carries a description: Prefect renders these models as the run form, and
+`tests/test_config.py` fails if a field has none (the nf-core `schema_description` lint, in Python).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HarmoniseConfig(_Model):
+    """How reported tests, results, units and dates are mapped onto the biomarker panel."""
+
+    alias_file: Path | None = Field(
+        default=None,
+        description="Optional CSV (columns `code`, `analyte`) of extra test names that map to panel analytes, "
+        "on top of the built-in LOINC, CDISC and canonical codes.",
+    )
+    ifn_default_method: str | None = Field(
+        default=None,
+        description="IFN-signature method assumed for `ifn_score` rows that name no method. Leave empty to keep "
+        "such scores without a method (they are accepted but never compared with a cut-off).",
+    )
+
+
+class ValidationConfig(_Model):
+    """Rules that decide which harmonised rows are accepted and which are quarantined."""
+
+    as_of: dt.date = Field(
+        default_factory=dt.date.today,
+        description="The run's reference day: a measurement dated after it is quarantined. Recorded in run.json "
+        "so that a re-run with the same value is deterministic.",
+    )
+    max_quarantine_fraction: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Fail the run when more than this fraction of panel rows (rows not outside the panel) is "
+        "quarantined.",
+    )
+    require_enrolled_subject: bool = Field(
+        default=True,
+        description="Quarantine lab rows whose (study_id, subject_id) is not in the subjects file, when one is given.",
+    )
+
+
+class BaselineConfig(_Model):
+    """Baseline window and the cut-offs used for derived flags when a lab gives no reference range."""
+
+    window_days_before: int = Field(
+        default=90, ge=0, description="Earliest baseline measurement, in days before `reference_date`."
+    )
+    window_days_after: int = Field(
+        default=0, ge=0, description="Latest baseline measurement, in days after `reference_date`."
+    )
+    anti_dsdna_default_cutoff: float = Field(
+        default=30.0,
+        gt=0,
+        description="Anti-dsDNA positivity cut-off in IU/mL when the row has no `ref_high` (>= this value is "
+        "positive; the ELISA cut-off used by KYSA-1 and the belimumab trials).",
+    )
+    c3_default_lln: float = Field(
+        default=0.9, gt=0, description="Lower limit of normal for C3 in g/L when the row has no `ref_low`."
+    )
+    c4_default_lln: float = Field(
+        default=0.16, gt=0, description="Lower limit of normal for C4 in g/L when the row has no `ref_low`."
+    )
+    ifn_methods_file: Path | None = Field(
+        default=None,
+        description="CSV of IFN-signature methods and their high cut-offs (columns `method`, `high_cutoff`, "
+        "`inclusive`); defaults to the built-in table in schemas/reference/ifn_methods.csv.",
+    )
+
+
+class ScoringConfig(_Model):
+    """Which model scores the cohort and how probabilities become responder groups."""
+
+    model: str = Field(default="champion", description="Model id or registry alias to score with.")
+    registry: Path | None = Field(
+        default=None,
+        description="Model registry folder; defaults to the models shipped with immunostrat "
+        "(or $IMMUNOSTRAT_MODEL_REGISTRY).",
+    )
+    possible_min: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest probability in the `possible` group; defaults to the model card's cut-off.",
+    )
+    likely_min: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest probability in the `likely` group; defaults to the model card's cut-off.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoringConfig:
+        if (self.possible_min is None) != (self.likely_min is None):
+            raise ValueError("set both possible_min and likely_min, or neither")
+        if self.possible_min is not None and self.likely_min is not None and self.possible_min > self.likely_min:
+            raise ValueError(f"possible_min ({self.possible_min}) must not exceed likely_min ({self.likely_min})")
+        return self
+
+
+class RunConfig(_Model):
+    """Everything a stratify run needs besides its input files."""
+
+    harmonise: HarmoniseConfig = Field(default_factory=HarmoniseConfig, description="Mapping onto the panel.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Acceptance rules.")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Baseline derivation.")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Responder scoring.")
+
+
+class StratifyParams(_Model):
+    """Inputs and options of one stratify run."""
+
+    labs: list[str] = Field(min_length=1, description="Lab-result files (CSV or Parquet, native contract).")
+    subjects: str = Field(description="Subjects file (CSV or Parquet) with reference dates.")
+    out: str = Field(description="Output folder; each run writes a new sub-folder named by its run id.")
+    protocol: str | None = Field(default=None, description="Eligibility protocol YAML; the built-in default if empty.")
+    config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation, baseline, scoring.")
+
+
+class TrainParams(_Model):
+    """Inputs and options of one training run."""
+
+    labs: list[str] = Field(min_length=1, description="Lab-result files (CSV or Parquet, native contract).")
+    subjects: str = Field(description="Subjects file with reference dates.")
+    outcomes: str = Field(description="Outcomes file: study_id, subject_id, responded, endpoint.")
+    registry: str | None = Field(default=None, description="Model registry folder; the shipped one if empty.")
+    alias: str | None = Field(default=None, description="Point this alias (e.g. champion) at the new model.")
+    intended_use: str = Field(
+        default="Research use: ranking candidate subjects for review. Not validated for clinical decisions.",
+        description="Intended use, written into the model card.",
+    )
+    seed: int = Field(default=0, description="Random seed for cross-validation.")
+    cv_folds: int = Field(default=5, ge=2, description="Cross-validation folds.")
+    cv_repeats: int = Field(default=1, ge=1, description="Cross-validation repeats.")
+    config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation and baseline options.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Eligibility protocol
+# --------------------------------------------------------------------------------------------------
+
+Operator = Literal["ge", "gt", "le", "lt", "between", "eq", "in", "is_true", "is_false"]
+
+
+class Criterion(_Model):
+    """One inclusion rule: it passes when `column <op> value` holds for the subject."""
+
+    id: str = Field(description="Stable identifier, reported in `criteria_failed` / `criteria_not_assessable`.")
+    description: str = Field(description="What the criterion means, in words.")
+    column: str = Field(description="Column of the strata table the rule reads.")
+    op: Operator = Field(description="Comparison: ge, gt, le, lt, between, eq, in, is_true or is_false.")
+    value: float | str | list[float] | list[str] | None = Field(
+        default=None, description="Threshold; a [low, high] pair for `between`, a list for `in`."
+    )
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Criterion:
+        if self.op in ("is_true", "is_false"):
+            if self.value is not None:
+                raise ValueError(f"criterion {self.id!r}: op {self.op} takes no value")
+        elif self.op == "between":
+            if not (isinstance(self.value, list) and len(self.value) == 2):
+                raise ValueError(f"criterion {self.id!r}: op between needs value [low, high]")
+        elif self.op == "in":
+            if not isinstance(self.value, list):
+                raise ValueError(f"criterion {self.id!r}: op in needs a list value")
+        elif self.value is None or isinstance(self.value, list):
+            raise ValueError(f"criterion {self.id!r}: op {self.op} needs a single value")
+        return self
+
+
+class Protocol(_Model):
+    """A versioned eligibility protocol: all criteria must pass for a subject to be eligible."""
+
+    protocol_id: str = Field(description="Protocol identifier.")
+    version: str = Field(description="Protocol version; recorded in every run.")
+    description: str = Field(default="", description="Free-text summary and sources.")
+    criteria: list[Criterion] = Field(min_length=1, description="Inclusion rules, all required.")
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique_ids(cls, criteria: list[Criterion]) -> list[Criterion]:
+        ids = [c.id for c in criteria]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"criterion ids must be unique; repeated: {', '.join(dupes)}")
+        return criteria
+
+
+def default_protocol_path() -> Path:
+    """The built-in protocol, modelled on registered CAR-T SLE trials."""
+    return Path(str(resources.files("immunostrat") / "config" / "protocol_default.yaml"))
+
+
+def load_protocol(path: Path | None = None) -> Protocol:
+    """Read and validate a protocol YAML file (the built-in default when `path` is None)."""
+    source = path or default_protocol_path()
+    try:
+        raw = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read protocol file {source}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"protocol file {source} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"protocol file {source} must hold a mapping, got {type(raw).__name__}")
+    return Protocol.model_validate(raw)

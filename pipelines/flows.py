@@ -1,0 +1,134 @@
+"""Prefect flows `stratify` and `train`: a thin orchestration layer over `immunostrat.run`.
+
+Tasks are coarse (one per stage) and never persist their frames as Prefect results: frames pass between
+tasks in memory, and only the run folder on disk is the record. I/O tasks retry transient OS errors;
+structural input errors (missing column, unreadable file) fail at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from immunostrat import run as pipeline
+from immunostrat.config import Protocol, RunConfig, StratifyParams, TrainParams
+from immunostrat.io import InputError
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry OS-level failures (a share that blinked); never retry a structurally bad input."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="ingest",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def ingest(labs: Sequence[str | Path], subjects: str | Path | None) -> pipeline.Inputs:
+    """Read every input file and check its structure before any compute."""
+    return pipeline.read_inputs(labs, subjects)
+
+
+@task(name="harmonise-validate", cache_policy=NO_CACHE)
+def harmonise_validate(inputs: pipeline.Inputs, cfg: RunConfig) -> pipeline.Prepared:
+    """Map, parse, convert and validate; split rows into accepted, outside panel and quarantined."""
+    prepared = pipeline.prepare(inputs, cfg)
+    c = prepared.counts
+    get_run_logger().info(
+        "rows read %d = accepted %d + outside panel %d + quarantined %d",
+        c["rows_read"],
+        c["accepted"],
+        c["outside_panel"],
+        c["quarantined"],
+    )
+    return prepared
+
+
+@task(name="baseline-eligibility", cache_policy=NO_CACHE)
+def baseline_eligibility(prepared: pipeline.Prepared, protocol: Protocol, cfg: RunConfig) -> pl.DataFrame:
+    """Baseline profile and eligibility per subject."""
+    return pipeline.build_strata(prepared, protocol, cfg)
+
+
+@task(name="score", cache_policy=NO_CACHE)
+def score(strata: pl.DataFrame, cfg: RunConfig, run_id: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Responder probability, group and per-feature contributions."""
+    return pipeline.score(strata, cfg, run_id)
+
+
+@task(
+    name="write",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def write(out: str | Path, run_id: str, **kwargs: Any) -> pipeline.RunOutputs:
+    """Write the run folder atomically."""
+    return pipeline.write_run(out, run_id, **kwargs)
+
+
+FLOW_STAGES = pipeline.Stages(
+    read_inputs=ingest,
+    prepare=harmonise_validate,
+    build_strata=baseline_eligibility,
+    score=score,
+    write_run=write,
+)
+
+
+def _publish_artifacts(result: pipeline.RunOutputs) -> None:
+    manifest = result.run_json
+    counts = manifest["counts"]
+    stats = manifest.get("summary", {})
+    lines = [
+        f"# Stratify run `{manifest['run_id']}`",
+        "",
+        f"Run folder: `{result.run_dir}`",
+        "",
+        f"Rows read {counts['rows_read']} = accepted {counts['accepted']} + outside panel "
+        f"{counts['outside_panel']} + quarantined {counts['quarantined']}.",
+        "",
+        f"Model `{manifest.get('model', {}).get('model_id', '-')}`; subjects {stats.get('subjects', 0)}.",
+    ]
+    create_markdown_artifact(markdown="\n".join(lines), key="stratify-summary", description="Run summary")
+    groups = stats.get("responder_groups", {})
+    if groups:
+        create_table_artifact(
+            table=[{"responder_group": k, "subjects": v} for k, v in groups.items()],
+            key="stratify-groups",
+            description="Subjects per responder group",
+        )
+
+
+@flow(name="stratify", flow_run_name="stratify-{params.out}", log_prints=True, validate_parameters=True)
+def stratify_flow(params: StratifyParams) -> str:
+    """Ingest, validate, baseline, eligibility, score and write one run folder; returns its path."""
+    result = pipeline.stratify(params, FLOW_STAGES)
+    _publish_artifacts(result)
+    return str(result.run_dir)
+
+
+@flow(name="train", log_prints=True, validate_parameters=True)
+def train_flow(params: TrainParams) -> str:
+    """Fit a responder model on baseline features and outcomes; register it; returns the model id."""
+    from immunostrat import training
+
+    return training.train(params)

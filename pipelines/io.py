@@ -1,0 +1,198 @@
+"""The I/O edge: reading input files into all-string frames, and writing outputs atomically.
+
+Stages never touch the file system; flows and the CLI call these functions at the edges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+LAB_REQUIRED = ("study_id", "subject_id", "test", "result", "unit", "collected_at")
+LAB_OPTIONAL = ("site_id", "method", "ref_low", "ref_high")
+SUBJECT_REQUIRED = ("study_id", "subject_id", "reference_date")
+SUBJECT_OPTIONAL = (
+    "site_id",
+    "sex",
+    "age_years",
+    "first_exposure_date",
+    "sledai_2k",
+    "prior_immunosuppressant_failures",
+    "lupus_nephritis_class",
+    "egfr",
+    "active_cns_lupus",
+)
+OUTCOME_REQUIRED = ("study_id", "subject_id", "responded", "endpoint")
+OUTCOME_OPTIONAL: tuple[str, ...] = ()
+
+
+class InputError(Exception):
+    """An input file that cannot be used at all (unreadable, or missing a required column).
+
+    The run stops before any compute; `immunostrat validate` exits with status 2.
+    """
+
+    def __init__(self, path: str | Path, problem: str, column: str | None = None) -> None:
+        self.path = str(path)
+        self.column = column
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """One input file read as strings, with its provenance."""
+
+    path: str
+    frame: pl.DataFrame  # contract columns (String) + source_file (String) + source_row (Int64)
+    sha256: str
+    extra_columns: tuple[str, ...]
+
+    @property
+    def rows_read(self) -> int:
+        return self.frame.height
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def detect_format(path: Path) -> str:
+    """`parquet` or `csv`, from the file's first bytes (the suffix can lie)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    return "csv"
+
+
+def _normalise_header(name: str) -> str:
+    # Sites send "Study_ID ", BOM-prefixed headers, etc.; the contract names are lower snake case.
+    return name.lstrip("\ufeff").strip().lower()
+
+
+def read_input(
+    path: str | Path, required: Sequence[str], optional: Sequence[str], kind: str = "input"
+) -> InputTable:
+    """Read a CSV or Parquet file with every contract column as String.
+
+    Raises:
+        InputError: the file is missing, empty, unreadable, or lacks a required column.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, f"{kind} file not found")
+    if p.stat().st_size == 0:
+        raise InputError(
+            p, f"{kind} file is empty (0 bytes); expected a header with columns: {', '.join(required)}"
+        )
+    fmt = detect_format(p)
+    try:
+        if fmt == "parquet":
+            frame = pl.read_parquet(p)
+        else:
+            frame = pl.read_csv(p, infer_schema=False, encoding="utf8", raise_if_empty=True)
+    except pl.exceptions.NoDataError as exc:
+        raise InputError(
+            p, f"{kind} file has no header row; expected columns: {', '.join(required)}"
+        ) from exc
+    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(p, f"cannot be read as {fmt.upper()}: {first_line}") from exc
+    names = [_normalise_header(c) for c in frame.columns]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(p, f"column(s) appear more than once: {', '.join(dupes)}", column=dupes[0])
+    frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InputError(
+            p,
+            f"missing required column(s): {', '.join(missing)}; the file has: {', '.join(names) or '(none)'}",
+            column=missing[0],
+        )
+    contract = [*required, *optional]
+    extra = tuple(c for c in names if c not in contract)
+    frame = frame.select(
+        *(pl.col(c).cast(pl.String) if c in names else pl.lit(None, pl.String).alias(c) for c in contract),
+        pl.lit(str(path), pl.String).alias("source_file"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"),
+    )
+    return InputTable(path=str(path), frame=frame, sha256=sha256_file(p), extra_columns=extra)
+
+
+def read_labs(path: str | Path) -> InputTable:
+    """Read a lab-results file in the native contract."""
+    return read_input(path, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")
+
+
+def read_subjects(path: str | Path) -> InputTable:
+    """Read a subjects file."""
+    return read_input(path, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
+
+
+def read_outcomes(path: str | Path) -> InputTable:
+    """Read an outcomes file (training only)."""
+    return read_input(path, OUTCOME_REQUIRED, OUTCOME_OPTIONAL, kind="outcomes")
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; on success fsync and rename it into place.
+
+    A crash leaves at most a hidden `.tmp-*` file, never a half-written file under the final name.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_parquet_atomic(
+    frame: pl.DataFrame, final: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write a Parquet file atomically, with optional key-value metadata in its footer."""
+    with atomic_path(final) as tmp:
+        frame.write_parquet(tmp, compression="zstd", metadata=metadata)
+    return Path(final)
+
+
+def write_json_atomic(payload: Any, final: str | Path) -> Path:
+    """Write JSON atomically (sorted keys, 2-space indent, ISO dates via `str`)."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return Path(final)
+
+
+def write_text_atomic(text: str, final: str | Path) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(final)

@@ -1,0 +1,93 @@
+"""The declarative mapping tables shipped in `schemas/reference/` (codes, units, analytes, IFN methods)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import polars as pl
+
+_STRING_TABLE = {"infer_schema": False}
+
+
+def _reference_path(name: str) -> Path:
+    return Path(str(resources.files("immunostrat.schemas") / "reference" / name))
+
+
+def _read(path: Path) -> pl.DataFrame:
+    # Mapping tables are read as strings so that codes like "5130-0" or units like "1" are never reinterpreted.
+    return pl.read_csv(path, infer_schema=False, empty_string_is_null=False)
+
+
+@dataclass(frozen=True)
+class ReferenceTables:
+    """The mapping tables one run uses; built once and passed to the stages."""
+
+    analytes: pl.DataFrame  # analyte, canonical_unit, plausible_min, plausible_max, kind, description
+    test_codes: pl.DataFrame  # code_key (upper-cased), analyte
+    units: pl.DataFrame  # analyte, unit_key (lower-cased), target_analyte, conversion, factor
+    ifn_methods: pl.DataFrame  # method (upper-cased), high_cutoff, inclusive
+
+    @property
+    def panel(self) -> list[str]:
+        """Canonical analytes, in table order."""
+        return self.analytes["analyte"].to_list()
+
+    def allowed_units(self) -> pl.DataFrame:
+        """Per reported analyte, the accepted unit spellings as one readable string."""
+        return (
+            self.units.group_by("analyte", maintain_order=True)
+            .agg(pl.col("unit").filter(pl.col("unit") != "").str.join(", ").alias("allowed_units"))
+            .with_columns(pl.col("allowed_units").fill_null(""))
+        )
+
+
+def _ifn_table(path: Path) -> pl.DataFrame:
+    raw = _read(path)
+    missing = {"method", "high_cutoff", "inclusive"} - set(raw.columns)
+    if missing:
+        raise ValueError(f"IFN methods file {path} lacks column(s): {', '.join(sorted(missing))}")
+    return raw.select(
+        pl.col("method").str.strip_chars().str.to_uppercase(),
+        pl.col("high_cutoff").cast(pl.Float64),
+        pl.col("inclusive").str.to_lowercase().is_in(["true", "1", "yes"]).alias("inclusive"),
+    )
+
+
+def load_reference(alias_file: Path | None = None, ifn_methods_file: Path | None = None) -> ReferenceTables:
+    """Load the built-in tables, plus a user alias table and IFN-method table when given."""
+    return _load_reference(str(alias_file) if alias_file else None, str(ifn_methods_file) if ifn_methods_file else None)
+
+
+@cache
+def _load_reference(alias_file: str | None, ifn_methods_file: str | None) -> ReferenceTables:
+    analytes = _read(_reference_path("analytes.csv")).with_columns(
+        pl.col("plausible_min").cast(pl.Float64), pl.col("plausible_max").cast(pl.Float64)
+    )
+    codes = _read(_reference_path("test_codes.csv")).select("code", "analyte")
+    if alias_file:
+        extra = _read(Path(alias_file))
+        missing = {"code", "analyte"} - set(extra.columns)
+        if missing:
+            raise ValueError(f"alias file {alias_file} lacks column(s): {', '.join(sorted(missing))}")
+        unknown = sorted(set(extra["analyte"].to_list()) - set(analytes["analyte"].to_list()))
+        if unknown:
+            raise ValueError(f"alias file {alias_file} maps to unknown analyte(s): {', '.join(unknown)}")
+        codes = pl.concat([codes, extra.select("code", "analyte")])
+    codes = codes.with_columns(code_key=pl.col("code").str.strip_chars().str.to_uppercase())
+    clashes = codes.group_by("code_key").agg(pl.col("analyte").n_unique().alias("n")).filter(pl.col("n") > 1)
+    if clashes.height:
+        raise ValueError(f"test codes map to more than one analyte: {', '.join(clashes['code_key'].to_list())}")
+    units = _read(_reference_path("units.csv")).with_columns(
+        unit_key=pl.col("unit").str.strip_chars().str.to_lowercase(),
+        factor=pl.col("factor").replace("", None).cast(pl.Float64),
+    )
+    ifn = _ifn_table(Path(ifn_methods_file) if ifn_methods_file else _reference_path("ifn_methods.csv"))
+    return ReferenceTables(
+        analytes=analytes,
+        test_codes=codes.unique("code_key", keep="first", maintain_order=True).select("code_key", "analyte"),
+        units=units,
+        ifn_methods=ifn,
+    )

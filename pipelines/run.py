@@ -1,0 +1,358 @@
+"""The stratify and validate pipelines as plain functions (no Prefect), composed from the stages.
+
+`immunostrat.flows` wraps the same functions in Prefect tasks; `immunostrat validate` and the tests call
+them directly so that quick checks answer in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from immunostrat import __version__
+from immunostrat.config import Protocol, RunConfig, StratifyParams, load_protocol
+from immunostrat.io import (
+    InputTable,
+    read_labs,
+    read_subjects,
+    sha256_file,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.stages.baseline import derive_baseline, missing_counts
+from immunostrat.stages.eligibility import assess_eligibility, funnel
+from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
+from immunostrat.stages.validate import Split, validate_labs, validate_subjects
+
+PACKAGES = ("polars", "pandera", "prefect", "scikit-learn", "pyarrow", "skops", "numpy", "pydantic")
+
+
+class QuarantineCeilingError(RuntimeError):
+    """Too large a fraction of panel rows was quarantined; the run stops with the quarantine written."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Every input file of a run, read and checked for structure (before any compute)."""
+
+    labs: list[InputTable]
+    subjects: InputTable | None
+
+
+@dataclass
+class Prepared:
+    """Harmonised and validated inputs, and their accounting."""
+
+    harmonised: pl.DataFrame
+    quarantine: pl.DataFrame
+    outside_panel: pl.DataFrame
+    subjects: pl.DataFrame | None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def read_inputs(lab_paths: Sequence[str | Path], subjects_path: str | Path | None) -> Inputs:
+    """Read all inputs; raises `InputError` on the first unusable file, before any compute."""
+    labs = [read_labs(p) for p in lab_paths]
+    subjects = read_subjects(subjects_path) if subjects_path is not None else None
+    return Inputs(labs=labs, subjects=subjects)
+
+
+def _count_by_file(frame: pl.DataFrame) -> dict[str, int]:
+    if frame.height == 0:
+        return {}
+    counts = frame.group_by("source_file").len()
+    return dict(zip(counts["source_file"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def _count_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    if frame.height == 0:
+        return {}
+    counts = frame.group_by(column).len().sort("len", column, descending=[True, False])
+    return {str(k): int(v) for k, v in zip(counts[column].to_list(), counts["len"].to_list(), strict=True)}
+
+
+def accounting(
+    inputs: Inputs,
+    harmonised: pl.DataFrame,
+    outside: pl.DataFrame,
+    lab_quarantine: pl.DataFrame,
+    subject_split: Split | None,
+) -> dict[str, Any]:
+    """Per-file and total counts, each from its own source (never one derived from the others)."""
+    accepted = _count_by_file(harmonised)
+    out = _count_by_file(outside)
+    quarantined = _count_by_file(lab_quarantine)
+    per_file: dict[str, dict[str, Any]] = {}
+    for table in inputs.labs:
+        per_file[table.path] = {
+            "kind": "labs",
+            "rows_read": table.rows_read,
+            "accepted": accepted.get(table.path, 0),
+            "outside_panel": out.get(table.path, 0),
+            "quarantined": quarantined.get(table.path, 0),
+        }
+    totals = {
+        k: sum(int(f[k]) for f in per_file.values()) for k in ("rows_read", "accepted", "outside_panel", "quarantined")
+    }
+    counts: dict[str, Any] = {
+        **totals,
+        "per_file": per_file,
+        "outside_panel_by_test": _count_by(outside, "test"),
+        "quarantined_by_reason": _count_by(lab_quarantine, "reason_code"),
+    }
+    if inputs.subjects is not None and subject_split is not None:
+        counts["subjects"] = {
+            "path": inputs.subjects.path,
+            "rows_read": inputs.subjects.rows_read,
+            "accepted": subject_split.accepted.height,
+            "quarantined": subject_split.quarantine.height,
+            "quarantined_by_reason": _count_by(subject_split.quarantine, "reason_code"),
+        }
+    return counts
+
+
+def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) -> Prepared:
+    """Harmonise and validate: the ingest-to-quarantine half of a run."""
+    ref = ref or load_reference(cfg.harmonise.alias_file, cfg.baseline.ifn_methods_file)
+    raw = pl.concat([t.frame for t in inputs.labs], how="vertical") if inputs.labs else pl.DataFrame()
+    parts = harmonise_labs(raw, ref, cfg.harmonise)
+    subject_split = validate_subjects(inputs.subjects.frame) if inputs.subjects is not None else None
+    enrolled = subject_split.accepted if subject_split is not None and cfg.validation.require_enrolled_subject else None
+    lab_split = validate_labs(
+        parts.candidates, cfg.validation.as_of, ref.ifn_methods["method"].to_list(), enrolled=enrolled
+    )
+    harmonised = harmonised_table(lab_split.accepted)
+    quarantine = lab_split.quarantine
+    if subject_split is not None and subject_split.quarantine.height:
+        quarantine = pl.concat([quarantine, subject_split.quarantine], how="diagonal_relaxed")
+    counts = accounting(inputs, harmonised, parts.outside_panel, lab_split.quarantine, subject_split)
+    return Prepared(
+        harmonised=harmonised,
+        quarantine=quarantine,
+        outside_panel=parts.outside_panel,
+        subjects=subject_split.accepted if subject_split is not None else None,
+        counts=counts,
+    )
+
+
+def check_quarantine_ceiling(counts: dict[str, Any], ceiling: float) -> None:
+    """Raise when the quarantined fraction of panel rows exceeds the configured ceiling."""
+    panel_rows = int(counts["accepted"]) + int(counts["quarantined"])
+    if panel_rows == 0:
+        return
+    fraction = int(counts["quarantined"]) / panel_rows
+    if fraction > ceiling:
+        top = ", ".join(f"{k}: {v}" for k, v in list(counts["quarantined_by_reason"].items())[:5])
+        raise QuarantineCeilingError(
+            f"{counts['quarantined']} of {panel_rows} panel rows ({fraction:.1%}) were quarantined, above the "
+            f"ceiling of {ceiling:.1%} (validation.max_quarantine_fraction). Most common reasons: {top}. "
+            "See quarantine.parquet in the run folder."
+        )
+
+
+def build_strata(
+    prepared: Prepared, protocol: Protocol, cfg: RunConfig, ref: ReferenceTables | None = None
+) -> pl.DataFrame:
+    """Baseline and eligibility: one row per valid subject."""
+    if prepared.subjects is None:
+        raise ValueError("stratify needs a subjects file (reference dates anchor the baseline window)")
+    ref = ref or load_reference(cfg.harmonise.alias_file, cfg.baseline.ifn_methods_file)
+    strata = derive_baseline(prepared.harmonised, prepared.subjects, ref, cfg.baseline)
+    return assess_eligibility(strata, protocol)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of immunostrat, Python and the pinned stack, for provenance."""
+    found = {"immunostrat": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """Sortable, unique run id: UTC time plus a random suffix."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def summary_stats(strata: pl.DataFrame, protocol: Protocol) -> dict[str, Any]:
+    """Counts a reader wants first: eligibility, groups, missing analytes, funnel."""
+    eligible = strata["eligible"]
+    groups = _count_by(strata, "responder_group") if "responder_group" in strata.columns else {}
+    return {
+        "subjects": strata.height,
+        "eligible": {
+            "true": int((eligible == True).sum()),  # noqa: E712
+            "false": int((eligible == False).sum()),  # noqa: E712
+            "not_assessable": int(eligible.is_null().sum()),
+        },
+        "responder_groups": groups,
+        "missing_baseline_by_analyte": missing_counts(strata),
+        "eligibility_funnel": funnel(strata, protocol),
+    }
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """Where a finished run wrote its files."""
+
+    run_dir: Path
+    run_json: dict[str, Any]
+
+
+def write_run(
+    out_dir: str | Path,
+    run_id: str,
+    *,
+    strata: pl.DataFrame | None,
+    prepared: Prepared,
+    manifest: dict[str, Any],
+) -> RunOutputs:
+    """Write the run folder atomically: files go to a hidden staging folder renamed into place at the end.
+
+    A crash leaves no `<run_id>` folder at all (only a hidden `.<run_id>.partial`), so readers never see a
+    half-written run. Inside, every file is itself written temp-then-rename.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".{run_id}.partial"
+    final = out / run_id
+    if final.exists():
+        raise FileExistsError(f"run folder {final} already exists")
+    staging.mkdir()
+    try:
+        provenance = {"immunostrat_run_id": run_id, "immunostrat_version": __version__}
+        files: dict[str, pl.DataFrame] = {
+            "harmonised.parquet": prepared.harmonised,
+            "quarantine.parquet": prepared.quarantine,
+        }
+        if strata is not None:
+            files["strata.parquet"] = strata
+        outputs = {}
+        for name, frame in files.items():
+            path = write_parquet_atomic(frame, staging / name, metadata=provenance)
+            outputs[name] = {"rows": frame.height, "sha256": sha256_file(path)}
+        manifest = {**manifest, "run_id": run_id, "outputs": outputs}
+        write_json_atomic(manifest, staging / "run.json")
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return RunOutputs(run_dir=final, run_json=json.loads((final / "run.json").read_text(encoding="utf-8")))
+
+
+def base_manifest(inputs: Inputs, cfg: RunConfig, protocol: Protocol, started_at: dt.datetime) -> dict[str, Any]:
+    """The provenance part of run.json known before compute."""
+    return {
+        "started_at": started_at.isoformat(),
+        "as_of": cfg.validation.as_of.isoformat(),
+        "parameters": json.loads(cfg.model_dump_json()),
+        "protocol": {"protocol_id": protocol.protocol_id, "version": protocol.version},
+        "inputs": [
+            {
+                "path": t.path,
+                "kind": "labs",
+                "sha256": t.sha256,
+                "rows": t.rows_read,
+                "extra_columns": list(t.extra_columns),
+            }
+            for t in inputs.labs
+        ]
+        + (
+            [
+                {
+                    "path": inputs.subjects.path,
+                    "kind": "subjects",
+                    "sha256": inputs.subjects.sha256,
+                    "rows": inputs.subjects.rows_read,
+                }
+            ]
+            if inputs.subjects is not None
+            else []
+        ),
+        "versions": package_versions(),
+        "command": sys.argv,
+    }
+
+
+def score(strata: pl.DataFrame, cfg: RunConfig, run_id: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Load the configured model (checksum verified) and add probabilities, groups and contributions."""
+    from immunostrat.modeling import score_strata
+    from immunostrat.registry import load_model
+
+    model = load_model(cfg.scoring.model, cfg.scoring.registry)
+    overridden = cfg.scoring.possible_min is not None and cfg.scoring.likely_min is not None
+    cutoffs = (
+        {"possible_min": cfg.scoring.possible_min, "likely_min": cfg.scoring.likely_min}
+        if overridden
+        else dict(model.default_cutoffs)
+    )
+    scored = score_strata(strata, model, cutoffs=cutoffs).with_columns(run_id=pl.lit(run_id))
+    info = {
+        "model_id": model.model_id,
+        "sha256": model.sha256,
+        "requested": cfg.scoring.model,
+        "features": list(model.feature_names),
+        "cutoffs": cutoffs,
+        "cutoffs_source": "run parameters" if overridden else "model card",
+    }
+    return scored, info
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The stage callables a stratify run is composed of; the Prefect flow swaps in task-wrapped ones."""
+
+    read_inputs: Callable[[Sequence[str | Path], str | Path | None], Inputs] = read_inputs
+    prepare: Callable[[Inputs, RunConfig], Prepared] = prepare
+    build_strata: Callable[[Prepared, Protocol, RunConfig], pl.DataFrame] = build_strata
+    score: Callable[[pl.DataFrame, RunConfig, str], tuple[pl.DataFrame, dict[str, Any]]] = score
+    write_run: Callable[..., RunOutputs] = write_run
+
+
+def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs:
+    """One stratify run: ingest, validate, baseline, eligibility, score, write.
+
+    When the quarantined fraction exceeds the ceiling, the run folder is still written (quarantine and
+    run.json with status "failed", no strata) and `QuarantineCeilingError` is raised.
+    """
+    stages = stages or Stages()
+    started = dt.datetime.now(dt.UTC)
+    cfg = params.config
+    protocol = load_protocol(Path(params.protocol) if params.protocol else None)
+    run_id = new_run_id(started)
+    inputs = stages.read_inputs(params.labs, params.subjects)
+    manifest = base_manifest(inputs, cfg, protocol, started)
+    prepared = stages.prepare(inputs, cfg)
+    manifest["counts"] = prepared.counts
+    try:
+        check_quarantine_ceiling(prepared.counts, cfg.validation.max_quarantine_fraction)
+    except QuarantineCeilingError as exc:
+        manifest.update(status="failed", error=str(exc), finished_at=dt.datetime.now(dt.UTC).isoformat())
+        stages.write_run(params.out, run_id, strata=None, prepared=prepared, manifest=manifest)
+        raise
+    strata = stages.build_strata(prepared, protocol, cfg)
+    scored, model_info = stages.score(strata, cfg, run_id)
+    manifest.update(
+        status="completed",
+        model=model_info,
+        summary=summary_stats(scored, protocol),
+        finished_at=dt.datetime.now(dt.UTC).isoformat(),
+    )
+    return stages.write_run(params.out, run_id, strata=scored, prepared=prepared, manifest=manifest)

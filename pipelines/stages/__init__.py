@@ -1,0 +1,1 @@
+"""Pure stage functions: frames in, frames out, no I/O and no Prefect."""

@@ -1,0 +1,80 @@
+"""Eligibility: evaluate a versioned protocol's criteria on the strata table.
+
+Each criterion is three-valued per subject: passed, failed, or not assessable (its column is null).
+`eligible` is False when any criterion failed, null when none failed but some could not be assessed,
+and True when every criterion passed.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from immunostrat.config import Criterion, Protocol
+
+
+class ProtocolError(ValueError):
+    """The protocol cannot be evaluated on this table (e.g. it reads a column no input provides)."""
+
+
+def criterion_expr(criterion: Criterion) -> pl.Expr:
+    """True/False/null per subject for one criterion."""
+    col = pl.col(criterion.column)
+    value = criterion.value
+    op = criterion.op
+    if op == "between":
+        assert isinstance(value, list)
+        return col.is_between(value[0], value[1])
+    if op == "in":
+        assert isinstance(value, list)
+        return pl.when(col.is_not_null()).then(col.cast(pl.String).is_in([str(v) for v in value]))
+    if op == "is_true":
+        return col == True  # noqa: E712 - elementwise comparison keeps nulls null
+    if op == "is_false":
+        return col == False  # noqa: E712
+    comparisons = {
+        "ge": col >= value,
+        "gt": col > value,
+        "le": col <= value,
+        "lt": col < value,
+        "eq": col == value,
+    }
+    return comparisons[op]
+
+
+def assess_eligibility(strata: pl.DataFrame, protocol: Protocol) -> pl.DataFrame:
+    """Add `eligible`, `criteria_failed` and `criteria_not_assessable`, plus `criterion_<id>` outcomes."""
+    missing = sorted({c.column for c in protocol.criteria} - set(strata.columns))
+    if missing:
+        raise ProtocolError(
+            f"protocol {protocol.protocol_id} v{protocol.version} reads column(s) the strata table does not have: "
+            f"{', '.join(missing)}; available: {', '.join(strata.columns)}"
+        )
+    outcomes = {f"criterion_{c.id}": criterion_expr(c) for c in protocol.criteria}
+    with_outcomes = strata.with_columns(**outcomes)
+    failed = pl.concat_list(
+        [pl.when(pl.col(f"criterion_{c.id}") == False).then(pl.lit(c.id)) for c in protocol.criteria]  # noqa: E712
+    ).list.drop_nulls()
+    unknown = pl.concat_list(
+        [pl.when(pl.col(f"criterion_{c.id}").is_null()).then(pl.lit(c.id)) for c in protocol.criteria]
+    ).list.drop_nulls()
+    return with_outcomes.with_columns(criteria_failed=failed, criteria_not_assessable=unknown).with_columns(
+        eligible=pl.when(pl.col("criteria_failed").list.len() > 0)
+        .then(False)
+        .when(pl.col("criteria_not_assessable").list.len() > 0)
+        .then(None)
+        .otherwise(True)
+    )
+
+
+def funnel(strata: pl.DataFrame, protocol: Protocol) -> list[dict[str, object]]:
+    """Per criterion: how many subjects passed, failed and could not be assessed."""
+    rows = []
+    for c in protocol.criteria:
+        col = pl.col(f"criterion_{c.id}")
+        counts = strata.select(
+            passed=(col == True).sum(),  # noqa: E712
+            failed=(col == False).sum(),  # noqa: E712
+            not_assessable=col.is_null().sum(),
+        ).row(0, named=True)
+        rows.append({"criterion": c.id, "description": c.description, **counts})
+    return rows

@@ -1,0 +1,618 @@
+"""Validate: run every row rule through pandera and split rows into accepted and quarantined.
+
+Each rule is a polars expression that is True for a row that passes. Rules are attached to the table's
+pandera schema as dataframe checks named by their reason code, validated with `lazy=True` on an eager
+frame (so data checks really run and every failure is collected), and the failure cases' row indices
+decide the quarantine. A quarantined row keeps its original columns, its primary reason code (the first
+failing rule in the order below), every failing code, and a message naming file, row, column, value and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+from pandera.errors import SchemaErrors
+
+from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
+from immunostrat.schemas.inputs import LabCandidate, OutcomeCandidate, SubjectCandidate
+from immunostrat.stages.harmonise import parse_iso_date, parse_number
+
+QUARANTINE_ORIGINAL_COLUMNS = tuple(dict.fromkeys([*LAB_REQUIRED, *LAB_OPTIONAL, *SUBJECT_REQUIRED, *SUBJECT_OPTIONAL]))
+
+
+class ContractError(Exception):
+    """A table failed at the schema level (a missing column or wrong type): not a row problem."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row rule. `passes` must be True or False for every row (never null)."""
+
+    code: str
+    column: str
+    description: str
+    passes: pl.Expr
+    expected: pl.Expr
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows that passed every rule, and the quarantined rest."""
+
+    accepted: pl.DataFrame
+    quarantine: pl.DataFrame
+
+
+def _text(col: str) -> pl.Expr:
+    return pl.col(col).str.strip_chars().fill_null("")
+
+
+def _present(col: str) -> pl.Expr:
+    return _text(col) != ""
+
+
+def _lit(text: str) -> pl.Expr:
+    return pl.lit(text, pl.String)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rule engine
+# --------------------------------------------------------------------------------------------------
+
+
+def _schema(model: type[pa.DataFrameModel], rules: Sequence[Rule]) -> pa.DataFrameSchema:
+    base = model.to_schema()
+    checks = [
+        pa.Check(lambda data, expr=rule.passes: data.lazyframe.select(expr), name=rule.code, error=rule.description)
+        for rule in rules
+    ]
+    return pa.DataFrameSchema(columns=base.columns, checks=checks, strict=False, name=base.name)
+
+
+def _failures(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequence[Rule]) -> pl.DataFrame:
+    """(index, reason_code) for every failing row and rule, from pandera's failure cases."""
+    empty = pl.DataFrame(schema={"index": pl.UInt32, "reason_code": pl.String})
+    try:
+        _schema(model, rules).validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases
+        structural = cases.filter(pl.col("index").is_null())
+        if structural.height:
+            first = structural.row(0, named=True)
+            raise ContractError(
+                f"{model.__name__} failed at the schema level: check {first['check']} on column "
+                f"{first['column']} ({first['failure_case']})"
+            ) from errors
+        # With an `error=` text pandera reports the message in `check`; `check_number` is the rule's position.
+        codes = pl.DataFrame(
+            {"check_number": list(range(len(rules))), "reason_code": [r.code for r in rules]},
+            schema={"check_number": pl.Int32, "reason_code": pl.String},
+        )
+        return (
+            cases.filter(pl.col("schema_context") == "DataFrameSchema")
+            .select(pl.col("index").cast(pl.UInt32), pl.col("check_number").cast(pl.Int32))
+            .join(codes, on="check_number", how="inner")
+            .select("index", "reason_code")
+            .unique()
+        )
+    return empty
+
+
+def apply_rules(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequence[Rule]) -> Split:
+    """Validate `frame` against `model` plus `rules`; split off failing rows with reasons and messages."""
+    indexed = frame.with_row_index("_idx")
+    failures = _failures(frame, model, rules)
+    priority = pl.DataFrame(
+        {"reason_code": [r.code for r in rules], "_priority": list(range(len(rules)))},
+        schema={"reason_code": pl.String, "_priority": pl.Int32},
+    )
+    reasons = (
+        failures.join(priority, on="reason_code", how="left")
+        .sort("index", "_priority")
+        .group_by("index", maintain_order=True)
+        .agg(pl.col("reason_code").first(), pl.col("reason_code").alias("reason_codes"))
+        .rename({"index": "_idx"})
+    )
+    accepted = indexed.join(reasons.select("_idx"), on="_idx", how="anti").drop("_idx")
+    failed = indexed.join(reasons, on="_idx", how="inner")
+    column = pl.lit(None, pl.String)
+    value = pl.lit(None, pl.String)
+    expected = pl.lit(None, pl.String)
+    for rule in reversed(rules):
+        hit = pl.col("reason_code") == rule.code
+        column = pl.when(hit).then(_lit(rule.column)).otherwise(column)
+        value = pl.when(hit).then(pl.col(rule.column).cast(pl.String).fill_null("")).otherwise(value)
+        expected = pl.when(hit).then(rule.expected).otherwise(expected)
+    quarantine = (
+        failed.with_columns(column=column, value=value, _expected=expected)
+        .with_columns(
+            message=pl.format(
+                "{} row {}, column '{}': value '{}' rejected ({}); expected {}",
+                "source_file",
+                "source_row",
+                "column",
+                "value",
+                "reason_code",
+                "_expected",
+            )
+        )
+        .sort("_idx")
+    )
+    original = [c for c in QUARANTINE_ORIGINAL_COLUMNS if c in frame.columns]
+    quarantine = quarantine.select(
+        "source_file", "source_row", "reason_code", "reason_codes", "column", "value", "message", *original
+    )
+    return Split(accepted=accepted, quarantine=quarantine)
+
+
+# --------------------------------------------------------------------------------------------------
+# Lab rules
+# --------------------------------------------------------------------------------------------------
+
+_DUP_KEY = ["study_id", "subject_id", "analyte", "collected_at_parsed", "method"]
+
+
+def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
+    """The row rules for harmonised lab candidates, in priority order."""
+    value = pl.col("value")
+    return [
+        Rule(
+            "TEST_MISSING",
+            "test",
+            "the test is empty",
+            pl.col("analyte_reported").is_not_null(),
+            _lit("a test name or code (canonical analyte, LOINC, CDISC LBTESTCD or a configured alias)"),
+        ),
+        Rule(
+            "STUDY_ID_MISSING",
+            "study_id",
+            "study_id is empty",
+            _present("study_id"),
+            _lit("a study identifier"),
+        ),
+        Rule(
+            "SUBJECT_ID_MISSING",
+            "subject_id",
+            "subject_id is empty",
+            _present("subject_id"),
+            _lit("a subject identifier"),
+        ),
+        Rule(
+            "RESULT_MISSING",
+            "result",
+            "the result is empty",
+            _present("result"),
+            _lit("a numeric result, optionally censored (<10, >800)"),
+        ),
+        Rule(
+            "RESULT_NOT_NUMERIC",
+            "result",
+            "the result is not a number or a censored number",
+            ~_present("result") | pl.col("value_reported").is_not_null(),
+            _lit("a number, optionally censored (<10, >800, <=, >=); text results are not quantitative"),
+        ),
+        Rule(
+            "UNIT_UNKNOWN",
+            "unit",
+            "the unit is not known for this analyte",
+            pl.col("analyte_reported").is_null() | pl.col("analyte").is_not_null(),
+            pl.format("a unit known for {}: {}", "analyte_reported", "allowed_units"),
+        ),
+        Rule(
+            "UNIT_NEEDS_UPPER_LIMIT",
+            "ref_high",
+            "a kit-specific unit cannot be converted without the lab's upper limit",
+            (pl.col("conversion") != "per_upper_limit").fill_null(True)
+            | (pl.col("ref_high_reported") > 0).fill_null(False),
+            pl.format(
+                "a reference upper limit > 0: {} in '{}' is kit-specific, not convertible to IU/mL, and is "
+                "expressed as a multiple of the lab's own upper limit",
+                "analyte_reported",
+                "unit",
+            ),
+        ),
+        Rule(
+            "IFN_METHOD_UNKNOWN",
+            "method",
+            "an IFN score names no method, or a method without a known cut-off",
+            (pl.col("analyte") != "ifn_score").fill_null(True)
+            | pl.col("method").is_in(list(ifn_methods)).fill_null(False),
+            _lit(
+                "an IFN-signature method with a known cut-off ("
+                + ", ".join(ifn_methods)
+                + "); scores from different methods are on different scales and are never pooled"
+            ),
+        ),
+        Rule(
+            "REF_LOW_INVALID",
+            "ref_low",
+            "ref_low is not a number",
+            ~_present("ref_low") | pl.col("ref_low_reported").is_not_null(),
+            _lit("a plain number or empty"),
+        ),
+        Rule(
+            "REF_HIGH_INVALID",
+            "ref_high",
+            "ref_high is not a number",
+            ~_present("ref_high") | pl.col("ref_high_reported").is_not_null(),
+            _lit("a plain number or empty"),
+        ),
+        Rule(
+            "REF_RANGE_INVERTED",
+            "ref_low",
+            "ref_low is above ref_high",
+            (pl.col("ref_low_reported") <= pl.col("ref_high_reported")).fill_null(True),
+            pl.format("ref_low not above ref_high ({})", "ref_high"),
+        ),
+        Rule(
+            "DATE_MISSING",
+            "collected_at",
+            "collected_at is empty",
+            _present("collected_at"),
+            _lit("an ISO 8601 collection date"),
+        ),
+        Rule(
+            "DATE_INVALID",
+            "collected_at",
+            "collected_at is not a valid ISO 8601 date",
+            ~_present("collected_at") | pl.col("collected_date").is_not_null(),
+            _lit(
+                "an ISO 8601 date YYYY-MM-DD or date-time YYYY-MM-DDThh:mm[:ss][Z|+hh:mm]; "
+                "partial dates are not accepted"
+            ),
+        ),
+        Rule(
+            "DATE_AFTER_AS_OF",
+            "collected_at",
+            "the collection date is after the run's as_of date",
+            (pl.col("collected_date") <= pl.lit(as_of)).fill_null(True),
+            _lit(f"a date on or before the run's as_of date {as_of.isoformat()}"),
+        ),
+        Rule(
+            "VALUE_NOT_FINITE",
+            "result",
+            "the result is not finite",
+            value.is_finite().fill_null(True),
+            _lit("a finite number"),
+        ),
+        Rule(
+            "VALUE_OUT_OF_RANGE",
+            "result",
+            "the value is outside the plausible range for the analyte",
+            (~value.is_finite()).fill_null(True)
+            | value.is_between(pl.col("plausible_min"), pl.col("plausible_max")).fill_null(True),
+            pl.format(
+                "a plausible {} between {} and {} {} (this row converts to {} {})",
+                "analyte",
+                "plausible_min",
+                "plausible_max",
+                "unit_canonical",
+                "value",
+                "unit_canonical",
+            ),
+        ),
+        Rule(
+            "SUBJECT_NOT_ENROLLED",
+            "subject_id",
+            "the subject is not in the subjects file",
+            pl.col("_enrolled"),
+            _lit("a (study_id, subject_id) present among the valid rows of the subjects file"),
+        ),
+        Rule(
+            "DUPLICATE_CONFLICT",
+            "result",
+            "another row reports a different result for the same measurement",
+            ~pl.col("_dup_conflict"),
+            pl.format(
+                "one result per subject, analyte, collection time and method; rows {} of {} disagree",
+                "_dup_rows",
+                "_dup_first_file",
+            ),
+        ),
+        Rule(
+            "DUPLICATE_ROW",
+            "result",
+            "the row repeats an earlier row exactly",
+            ~pl.col("_dup_repeat"),
+            pl.format("no repeated measurements; this repeats {} row {}", "_dup_first_file", "_dup_first_row"),
+        ),
+    ]
+
+
+def _with_duplicate_flags(frame: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
+    """Flag conflicting and repeated measurements among rows that pass every other rule."""
+    basic_ok = pl.all_horizontal([r.passes for r in rules if not r.code.startswith("DUPLICATE_")])
+    key = [*_DUP_KEY, "_basic_ok"]
+    flagged = (
+        frame.with_row_index("_pos")
+        .with_columns(_basic_ok=basic_ok)
+        .with_columns(
+            _n_versions=pl.struct("value", "censoring").n_unique().over(key),
+            _first_pos=pl.col("_pos").min().over(key),
+            _dup_first_file=pl.col("source_file").first().over(key),
+            _dup_first_row=pl.col("source_row").first().over(key),
+        )
+        .with_columns(
+            _dup_conflict=pl.col("_basic_ok") & (pl.col("_n_versions") > 1),
+            _dup_repeat=pl.col("_basic_ok") & (pl.col("_n_versions") == 1) & (pl.col("_pos") != pl.col("_first_pos")),
+        )
+        .drop("_pos", "_first_pos", "_n_versions")
+    )
+    # Name every row of a conflicting group in its message; only conflicting groups pay for this.
+    conflicting = (
+        flagged.filter(pl.col("_dup_conflict"))
+        .group_by(key)
+        .agg(pl.col("source_row").sort().cast(pl.String).str.join(", ").alias("_dup_rows"))
+    )
+    return flagged.join(conflicting, on=key, how="left", nulls_equal=True).drop("_basic_ok")
+
+
+def validate_labs(
+    candidates: pl.DataFrame, as_of: dt.date, ifn_methods: Sequence[str], enrolled: pl.DataFrame | None = None
+) -> Split:
+    """Split harmonised lab candidates into accepted rows and quarantine.
+
+    Args:
+        candidates: output of `harmonise_labs`.
+        as_of: the run's as_of date; later collection dates are quarantined.
+        ifn_methods: IFN-signature methods with a known cut-off (upper-case).
+        enrolled: (study_id, subject_id) of valid subjects; None to skip the enrolment rule.
+    """
+    if enrolled is None:
+        frame = candidates.with_columns(_enrolled=pl.lit(True))
+    else:
+        keys = enrolled.select("study_id", "subject_id").unique().with_columns(_enrolled=pl.lit(True))
+        frame = candidates.join(keys, on=["study_id", "subject_id"], how="left", nulls_equal=False).with_columns(
+            pl.col("_enrolled").fill_null(False)
+        )
+    rules = lab_rules(as_of, ifn_methods)
+    frame = _with_duplicate_flags(frame, rules)
+    return apply_rules(frame, LabCandidate, rules)
+
+
+# --------------------------------------------------------------------------------------------------
+# Subject rules
+# --------------------------------------------------------------------------------------------------
+
+_SEX = {
+    "F": "F",
+    "FEMALE": "F",
+    "M": "M",
+    "MALE": "M",
+    "U": "U",
+    "UNKNOWN": "U",
+    "UNDIFFERENTIATED": "UNDIFFERENTIATED",
+}
+_TRUE = ["TRUE", "T", "YES", "Y", "1"]
+_FALSE = ["FALSE", "F", "NO", "N", "0"]
+_LN_CLASS = r"^(NONE|I|II|III|IV|V|VI|III\+V|IV\+V)$"
+
+
+def _integer(col: str) -> pl.Expr:
+    number = parse_number(col)
+    return pl.when(number == number.round(0)).then(number.cast(pl.Int64, strict=False)).otherwise(None)
+
+
+def parse_subjects(raw: pl.DataFrame) -> pl.DataFrame:
+    """Typed subject fields beside the raw strings (null where the text cannot be read)."""
+    ref_date, _ = parse_iso_date("reference_date")
+    exposure, _ = parse_iso_date("first_exposure_date")
+    cns = _text("active_cns_lupus").str.to_uppercase()
+    return raw.with_columns(
+        _reference_date=ref_date,
+        _first_exposure_date=exposure,
+        _sex=_text("sex").str.to_uppercase().replace_strict(_SEX, default=None),
+        _age_years=parse_number("age_years"),
+        _sledai_2k=_integer("sledai_2k"),
+        _prior_failures=_integer("prior_immunosuppressant_failures"),
+        _egfr=parse_number("egfr"),
+        _cns=pl.when(cns.is_in(_TRUE)).then(True).when(cns.is_in(_FALSE)).then(False).otherwise(None),
+        _ln_class=pl.when(_text("lupus_nephritis_class").str.to_uppercase().str.contains(_LN_CLASS))
+        .then(_text("lupus_nephritis_class").str.to_uppercase())
+        .otherwise(None),
+    )
+
+
+def _optional(col: str, parsed: str, ok: pl.Expr | None = None) -> pl.Expr:
+    good = pl.col(parsed).is_not_null() if ok is None else (pl.col(parsed).is_not_null() & ok.fill_null(False))
+    return ~_present(col) | good
+
+
+def subject_rules() -> list[Rule]:
+    """Row rules for the subjects file, in priority order."""
+    return [
+        Rule(
+            "STUDY_ID_MISSING",
+            "study_id",
+            "study_id is empty",
+            _present("study_id"),
+            _lit("a study identifier"),
+        ),
+        Rule(
+            "SUBJECT_ID_MISSING",
+            "subject_id",
+            "subject_id is empty",
+            _present("subject_id"),
+            _lit("a subject identifier"),
+        ),
+        Rule(
+            "REFERENCE_DATE_INVALID",
+            "reference_date",
+            "reference_date is missing or not an ISO 8601 date",
+            pl.col("_reference_date").is_not_null(),
+            _lit("an ISO 8601 date YYYY-MM-DD"),
+        ),
+        Rule(
+            "FIRST_EXPOSURE_DATE_INVALID",
+            "first_exposure_date",
+            "first_exposure_date is not an ISO 8601 date",
+            _optional("first_exposure_date", "_first_exposure_date"),
+            _lit("an ISO 8601 date YYYY-MM-DD or empty"),
+        ),
+        Rule(
+            "SEX_INVALID",
+            "sex",
+            "sex is not a CDISC SEX value",
+            _optional("sex", "_sex"),
+            _lit("F, M, U or UNDIFFERENTIATED (or Female/Male/Unknown), or empty"),
+        ),
+        Rule(
+            "AGE_INVALID",
+            "age_years",
+            "age_years is not a plausible age",
+            _optional("age_years", "_age_years", pl.col("_age_years").is_between(0, 120)),
+            _lit("a number of years between 0 and 120, or empty"),
+        ),
+        Rule(
+            "SLEDAI_INVALID",
+            "sledai_2k",
+            "sledai_2k is not a SLEDAI-2K score",
+            _optional("sledai_2k", "_sledai_2k", pl.col("_sledai_2k").is_between(0, 105)),
+            _lit("a whole number between 0 and 105, or empty"),
+        ),
+        Rule(
+            "PRIOR_FAILURES_INVALID",
+            "prior_immunosuppressant_failures",
+            "the count of failed therapies is invalid",
+            _optional(
+                "prior_immunosuppressant_failures",
+                "_prior_failures",
+                pl.col("_prior_failures").is_between(0, 50),
+            ),
+            _lit("a whole number between 0 and 50, or empty"),
+        ),
+        Rule(
+            "EGFR_INVALID",
+            "egfr",
+            "egfr is not a plausible eGFR",
+            _optional("egfr", "_egfr", pl.col("_egfr").is_between(0, 300)),
+            _lit("a number between 0 and 300 mL/min/1.73 m2, or empty"),
+        ),
+        Rule(
+            "CNS_FLAG_INVALID",
+            "active_cns_lupus",
+            "active_cns_lupus is not a yes/no value",
+            _optional("active_cns_lupus", "_cns"),
+            _lit("true or false (yes/no, y/n, 1/0), or empty"),
+        ),
+        Rule(
+            "LN_CLASS_INVALID",
+            "lupus_nephritis_class",
+            "lupus_nephritis_class is not an ISN/RPS class",
+            _optional("lupus_nephritis_class", "_ln_class"),
+            _lit("NONE, I, II, III, IV, V, VI, III+V or IV+V, or empty"),
+        ),
+        Rule(
+            "SUBJECT_CONFLICT",
+            "subject_id",
+            "the subject appears more than once with different values",
+            ~pl.col("_conflict"),
+            _lit("one row per (study_id, subject_id)"),
+        ),
+        Rule(
+            "SUBJECT_DUPLICATE",
+            "subject_id",
+            "the subject row repeats an earlier row exactly",
+            ~pl.col("_repeat"),
+            _lit("one row per (study_id, subject_id)"),
+        ),
+    ]
+
+
+def validate_subjects(raw: pl.DataFrame) -> Split:
+    """Split a subjects file into valid subjects (with typed columns) and quarantine."""
+    contract = [*SUBJECT_REQUIRED, *SUBJECT_OPTIONAL]
+    key = ["study_id", "subject_id"]
+    frame = (
+        parse_subjects(raw)
+        .with_row_index("_pos")
+        .with_columns(
+            _n_versions=pl.struct(contract).n_unique().over(key),
+            _first_pos=pl.col("_pos").min().over(key),
+        )
+        .with_columns(
+            _conflict=pl.col("_n_versions") > 1,
+            _repeat=(pl.col("_n_versions") == 1) & (pl.col("_pos") != pl.col("_first_pos")),
+        )
+        .drop("_pos", "_n_versions", "_first_pos")
+    )
+    split = apply_rules(frame, SubjectCandidate, subject_rules())
+    typed = split.accepted.select(
+        pl.col("study_id").str.strip_chars(),
+        pl.col("subject_id").str.strip_chars(),
+        _blank_or_text("site_id"),
+        pl.col("_sex").alias("sex"),
+        pl.col("_age_years").alias("age_years"),
+        pl.col("_reference_date").alias("reference_date"),
+        pl.col("_first_exposure_date").alias("first_exposure_date"),
+        pl.col("_sledai_2k").alias("sledai_2k"),
+        pl.col("_prior_failures").alias("prior_immunosuppressant_failures"),
+        pl.col("_ln_class").alias("lupus_nephritis_class"),
+        pl.col("_egfr").alias("egfr"),
+        pl.col("_cns").alias("active_cns_lupus"),
+        "source_file",
+        "source_row",
+    )
+    return Split(accepted=typed, quarantine=split.quarantine)
+
+
+def _blank_or_text(col: str) -> pl.Expr:
+    return pl.when(_present(col)).then(pl.col(col).str.strip_chars()).otherwise(None).alias(col)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outcome rules (training)
+# --------------------------------------------------------------------------------------------------
+
+
+def validate_outcomes(raw: pl.DataFrame) -> Split:
+    """Split an outcomes file into valid (study_id, subject_id, responded, endpoint) rows and quarantine."""
+    flag = _text("responded").str.to_uppercase()
+    key = ["study_id", "subject_id"]
+    frame = raw.with_columns(
+        _responded=pl.when(flag.is_in(_TRUE)).then(True).when(flag.is_in(_FALSE)).then(False).otherwise(None),
+        _n=pl.len().over(key),
+    )
+    rules = [
+        Rule(
+            "STUDY_ID_MISSING",
+            "study_id",
+            "study_id is empty",
+            _present("study_id"),
+            _lit("a study identifier"),
+        ),
+        Rule(
+            "SUBJECT_ID_MISSING",
+            "subject_id",
+            "subject_id is empty",
+            _present("subject_id"),
+            _lit("a subject identifier"),
+        ),
+        Rule(
+            "RESPONDED_INVALID",
+            "responded",
+            "responded is not true or false",
+            pl.col("_responded").is_not_null(),
+            _lit("true or false (yes/no, y/n, 1/0)"),
+        ),
+        Rule(
+            "OUTCOME_DUPLICATE",
+            "subject_id",
+            "the subject has more than one outcome row",
+            pl.col("_n") == 1,
+            _lit("one outcome row per (study_id, subject_id)"),
+        ),
+    ]
+    split = apply_rules(frame, OutcomeCandidate, rules)
+    typed = split.accepted.select(
+        pl.col("study_id").str.strip_chars(),
+        pl.col("subject_id").str.strip_chars(),
+        pl.col("_responded").alias("responded"),
+        pl.col("endpoint"),
+    )
+    return Split(accepted=typed, quarantine=split.quarantine)

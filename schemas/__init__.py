@@ -1,0 +1,1 @@
+"""pandera contracts, one DataFrameModel per table, and the reference mapping tables."""
