@@ -1,0 +1,592 @@
+"""Model registry: skops model files, model cards and aliases in one directory.
+
+Layout of a registry directory (default: the installed ``immunostrat.models`` package)::
+
+    registry.json              {"schema_version": 1, "aliases": {...}, "models": {<model_id>: {...}}}
+    <model_id>/model.skops     the fitted estimator (skops zip; never pickle/joblib)
+    <model_id>/card.json       model card (metrics, cut-offs, features, intended use, versions)
+    <model_id>/card.md         the same card, readable
+
+Loading is defensive because a model file is code-adjacent: the file's sha256 is checked against
+``registry.json`` before anything parses it, non-zip files (pickles) are refused, and any type outside
+:data:`TRUSTED_TYPES` is refused before ``skops.io.loads`` runs. Files are read once into memory and every
+check runs on those same bytes, so the file cannot change between the check and the load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from immunostrat.modeling import FeatureSpec, TrainedModel
+
+__all__ = [
+    "CARD_SCHEMA_VERSION",
+    "DEFAULT_ALIAS",
+    "REGISTRY_ENV",
+    "SCHEMA_VERSION",
+    "TRUSTED_TYPES",
+    "LoadedModel",
+    "ModelIntegrityError",
+    "RegistryError",
+    "UnknownModelError",
+    "default_registry_dir",
+    "list_models",
+    "load_model",
+    "render_card_markdown",
+    "resolve",
+    "save_model",
+    "set_alias",
+]
+
+REGISTRY_ENV = "IMMUNOSTRAT_MODEL_REGISTRY"
+REGISTRY_FILE = "registry.json"
+MODEL_FILE = "model.skops"
+CARD_JSON = "card.json"
+CARD_MD = "card.md"
+SCHEMA_VERSION = 1
+CARD_SCHEMA_VERSION = 1
+DEFAULT_ALIAS = "champion"
+
+#: Fully qualified types a project model file may contain beyond skops' defaults. Found with
+#: ``skops.io.get_untrusted_types`` on a dumped ``Pipeline([StandardScaler, LogisticRegression])``
+#: (sklearn 1.9.1, skops 0.16.0, numpy 2.4): it returns ``[]``, because skops trusts these sklearn
+#: estimators and the numpy/builtin containers by default. They are still listed so the trust decision is
+#: explicit and reviewed; re-run ``get_untrusted_types`` on a fresh model whenever sklearn/skops/numpy or
+#: the estimator changes, and add only types you have reviewed. Never widen this to silence an error.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.linear_model._logistic.LogisticRegression",
+)
+
+# Ids and aliases become directory names and JSON keys: keep them to a safe, path-free alphabet.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_REQUIRED_CARD_EXTRA = ("intended_use", "limitations")
+
+
+class RegistryError(Exception):
+    """Registry is missing, malformed, or an operation on it is invalid."""
+
+
+class ModelIntegrityError(RegistryError):
+    """A model file failed an integrity or trust check and was not loaded."""
+
+
+class UnknownModelError(RegistryError, LookupError):
+    """A model reference is neither a known alias nor a known model id."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model from the registry.
+
+    Attributes:
+        model_id: Registry id of the model.
+        sha256: sha256 of its ``model.skops`` file (checked before loading).
+        estimator: The fitted ``Pipeline([scale, clf])``.
+        features: Feature specs in model input order.
+        card: The model card (``card.json``) as a dict.
+        default_cutoffs: ``{"possible_min": .., "likely_min": ..}`` from the card.
+    """
+
+    model_id: str
+    sha256: str
+    estimator: Pipeline
+    features: tuple[FeatureSpec, ...]
+    card: dict[str, Any] = field(repr=False)
+    default_cutoffs: dict[str, float]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the model's input features, in order."""
+        return tuple(f.name for f in self.features)
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+
+def default_registry_dir() -> Path:
+    """Registry directory used when none is passed.
+
+    ``$IMMUNOSTRAT_MODEL_REGISTRY`` if set, else the installed ``immunostrat.models`` package directory, else
+    (source checkout that is not installed) the ``models/`` folder next to ``pipelines/``.
+
+    Raises:
+        RegistryError: No registry directory can be located.
+    """
+    env = os.environ.get(REGISTRY_ENV)
+    if env:
+        return Path(env)
+    try:
+        import immunostrat.models as models_pkg
+    except ImportError:
+        candidate = Path(__file__).resolve().parent.parent / "models"
+        if (candidate / "__init__.py").is_file():
+            return candidate
+        raise RegistryError(
+            f"cannot locate the model registry: immunostrat.models is not importable and {candidate} does "
+            f"not exist; pass registry_dir or set {REGISTRY_ENV}"
+        ) from None
+    if models_pkg.__file__ is None:
+        raise RegistryError(f"immunostrat.models has no __file__; pass registry_dir or set {REGISTRY_ENV}")
+    return Path(models_pkg.__file__).parent
+
+
+def _root(registry_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(registry_dir) if registry_dir is not None else default_registry_dir()
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise RegistryError(f"invalid {kind} {name!r}: use letters, digits, '.', '_' or '-' (max 128 chars)")
+    return name
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # Temp file in the same directory + os.replace: readers see the old or the new file, never half of one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    # Strict JSON has no NaN/inf (e.g. the response rate of an empty group): write null instead.
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _json_safe(obj.item())
+    return obj
+
+
+def _dump_json(obj: Any) -> bytes:
+    return (json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ registry.json
+
+
+def _empty_registry() -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "aliases": {}, "models": {}}
+
+
+def _read_registry(root: Path) -> dict[str, Any]:
+    path = root / REGISTRY_FILE
+    if not path.is_file():
+        return _empty_registry()
+    try:
+        reg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(reg, dict) or reg.get("schema_version") != SCHEMA_VERSION:
+        version = reg.get("schema_version") if isinstance(reg, dict) else None
+        raise RegistryError(f"{path}: unsupported schema_version {version!r} (expected {SCHEMA_VERSION})")
+    if not isinstance(reg.get("aliases"), dict) or not isinstance(reg.get("models"), dict):
+        raise RegistryError(f"{path}: 'aliases' and 'models' must be objects")
+    return reg
+
+
+def _write_registry(root: Path, reg: Mapping[str, Any]) -> None:
+    _write_atomic(root / REGISTRY_FILE, _dump_json(reg))
+
+
+def _resolve_in(reg: Mapping[str, Any], ref: str, root: Path) -> str:
+    aliases: dict[str, str] = reg["aliases"]
+    models: dict[str, Any] = reg["models"]
+    if ref in aliases:
+        target = aliases[ref]
+        if target not in models:
+            raise RegistryError(f"alias {ref!r} in {root / REGISTRY_FILE} points to unknown model {target!r}")
+        return target
+    if ref in models:
+        return ref
+    if not models:
+        raise UnknownModelError(
+            f"unknown model reference {ref!r}: registry {root} holds no models (train one with the train flow)"
+        )
+    raise UnknownModelError(
+        f"unknown model reference {ref!r} in registry {root}; "
+        f"known aliases: {sorted(aliases) or 'none'}; known model ids: {sorted(models)}"
+    )
+
+
+def resolve(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> str:
+    """Resolve an alias or model id to a model id.
+
+    Args:
+        ref: Alias (e.g. ``champion``) or model id.
+        registry_dir: Registry directory; default :func:`default_registry_dir`.
+
+    Returns:
+        The model id.
+
+    Raises:
+        UnknownModelError: ``ref`` is neither an alias nor a model id (message lists the known ones).
+    """
+    root = _root(registry_dir)
+    return _resolve_in(_read_registry(root), ref, root)
+
+
+def set_alias(alias: str, model_id: str, registry_dir: str | os.PathLike[str] | None = None) -> None:
+    """Point ``alias`` at ``model_id`` (creating or moving the alias).
+
+    Raises:
+        UnknownModelError: ``model_id`` is not in the registry.
+        RegistryError: Invalid alias name, or the alias would shadow a model id.
+    """
+    root = _root(registry_dir)
+    reg = _read_registry(root)
+    _check_name("alias", alias)
+    if model_id not in reg["models"]:
+        raise UnknownModelError(
+            f"cannot set alias {alias!r}: unknown model id {model_id!r} in registry {root}; "
+            f"known model ids: {sorted(reg['models']) or 'none'}"
+        )
+    if alias in reg["models"]:
+        raise RegistryError(f"alias {alias!r} would shadow the model id of the same name")
+    reg["aliases"][alias] = model_id
+    _write_registry(root, reg)
+
+
+def list_models(registry_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """List registered models, oldest first.
+
+    Returns:
+        One dict per model: ``model_id``, the registry entry (``path``, ``sha256``, ``created_at``,
+        ``features``, ...) and ``aliases`` (aliases pointing at it).
+    """
+    reg = _read_registry(_root(registry_dir))
+    out = []
+    for model_id, entry in reg["models"].items():
+        aliases = sorted(a for a, target in reg["aliases"].items() if target == model_id)
+        out.append({"model_id": model_id, **entry, "aliases": aliases})
+    return sorted(out, key=lambda m: (str(m.get("created_at", "")), m["model_id"]))
+
+
+# --------------------------------------------------------------------------------------------- cards
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("scikit-learn", "skops", "numpy", "polars", "pydantic"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def _build_card(
+    trained: TrainedModel, model_id: str, created_at: str, sha256: str, card_extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    clf = trained.estimator.named_steps["clf"]
+    extra = dict(card_extra)
+    training_data = {
+        "n_train": trained.n_train,
+        "n_dropped_missing": trained.n_dropped_missing,
+        "class_balance": dict(trained.class_balance),
+        **dict(extra.pop("training_data", {}) or {}),
+    }
+    limitations = extra.pop("limitations")
+    return {
+        "card_schema_version": CARD_SCHEMA_VERSION,
+        "model_id": model_id,
+        "created_at": created_at,
+        "model_file": {"path": MODEL_FILE, "sha256": sha256, "format": "skops"},
+        "estimator": {
+            "description": f"StandardScaler + L2 logistic regression (C={trained.config.C}); "
+            "logit = intercept + sum of coef_j * standardised feature_j",
+            "steps": [f"{type(step).__module__}.{type(step).__qualname__}" for _, step in trained.estimator.steps],
+            "standardised_coefficients": {
+                name: float(c) for name, c in zip(trained.feature_names, clf.coef_[0], strict=True)
+            },
+            "intercept": float(clf.intercept_[0]),
+        },
+        "features": [s.to_dict() for s in trained.feature_specs],
+        "training_data": training_data,
+        "config": trained.config.model_dump(mode="json"),
+        "metrics": dict(trained.metrics),
+        "default_cutoffs": dict(trained.cutoffs),
+        "oof_group_response": trained.oof_group_response,
+        "intended_use": extra.pop("intended_use"),
+        "limitations": [limitations] if isinstance(limitations, str) else list(limitations),
+        "package_versions": _package_versions(),
+        **({"extra": extra} if extra else {}),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "n/a"
+    return str(value)
+
+
+def render_card_markdown(card: Mapping[str, Any]) -> str:
+    """Render a model card dict (as written to ``card.json``) as Markdown."""
+    lines = [f"# Model card: {card['model_id']}", ""]
+    lines += [f"- Created: {card['created_at']}", f"- File: `{card['model_file']['path']}`"]
+    lines += [
+        f"- sha256: `{card['model_file']['sha256']}`",
+        f"- Estimator: {card['estimator']['description']}",
+        "",
+    ]
+    lines += ["## Intended use", "", str(card["intended_use"]), "", "## Limitations", ""]
+    lines += [f"- {item}" for item in card["limitations"]] + [""]
+    lines += ["## Features", "", "| feature | source | transform | unit | coefficient (std) | description |"]
+    lines += ["|---|---|---|---|---|---|"]
+    coefs = card["estimator"]["standardised_coefficients"]
+    for f in card["features"]:
+        lines.append(
+            f"| {f['name']} | {f['source']} | {f['transform']} | {f['unit']} | {_fmt(coefs.get(f['name']))} "
+            f"| {f['description']} |"
+        )
+    lines += ["", f"Intercept: {_fmt(card['estimator']['intercept'])}", "", "## Training data", ""]
+    for key, value in card["training_data"].items():
+        if isinstance(value, Mapping):
+            lines.append(f"- {key}:")
+            lines += [f"  - {k}: {_fmt(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"- {key}: {_fmt(value)}")
+    lines += ["", "## Cross-validated performance", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in card["metrics"].items()]
+    cut = card["default_cutoffs"]
+    lines += ["", "## Responder groups (chosen on out-of-fold probabilities)", ""]
+    lines += [
+        f"- likely: p >= {cut['likely_min']}",
+        f"- possible: {cut['possible_min']} <= p < {cut['likely_min']}",
+    ]
+    lines += [f"- unlikely: p < {cut['possible_min']}", ""]
+    lines += ["| OOF group | n | responders | observed response rate |", "|---|---|---|---|"]
+    for group, row in card["oof_group_response"].items():
+        lines.append(f"| {group} | {row['n']} | {row['responders']} | {_fmt(row['response_rate'])} |")
+    lines += ["", "## Training config", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
+    lines += ["## Package versions", ""] + [f"- {k}: {v}" for k, v in card["package_versions"].items()]
+    if card.get("extra"):
+        lines += ["", "## Other", "", "```json", json.dumps(card["extra"], indent=2, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ save / load
+
+
+def _untrusted_outside_list(data: bytes, where: str) -> list[str]:
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # malformed archive/schema: refuse rather than guess
+        raise ModelIntegrityError(f"{where}: cannot inspect skops file ({type(exc).__name__}: {exc})") from exc
+    return sorted(set(untrusted) - set(TRUSTED_TYPES))
+
+
+def save_model(
+    trained: TrainedModel,
+    registry_dir: str | os.PathLike[str] | None = None,
+    *,
+    model_id: str | None = None,
+    card_extra: Mapping[str, Any],
+    alias: str | None = None,
+) -> str:
+    """Write a trained model, its card and its registry entry.
+
+    Args:
+        trained: Output of :func:`immunostrat.modeling.train_responder_model`.
+        registry_dir: Registry directory (created if missing); default :func:`default_registry_dir`.
+        model_id: Id to use; default ``responder-lr-<YYYYMMDD>-<first 8 hex of the file sha256>``.
+        card_extra: Card content the trainer knows: ``intended_use`` (str) and ``limitations`` (str or list,
+            both required), optional ``training_data`` (dict merged into the training summary, e.g. data
+            checksums); any other key is stored under ``extra``.
+        alias: If given, point this alias at the new model (aliases are otherwise untouched).
+
+    Returns:
+        The model id.
+
+    Raises:
+        ValueError: ``card_extra`` lacks a required key.
+        RegistryError: Id already registered, invalid id/alias.
+        ModelIntegrityError: The dumped model holds types outside :data:`TRUSTED_TYPES` (it could not be
+            loaded again, so it is not saved).
+    """
+    missing = [k for k in _REQUIRED_CARD_EXTRA if not card_extra.get(k)]
+    if missing:
+        raise ValueError(f"card_extra must give {missing} (e.g. 'trained on synthetic data; not for clinical use')")
+    if model_id is not None:
+        _check_name("model id", model_id)
+    if alias is not None:
+        _check_name("alias", alias)
+    root = _root(registry_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    reg = _read_registry(root)
+    created = datetime.now(UTC)
+
+    data = sio.dumps(trained.estimator)
+    bad = _untrusted_outside_list(data, "model to save")
+    if bad:
+        raise ModelIntegrityError(f"refusing to save: the model holds types outside TRUSTED_TYPES: {bad}")
+    sha = _sha256(data)
+    mid = model_id or f"responder-lr-{created:%Y%m%d}-{sha[:8]}"
+    if mid in reg["models"] or mid in reg["aliases"] or (root / mid).exists():
+        raise RegistryError(f"model id {mid!r} already exists in registry {root}; pass another model_id")
+    if alias is not None and alias in reg["models"]:
+        raise RegistryError(f"alias {alias!r} would shadow the model id of the same name")
+
+    model_dir = root / mid
+    model_dir.mkdir()
+    _write_atomic(model_dir / MODEL_FILE, data)
+    card = _build_card(trained, mid, created.isoformat(timespec="seconds"), sha, card_extra)
+    card_bytes = _dump_json(card)
+    _write_atomic(model_dir / CARD_JSON, card_bytes)
+    _write_atomic(model_dir / CARD_MD, render_card_markdown(json.loads(card_bytes)).encode("utf-8"))
+
+    # registry.json is written last: a crash before this leaves an unregistered folder, never an entry
+    # pointing at missing files.
+    reg["models"][mid] = {
+        "path": f"{mid}/{MODEL_FILE}",
+        "sha256": sha,
+        "card_sha256": _sha256(card_bytes),
+        "created_at": card["created_at"],
+        "features": list(trained.feature_names),
+    }
+    if alias is not None:
+        reg["aliases"][alias] = mid
+    _write_registry(root, reg)
+    return mid
+
+
+def _entry_file(root: Path, rel: str, what: str) -> Path:
+    # registry.json is data, not code: never let a path in it escape the registry directory.
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ModelIntegrityError(f"{what} path {rel!r} in {root / REGISTRY_FILE} escapes the registry directory")
+    if not path.is_file():
+        raise RegistryError(f"{what} {path} listed in {root / REGISTRY_FILE} does not exist")
+    return path
+
+
+def _check_estimator(estimator: Any, path: Path, n_features: int) -> Pipeline:
+    steps = getattr(estimator, "named_steps", {})
+    if not (
+        isinstance(estimator, Pipeline)
+        and isinstance(steps.get("scale"), StandardScaler)
+        and isinstance(steps.get("clf"), LogisticRegression)
+    ):
+        raise ModelIntegrityError(
+            f"{path}: expected Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)]), got {estimator!r}"
+        )
+    clf = steps["clf"]
+    if list(getattr(clf, "classes_", [])) != [0, 1]:
+        raise ModelIntegrityError(f"{path}: expected classes [0, 1], got {getattr(clf, 'classes_', None)}")
+    if getattr(estimator, "n_features_in_", None) != n_features:
+        raise ModelIntegrityError(
+            f"{path}: estimator takes {getattr(estimator, 'n_features_in_', None)} features, card lists {n_features}"
+        )
+    return estimator
+
+
+def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
+    """Load and verify a model by alias or id.
+
+    Checks, in order and all before deserialising: sha256 of ``model.skops`` (and ``card.json``) against
+    ``registry.json``; the file is a skops zip (pickles are refused); every type it needs is trusted by skops
+    or listed in :data:`TRUSTED_TYPES`. Then it loads with ``trusted=TRUSTED_TYPES`` and checks the estimator
+    is the expected pipeline.
+
+    Args:
+        ref: Alias or model id (default ``champion``).
+        registry_dir: Registry directory; default :func:`default_registry_dir`.
+
+    Returns:
+        The verified model.
+
+    Raises:
+        UnknownModelError: ``ref`` is not known.
+        ModelIntegrityError: Checksum mismatch, not a skops file, untrusted types, or unexpected estimator.
+    """
+    root = _root(registry_dir)
+    reg = _read_registry(root)
+    mid = _resolve_in(reg, ref, root)
+    entry = reg["models"][mid]
+    path = _entry_file(root, entry["path"], "model file")
+
+    data = path.read_bytes()  # read once: every check below and the load use these bytes
+    actual = _sha256(data)
+    if actual != entry["sha256"]:
+        raise ModelIntegrityError(
+            f"{path}: sha256 mismatch for model {mid!r}: registry.json expects {entry['sha256']}, "
+            f"file has {actual}; refusing to load"
+        )
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ModelIntegrityError(
+            f"{path} is not a skops file (zip archive expected, starts with {data[:4]!r}); pickle/joblib "
+            "files are never loaded"
+        )
+    bad = _untrusted_outside_list(data, str(path))
+    if bad:
+        raise ModelIntegrityError(
+            f"{path} holds types outside immunostrat.registry.TRUSTED_TYPES: {bad}; refusing to load. Review "
+            "them and add them to TRUSTED_TYPES only if they are safe."
+        )
+    try:
+        estimator = sio.loads(data, trusted=list(TRUSTED_TYPES))
+    except Exception as exc:
+        raise ModelIntegrityError(f"{path}: skops refused or failed to load ({type(exc).__name__}: {exc})") from exc
+
+    card_path = _entry_file(root, f"{mid}/{CARD_JSON}", "model card")
+    card_bytes = card_path.read_bytes()
+    # The card carries the cut-offs and feature transforms used in scoring, so it is checksummed too.
+    expected_card = entry.get("card_sha256")
+    if expected_card is not None and _sha256(card_bytes) != expected_card:
+        raise ModelIntegrityError(
+            f"{card_path}: sha256 mismatch: registry.json expects {expected_card}, file has {_sha256(card_bytes)}"
+        )
+    card = json.loads(card_bytes)
+    if card.get("model_id") != mid:
+        raise ModelIntegrityError(f"{card_path}: card is for {card.get('model_id')!r}, not {mid!r}")
+    features = tuple(FeatureSpec.from_dict(f) for f in card["features"])
+    if [f.name for f in features] != list(entry["features"]):
+        raise ModelIntegrityError(
+            f"{card_path}: card features {[f.name for f in features]} differ from registry.json {entry['features']}"
+        )
+    _check_estimator(estimator, path, len(features))
+    cutoffs = {k: float(v) for k, v in card["default_cutoffs"].items()}
+    return LoadedModel(
+        model_id=mid,
+        sha256=actual,
+        estimator=estimator,
+        features=features,
+        card=card,
+        default_cutoffs=cutoffs,
+    )

@@ -1,0 +1,242 @@
+"""Tests for immunostrat.registry: save/load round trip, integrity and trust checks, aliases."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from immunostrat.modeling import (
+    DEFAULT_FEATURES,
+    TrainConfig,
+    TrainedModel,
+    build_feature_frame,
+    score_strata,
+    train_responder_model,
+)
+from immunostrat.registry import (
+    REGISTRY_ENV,
+    TRUSTED_TYPES,
+    ModelIntegrityError,
+    RegistryError,
+    UnknownModelError,
+    list_models,
+    load_model,
+    resolve,
+    save_model,
+    set_alias,
+)
+
+CARD_EXTRA: dict[str, Any] = {
+    "intended_use": "Demonstration of responder stratification on synthetic data.",
+    "limitations": ["trained on synthetic data; not for clinical use"],
+    "training_data": {"source": "synthetic", "sha256": {"strata.parquet": "ab" * 32}},
+}
+
+
+class CustomScaler(StandardScaler):
+    """A project-foreign type: skops must not trust it and the registry must refuse it."""
+
+
+def _strata(n: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    anti = np.exp(rng.normal(0.5, 1.0, n))
+    c3 = rng.normal(0.9, 0.2, n)
+    z = 1.2 * np.log2(anti) - 4.0 * (c3 - 0.9)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    strata = pl.DataFrame(
+        {
+            "subject_id": [f"S{i:03d}" for i in range(n)],
+            "anti_dsdna_ratio": anti,
+            "c3": c3,
+            "c4": rng.normal(0.18, 0.05, n),
+            "ifn_ratio": np.exp(rng.normal(0.0, 0.8, n)),
+            "cd19_b_cells": rng.gamma(2.0, 80.0, n),
+            "cd4_cd8_ratio": rng.lognormal(0.4, 0.3, n),
+        }
+    )
+    return strata, y
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    strata, y = _strata(300, seed=2)
+    return train_responder_model(build_feature_frame(strata, DEFAULT_FEATURES), y, TrainConfig(cv_folds=3))
+
+
+@pytest.fixture
+def saved(tmp_path: Path, trained: TrainedModel) -> tuple[Path, str]:
+    return tmp_path, save_model(trained, tmp_path, card_extra=CARD_EXTRA, alias="champion")
+
+
+def _registry(root: Path) -> dict[str, Any]:
+    return json.loads((root / "registry.json").read_text())
+
+
+def _register_file(root: Path, model_id: str, payload: bytes, card_from: str) -> None:
+    """Put raw bytes in the registry as ``model_id`` with a correct checksum (simulates a planted file)."""
+    (root / model_id).mkdir()
+    (root / model_id / "model.skops").write_bytes(payload)
+    card = json.loads((root / card_from / "card.json").read_text())
+    card["model_id"] = model_id
+    (root / model_id / "card.json").write_text(json.dumps(card))
+    reg = _registry(root)
+    reg["models"][model_id] = {
+        **reg["models"][card_from],
+        "path": f"{model_id}/model.skops",
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "card_sha256": hashlib.sha256((root / model_id / "card.json").read_bytes()).hexdigest(),
+    }
+    (root / "registry.json").write_text(json.dumps(reg))
+
+
+def test_trusted_types_cover_project_model(trained: TrainedModel) -> None:
+    untrusted = sio.get_untrusted_types(data=sio.dumps(trained.estimator))
+    assert set(untrusted) <= set(TRUSTED_TYPES)
+    assert all(isinstance(t, str) and t.count(".") >= 2 for t in TRUSTED_TYPES)
+
+
+def test_round_trip(saved: tuple[Path, str], trained: TrainedModel) -> None:
+    root, model_id = saved
+    assert re.fullmatch(r"responder-lr-\d{8}-[0-9a-f]{8}", model_id)
+    for name in ("model.skops", "card.json", "card.md"):
+        assert (root / model_id / name).is_file()
+    reg = _registry(root)
+    assert reg["schema_version"] == 1 and reg["aliases"] == {"champion": model_id}
+    entry = reg["models"][model_id]
+    assert entry["path"] == f"{model_id}/model.skops"
+    assert entry["sha256"] == hashlib.sha256((root / entry["path"]).read_bytes()).hexdigest()
+    assert model_id.endswith(entry["sha256"][:8])
+    assert entry["features"] == [f.name for f in DEFAULT_FEATURES]
+
+    loaded = load_model("champion", root)
+    assert loaded.model_id == model_id and loaded.sha256 == entry["sha256"]
+    assert loaded.features == trained.feature_specs
+    assert loaded.default_cutoffs == trained.cutoffs
+    X = np.random.default_rng(0).normal(size=(20, len(DEFAULT_FEATURES)))
+    np.testing.assert_array_equal(loaded.estimator.predict_proba(X), trained.estimator.predict_proba(X))
+
+    card = loaded.card
+    assert card["metrics"]["cv_auroc"] == trained.metrics["cv_auroc"]
+    assert card["training_data"]["n_train"] == 300
+    assert card["training_data"]["sha256"] == CARD_EXTRA["training_data"]["sha256"]
+    assert card["limitations"] == CARD_EXTRA["limitations"]
+    assert {"scikit-learn", "skops", "numpy", "polars", "python"} <= set(card["package_versions"])
+    assert set(card["oof_group_response"]) == {"unlikely", "possible", "likely"}
+    md = (root / model_id / "card.md").read_text()
+    assert model_id in md and "not for clinical use" in md and "cv_auroc" in md
+
+    strata, _ = _strata(10, seed=4)
+    scored = score_strata(strata, loaded)
+    assert scored["model_id"].unique().to_list() == [model_id]
+    assert scored["model_sha256"].unique().to_list() == [entry["sha256"]]
+
+
+def test_aliases_resolution_and_listing(saved: tuple[Path, str], trained: TrainedModel) -> None:
+    root, first = saved
+    second = save_model(trained, root, model_id="responder-lr-manual", card_extra=CARD_EXTRA)
+    assert _registry(root)["aliases"] == {"champion": first}  # saving never moves aliases by itself
+    assert resolve("champion", root) == first and resolve(second, root) == second
+    set_alias("challenger", second, root)
+    set_alias("champion", second, root)
+    assert resolve("champion", root) == second
+    listed = {m["model_id"]: m for m in list_models(root)}
+    assert listed[second]["aliases"] == ["challenger", "champion"] and listed[first]["aliases"] == []
+    with pytest.raises(UnknownModelError, match="unknown model id"):
+        set_alias("champion", "nope", root)
+    with pytest.raises(RegistryError, match="already exists"):
+        save_model(trained, root, model_id=second, card_extra=CARD_EXTRA)
+
+
+def test_unknown_ref_lists_known(saved: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    root, model_id = saved
+    with pytest.raises(UnknownModelError) as err:
+        load_model("does-not-exist", root)
+    assert "does-not-exist" in str(err.value) and "champion" in str(err.value) and model_id in str(err.value)
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(UnknownModelError, match="holds no models"):
+        load_model(registry_dir=empty)
+
+
+def test_env_var_sets_default_registry(saved: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, model_id = saved
+    monkeypatch.setenv(REGISTRY_ENV, str(root))
+    assert load_model().model_id == model_id
+
+
+def test_checksum_mismatch_refused(saved: tuple[Path, str]) -> None:
+    root, model_id = saved
+    path = root / model_id / "model.skops"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        ModelIntegrityError, match=r"sha256 mismatch.*expects [0-9a-f]{64}, file has [0-9a-f]{64}"
+    ):
+        load_model(model_id, root)
+
+
+def test_tampered_card_refused(saved: tuple[Path, str]) -> None:
+    root, model_id = saved
+    card_path = root / model_id / "card.json"
+    card = json.loads(card_path.read_text())
+    card["default_cutoffs"]["likely_min"] = 0.01
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match=r"card\.json: sha256 mismatch"):
+        load_model(model_id, root)
+
+
+class _Tripwire:
+    """Unpickling this touches a marker file: proves the registry never unpickles."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_file_refused(saved: tuple[Path, str], trained: TrainedModel) -> None:
+    root, model_id = saved
+    marker = root / "unpickled"
+    _register_file(root, "pickled", pickle.dumps([trained.estimator, _Tripwire(marker)]), model_id)
+    with pytest.raises(ModelIntegrityError, match="not a skops file"):
+        load_model("pickled", root)
+    assert not marker.exists()
+
+
+def test_untrusted_type_refused(saved: tuple[Path, str], trained: TrainedModel) -> None:
+    root, model_id = saved
+    rogue = Pipeline([("scale", CustomScaler()), ("clf", LogisticRegression())])
+    rogue.fit(np.random.default_rng(0).normal(size=(40, 6)), np.r_[np.zeros(20), np.ones(20)].astype(int))
+    _register_file(root, "rogue", sio.dumps(rogue), model_id)
+    with pytest.raises(ModelIntegrityError, match=r"TRUSTED_TYPES.*CustomScaler"):
+        load_model("rogue", root)
+    # save_model refuses it up front: a file the registry will not load is never written.
+    with pytest.raises(ModelIntegrityError, match="CustomScaler"):
+        save_model(dataclasses.replace(trained, estimator=rogue), root, card_extra=CARD_EXTRA)
+
+
+def test_path_escape_and_card_extra_checks(saved: tuple[Path, str], trained: TrainedModel) -> None:
+    root, model_id = saved
+    reg = _registry(root)
+    reg["models"][model_id]["path"] = "../elsewhere/model.skops"
+    (root / "registry.json").write_text(json.dumps(reg))
+    with pytest.raises(ModelIntegrityError, match="escapes the registry"):
+        load_model(model_id, root)
+    with pytest.raises(ValueError, match="limitations"):
+        save_model(trained, root, card_extra={"intended_use": "demo"})
+    with pytest.raises(RegistryError, match="invalid model id"):
+        save_model(trained, root, model_id="../x", card_extra=CARD_EXTRA)
