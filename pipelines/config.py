@@ -177,9 +177,11 @@ class Criterion(_Model):
         elif self.op == "between":
             if not (isinstance(self.value, list) and len(self.value) == 2):
                 raise ValueError(f"criterion {self.id!r}: op between needs value [low, high]")
+            if sorted(self.value) != self.value:
+                raise ValueError(f"criterion {self.id!r}: op between needs low <= high, got {self.value}")
         elif self.op == "in":
-            if not isinstance(self.value, list):
-                raise ValueError(f"criterion {self.id!r}: op in needs a list value")
+            if not (isinstance(self.value, list) and self.value):
+                raise ValueError(f"criterion {self.id!r}: op in needs a non-empty list value")
         elif self.value is None or isinstance(self.value, list):
             raise ValueError(f"criterion {self.id!r}: op {self.op} needs a single value")
         return self

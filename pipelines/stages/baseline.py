@@ -120,7 +120,7 @@ def derive_baseline(
         *(c for a in panel for c in (a, f"{a}_date", f"{a}_censoring")),
         *keep.values(),
     )
-    strata = subjects.drop("source_file", "source_row").join(wide, on=_KEY, how="left")
+    strata = subjects.drop("source_file", "source_row").join(wide, on=_KEY, how="left", maintain_order="left")
     return add_flags(strata, ref, cfg)
 
 
@@ -145,7 +145,7 @@ def add_flags(strata: pl.DataFrame, ref: ReferenceTables, cfg: BaselineConfig) -
         for a in CORE_ANALYTES
     ]
     return (
-        strata.join(ifn, on="ifn_method", how="left")
+        strata.join(ifn, on="ifn_method", how="left", maintain_order="left")
         .with_columns(
             anti_dsdna_ratio=pl.when(pl.col("anti_dsdna").is_not_null())
             .then(pl.col("anti_dsdna") / dsdna_cutoff)

@@ -26,7 +26,10 @@ def criterion_expr(criterion: Criterion) -> pl.Expr:
         return col.is_between(value[0], value[1])
     if op == "in":
         assert isinstance(value, list)
-        return pl.when(col.is_not_null()).then(col.cast(pl.String).is_in([str(v) for v in value]))
+        # The protocol parses `[8, 10]` as floats; an integer column casts to "8", not "8.0", so whole numbers
+        # are matched in both spellings.
+        labels = {str(v) for v in value} | {str(int(v)) for v in value if isinstance(v, float) and v.is_integer()}
+        return pl.when(col.is_not_null()).then(col.cast(pl.String).is_in(sorted(labels)))
     if op == "is_true":
         return col == True  # noqa: E712 - elementwise comparison keeps nulls null
     if op == "is_false":
