@@ -29,8 +29,9 @@ class HarmoniseConfig(_Model):
     )
     ifn_default_method: str | None = Field(
         default=None,
-        description="IFN-signature method assumed for `ifn_score` rows that name no method. Leave empty to keep "
-        "such scores without a method (they are accepted but never compared with a cut-off).",
+        description="IFN-signature method assumed for `ifn_score` rows that name no method (it must be one of the "
+        "known methods). Leave empty to quarantine such scores (IFN_METHOD_UNKNOWN): scores from different "
+        "methods are on different scales and are never guessed or pooled.",
     )
 
 

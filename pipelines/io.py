@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -84,9 +85,23 @@ def _normalise_header(name: str) -> str:
     return name.lstrip("\ufeff").strip().lower()
 
 
-def read_input(
-    path: str | Path, required: Sequence[str], optional: Sequence[str], kind: str = "input"
-) -> InputTable:
+def _as_written(names: list[str]) -> list[str]:
+    # polars renames a repeated CSV header "x" to "x_duplicated_0", ...; undo that so repeats are caught.
+    present = set(names)
+    base = [m.group(1) if (m := re.fullmatch(r"(.+)_duplicated_\d+", n)) else n for n in names]
+    return [b if b in present else n for b, n in zip(base, names, strict=True)]
+
+
+def _as_text(path: Path, frame: pl.DataFrame, name: str) -> pl.Series:
+    try:
+        return frame.get_column(name).cast(pl.String)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(
+            path, f"column {name} has type {frame.schema[name]}, which cannot be read as text", column=name
+        ) from exc
+
+
+def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str], kind: str = "input") -> InputTable:
     """Read a CSV or Parquet file with every contract column as String.
 
     Raises:
@@ -96,9 +111,7 @@ def read_input(
     if not p.is_file():
         raise InputError(p, f"{kind} file not found")
     if p.stat().st_size == 0:
-        raise InputError(
-            p, f"{kind} file is empty (0 bytes); expected a header with columns: {', '.join(required)}"
-        )
+        raise InputError(p, f"{kind} file is empty (0 bytes); expected a header with columns: {', '.join(required)}")
     fmt = detect_format(p)
     try:
         if fmt == "parquet":
@@ -106,14 +119,13 @@ def read_input(
         else:
             frame = pl.read_csv(p, infer_schema=False, encoding="utf8", raise_if_empty=True)
     except pl.exceptions.NoDataError as exc:
-        raise InputError(
-            p, f"{kind} file has no header row; expected columns: {', '.join(required)}"
-        ) from exc
+        raise InputError(p, f"{kind} file has no header row; expected columns: {', '.join(required)}") from exc
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(p, f"cannot be read as {fmt.upper()}: {first_line}") from exc
     names = [_normalise_header(c) for c in frame.columns]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    written = _as_written(names)
+    dupes = sorted({n for n in written if written.count(n) > 1})
     if dupes:
         raise InputError(p, f"column(s) appear more than once: {', '.join(dupes)}", column=dupes[0])
     frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
@@ -127,7 +139,7 @@ def read_input(
     contract = [*required, *optional]
     extra = tuple(c for c in names if c not in contract)
     frame = frame.select(
-        *(pl.col(c).cast(pl.String) if c in names else pl.lit(None, pl.String).alias(c) for c in contract),
+        *(_as_text(p, frame, c) if c in names else pl.lit(None, pl.String).alias(c) for c in contract),
         pl.lit(str(path), pl.String).alias("source_file"),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"),
     )
@@ -165,6 +177,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; outputs should get the usual permissions under the caller's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         with open(tmp, "rb") as handle:
@@ -175,9 +191,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_parquet_atomic(
-    frame: pl.DataFrame, final: str | Path, metadata: dict[str, str] | None = None
-) -> Path:
+def write_parquet_atomic(frame: pl.DataFrame, final: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a Parquet file atomically, with optional key-value metadata in its footer."""
     with atomic_path(final) as tmp:
         frame.write_parquet(tmp, compression="zstd", metadata=metadata)

@@ -49,11 +49,16 @@ def _ifn_table(path: Path) -> pl.DataFrame:
     missing = {"method", "high_cutoff", "inclusive"} - set(raw.columns)
     if missing:
         raise ValueError(f"IFN methods file {path} lacks column(s): {', '.join(sorted(missing))}")
-    return raw.select(
+    table = raw.select(
         pl.col("method").str.strip_chars().str.to_uppercase(),
-        pl.col("high_cutoff").cast(pl.Float64),
+        pl.col("high_cutoff").cast(pl.Float64, strict=False),
         pl.col("inclusive").str.to_lowercase().is_in(["true", "1", "yes"]).alias("inclusive"),
     )
+    bad = table.filter(~(pl.col("high_cutoff").is_finite() & (pl.col("high_cutoff") > 0)).fill_null(True))
+    if bad.height:
+        # Scores are standardised as score / cut-off, so a cut-off must be a positive number.
+        raise ValueError(f"IFN methods file {path}: high_cutoff must be a number > 0 for {bad['method'].to_list()}")
+    return table
 
 
 def load_reference(alias_file: Path | None = None, ifn_methods_file: Path | None = None) -> ReferenceTables:

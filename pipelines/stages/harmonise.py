@@ -33,7 +33,7 @@ class Harmonised:
 
 def _blank_to_null(col: str) -> pl.Expr:
     stripped = pl.col(col).str.strip_chars()
-    return pl.when(stripped == "").then(None).otherwise(stripped)
+    return pl.when(stripped == "").then(None).otherwise(stripped).alias(col)
 
 
 def parse_number(col: str) -> pl.Expr:
@@ -67,13 +67,20 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     Returns:
         The typed candidate rows and the rows outside the panel.
     """
-    keyed = raw.with_columns(
-        # Identifiers are matched without surrounding white space (never otherwise altered).
-        pl.col("study_id").str.strip_chars(),
-        pl.col("subject_id").str.strip_chars(),
-        pl.col("site_id").str.strip_chars(),
-        _test_key=pl.col("test").str.strip_chars().str.to_uppercase().fill_null(""),
-    ).join(ref.test_codes, left_on="_test_key", right_on="code_key", how="left")
+    keyed = (
+        raw.with_columns(
+            # Verbatim copies for the quarantine, which shows rows exactly as they were sent.
+            *(pl.col(c).alias(f"_raw_{c}") for c in ("study_id", "subject_id", "site_id", "method")),
+        )
+        .with_columns(
+            # Identifiers are matched without surrounding white space (never otherwise altered).
+            pl.col("study_id").str.strip_chars(),
+            pl.col("subject_id").str.strip_chars(),
+            _blank_to_null("site_id"),
+            _test_key=pl.col("test").str.strip_chars().str.to_uppercase().fill_null(""),
+        )
+        .join(ref.test_codes, left_on="_test_key", right_on="code_key", how="left", maintain_order="left")
+    )
     outside = keyed.filter((pl.col("_test_key") != "") & pl.col("analyte").is_null())
     panel = keyed.filter((pl.col("_test_key") == "") | pl.col("analyte").is_not_null())
 
@@ -112,9 +119,15 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             left_on=["analyte_reported", "_unit_key"],
             right_on=["analyte_reported", "unit_key"],
             how="left",
+            maintain_order="left",
         )
-        .join(ranges, on="analyte", how="left")
-        .join(ref.allowed_units().rename({"analyte": "analyte_reported"}), on="analyte_reported", how="left")
+        .join(ranges, on="analyte", how="left", maintain_order="left")
+        .join(
+            ref.allowed_units().rename({"analyte": "analyte_reported"}),
+            on="analyte_reported",
+            how="left",
+            maintain_order="left",
+        )
     )
     per_uln = pl.col("conversion") == "per_upper_limit"
     scale = pl.when(per_uln).then(1.0 / pl.col("ref_high_reported")).otherwise(pl.col("factor"))

@@ -118,7 +118,7 @@ def apply_rules(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequ
         .agg(pl.col("reason_code").first(), pl.col("reason_code").alias("reason_codes"))
         .rename({"index": "_idx"})
     )
-    accepted = indexed.join(reasons.select("_idx"), on="_idx", how="anti").drop("_idx")
+    accepted = indexed.join(reasons.select("_idx"), on="_idx", how="anti", maintain_order="left").drop("_idx")
     failed = indexed.join(reasons, on="_idx", how="inner")
     column = pl.lit(None, pl.String)
     value = pl.lit(None, pl.String)
@@ -126,7 +126,8 @@ def apply_rules(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequ
     for rule in reversed(rules):
         hit = pl.col("reason_code") == rule.code
         column = pl.when(hit).then(_lit(rule.column)).otherwise(column)
-        value = pl.when(hit).then(pl.col(rule.column).cast(pl.String).fill_null("")).otherwise(value)
+        shown = f"_raw_{rule.column}" if f"_raw_{rule.column}" in frame.columns else rule.column
+        value = pl.when(hit).then(pl.col(shown).cast(pl.String).fill_null("")).otherwise(value)
         expected = pl.when(hit).then(rule.expected).otherwise(expected)
     quarantine = (
         failed.with_columns(column=column, value=value, _expected=expected)
@@ -143,7 +144,11 @@ def apply_rules(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequ
         )
         .sort("_idx")
     )
-    original = [c for c in QUARANTINE_ORIGINAL_COLUMNS if c in frame.columns]
+    original = [
+        pl.col(f"_raw_{c}").alias(c) if f"_raw_{c}" in frame.columns else pl.col(c)
+        for c in QUARANTINE_ORIGINAL_COLUMNS
+        if c in frame.columns
+    ]
     quarantine = quarantine.select(
         "source_file", "source_row", "reason_code", "reason_codes", "column", "value", "message", *original
     )
@@ -231,16 +236,18 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
         Rule(
             "REF_LOW_INVALID",
             "ref_low",
-            "ref_low is not a number",
-            ~_present("ref_low") | pl.col("ref_low_reported").is_not_null(),
-            _lit("a plain number or empty"),
+            "ref_low is not a finite, non-negative number",
+            ~_present("ref_low")
+            | (pl.col("ref_low_reported").is_finite() & (pl.col("ref_low_reported") >= 0)).fill_null(False),
+            _lit("a plain, finite number >= 0, or empty"),
         ),
         Rule(
             "REF_HIGH_INVALID",
             "ref_high",
-            "ref_high is not a number",
-            ~_present("ref_high") | pl.col("ref_high_reported").is_not_null(),
-            _lit("a plain number or empty"),
+            "ref_high is not a finite, positive number",
+            ~_present("ref_high")
+            | (pl.col("ref_high_reported").is_finite() & (pl.col("ref_high_reported") > 0)).fill_null(False),
+            _lit("a plain, finite number > 0, or empty"),
         ),
         Rule(
             "REF_RANGE_INVERTED",
@@ -349,7 +356,7 @@ def _with_duplicate_flags(frame: pl.DataFrame, rules: Sequence[Rule]) -> pl.Data
         .group_by(key)
         .agg(pl.col("source_row").sort().cast(pl.String).str.join(", ").alias("_dup_rows"))
     )
-    return flagged.join(conflicting, on=key, how="left", nulls_equal=True).drop("_basic_ok")
+    return flagged.join(conflicting, on=key, how="left", nulls_equal=True, maintain_order="left").drop("_basic_ok")
 
 
 def validate_labs(
@@ -367,9 +374,9 @@ def validate_labs(
         frame = candidates.with_columns(_enrolled=pl.lit(True))
     else:
         keys = enrolled.select("study_id", "subject_id").unique().with_columns(_enrolled=pl.lit(True))
-        frame = candidates.join(keys, on=["study_id", "subject_id"], how="left", nulls_equal=False).with_columns(
-            pl.col("_enrolled").fill_null(False)
-        )
+        frame = candidates.join(
+            keys, on=["study_id", "subject_id"], how="left", nulls_equal=False, maintain_order="left"
+        ).with_columns(pl.col("_enrolled").fill_null(False))
     rules = lab_rules(as_of, ifn_methods)
     frame = _with_duplicate_flags(frame, rules)
     return apply_rules(frame, LabCandidate, rules)
@@ -527,12 +534,13 @@ def subject_rules() -> list[Rule]:
 def validate_subjects(raw: pl.DataFrame) -> Split:
     """Split a subjects file into valid subjects (with typed columns) and quarantine."""
     contract = [*SUBJECT_REQUIRED, *SUBJECT_OPTIONAL]
-    key = ["study_id", "subject_id"]
+    # Compare as the accepted table will hold them (stripped), or " P1" and "P1" would both be accepted.
+    key = [_text("study_id"), _text("subject_id")]
     frame = (
         parse_subjects(raw)
         .with_row_index("_pos")
         .with_columns(
-            _n_versions=pl.struct(contract).n_unique().over(key),
+            _n_versions=pl.struct([_text(c) for c in contract]).n_unique().over(key),
             _first_pos=pl.col("_pos").min().over(key),
         )
         .with_columns(
@@ -573,7 +581,7 @@ def _blank_or_text(col: str) -> pl.Expr:
 def validate_outcomes(raw: pl.DataFrame) -> Split:
     """Split an outcomes file into valid (study_id, subject_id, responded, endpoint) rows and quarantine."""
     flag = _text("responded").str.to_uppercase()
-    key = ["study_id", "subject_id"]
+    key = [_text("study_id"), _text("subject_id")]
     frame = raw.with_columns(
         _responded=pl.when(flag.is_in(_TRUE)).then(True).when(flag.is_in(_FALSE)).then(False).otherwise(None),
         _n=pl.len().over(key),
