@@ -32,6 +32,7 @@ from immunostrat.io import (
     write_parquet_atomic,
 )
 from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.schemas.outputs import validate_output
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
@@ -241,11 +242,16 @@ def write_run(
         files: dict[str, pl.DataFrame] = {
             "harmonised.parquet": prepared.harmonised,
             "quarantine.parquet": prepared.quarantine,
+            "outside_panel.parquet": prepared.outside_panel,
         }
         if strata is not None:
             files["strata.parquet"] = strata
         outputs = {}
+        # The output contracts are enforced before anything is written under a final name.
+        contracts = {"harmonised.parquet": "harmonised", "quarantine.parquet": "quarantine", "strata.parquet": "strata"}
         for name, frame in files.items():
+            if name in contracts:
+                validate_output(contracts[name], frame)
             path = write_parquet_atomic(frame, staging / name, metadata=provenance)
             outputs[name] = {"rows": frame.height, "sha256": sha256_file(path)}
         manifest = {**manifest, "run_id": run_id, "outputs": outputs}

@@ -1,0 +1,401 @@
+"""Data dictionary of the run outputs, generated from the pandera contracts in `immunostrat.schemas.outputs`.
+
+`python -m immunostrat.datadict --out docs/output.md` rewrites docs/output.md; `--check` exits 1 when the file
+differs from what would be generated (CI runs it), so the documentation cannot drift from the schemas.
+The column tables are generated; the prose around them (run folder, run.json) is kept here as constants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import difflib
+import inspect
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandera.polars as pa
+
+from immunostrat.schemas.outputs import OUTPUT_MODELS
+from immunostrat.stages.validate import Rule, lab_rules, subject_rules
+
+DEFAULT_OUT = Path("docs/output.md")
+REGENERATE = "python -m immunostrat.datadict --out docs/output.md"
+
+# --------------------------------------------------------------------------------------------------
+# Dictionary
+# --------------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _type_name(dtype: Any) -> str:
+    text = str(dtype)
+    if text.startswith("Datetime("):
+        unit = getattr(getattr(dtype, "type", None), "time_unit", "us")
+        return f"Datetime({unit})"
+    return text
+
+
+_COMPARISONS = {
+    "greater_than_or_equal_to": (">=", "min_value"),
+    "greater_than": (">", "min_value"),
+    "less_than_or_equal_to": ("<=", "max_value"),
+    "less_than": ("<", "max_value"),
+    "equal_to": ("=", "value"),
+}
+
+
+def _check_text(check: pa.Check) -> str | None:
+    """A short readable form of a column check; None for `isin` (rendered as allowed values)."""
+    stats = check.statistics or {}
+    name = check.name
+    text: str | None = str(check.error or name)
+    if name == "isin":
+        text = None
+    elif name == "in_range":
+        inclusive = stats.get("include_min", True) and stats.get("include_max", True)
+        text = f"between {_number(stats['min_value'])} and {_number(stats['max_value'])}"
+        text += "" if inclusive else " (bounds excluded)"
+    elif name in _COMPARISONS:
+        op, key = _COMPARISONS[name]
+        text = f"{op} {_number(stats[key])}"
+    elif name == "str_length":
+        low, high = stats.get("min_value"), stats.get("max_value")
+        text = "not empty" if (low == 1 and high is None) else f"length {low or 0} to {high or 'any'}"
+    elif name == "str_matches":
+        text = f"matches `{stats['pattern']}`"
+    return text
+
+
+def _column_entry(name: str, column: Any) -> dict[str, Any]:
+    allowed = next((list(c.statistics["allowed_values"]) for c in column.checks if c.name == "isin"), None)
+    checks = [text for text in (_check_text(c) for c in column.checks) if text]
+    metadata = column.metadata or {}
+    return {
+        "name": name,
+        "pattern": name if column.regex else None,
+        "type": _type_name(column.dtype),
+        "nullable": bool(column.nullable),
+        "required": bool(column.required),
+        "unit": metadata.get("unit"),
+        "description": column.description or "",
+        "checks": checks,
+        "allowed_values": allowed,
+    }
+
+
+def data_dictionary() -> dict[str, Any]:
+    """Every output table: its contract's columns (name, type, nullable, unit, description, checks) and row checks."""
+    tables: dict[str, Any] = {}
+    for file_name, model in OUTPUT_MODELS.items():
+        schema = model.to_schema()
+        tables[file_name] = {
+            "model": model.__name__,
+            "description": inspect.getdoc(model) or "",
+            "strict": schema.strict,
+            "unique": list(schema.unique or []),
+            "columns": [_column_entry(name, column) for name, column in schema.columns.items()],
+            "row_checks": [{"name": c.name, "description": str(c.error or c.name)} for c in schema.checks],
+        }
+    return tables
+
+
+def reason_codes() -> list[dict[str, str]]:
+    """Every quarantine reason code with the input it applies to, the column it names, and its meaning."""
+    found: dict[str, dict[str, str]] = {}
+    sources: list[tuple[str, list[Rule]]] = [
+        ("labs", lab_rules(dt.date(2000, 1, 1), ())),
+        ("subjects", subject_rules()),
+    ]
+    for kind, rules in sources:
+        for rule in rules:
+            if rule.code in found:
+                found[rule.code]["input"] += f", {kind}"
+                continue
+            found[rule.code] = {"code": rule.code, "input": kind, "column": rule.column, "meaning": rule.description}
+    return list(found.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------------
+
+HEADER = f"""# Outputs: the run folder and its data dictionary
+
+<!-- Generated by `{REGENERATE}` from the pandera contracts in schemas/outputs.py.
+     Do not edit by hand: CI runs `python -m immunostrat.datadict --check`. -->
+
+Every `immunostrat stratify` run writes one new folder. This page describes its layout, every column of every
+table (generated from the contracts in `schemas/outputs.py`, so it cannot drift from them) and the keys of
+`run.json`. The input side is in [input.md](input.md).
+
+## Run folder
+
+```
+OUT/                          --out
+  <run_id>/                   one folder per run, e.g. 20261121T212429Z-609a74
+    strata.parquet            one row per valid subject: baseline, flags, eligibility, responder score
+    harmonised.parquet        accepted lab rows, one measurement per row, canonical units
+    quarantine.parquet        rejected lab and subject rows, with reason codes and messages
+    run.json                  manifest: provenance, parameters, counts, model, summary, output checksums
+  .<run_id>.partial/          staging folder while a run is being written; never a finished run
+```
+
+- `run_id` is the UTC start time (`YYYYMMDDTHHMMSSZ`) plus 6 random hex digits, so folders sort by start time.
+- The folder is written atomically: files go to `.<run_id>.partial/` (each file itself temp-then-rename) and the
+  folder is renamed to `<run_id>` at the end. A folder named `<run_id>` is complete; a crash leaves only the hidden
+  staging folder. A run never overwrites an existing folder.
+- Parquet files are zstd-compressed and carry footer key-value metadata `immunostrat_run_id` and
+  `immunostrat_version`; their row counts and SHA-256 are in `run.json` `outputs`.
+- A run stopped by the quarantine ceiling (`validation.max_quarantine_fraction`, default 0.25 of panel rows)
+  still writes `harmonised.parquet`, `quarantine.parquet` and `run.json` (with `status: "failed"` and `error`),
+  but no `strata.parquet`, and the command exits with status 1.
+
+Read a table with polars (`pl.read_parquet("OUT/<run_id>/strata.parquet")`) or any Parquet reader. To check a
+frame against its contract in code: `immunostrat.schemas.outputs.validate_output("strata", frame)`.
+
+## Conventions
+
+- Null means missing or unknown; nothing is imputed. Flags are three-valued (true / false / null = unknown).
+- Values are in the analyte's canonical unit (column *unit* below). A censored result (`<10`) keeps its number in
+  the value column and its comparator in the matching `censoring` column.
+- Dates are calendar dates as written by the lab (local time; UTC offsets are read but not applied).
+- "nullable" says whether the column may hold nulls; "checks" are enforced by the contract, together with the
+  row checks listed under each table.
+"""
+
+TABLE_INTRO = {
+    "strata.parquet": (
+        "The columns `A`, `A_date`, `A_censoring` exist for every panel analyte `A` of "
+        "`schemas/reference/analytes.csv`, and `contrib_<feature>` for every feature of the scoring model (the "
+        "default features are listed; a model with other features has its own `contrib_*` columns, named in "
+        "`run.json` `model.features`). The `criterion_<id>` columns follow the eligibility protocol of the run "
+        "(`run.json` `protocol`): one per criterion, matched by the pattern `^criterion_.+$`. The table is strict: "
+        "no other column may appear."
+    ),
+    "harmonised.parquet": (
+        "Only rows that passed every rule. Rows whose test is not on the panel are not here (they are counted in "
+        "`run.json` `counts.outside_panel_by_test`), and rejected rows are in `quarantine.parquet`."
+    ),
+    "quarantine.parquet": (
+        "Lab rows and subject rows share this table (`source_file` tells them apart). The original input columns "
+        "follow the fixed columns as text: lab columns are present when a lab row was quarantined, subject-only "
+        "columns when a subject row was. The values of `reason_code` are listed under *Reason codes*; "
+        "[input.md](input.md) explains each one."
+    ),
+}
+
+RUN_JSON_INTRO = """## run.json
+
+One JSON object (keys sorted, 2-space indent). `model` and `summary` exist only when `status` is `completed`;
+`error` only when it is `failed`.
+"""
+
+#: (key, JSON type, meaning) of every run.json key; dotted keys are nested.
+RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("run_id", "string", "The run's id, also its folder name."),
+    ("status", "string", "`completed`, or `failed` when the quarantine ceiling stopped the run."),
+    ("error", "string", "Failed runs only: why the run stopped (quarantined fraction, most common reasons)."),
+    ("started_at", "string", "Start, ISO 8601 date-time in UTC (`+00:00`)."),
+    ("finished_at", "string", "End, ISO 8601 date-time in UTC."),
+    (
+        "as_of",
+        "string",
+        "The run's as-of date (ISO 8601); later collection dates are quarantined (`DATE_AFTER_AS_OF`).",
+    ),
+    (
+        "parameters",
+        "object",
+        "The validated run configuration with defaults filled in: `harmonise`, `validation`, `baseline`, `scoring`.",
+    ),
+    ("protocol", "object", "The eligibility protocol: `protocol_id`, `version`."),
+    (
+        "inputs",
+        "list",
+        "One object per input file: `path` (as given), `kind` (`labs` or `subjects`), `sha256`, `rows` (data rows "
+        "read); lab files also `extra_columns` (columns outside the contract, ignored).",
+    ),
+    (
+        "versions",
+        "object",
+        "Versions of `immunostrat`, `python`, `polars`, `pandera`, `prefect`, `scikit-learn`, `pyarrow`, `skops`, "
+        "`numpy`, `pydantic`.",
+    ),
+    ("command", "list", "The process command line (`sys.argv`)."),
+    (
+        "counts",
+        "object",
+        "Row accounting of the lab files, each count from its own source: `rows_read` = `accepted` + "
+        "`outside_panel` + `quarantined`.",
+    ),
+    ("counts.rows_read", "integer", "Data rows read from all lab files."),
+    ("counts.accepted", "integer", "Lab rows accepted (rows of `harmonised.parquet`)."),
+    ("counts.outside_panel", "integer", "Lab rows whose test is not on the panel: ignored, not an error."),
+    ("counts.quarantined", "integer", "Lab rows quarantined (lab rows of `quarantine.parquet`)."),
+    (
+        "counts.per_file",
+        "object",
+        "Per lab file path: `kind`, `rows_read`, `accepted`, `outside_panel`, `quarantined`.",
+    ),
+    ("counts.outside_panel_by_test", "object", "Outside-panel rows per reported test, most frequent first."),
+    ("counts.quarantined_by_reason", "object", "Quarantined lab rows per primary `reason_code`, most frequent first."),
+    (
+        "counts.subjects",
+        "object",
+        "The subjects file: `path`, `rows_read`, `accepted`, `quarantined`, `quarantined_by_reason`.",
+    ),
+    ("model", "object", "The scoring model (completed runs)."),
+    ("model.model_id", "string", "Registry id of the model used (also in `strata.parquet` `model_id`)."),
+    ("model.sha256", "string", "SHA-256 of its model file, verified before loading."),
+    ("model.requested", "string", "The id or alias asked for (`--model`, default `champion`)."),
+    ("model.features", "list", "The model's features, in order (one `contrib_<feature>` column each)."),
+    ("model.cutoffs", "object", "`possible_min` and `likely_min`: the probability cut-offs of the responder groups."),
+    (
+        "model.cutoffs_source",
+        "string",
+        "`model card`, or `run parameters` when `--possible-min`/`--likely-min` were given.",
+    ),
+    ("summary", "object", "Counts a reader wants first (completed runs)."),
+    ("summary.subjects", "integer", "Rows of `strata.parquet`."),
+    ("summary.eligible", "object", "Subjects by `eligible`: `true`, `false`, `not_assessable` (null)."),
+    ("summary.responder_groups", "object", "Subjects per `responder_group`, most frequent first."),
+    (
+        "summary.missing_baseline_by_analyte",
+        "object",
+        "Per core analyte, subjects without a baseline value (anti-dsDNA in either form).",
+    ),
+    (
+        "summary.eligibility_funnel",
+        "list",
+        "Per criterion, in protocol order: `criterion`, `description`, `passed`, `failed`, `not_assessable`, "
+        "each counted over all subjects (not sequentially).",
+    ),
+    ("outputs", "object", "Per Parquet file written: `rows` and `sha256`."),
+)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _value(value: Any) -> str:
+    return "(empty)" if value == "" else f"`{value}`"
+
+
+def _column_row(col: dict[str, Any]) -> str:
+    name = "`criterion_<id>`" if col["pattern"] and col["pattern"].startswith("^criterion_") else f"`{col['name']}`"
+    if col["pattern"]:
+        name += f" (pattern `{col['pattern']}`)"
+    checks = list(col["checks"])
+    if col["allowed_values"] is not None:
+        checks.insert(0, "one of: " + ", ".join(_value(v) for v in col["allowed_values"]))
+    if not col["required"]:
+        checks.append("column may be absent")
+    cells = [
+        name,
+        col["type"],
+        "yes" if col["nullable"] else "no",
+        col["unit"] or "",
+        col["description"],
+        "; ".join(checks),
+    ]
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _table_section(file_name: str, table: dict[str, Any]) -> list[str]:
+    lines = [f"## {file_name}", "", table["description"], ""]
+    if file_name in TABLE_INTRO:
+        lines += [TABLE_INTRO[file_name], ""]
+    key = ", ".join(f"`{c}`" for c in table["unique"])
+    lines += [
+        f"Contract: `immunostrat.schemas.outputs.{table['model']}`"
+        + (f"; unique key ({key})" if key else "")
+        + ("; strict (no undeclared columns)." if table["strict"] else "."),
+        "",
+        "| column | type | nullable | unit | description | checks |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [_column_row(c) for c in table["columns"]]
+    if table["row_checks"]:
+        lines += ["", "Row checks:", ""]
+        lines += [f"- `{c['name']}`: {c['description']}" for c in table["row_checks"]]
+    lines.append("")
+    return lines
+
+
+def _reason_section() -> list[str]:
+    lines = [
+        "### Reason codes",
+        "",
+        "In priority order within each input: a row's `reason_code` is the first rule it failed, and `reason_codes`",
+        "lists all of them in this order.",
+        "",
+        "| reason_code | input | column | meaning |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{r['code']}` | {r['input']} | `{r['column']}` | {_cell(r['meaning'])} |" for r in reason_codes()]
+    lines.append("")
+    return lines
+
+
+def render_markdown() -> str:
+    """docs/output.md: run folder layout, every column of every output table, and the keys of run.json."""
+    lines = [HEADER]
+    for file_name, table in data_dictionary().items():
+        lines += _table_section(file_name, table)
+        if file_name == "quarantine.parquet":
+            lines += _reason_section()
+    lines += [RUN_JSON_INTRO, "| key | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | {kind} | {_cell(meaning)} |" for key, kind, meaning in RUN_JSON_KEYS]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def check_file(path: Path) -> tuple[bool, str]:
+    """(up to date?, explanation) for the data dictionary at `path`."""
+    expected = render_markdown()
+    if not path.is_file():
+        return False, f"{path} does not exist; generate it with: {REGENERATE}"
+    actual = path.read_text(encoding="utf-8")
+    if actual == expected:
+        return True, f"{path} is up to date"
+    diff = list(
+        difflib.unified_diff(
+            actual.splitlines(), expected.splitlines(), f"{path} (committed)", f"{path} (generated)", lineterm=""
+        )
+    )
+    shown = "\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else "")
+    return False, f"{path} differs from the schemas; regenerate it with: {REGENERATE}\n{shown}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m immunostrat.datadict [--out PATH] [--check]`."""
+    parser = argparse.ArgumentParser(prog="python -m immunostrat.datadict", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 when the file differs from the generated text"
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        ok, message = check_file(args.out)
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render_markdown(), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
