@@ -118,7 +118,15 @@ def _publish_artifacts(result: pipeline.RunOutputs) -> None:
         )
 
 
-@flow(name="stratify", flow_run_name="stratify-{params.out}", log_prints=True, validate_parameters=True)
+def _stratify_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters.get("params", {})
+    out = params.get("out", "") if isinstance(params, dict) else getattr(params, "out", "")
+    return f"stratify-{Path(str(out)).name or 'run'}"
+
+
+@flow(name="stratify", flow_run_name=_stratify_run_name, log_prints=True, validate_parameters=True)
 def stratify_flow(params: StratifyParams) -> str:
     """Ingest, validate, baseline, eligibility, score and write one run folder; returns its path."""
     result = pipeline.stratify(params, FLOW_STAGES)
