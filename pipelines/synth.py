@@ -1,0 +1,963 @@
+"""Synthetic SLE CAR-T cohorts, with the mess real sites send, for testing immunostrat end to end.
+
+`generate_cohort` draws a cohort of subjects with latent baseline biomarkers, writes them as native-contract
+lab rows (every column a string), adds configurable mess (alternative units and codes, censored and
+malformed results, duplicates, out-of-window and outside-panel rows, kit units, missing analytes) and samples
+a binary outcome from an invented response mechanism. Generation is fully vectorised (numpy + polars):
+nothing loops over rows or subjects, so a million subjects take seconds.
+
+Response mechanism (INVENTED FOR TESTING; it is not clinical knowledge and must not be read as one).
+With the TRUE baseline values that are written as the in-window baseline lab rows::
+
+    logit p = b0 + 0.35 * log2(anti_dsdna_ratio)          # anti-dsDNA over its positivity cut-off
+                 + 0.60 * ifn_signal                        # log2(IFN score / method cut-off)
+                 - 0.35 * (c3 - 0.90) / 0.23                # g/L
+                 - 0.30 * (c4 - 0.16) / 0.08                # g/L
+                 + 0.80 * (log10(cd19_b_cells) - log10(200))  # cells/uL
+
+`b0` is solved on each cohort (Newton's method on the mean probability) so that the mean true probability
+equals `SynthConfig.response_rate`. For MEAN_Z, whose scale is additive, `ifn_signal = (score - 2) / 2`.
+Outcomes are Bernoulli draws from these probabilities, so `oracle_auroc` is the ceiling any model of the
+baseline features can reach (about 0.80 with the defaults). See docs/synthetic.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ENDPOINT",
+    "LAB_COLUMNS",
+    "MESS_FIELDS",
+    "PANEL_ANALYTES",
+    "RESPONSE_COEFFICIENTS",
+    "SUBJECT_COLUMNS",
+    "SynthCohort",
+    "SynthConfig",
+    "generate_cohort",
+    "oracle_auroc",
+    "write_cohort",
+]
+
+ENDPOINT = "DORIS remission at month 6"
+
+LAB_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "subject_id",
+    "site_id",
+    "test",
+    "result",
+    "unit",
+    "collected_at",
+    "method",
+    "ref_low",
+    "ref_high",
+)
+SUBJECT_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "subject_id",
+    "site_id",
+    "sex",
+    "age_years",
+    "reference_date",
+    "first_exposure_date",
+    "sledai_2k",
+    "prior_immunosuppressant_failures",
+    "lupus_nephritis_class",
+    "egfr",
+    "active_cns_lupus",
+)
+MESS_FIELDS: tuple[str, ...] = (
+    "alt_unit",
+    "alt_code",
+    "censored",
+    "duplicate",
+    "conflicting_duplicate",
+    "out_of_window",
+    "malformed",
+    "kit_unit",
+    "outside_panel",
+    "missing_analyte",
+)
+
+# Invented coefficients of the latent response model (see the module docstring); b0 is calibrated per cohort.
+RESPONSE_COEFFICIENTS: dict[str, float] = {
+    "log2_anti_dsdna_ratio": 0.35,
+    "ifn_signal": 0.60,
+    "c3_z": -0.35,
+    "c4_z": -0.30,
+    "log10_cd19_centred": 0.80,
+}
+
+
+class SynthConfig(BaseModel):
+    """Size, seed, population parameters and mess rates of a synthetic cohort.
+
+    Every mess rate is a probability applied independently per row, per subject or per (subject, analyte)
+    pair, as each field's description says; 0 switches that kind of mess off.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_subjects: int = Field(default=1000, ge=1, le=50_000_000, description="Number of subjects to generate.")
+    seed: int = Field(default=0, ge=0, description="Seed of numpy's default_rng; equal configs give equal cohorts.")
+    n_studies: int = Field(
+        default=3, ge=1, le=99, description="Number of studies; ids are SLE-CART-01, SLE-CART-02, ..."
+    )
+    sites_per_study: int = Field(
+        default=4, ge=1, le=99, description="Sites per study; site ids are SITE-<study><site>."
+    )
+    response_rate: float = Field(
+        default=0.65,
+        gt=0.0,
+        lt=1.0,
+        description="Target mean true response probability (intercept calibrated to it).",
+    )
+    ifn_high_fraction: float = Field(
+        default=0.80,
+        ge=0.0,
+        le=1.0,
+        description="Share of subjects drawn from the IFN-high mode of the IFN signature.",
+    )
+    cd19_pct_rate: float = Field(
+        default=0.30, ge=0.0, le=1.0, description="Share of subjects who also get a cd19_b_cells_pct baseline row."
+    )
+    data_cutoff: date = Field(
+        default=date(2026, 10, 31),
+        ge=date(2025, 9, 1),
+        description="Trial data snapshot: no row is collected after it. Reference dates run from 2025-01-01 to "
+        "220 days before it, leaving room for exposure (+14..40 d) and 180 days of post-exposure rows.",
+    )
+    baseline_window_days: int = Field(
+        default=60, ge=1, le=365, description="Baseline rows are collected 0..this many days before reference_date."
+    )
+    alt_unit: float = Field(
+        default=0.30,
+        ge=0.0,
+        le=1.0,
+        description="Per C3/C4/absolute-count row: reported in mg/dL (C3, C4) or 10^9/L (cell counts).",
+    )
+    alt_code: float = Field(
+        default=0.40,
+        ge=0.0,
+        le=1.0,
+        description="Per row of an analyte with alternative codes: test is a LOINC/CDISC code or alias.",
+    )
+    censored: float = Field(
+        default=0.03,
+        ge=0.0,
+        le=1.0,
+        description="Per anti-dsDNA row: result censored as '<10', '< 10', '<=15', '>800'.",
+    )
+    duplicate: float = Field(default=0.01, ge=0.0, le=1.0, description="Per row: an exact duplicate row is appended.")
+    conflicting_duplicate: float = Field(
+        default=0.003,
+        ge=0.0,
+        le=1.0,
+        description="Per baseline row: a twin with the same subject/test/collected_at/method, different result.",
+    )
+    out_of_window: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="Per baseline row: an extra measurement far before the window (2/3) or after exposure (1/3).",
+    )
+    malformed: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Per row: one field malformed (result 'abc'/'NEG'/'', unit 'furlongs', date '2025-02-30' "
+        "or 'yesterday').",
+    )
+    kit_unit: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Per subject: anti-dsDNA reported in kit units (U/mL, AU/mL) with the kit's ref_high.",
+    )
+    outside_panel: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="Per baseline row: an extra row of a non-panel test (ALB, WBC, CRP...).",
+    )
+    missing_analyte: float = Field(
+        default=0.03, ge=0.0, le=1.0, description="Per (subject, core panel analyte): the baseline row is not sent."
+    )
+
+    def clean(self) -> SynthConfig:
+        """Return a copy of this config with every mess rate set to 0."""
+        return self.model_copy(update=dict.fromkeys(MESS_FIELDS, 0.0))
+
+
+@dataclass
+class SynthCohort:
+    """A generated cohort.
+
+    Attributes:
+        labs: native lab rows, all String (`LAB_COLUMNS`), in random order.
+        subjects: one row per subject (`SUBJECT_COLUMNS`); dates are ISO strings.
+        outcomes: study_id, subject_id, responded (Boolean), endpoint.
+        truth: per subject, the true baseline values (canonical units, as written in the baseline rows),
+            `ifn_signal`, `anti_dsdna_ratio`, `missing_analytes`, `linear_predictor`, `response_probability`.
+        lab_tags: row-aligned with `labs`: how each row was made (`kind`, `analyte`, mess flags). Not part of
+            the native contract; for tests of downstream stages.
+        coefficients: the response model's coefficients, including the calibrated `intercept`.
+        config: the config the cohort was generated from.
+    """
+
+    labs: pl.DataFrame
+    subjects: pl.DataFrame
+    outcomes: pl.DataFrame
+    truth: pl.DataFrame
+    lab_tags: pl.DataFrame
+    coefficients: dict[str, float]
+    config: SynthConfig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reference tables (kept in sync with schemas/reference/*.csv by tests/test_synth.py)
+
+
+class _Test(NamedTuple):
+    name: str  # canonical analyte, or the verbatim code of an outside-panel test
+    unit: str  # canonical unit
+    quantum: float  # canonical values are rounded to a multiple of this
+    dec: int  # decimals written in the canonical unit
+    ref_low: float | None
+    ref_high: float | None
+    alt_unit: str | None
+    alt_factor: float  # written value = canonical value * alt_factor
+    alt_dec: int
+    codes: tuple[str, ...]  # non-canonical codes (schemas/reference/test_codes.csv)
+    lo: float  # plausible clip range, canonical unit
+    hi: float
+    post_factor: float  # multiplier for measurements after CAR-T exposure (B-cell aplasia, seroconversion)
+
+
+# fmt: off
+_TESTS: tuple[_Test, ...] = (
+    # name, unit, quantum, dec, ref_low, ref_high, alt_unit, alt_factor, alt_dec, codes, lo, hi, post_factor
+    _Test("anti_dsdna", "IU/mL", 0.1, 1, None, 30.0, None, 1.0, 1,
+          ("5130-0", "ADSDNA", "DDNAIGAB", "anti-dsDNA", "dsDNA"), 1.0, 10000.0, 0.25),
+    _Test("c3", "g/L", 0.01, 2, 0.9, 1.8, "mg/dL", 100.0, 0, ("4485-9", "complement_c3"), 0.15, 3.0, 1.25),
+    _Test("c4", "g/L", 0.01, 2, 0.16, 0.50, "mg/dL", 100.0, 0, ("4498-2", "complement_c4"), 0.02, 1.0, 1.4),
+    _Test("ifn_score", "", 0.01, 2, None, None, None, 1.0, 2, ("IFNGS",), -10.0, 500.0, 0.5),
+    _Test("cd19_b_cells", "cells/uL", 1.0, 0, 100.0, 500.0, "10^9/L", 0.001, 3,
+          ("8116-6", "BLYCE", "CD19"), 0.0, 5000.0, 0.01),
+    _Test("cd3_t_cells", "cells/uL", 1.0, 0, 700.0, 2100.0, "10^9/L", 0.001, 3,
+          ("8122-4", "TLYCE", "CD3"), 0.0, 10000.0, 0.8),
+    _Test("cd4_t_cells", "cells/uL", 1.0, 0, 300.0, 1400.0, "10^9/L", 0.001, 3,
+          ("24467-3", "TLYH", "CD4"), 0.0, 8000.0, 0.7),
+    _Test("cd8_t_cells", "cells/uL", 1.0, 0, 200.0, 900.0, "10^9/L", 0.001, 3,
+          ("14135-8", "TLC", "CD8"), 0.0, 8000.0, 1.1),
+    _Test("plasmablasts", "cells/uL", 0.1, 1, None, None, "10^9/L", 0.001, 4, (), 0.1, 1000.0, 0.05),
+    _Test("lymphocytes", "cells/uL", 10.0, 0, 1000.0, 4000.0, "10^9/L", 0.001, 2,
+          ("26474-7", "LYM"), 50.0, 20000.0, 0.8),
+    # The percent form also arrives under the absolute test's alias with unit % (units.csv maps it over).
+    _Test("cd19_b_cells_pct", "%", 0.1, 1, 6.0, 22.0, None, 1.0, 1, ("8117-4", "BLYCELY", "CD19"),
+          0.0, 100.0, 0.01),
+    # Outside the panel: sites export whole lab panels; immunostrat must split these off.
+    _Test("ALB", "g/L", 1.0, 0, 35.0, 52.0, None, 1.0, 0, (), 5.0, 80.0, 1.0),
+    _Test("WBC", "10^9/L", 0.1, 1, 4.0, 11.0, None, 1.0, 1, (), 0.5, 60.0, 1.0),
+    _Test("CRP", "mg/L", 0.1, 1, None, 5.0, None, 1.0, 1, (), 0.1, 400.0, 1.0),
+    _Test("HGB", "g/L", 1.0, 0, 120.0, 160.0, None, 1.0, 0, (), 40.0, 200.0, 1.0),
+    _Test("PLT", "10^9/L", 1.0, 0, 150.0, 400.0, None, 1.0, 0, (), 5.0, 900.0, 1.0),
+    _Test("CREAT", "umol/L", 1.0, 0, 45.0, 90.0, None, 1.0, 0, (), 20.0, 900.0, 1.0),
+)
+# fmt: on
+PANEL_ANALYTES: tuple[str, ...] = tuple(t.name for t in _TESTS[:11])
+_N_CORE = 10  # anti_dsdna .. lymphocytes: sent for every subject unless missing
+_DSDNA, _C3, _C4, _IFN, _CD19, _CD3, _CD4, _CD8, _PB, _LYM, _PCT = range(11)
+_OUTSIDE = np.arange(11, len(_TESTS), dtype=np.int8)
+# Outside-panel tests: lognormal median and log-sd, canonical unit.
+_OUTSIDE_MEDIAN = np.array([38.0, 5.5, 6.0, 118.0, 210.0, 78.0])
+_OUTSIDE_LOGSD = np.array([0.12, 0.35, 1.0, 0.12, 0.35, 0.35])
+
+# IFN methods (schemas/reference/ifn_methods.csv): cut-off, inclusive, and the share of subjects measured so.
+_IFN_METHODS = ("MEDIAN_FC_21", "MEDIAN_FC_6", "MEAN_Z")
+_IFN_CUTOFF = np.array([2.0, 2.466, 2.0])
+_IFN_INCLUSIVE = np.array([True, False, True])
+_IFN_WEIGHTS = np.array([0.60, 0.35, 0.05])
+_MEAN_Z = 2
+
+# Kit-unit variants of anti-dsDNA: (unit, kit upper limit of normal in that unit).
+_KITS: tuple[tuple[str, float], ...] = (("U/mL", 20.0), ("U/mL", 25.0), ("U/mL", 100.0), ("AU/mL", 25.0))
+
+_METHODS = ("", "ELISA", "CIA", "FEIA", *_IFN_METHODS, "NEPHELOMETRY", "TURBIDIMETRY", "FLOW CYTOMETRY")
+_M_NONE = 0
+_M_DSDNA = np.array([1, 2, 3], dtype=np.int8)  # ELISA, CIA, FEIA (kits: ELISA or CIA)
+_M_IFN = np.array([4, 5, 6], dtype=np.int8)
+_M_COMPLEMENT = np.array([7, 8], dtype=np.int8)
+_M_FLOW = 9
+
+_KINDS = ("baseline", "pre_window", "post_exposure", "outside_panel", "conflicting_duplicate", "duplicate")
+_BASE, _PRE, _POST, _OUT, _CONFLICT, _DUP = range(6)
+_MALFORMED = ("", "result_text", "result_neg", "result_empty", "unit_unknown", "date_impossible", "date_text")
+_CENSOR_OPS = ("", "<", "< ", "<=", ">", "> ", ">=")
+_EPOCH_2025 = int(np.datetime64("2025-01-01", "D").astype(np.int64))
+_FOLLOW_UP_DAYS = 40 + 180  # latest exposure after the reference date + the last post-exposure row
+
+
+def _fmt(x: float | None, dec: int) -> str:
+    # Reference limits as labs print them: "30", "0.9", "1.8", "0.16" (no float noise, no padding).
+    return "" if x is None else f"{round(x, dec):g}"
+
+
+def _unit_variants() -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """Table of (unit, factor, decimals, ref strings) variants and per-test canonical/alt/kit indices.
+
+    Built once from the ~20 entries of the reference tables (not per row).
+    """
+    rows: list[tuple[str, float, int, str, str, float]] = []
+    canonical: list[int] = []
+    alternative: list[int] = []
+    for t in _TESTS:
+        canonical.append(len(rows))
+        rows.append(
+            (
+                t.unit,
+                1.0,
+                t.dec,
+                _fmt(t.ref_low, t.dec),
+                _fmt(t.ref_high, t.dec),
+                np.nan if t.ref_high is None else t.ref_high,
+            )
+        )
+        if t.alt_unit is None:
+            alternative.append(canonical[-1])
+            continue
+        alternative.append(len(rows))
+        lo = None if t.ref_low is None else t.ref_low * t.alt_factor
+        hi = None if t.ref_high is None else t.ref_high * t.alt_factor
+        rows.append(
+            (
+                t.alt_unit,
+                t.alt_factor,
+                t.alt_dec,
+                _fmt(lo, t.alt_dec),
+                _fmt(hi, t.alt_dec),
+                np.nan if hi is None else hi,
+            )
+        )
+    kits: list[int] = []
+    for unit, uln in _KITS:
+        kits.append(len(rows))
+        # Kit units are anti-dsDNA's ratio to its cut-off times the kit's ULN (30 IU/mL maps to the ULN).
+        rows.append((unit, uln / 30.0, 1, "", _fmt(uln, 0), uln))
+    table = pl.DataFrame(rows, schema=["unit", "factor", "dec", "ref_low", "ref_high", "ref_high_num"], orient="row")
+    as_codes = (np.array(canonical, dtype=np.int8), np.array(alternative, dtype=np.int8), np.array(kits, dtype=np.int8))
+    return table, *as_codes
+
+
+_VARIANTS, _VAR_CANON, _VAR_ALT, _VAR_KIT = _unit_variants()
+_VAR_FACTOR = _VARIANTS["factor"].to_numpy()
+_VAR_DEC = _VARIANTS["dec"].to_numpy().astype(np.int8)
+_P10I = 10 ** np.arange(8, dtype=np.int64)
+_P10F = _P10I.astype(np.float64)
+_VAR_REF_HIGH = _VARIANTS["ref_high_num"].to_numpy()
+
+# Codes: index 0.._N_TESTS-1 are the canonical names; alternatives follow, contiguous per test.
+_CODES: list[str] = [t.name for t in _TESTS] + [code for t in _TESTS for code in t.codes]
+_ALT_COUNT = np.array([len(t.codes) for t in _TESTS], dtype=np.int8)
+_ALT_START = (len(_TESTS) + np.cumsum(_ALT_COUNT) - _ALT_COUNT).astype(np.int8)
+_HAS_ALT_UNIT = np.array([t.alt_unit is not None for t in _TESTS])
+_QUANTUM = np.array([t.quantum for t in _TESTS])
+_LO = np.array([t.lo for t in _TESTS])
+_HI = np.array([t.hi for t in _TESTS])
+_POST_FACTOR = np.array([t.post_factor for t in _TESTS])
+_TIMES = ("", *(f"T{h:02d}:{m:02d}:00" for h in range(7, 18) for m in range(0, 60, 5)))
+
+
+def _quantise(value: np.ndarray, test: np.ndarray | int) -> np.ndarray:
+    """Round canonical values to their reporting quantum and plausible range (what a lab would write)."""
+    q = _QUANTUM[test]
+    return np.rint(np.clip(value, _LO[test], _HI[test]) / q) * q
+
+
+def _gather(table: tuple[str, ...] | list[str] | pl.Series, idx: np.ndarray) -> pl.Series:
+    """Vectorised lookup of strings by integer index (a polars gather, not a Python loop)."""
+    s = table if isinstance(table, pl.Series) else pl.Series(list(table), dtype=pl.String)
+    return s.gather(idx)
+
+
+def _enum_gather(categories: tuple[str, ...] | list[str], idx: np.ndarray) -> pl.Series:
+    return pl.Series(list(categories), dtype=pl.Enum(list(categories))).gather(idx)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Subjects and latent biomarkers
+
+
+def _latent_biomarkers(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, np.ndarray]:
+    """Draw per-subject baseline biomarkers in canonical units, already rounded as labs report them.
+
+    Distributions follow the published numbers collected in the project's SLE domain notes (the Toronto
+    IFN-high vs IFN-low table; adult flow-cytometry reference ranges), see docs/synthetic.md. A shared
+    latent serological activity `s` correlates anti-dsDNA (up), C3/C4 (down) and plasmablasts (up), as in
+    active SLE.
+    """
+    n = cfg.n_subjects
+    ifn_mode_high = rng.random(n) < cfg.ifn_high_fraction
+    s = rng.standard_normal(n)
+    e = rng.standard_normal((n, 5))
+
+    # IFN: bimodal signal in log2 units of the method's cut-off, with a gap around the cut-off.
+    signal = np.where(ifn_mode_high, rng.gamma(3.0, 0.45, n), -rng.gamma(2.0, 0.3, n)).clip(-4.0, 6.0)
+    method = rng.choice(len(_IFN_METHODS), size=n, p=_IFN_WEIGHTS)
+    cutoff = _IFN_CUTOFF[method]
+    score = np.where(method == _MEAN_Z, cutoff + 2.0 * signal, cutoff * np.exp2(signal))
+    score = _quantise(score, _IFN)
+    # Truth derives from the rounded score, so it agrees with what the rows say.
+    signal = np.where(method == _MEAN_Z, (score - cutoff) / 2.0, np.log2(np.maximum(score, 0.01) / cutoff))
+    ifn_high = np.where(_IFN_INCLUSIVE[method], score >= cutoff, score > cutoff)
+
+    # anti-dsDNA: lognormal; P(>=30 IU/mL) ~50 % in IFN-high, ~25 % in IFN-low (Toronto 50.7 % vs 23.5 %).
+    sd_log = 1.4
+    offset = np.where(ifn_high, 0.0, -0.674 * sd_log)
+    dsdna = _quantise(30.0 * np.exp(offset + sd_log * (0.6 * s + 0.8 * e[:, 0])), _DSDNA)
+
+    # C3 normal, C4 lognormal (mean/sd from Toronto: C3 0.90 (0.23) vs 1.05 (0.24); C4 0.18 (0.09) vs 0.21 (0.08)).
+    c3 = np.where(ifn_high, 0.90, 1.05) + np.where(ifn_high, 0.23, 0.24) * (-0.4 * s + 0.917 * e[:, 1])
+    c4_mean, c4_sd = np.where(ifn_high, 0.18, 0.21), np.where(ifn_high, 0.09, 0.08)
+    c4_sig = np.sqrt(np.log1p((c4_sd / c4_mean) ** 2))
+    c4 = c4_mean * np.exp(-0.5 * c4_sig**2 + c4_sig * (-0.4 * s + 0.917 * e[:, 2]))
+
+    # Lymphocytes lower in IFN-high (mean 1.10 vs 1.41 x10^9/L); T/B/NK shares from a Dirichlet.
+    lym_mean = np.where(ifn_high, 1100.0, 1410.0)
+    lym = _quantise(lym_mean * np.exp(-0.08 + 0.4 * (-0.2 * s + 0.98 * e[:, 3])), _LYM)
+    shares = rng.dirichlet([14.0, 3.0, 3.0], size=n)  # T, B, NK: means 0.70, 0.15, 0.15
+    cd3 = lym * shares[:, 0]
+    cd4_share = rng.beta(6.0, 4.0, n)  # CD4 share of CD4+CD8 (CD4/CD8 ~1.5)
+    cd4 = 0.93 * cd3 * cd4_share
+    cd8 = 0.93 * cd3 * (1.0 - cd4_share)
+    cd19 = np.maximum(_quantise(lym * shares[:, 1], _CD19), 1.0)
+    pb = _quantise(5.0 * np.exp(0.8 * (0.5 * s + 0.866 * e[:, 4])), _PB)
+
+    values = np.column_stack(
+        [
+            dsdna,
+            _quantise(c3, _C3),
+            _quantise(c4, _C4),
+            score,
+            cd19,
+            _quantise(cd3, _CD3),
+            _quantise(cd4, _CD4),
+            _quantise(cd8, _CD8),
+            pb,
+            lym,
+            _quantise(100.0 * cd19 / lym, _PCT),
+        ]
+    )
+    return {"values": values, "ifn_method": method, "ifn_signal": signal, "ifn_high": ifn_high}
+
+
+def _calibrate_intercept(lp: np.ndarray, target: float) -> float:
+    """Solve mean(sigmoid(b0 + lp)) = target by Newton's method (vectorised over subjects)."""
+    b0 = float(np.log(target / (1.0 - target)) - lp.mean())
+    for _ in range(30):  # iterations of the solver, not a loop over subjects
+        p = 1.0 / (1.0 + np.exp(-(b0 + lp)))
+        grad = float((p * (1.0 - p)).mean())
+        step = (float(p.mean()) - target) / max(grad, 1e-12)
+        b0 -= step
+        if abs(step) < 1e-10:
+            break
+    return b0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Lab rows
+
+
+def _format_numbers(value: np.ndarray, dec: np.ndarray) -> pl.Series:
+    """Format numbers with exactly `dec` decimals (per row) via scaled integers: exact, no float repr noise.
+
+    Integer parts are cast in one pass; fractions and signs are only built for the rows that need them.
+    """
+    p10 = _P10I[dec]
+    scaled = np.rint(value * p10).astype(np.int64)
+    neg = np.flatnonzero(scaled < 0)
+    np.abs(scaled, out=scaled)
+    out = pl.Series(scaled // p10).cast(pl.String)
+    frac = np.flatnonzero(dec > 0)
+    p = p10[frac]
+    # a % p + p has exactly dec + 1 digits, so dropping its leading "1" zero-pads the fraction.
+    out.scatter(frac, out.gather(frac) + "." + pl.Series(scaled[frac] % p + p).cast(pl.String).str.slice(1))
+    out.scatter(neg, "-" + out.gather(neg))
+    return out
+
+
+def _identifiers(rng: np.random.Generator, cfg: SynthConfig) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """Per subject: study id, site id and a subject id that embeds the site number ("101-000042")."""
+    n = cfg.n_subjects
+    study = rng.integers(0, cfg.n_studies, n)
+    site = study * cfg.sites_per_study + rng.integers(0, cfg.sites_per_study, n)
+    study_names = [f"SLE-CART-{k + 1:02d}" for k in range(cfg.n_studies)]
+    site_names = [
+        f"SITE-{k // cfg.sites_per_study + 1}{k % cfg.sites_per_study + 1:02d}"
+        for k in range(cfg.n_studies * cfg.sites_per_study)
+    ]
+    width = max(6, len(str(n - 1)))
+    site_s = _gather(site_names, site)
+    # Zero-padding by adding 10**width and dropping the leading "1": vectorised, no per-subject f-strings.
+    serial = pl.Series(np.arange(n, dtype=np.int64) + 10**width).cast(pl.String).str.slice(1)
+    subject_ids = site_s.str.slice(5) + "-" + serial
+    return _gather(study_names, study), site_s, subject_ids
+
+
+def _lab_rows(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    *,
+    latent: dict[str, np.ndarray],
+    ref_day: np.ndarray,
+    after_day: np.ndarray,
+    kit: np.ndarray,
+    kit_var: np.ndarray,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Build every lab row as compact numeric codes (rendered to strings later, in one pass).
+
+    Returns:
+        Per-row arrays in output order (sorted by subject, then date), and the (subject, test) pairs of the
+        baseline rows dropped as missing.
+    """
+    n = cfg.n_subjects
+    win = cfg.baseline_window_days
+    values = latent["values"]
+
+    def draw(size: int) -> np.ndarray:
+        return rng.random(size, dtype=np.float32)  # float32 halves the memory of the per-row coin flips
+
+    # Baseline rows: the core panel for every subject, the percent form for some.
+    pct_subj = np.flatnonzero(draw(n) < cfg.cd19_pct_rate).astype(np.int32)
+    subj = np.concatenate([np.repeat(np.arange(n, dtype=np.int32), _N_CORE), pct_subj])
+    test = np.concatenate([np.tile(np.arange(_N_CORE, dtype=np.int8), n), np.full(pct_subj.size, _PCT, np.int8)])
+    value = values[subj, test]
+    day = ref_day[subj] - rng.integers(0, win + 1, subj.size, dtype=np.int32)
+
+    # Out-of-window extras come from every baseline slot, even ones later dropped as missing (a trap: an
+    # old measurement must not stand in for a missing baseline). After exposure, values move as after
+    # CAR-T (B-cell aplasia, falling anti-dsDNA); before the window they are the same subject, noisier.
+    src = np.flatnonzero(draw(subj.size) < cfg.out_of_window)
+    post = draw(src.size) < 1.0 / 3.0
+    x_subj, x_test, x_val = subj[src], test[src], value[src]
+    is_mean_z = (x_test == _IFN) & (latent["ifn_method"][x_subj] == _MEAN_Z)
+    noise = rng.standard_normal(src.size)
+    mult = np.where(post, _POST_FACTOR[x_test] * np.exp(0.2 * noise), np.exp(0.3 * noise))
+    x_val = _quantise(np.where(is_mean_z, x_val - 2.0 * post + 0.6 * noise, x_val * mult), x_test)
+    x_day = np.where(
+        post,
+        after_day[x_subj] + rng.integers(1, 181, src.size, dtype=np.int32),
+        ref_day[x_subj] - rng.integers(win + 30, 731, src.size, dtype=np.int32),
+    )
+
+    missing = (test < _N_CORE) & (draw(subj.size) < cfg.missing_analyte)
+    miss_subj, miss_test = subj[missing], test[missing]
+    keep = ~missing
+    subj, test, value, day = subj[keep], test[keep], value[keep], day[keep]
+
+    # Outside-panel rows: sites export whole lab panels; these sit in the baseline window.
+    o_src = np.flatnonzero(draw(subj.size) < cfg.outside_panel)
+    o_k = rng.integers(0, _OUTSIDE.size, o_src.size)
+    o_test = _OUTSIDE[o_k]
+    o_val = _quantise(_OUTSIDE_MEDIAN[o_k] * np.exp(_OUTSIDE_LOGSD[o_k] * rng.standard_normal(o_src.size)), o_test)
+    o_subj = subj[o_src]
+    o_day = ref_day[o_subj] - rng.integers(0, win + 1, o_src.size, dtype=np.int32)
+
+    kind = np.concatenate(
+        [
+            np.full(subj.size, _BASE, np.int8),
+            np.where(post, _POST, _PRE).astype(np.int8),
+            np.full(o_src.size, _OUT, np.int8),
+        ]
+    )
+    subj = np.concatenate([subj, x_subj, o_subj])
+    test = np.concatenate([test, x_test, o_test])
+    value = np.concatenate([value, x_val, o_val])
+    day = np.concatenate([day, x_day, o_day])
+    rows = subj.size
+
+    # Presentation: unit variant, test code, method, time of day.
+    alt_unit = _HAS_ALT_UNIT[test] & (draw(rows) < cfg.alt_unit)
+    is_dsdna = test == _DSDNA
+    kit_row = is_dsdna & kit[subj]
+    uvar = np.where(kit_row, kit_var[subj], np.where(alt_unit, _VAR_ALT[test], _VAR_CANON[test]))
+    alt_code = (_ALT_COUNT[test] > 0) & (draw(rows) < cfg.alt_code)
+    code = np.where(alt_code, _ALT_START[test] + (draw(rows) * _ALT_COUNT[test]).astype(np.int8), test)
+    # Methods belong to the subject's lab, so they are drawn per subject (kits: ELISA or CIA only).
+    m_dsdna = np.where(kit, rng.choice(_M_DSDNA[:2], n), rng.choice(_M_DSDNA, n)).astype(np.int8)
+    m_ifn = _M_IFN[latent["ifn_method"]].astype(np.int8)
+    m_compl = rng.choice(_M_COMPLEMENT, n).astype(np.int8)
+    method = np.full(rows, _M_NONE, np.int8)
+    method[is_dsdna] = m_dsdna[subj[is_dsdna]]
+    is_ifn = test == _IFN
+    method[is_ifn] = m_ifn[subj[is_ifn]]
+    is_compl = (test == _C3) | (test == _C4)
+    method[is_compl] = m_compl[subj[is_compl]]
+    method[((test >= _CD19) & (test <= _PB)) | (test == _PCT)] = _M_FLOW
+    time_idx = np.where(draw(rows) < 0.5, 0, rng.integers(1, len(_TIMES), rows, dtype=np.int16))
+
+    # Conflicting duplicates: a twin with the same subject/test/collected_at/method, another result. Sources
+    # and twins stay clean (no censoring or malformation) so that the conflict is unambiguous.
+    c_src = np.flatnonzero((kind == _BASE) & (draw(rows) < cfg.conflicting_duplicate))
+    c_val = _quantise(
+        value[c_src] * np.exp(rng.choice([-1.0, 1.0], c_src.size) * rng.uniform(0.15, 0.6, c_src.size)),
+        test[c_src],
+    )
+    c_val = np.where(c_val == value[c_src], value[c_src] + _QUANTUM[test[c_src]], c_val)  # rounding ate it
+    clean = np.zeros(rows + c_src.size, dtype=bool)
+    clean[c_src] = True
+    clean[rows:] = True
+    r: dict[str, np.ndarray] = {
+        "subj": subj,
+        "test": test,
+        "day": day,
+        "uvar": uvar,
+        "code": code,
+        "method": method,
+        "time_idx": time_idx,
+        "alt_unit": alt_unit,
+        "alt_code": alt_code,
+        "kit_row": kit_row,
+    }
+    r = {k: np.concatenate([a, a[c_src]]) for k, a in r.items()}  # ten columns, not rows
+    r["kind"] = np.concatenate([kind, np.full(c_src.size, _CONFLICT, np.int8)])
+    value = np.concatenate([value, c_val])
+    rows = value.size
+
+    # Written value in the row's unit; censoring (anti-dsDNA only) and malformation.
+    uvar = r["uvar"]
+    dec = _VAR_DEC[uvar]
+    written = np.rint(value * _VAR_FACTOR[uvar] * _P10F[dec]) / _P10F[dec]
+    censored = (r["test"] == _DSDNA) & ~clean & (draw(rows) < cfg.censored)
+    cens = np.flatnonzero(censored)
+    w = written[cens]
+    below = w < _VAR_REF_HIGH[uvar[cens]]
+    # Bounds a lab would print, always on the right side of the true value: "<10", "<15", ">30", ">800".
+    lower = np.maximum(10.0, 5.0 * np.floor(w / 5.0) + 5.0)
+    upper = np.where(w >= 100.0, 100.0 * (np.ceil(w / 100.0) - 1.0), 10.0 * (np.ceil(w / 10.0) - 1.0))
+    upper = np.where(w > 800.0, 800.0, upper)
+    written[cens] = np.where(below, lower, upper)
+    dec[cens] = 0
+    op = np.zeros(rows, np.int8)
+    op[cens] = np.where(below, rng.integers(1, 4, cens.size), rng.integers(4, 7, cens.size))
+    malformed = np.where(
+        ~clean & (draw(rows) < cfg.malformed), rng.integers(1, len(_MALFORMED), rows, dtype=np.int8), 0
+    ).astype(np.int8)
+    r.update(written=written, dec=dec, op=op, censored=censored, malformed=malformed)
+
+    # Exact duplicates, then order as a site export: by subject, then date (ties in random order).
+    dup = np.flatnonzero(draw(rows) < cfg.duplicate)
+    src_row = np.concatenate([np.arange(rows), dup])
+    d0 = int(r["day"].min())
+    span = int(r["day"].max()) - d0 + 1
+    key = (r["subj"][src_row].astype(np.int64) * span + (r["day"][src_row] - d0)) * 1024
+    key += rng.integers(0, 1024, src_row.size)
+    perm = np.argsort(key)  # the blocks are each sorted by subject already, so gathers stay near-sequential
+    order = src_row[perm]
+    out = {k: a[order] for k, a in r.items()}  # sixteen columns, not rows
+    out["kind"] = np.where(perm >= rows, _DUP, out["kind"]).astype(np.int8)
+    return out, miss_subj, miss_test
+
+
+def _render_labs(
+    r: dict[str, np.ndarray], study_s: pl.Series, site_s: pl.Series, subject_ids: pl.Series
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Turn the coded rows into the native all-String lab table, plus the row-aligned tags."""
+    result = _format_numbers(r["written"], r["dec"])
+    cens = np.flatnonzero(r["op"])
+    result.scatter(cens, _gather(_CENSOR_OPS, r["op"][cens]) + result.gather(cens))
+    bad = r["malformed"]
+    bad_result = np.flatnonzero((bad >= 1) & (bad <= 3))
+    result.scatter(bad_result, _gather(("", "abc", "NEG", ""), bad[bad_result]))
+    unit = _gather(_VARIANTS["unit"], r["uvar"])
+    unit.scatter(np.flatnonzero(bad == 4), "furlongs")
+
+    # collected_at from a (date x time-of-day) lookup of a few hundred thousand strings: one gather per row.
+    d0 = int(r["day"].min())
+    span = int(r["day"].max()) - d0 + 1
+    dates = pl.Series(np.arange(d0, d0 + span).astype("datetime64[D]")).cast(pl.String)
+    n_times = len(_TIMES)
+    stamps = dates.gather(np.repeat(np.arange(span), n_times)) + _gather(_TIMES, np.tile(np.arange(n_times), span))
+    day_idx = (r["day"] - d0).astype(np.int64)
+    collected_at = stamps.gather(day_idx * n_times + r["time_idx"])
+    bad_date = np.flatnonzero(bad == 5)  # an impossible calendar date in the row's own year
+    collected_at.scatter(bad_date, dates.gather(day_idx[bad_date]).str.slice(0, 4) + "-02-30")
+    collected_at.scatter(np.flatnonzero(bad == 6), "yesterday")
+
+    subj = r["subj"]
+    labs = pl.DataFrame(
+        {
+            "study_id": study_s.gather(subj),
+            "subject_id": subject_ids.gather(subj),
+            "site_id": site_s.gather(subj),
+            "test": _gather(_CODES, r["code"]),
+            "result": result,
+            "unit": unit,
+            "collected_at": collected_at,
+            "method": _gather(_METHODS, r["method"]),
+            "ref_low": _gather(_VARIANTS["ref_low"], r["uvar"]),
+            "ref_high": _gather(_VARIANTS["ref_high"], r["uvar"]),
+        }
+    )
+    # Tags are Enums: gathering their small physical codes is cheap, and they compare like strings.
+    lab_tags = pl.DataFrame(
+        {
+            "kind": _enum_gather(_KINDS, r["kind"]),
+            "analyte": _enum_gather([t.name for t in _TESTS], r["test"]),
+            "alt_unit": r["alt_unit"],
+            "alt_code": r["alt_code"],
+            "kit_unit": r["kit_row"],
+            "censored": r["censored"],
+            "malformed": pl.Series([None, *_MALFORMED[1:]], dtype=pl.Enum(_MALFORMED[1:])).gather(bad),
+        }
+    )
+    return labs, lab_tags
+
+
+def generate_cohort(config: SynthConfig) -> SynthCohort:
+    """Generate a synthetic cohort: messy native lab rows, subjects, outcomes and the truth behind them.
+
+    Args:
+        config: size, seed, population parameters and mess rates.
+
+    Returns:
+        The cohort. Deterministic for a given config.
+    """
+    cfg = config
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.n_subjects
+    study_s, site_s, subject_ids = _identifiers(rng, cfg)
+    last_ref = int(np.datetime64(cfg.data_cutoff, "D").astype(np.int64)) - _FOLLOW_UP_DAYS
+    ref_day = rng.integers(_EPOCH_2025, last_ref + 1, n, dtype=np.int32)
+    exposure_day = ref_day + rng.integers(14, 41, n, dtype=np.int32)
+    exposure_missing = rng.random(n) < 0.05  # not yet dosed, or withdrawn before infusion
+
+    latent = _latent_biomarkers(rng, cfg)
+    values = latent["values"]
+
+    # Kit units are per subject (one lab, one kit); the truth ratio is taken from the value as written.
+    kit = rng.random(n) < cfg.kit_unit
+    kit_var = _VAR_KIT[rng.integers(0, _VAR_KIT.size, n)]
+    kit_written = np.rint(values[:, _DSDNA] * _VAR_FACTOR[kit_var] * 10.0) / 10.0
+    dsdna_ratio = np.maximum(np.where(kit, kit_written / _VAR_REF_HIGH[kit_var], values[:, _DSDNA] / 30.0), 1e-3)
+
+    # Latent response (invented, see the module docstring), calibrated to the target response rate.
+    co = RESPONSE_COEFFICIENTS
+    lp = (
+        co["log2_anti_dsdna_ratio"] * np.log2(dsdna_ratio)
+        + co["ifn_signal"] * latent["ifn_signal"]
+        + co["c3_z"] * (values[:, _C3] - 0.90) / 0.23
+        + co["c4_z"] * (values[:, _C4] - 0.16) / 0.08
+        + co["log10_cd19_centred"] * (np.log10(values[:, _CD19]) - np.log10(200.0))
+    )
+    b0 = _calibrate_intercept(lp, cfg.response_rate)
+    lp = b0 + lp
+    prob = 1.0 / (1.0 + np.exp(-lp))
+    responded = rng.random(n) < prob
+
+    after_day = np.where(exposure_missing, ref_day + 30, exposure_day)
+    rows, miss_subj, miss_test = _lab_rows(
+        rng, cfg, latent=latent, ref_day=ref_day, after_day=after_day, kit=kit, kit_var=kit_var
+    )
+    labs, lab_tags = _render_labs(rows, study_s, site_s, subject_ids)
+    del rows
+
+    subjects = _subjects(
+        rng,
+        cfg,
+        study_s=study_s,
+        site_s=site_s,
+        subject_ids=subject_ids,
+        ref_day=ref_day,
+        exposure_day=exposure_day,
+        exposure_missing=exposure_missing,
+        dsdna_ratio=dsdna_ratio,
+        values=values,
+    )
+    outcomes = pl.DataFrame(
+        {
+            "study_id": study_s,
+            "subject_id": subject_ids,
+            "responded": responded,
+            "endpoint": pl.Series([ENDPOINT]).gather(np.zeros(n, dtype=np.int64)),
+        }
+    )
+
+    truth = pl.DataFrame(
+        {
+            "study_id": study_s,
+            "subject_id": subject_ids,
+            "ifn_method": _gather(_IFN_METHODS, latent["ifn_method"]),
+            "ifn_high": latent["ifn_high"],
+            "ifn_signal": latent["ifn_signal"],
+            "anti_dsdna_kit_unit": kit,
+            "anti_dsdna_ratio": dsdna_ratio,
+            **{name: values[:, k] for k, name in enumerate(PANEL_ANALYTES)},
+            "missing_analytes": _missing_names(n, miss_subj, miss_test),
+            "linear_predictor": lp,
+            "response_probability": prob,
+        }
+    )
+    return SynthCohort(
+        labs=labs,
+        subjects=subjects,
+        outcomes=outcomes,
+        truth=truth,
+        lab_tags=lab_tags,
+        coefficients={"intercept": b0, **co},
+        config=cfg,
+    )
+
+
+def _subjects(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    *,
+    study_s: pl.Series,
+    site_s: pl.Series,
+    subject_ids: pl.Series,
+    ref_day: np.ndarray,
+    exposure_day: np.ndarray,
+    exposure_missing: np.ndarray,
+    dsdna_ratio: np.ndarray,
+    values: np.ndarray,
+) -> pl.DataFrame:
+    """Subject listing: demographics, dates and the clinical fields eligibility rules use."""
+    n = cfg.n_subjects
+    # SLEDAI-2K: a clinical part plus the serology items (2 points each), so it tracks the labs a little.
+    low_complement = (values[:, _C3] < 0.9) | (values[:, _C4] < 0.16)
+    sledai = np.clip(np.rint(rng.normal(9.0, 3.5, n)), 0, 30) + 2 * (dsdna_ratio >= 1.0) + 2 * low_complement
+    ln_class = rng.choice(6, n, p=[0.45, 0.10, 0.22, 0.08, 0.05, 0.10])
+    egfr = np.round(np.clip(rng.normal(88.0, 25.0, n) - 18.0 * (ln_class > 0), 8.0, 150.0), 1)
+    # A few optional values are not sent (null), as in real subject listings.
+    optional = (
+        "sledai_2k",
+        "prior_immunosuppressant_failures",
+        "lupus_nephritis_class",
+        "egfr",
+        "active_cns_lupus",
+        "first_exposure_date",
+    )
+    null_rate = np.array([0.01, 0.01, 0.02, 0.02, 0.01, 0.0])
+    null = {f"_null_{c}": rng.random(n) < p for c, p in zip(optional, null_rate, strict=True)}
+    null["_null_first_exposure_date"] = exposure_missing
+    return (
+        pl.DataFrame(
+            {
+                "study_id": study_s,
+                "subject_id": subject_ids,
+                "site_id": site_s,
+                "sex": _gather(("F", "M"), (rng.random(n) >= 0.9).astype(np.int64)),
+                "age_years": np.clip(np.rint(rng.normal(38.0, 11.0, n)), 14, 82).astype(np.int64),
+                "reference_date": _day_strings(ref_day),
+                "first_exposure_date": _day_strings(exposure_day),
+                "sledai_2k": sledai.astype(np.int64),
+                "prior_immunosuppressant_failures": rng.choice(6, n, p=[0.04, 0.08, 0.36, 0.28, 0.14, 0.10]),
+                "lupus_nephritis_class": _gather(("", "III", "IV", "V", "III+V", "IV+V"), ln_class),
+                "egfr": egfr,
+                "active_cns_lupus": rng.random(n) < 0.03,
+                **null,
+            }
+        )
+        .with_columns(
+            pl.col("prior_immunosuppressant_failures").cast(pl.Int64),
+        )
+        .with_columns(*(pl.when(pl.col(f"_null_{c}")).then(None).otherwise(pl.col(c)).alias(c) for c in optional))
+        .select(SUBJECT_COLUMNS)
+    )
+
+
+def _missing_names(n: int, miss_subj: np.ndarray, miss_test: np.ndarray) -> pl.Series:
+    """Per subject, the comma-joined core analytes without a baseline row ("" when none), in panel order.
+
+    Each subject's set is a 10-bit mask; only the few distinct masks are turned into strings.
+    """
+    mask = np.bincount(miss_subj, weights=np.left_shift(1, miss_test.astype(np.int64)), minlength=n)
+    uniq, inverse = np.unique(mask.astype(np.int64), return_inverse=True)
+    bits = (uniq[:, None] >> np.arange(_N_CORE)) & 1
+    which, analyte = np.nonzero(bits)  # row-major: analytes come out in panel order
+    names = (
+        pl.DataFrame({"m": which, "a": _gather(PANEL_ANALYTES, analyte)})
+        .group_by("m", maintain_order=True)
+        .agg(pl.col("a").str.join(","))
+    )
+    lookup = pl.Series([""] * uniq.size, dtype=pl.String)
+    lookup.scatter(names["m"].to_numpy(), names["a"])
+    return lookup.gather(inverse)
+
+
+def _day_strings(days: np.ndarray) -> pl.Series:
+    return pl.Series(days.astype("datetime64[D]")).cast(pl.String)
+
+
+def oracle_auroc(cohort: SynthCohort) -> float:
+    """AUROC of the true response probabilities against the sampled outcomes: the best any model can do.
+
+    Args:
+        cohort: a generated cohort (needs both outcomes).
+
+    Returns:
+        The AUROC (sklearn.metrics.roc_auc_score).
+    """
+    from sklearn.metrics import roc_auc_score  # lazy: keeps `import immunostrat.synth` light
+
+    joined = cohort.outcomes.join(cohort.truth, on=["study_id", "subject_id"], how="inner")
+    return float(roc_auc_score(joined["responded"].to_numpy(), joined["response_probability"].to_numpy()))
+
+
+def write_cohort(
+    cohort: SynthCohort,
+    out_dir: str | os.PathLike[str],
+    fmt: Literal["parquet", "csv"] = "parquet",
+    *,
+    include_truth: bool = False,
+) -> dict[str, Path]:
+    """Write labs, subjects and outcomes (and optionally truth) atomically as <name>.<fmt> in out_dir.
+
+    Each file is written to a temporary file in the same directory and then moved into place with
+    os.replace, so readers never see a half-written file. CSV keeps "" distinct from null, so lab rows read
+    back with ``pl.read_csv(path, infer_schema=False)`` equal the generated strings.
+
+    Args:
+        cohort: the cohort to write.
+        out_dir: target directory (created if needed).
+        fmt: "parquet" or "csv".
+        include_truth: also write truth.<fmt> (kept separate so it is not handed to a pipeline by accident).
+
+    Returns:
+        Mapping of table name ("labs", "subjects", "outcomes"[, "truth"]) to the written path.
+    """
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"labs": cohort.labs, "subjects": cohort.subjects, "outcomes": cohort.outcomes}
+    if include_truth:
+        tables["truth"] = cohort.truth
+    written: dict[str, Path] = {}
+    for name, frame in tables.items():  # three or four files, not rows
+        target = out / f"{name}.{fmt}"
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=out)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if fmt == "parquet":
+                frame.write_parquet(tmp)
+            else:
+                frame.write_csv(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written[name] = target
+    return written
