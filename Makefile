@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy pipelines schemas
+	$(BIN)/mypy pipelines schemas benchmarks
 
 ## demo-model: retrain the shipped demo model reproducibly (fixed seeds) and make it champion
 demo-model: install

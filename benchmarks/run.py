@@ -100,8 +100,13 @@ def report(res: dict[str, Any]) -> str:
     lines = [f"== {res['subjects']:,} subjects ({res['lab_rows']:,} lab rows) =="]
     for key in ("floor", "validate", "stratify"):
         r = res[key]
-        lines.append(f"  {key:<10} wall {r['wall_s']:>8.2f} s   peak RSS {r['peak_rss_mb']:>8.1f} MB   exit {r['exit_code']}")
-    lines.append(f"  ratio stratify/floor {res['ratio_stratify_to_floor']:.2f}   validate/floor {res['ratio_validate_to_floor']:.2f}")
+        lines.append(
+            f"  {key:<10} wall {r['wall_s']:>8.2f} s   peak RSS {r['peak_rss_mb']:>8.1f} MB   exit {r['exit_code']}"
+        )
+    lines.append(
+        f"  ratio stratify/floor {res['ratio_stratify_to_floor']:.2f}   "
+        f"validate/floor {res['ratio_validate_to_floor']:.2f}"
+    )
     if res.get("stages"):
         lines.append("  stages (one process): " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()))
     return "\n".join(lines)
@@ -111,11 +116,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, action="append", help="cohort size (repeatable); default 100000")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/immunostrat-bench"))
-    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="folder with gen_native_cohort.py, peers.py")
+    parser.add_argument(
+        "--shared", type=Path, default=DEFAULT_SHARED, help="folder with gen_native_cohort.py and peers.py"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sizes = args.subjects or [100_000]
-    out = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
+    out: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
     print(f"machine: {out['machine']}")
     for n in sizes:
         res = bench(n, args.workdir, args.shared, args.seed)

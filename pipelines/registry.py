@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from immunostrat.io import atomic_path
 from immunostrat.modeling import FeatureSpec, TrainedModel
 
 __all__ = [
@@ -162,17 +162,9 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # Temp file in the same directory + os.replace: readers see the old or the new file, never half of one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Temp file in the same directory + rename (immunostrat.io.atomic_path): readers never see half a file.
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _json_safe(obj: Any) -> Any:

@@ -73,9 +73,7 @@ def data() -> tuple[pl.DataFrame, np.ndarray]:
 def trained(data: tuple[pl.DataFrame, np.ndarray]) -> TrainedModel:
     strata, y = data
     # Knock out a few features so the complete-case count is exercised.
-    strata = strata.with_columns(
-        pl.when(pl.int_range(pl.len()) < 7).then(None).otherwise(pl.col("c4")).alias("c4")
-    )
+    strata = strata.with_columns(pl.when(pl.int_range(pl.len()) < 7).then(None).otherwise(pl.col("c4")).alias("c4"))
     return train_responder_model(build_feature_frame(strata, DEFAULT_FEATURES), y, TrainConfig())
 
 
@@ -199,9 +197,7 @@ def test_score_strata_columns_groups_and_not_assessable(trained: TrainedModel) -
     assert ok.height == 79
     # Contributions add up to the logit of the reported probability.
     logits = ok.select(pl.sum_horizontal([f"contrib_{n}" for n in names]) + pl.col("contrib_intercept"))
-    np.testing.assert_allclose(
-        logits.to_series().to_numpy(), logit(ok["responder_probability"].to_numpy()), atol=1e-9
-    )
+    np.testing.assert_allclose(logits.to_series().to_numpy(), logit(ok["responder_probability"].to_numpy()), atol=1e-9)
     # Groups are monotone in probability and follow the card cut-offs.
     expected = assign_groups(ok["responder_probability"].to_numpy(), trained.cutoffs)
     assert ok["responder_group"].to_list() == expected.tolist()

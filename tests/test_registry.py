@@ -182,9 +182,7 @@ def test_checksum_mismatch_refused(saved: tuple[Path, str]) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(
-        ModelIntegrityError, match=r"sha256 mismatch.*expects [0-9a-f]{64}, file has [0-9a-f]{64}"
-    ):
+    with pytest.raises(ModelIntegrityError, match=r"sha256 mismatch.*expects [0-9a-f]{64}, file has [0-9a-f]{64}"):
         load_model(model_id, root)
 
 
