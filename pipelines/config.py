@@ -208,7 +208,7 @@ class Protocol(_Model):
 
 def default_protocol_path() -> Path:
     """The built-in protocol, modelled on registered CAR-T SLE trials."""
-    return Path(str(resources.files("immunostrat") / "config" / "protocol_default.yaml"))
+    return Path(str(resources.files("immunostrat") / "protocols" / "protocol_default.yaml"))
 
 
 def load_protocol(path: Path | None = None) -> Protocol:

@@ -24,7 +24,6 @@ baseline features can reach (about 0.80 with the defaults). See docs/synthetic.m
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
+
+from immunostrat.io import atomic_path
 
 __all__ = [
     "ENDPOINT",
@@ -947,17 +948,10 @@ def write_cohort(
     written: dict[str, Path] = {}
     for name, frame in tables.items():  # three or four files, not rows
         target = out / f"{name}.{fmt}"
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=out)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with atomic_path(target) as tmp:
             if fmt == "parquet":
                 frame.write_parquet(tmp)
             else:
                 frame.write_csv(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         written[name] = target
     return written

@@ -110,3 +110,41 @@ def test_models_list_and_show(trained_registry: Path, capsys: pytest.CaptureFixt
     assert "champion" in listing
     assert main(["models", "show", "champion", "--registry", str(trained_registry)]) == EXIT_OK
     assert "not for clinical use" in capsys.readouterr().out.lower()
+
+
+SCHEDULES = """
+schedules:
+  - name: sle-cart-01-nightly
+    cron: "0 2 * * *"
+    timezone: Europe/Berlin
+    labs: [labs.parquet]
+    subjects: subjects.parquet
+    out: runs
+    config: {scoring: {model: champion}}
+"""
+
+
+def test_serve_without_a_server_says_how_to_start_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    schedules = _write(tmp_path / "schedules.yaml", SCHEDULES)
+    assert main(["serve", "--schedules", str(schedules)]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert "PREFECT_API_URL" in err and "prefect server start" in err
+
+
+def test_serve_rejects_an_invalid_schedules_file_before_contacting_prefect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _write(tmp_path / "schedules.yaml", SCHEDULES.replace("scoring: {model: champion}", "scoring: {nope: 1}"))
+    assert main(["serve", "--schedules", str(bad)]) == EXIT_UNUSABLE
+    assert "nope" in capsys.readouterr().err
+
+
+def test_schedules_leave_as_of_to_each_run() -> None:
+    from immunostrat.config import RunConfig, StratifyParams
+
+    params = StratifyParams(labs=["l"], subjects="s", out="o", config=RunConfig.model_validate({}))
+    dumped = params.model_dump(mode="json", exclude_unset=True)
+    assert "as_of" not in str(dumped)
