@@ -16,7 +16,7 @@ from immunostrat.reference import ReferenceTables
 
 # A number with an optional censoring comparator: "12", "<10", ">= 800", "1.5e3", ".5". No thousands separators
 # and no decimal commas: "1,5" is ambiguous between sites, so it is not read (never guessed).
-_RESULT = r"^(<=|>=|<|>)?\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)$"
+_RESULT = r"^\s*(<=|>=|<|>)?\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*$"
 _NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
 # ISO 8601 calendar date, optionally with a time and offset. The offset is read but not applied: the
 # collection date is the lab's local calendar date, as written.
@@ -56,8 +56,69 @@ def parse_iso_date(col: str) -> tuple[pl.Expr, pl.Expr]:
     return date, datetime
 
 
+def _lookup(key: pl.Expr, table: pl.DataFrame, key_col: str, value_col: str) -> pl.Expr:
+    """Map `key` through a small table (a hash lookup, no join), null where the key is not in the table."""
+    values = table[value_col]
+    return key.replace_strict(table[key_col], values, default=None, return_dtype=values.dtype)
+
+
+def _parsed_per_distinct(raw: pl.DataFrame, col: str, parsed: dict[str, pl.Expr]) -> list[pl.Expr]:
+    """Expressions computing `parsed` once per distinct value of `col` and mapping them onto every row.
+
+    Dates, units and reference limits repeat heavily (a few thousand distinct strings in millions of rows),
+    so parsing each distinct value once is the same logic at a fraction of the work.
+    """
+    distinct = raw.select(pl.col(col).unique().drop_nulls()).with_columns(**parsed)
+    out = []
+    for name, expr in parsed.items():
+        # Null input: evaluate the expression on null itself (it defines what a missing value parses to).
+        on_null = pl.select(pl.lit(None, pl.String).alias(col)).select(expr.alias(name))[name]
+        mapped = _lookup(pl.col(col), distinct, col, name)
+        out.append(
+            pl.when(pl.col(col).is_null()).then(pl.lit(on_null.item(), on_null.dtype)).otherwise(mapped).alias(name)
+        )
+    return out
+
+
+def _stripped(frame: pl.DataFrame, col: str) -> pl.Expr:
+    """`col` without surrounding white space; the strip (a copy of every string) only runs when needed."""
+    needs = frame.select(pl.col(col).str.contains(r"^\s|\s$").any()).item()
+    return pl.col(col).str.strip_chars() if needs else pl.col(col)
+
+
+def _with_unit_mapping(panel: pl.DataFrame, ref: ReferenceTables) -> pl.DataFrame:
+    """Add `analyte` (after conversion), `conversion` and `factor` for each row's (analyte, unit) pair.
+
+    The pairs are few, so they are resolved once each and joined back on a two-column frame; the result is
+    stacked beside the wide frame instead of joining the wide frame itself.
+    """
+    keys = panel.select("analyte_reported", "unit")
+    pairs = (
+        keys.unique()
+        .with_columns(unit_key=pl.col("unit").str.strip_chars().str.to_lowercase().fill_null(""))
+        .join(
+            ref.units.select(
+                pl.col("analyte").alias("analyte_reported"),
+                "unit_key",
+                pl.col("target_analyte").alias("analyte"),
+                "conversion",
+                "factor",
+            ),
+            on=["analyte_reported", "unit_key"],
+            how="left",
+        )
+        .drop("unit_key")
+    )
+    mapped = keys.join(pairs, on=["analyte_reported", "unit"], how="left", nulls_equal=True, maintain_order="left")
+    return panel.hstack(mapped.select("analyte", "conversion", "factor"))
+
+
 def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig) -> Harmonised:
     """Map, parse and convert raw lab rows.
+
+    Mapping tables are applied as hash lookups on single columns rather than joins of the wide frame, and
+    repeated strings are parsed once per distinct value: at ten million rows, joins that gather every column
+    cost more than all the parsing.
 
     Args:
         raw: lab rows as read by `immunostrat.io.read_labs` (all String, plus source_file/source_row).
@@ -67,24 +128,27 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     Returns:
         The typed candidate rows and the rows outside the panel.
     """
-    keyed = (
-        raw.with_columns(
-            # Verbatim copies for the quarantine, which shows rows exactly as they were sent.
-            *(pl.col(c).alias(f"_raw_{c}") for c in ("study_id", "subject_id", "site_id", "method")),
-        )
-        .with_columns(
-            # Identifiers are matched without surrounding white space (never otherwise altered).
-            pl.col("study_id").str.strip_chars(),
-            pl.col("subject_id").str.strip_chars(),
-            _blank_to_null("site_id"),
-            _test_key=pl.col("test").str.strip_chars().str.to_uppercase().fill_null(""),
-        )
-        .join(ref.test_codes, left_on="_test_key", right_on="code_key", how="left", maintain_order="left")
+    test_key = pl.col("test").str.strip_chars().str.to_uppercase().fill_null("")
+    keyed = raw.with_columns(
+        # Verbatim copies for the quarantine, which shows rows exactly as they were sent.
+        *(pl.col(c).alias(f"_raw_{c}") for c in ("study_id", "subject_id", "site_id", "method")),
+        # Identifiers are matched without surrounding white space (never otherwise altered).
+        *(_stripped(raw, c) for c in ("study_id", "subject_id")),
+        _blank_to_null("site_id"),
+        *_parsed_per_distinct(
+            raw,
+            "test",
+            {
+                "analyte_reported": _lookup(test_key, ref.test_codes, "code_key", "analyte"),
+                "_test_blank": test_key == "",
+            },
+        ),
     )
-    outside = keyed.filter((pl.col("_test_key") != "") & pl.col("analyte").is_null())
-    panel = keyed.filter((pl.col("_test_key") == "") | pl.col("analyte").is_not_null())
+    outside = keyed.filter(~pl.col("_test_blank") & pl.col("analyte_reported").is_null()).select(
+        "source_file", "source_row", "test"
+    )
+    panel = keyed.filter(pl.col("_test_blank") | pl.col("analyte_reported").is_not_null()).drop("_test_blank")
 
-    result = pl.col("result").str.strip_chars().str.extract_groups(_RESULT)
     date, datetime = parse_iso_date("collected_at")
     method = _blank_to_null("method").str.to_uppercase()
     if cfg.ifn_default_method:
@@ -93,53 +157,30 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             .then(pl.lit(cfg.ifn_default_method.strip().upper()))
             .otherwise(method)
         )
-    typed = panel.rename({"analyte": "analyte_reported"}).with_columns(
+    result = pl.col("result").str.extract_groups(_RESULT)
+    typed = _with_unit_mapping(panel, ref).with_columns(
+        *_parsed_per_distinct(panel, "collected_at", {"collected_date": date, "collected_at_parsed": datetime}),
+        *_parsed_per_distinct(panel, "ref_low", {"ref_low_reported": parse_number("ref_low")}),
+        *_parsed_per_distinct(panel, "ref_high", {"ref_high_reported": parse_number("ref_high")}),
+        method=method,
         censoring=result.struct.field("1"),
         value_reported=result.struct.field("2").cast(pl.Float64, strict=False),
-        ref_low_reported=parse_number("ref_low"),
-        ref_high_reported=parse_number("ref_high"),
-        _unit_key=pl.col("unit").str.strip_chars().str.to_lowercase().fill_null(""),
-        method=method,
-        collected_date=date,
-        collected_at_parsed=datetime,
     )
-    units = ref.units.select(
-        pl.col("analyte").alias("analyte_reported"),
-        "unit_key",
-        pl.col("target_analyte").alias("analyte"),
-        "conversion",
-        "factor",
-    )
-    ranges = ref.analytes.select(
-        "analyte", pl.col("canonical_unit").alias("unit_canonical"), "plausible_min", "plausible_max"
-    )
-    converted = (
-        typed.join(
-            units,
-            left_on=["analyte_reported", "_unit_key"],
-            right_on=["analyte_reported", "unit_key"],
-            how="left",
-            maintain_order="left",
-        )
-        .join(ranges, on="analyte", how="left", maintain_order="left")
-        .join(
-            ref.allowed_units().rename({"analyte": "analyte_reported"}),
-            on="analyte_reported",
-            how="left",
-            maintain_order="left",
-        )
-    )
+    analytes = ref.analytes.rename({"canonical_unit": "unit_canonical"})
+    # The accepted-unit list is only read in UNIT_UNKNOWN messages: categorical keeps it at 4 bytes a row.
+    allowed = ref.allowed_units().with_columns(pl.col("allowed_units").cast(pl.Categorical))
     per_uln = pl.col("conversion") == "per_upper_limit"
     scale = pl.when(per_uln).then(1.0 / pl.col("ref_high_reported")).otherwise(pl.col("factor"))
-    candidates = converted.with_columns(
+    candidates = typed.with_columns(
+        unit_canonical=_lookup(pl.col("analyte"), analytes, "analyte", "unit_canonical"),
+        plausible_min=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_min"),
+        plausible_max=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_max"),
+        allowed_units=_lookup(pl.col("analyte_reported"), allowed, "analyte", "allowed_units"),
         value=pl.col("value_reported") * scale,
         ref_low_value=pl.col("ref_low_reported") * scale,
         ref_high_value=pl.col("ref_high_reported") * scale,
-    ).drop("_test_key", "_unit_key")
-    return Harmonised(
-        candidates=candidates,
-        outside_panel=outside.select("source_file", "source_row", "test"),
     )
+    return Harmonised(candidates=candidates, outside_panel=outside)
 
 
 HARMONISED_COLUMNS = (

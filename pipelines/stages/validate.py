@@ -332,31 +332,37 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
 
 
 def _with_duplicate_flags(frame: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
-    """Flag conflicting and repeated measurements among rows that pass every other rule."""
+    """Flag conflicting and repeated measurements among rows that pass every other rule.
+
+    Duplicates are rare, so rows are first narrowed to those whose key hash occurs more than once (a cheap
+    pass); the exact group analysis then runs on that small subset only. Hash collisions can only widen the
+    subset, never change a flag, because the analysis groups on the exact key.
+    """
     basic_ok = pl.all_horizontal([r.passes for r in rules if not r.code.startswith("DUPLICATE_")])
-    key = [*_DUP_KEY, "_basic_ok"]
-    flagged = (
-        frame.with_row_index("_pos")
-        .with_columns(_basic_ok=basic_ok)
+    indexed = frame.with_row_index("_pos").with_columns(_basic_ok=basic_ok)
+    maybe = indexed.filter(pl.col("_basic_ok") & pl.struct(_DUP_KEY).hash().is_duplicated())
+    analysed = (
+        maybe.select("_pos", *_DUP_KEY, "value", "censoring", "source_file", "source_row")
         .with_columns(
-            _n_versions=pl.struct("value", "censoring").n_unique().over(key),
-            _first_pos=pl.col("_pos").min().over(key),
-            _dup_first_file=pl.col("source_file").first().over(key),
-            _dup_first_row=pl.col("source_row").first().over(key),
+            _n_versions=pl.struct("value", "censoring").n_unique().over(_DUP_KEY),
+            _first_pos=pl.col("_pos").min().over(_DUP_KEY),
+            _dup_first_file=pl.col("source_file").first().over(_DUP_KEY),
+            _dup_first_row=pl.col("source_row").first().over(_DUP_KEY),
+            # Name every row of a conflicting group in its message.
+            _dup_rows=pl.col("source_row").sort().cast(pl.String).str.join(", ").over(_DUP_KEY),
         )
         .with_columns(
-            _dup_conflict=pl.col("_basic_ok") & (pl.col("_n_versions") > 1),
-            _dup_repeat=pl.col("_basic_ok") & (pl.col("_n_versions") == 1) & (pl.col("_pos") != pl.col("_first_pos")),
+            _dup_conflict=pl.col("_n_versions") > 1,
+            _dup_repeat=(pl.col("_n_versions") == 1) & (pl.col("_pos") != pl.col("_first_pos")),
         )
-        .drop("_pos", "_first_pos", "_n_versions")
+        .filter(pl.col("_dup_conflict") | pl.col("_dup_repeat"))
+        .select("_pos", "_dup_conflict", "_dup_repeat", "_dup_first_file", "_dup_first_row", "_dup_rows")
     )
-    # Name every row of a conflicting group in its message; only conflicting groups pay for this.
-    conflicting = (
-        flagged.filter(pl.col("_dup_conflict"))
-        .group_by(key)
-        .agg(pl.col("source_row").sort().cast(pl.String).str.join(", ").alias("_dup_rows"))
+    return (
+        indexed.join(analysed, on="_pos", how="left", maintain_order="left")
+        .with_columns(pl.col("_dup_conflict").fill_null(False), pl.col("_dup_repeat").fill_null(False))
+        .drop("_pos", "_basic_ok")
     )
-    return flagged.join(conflicting, on=key, how="left", nulls_equal=True, maintain_order="left").drop("_basic_ok")
 
 
 def validate_labs(
