@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--possible-min", type=float, help="override the model card's possible-group cut-off")
     p.add_argument("--likely-min", type=float, help="override the model card's likely-group cut-off")
     p.add_argument("--max-quarantine-fraction", type=float, help="fail above this quarantined fraction")
+    p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
+    p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
     p.add_argument(
         "--engine",
         choices=["prefect", "local"],
@@ -223,6 +225,8 @@ def cmd_stratify(args: argparse.Namespace) -> int:
         out=args.out,
         protocol=args.protocol,
         config=_run_config(args),
+        partitions=args.partitions,
+        dask_address=args.dask_address,
     )
     if args.engine == "local":
         from immunostrat import run as pipeline
@@ -230,9 +234,9 @@ def cmd_stratify(args: argparse.Namespace) -> int:
         run_dir = str(pipeline.stratify(params).run_dir)
     else:
         _configure_prefect_env()
-        from immunostrat.flows import stratify_flow
+        from immunostrat.flows import run_stratify_flow
 
-        run_dir = stratify_flow(params)
+        run_dir = run_stratify_flow(params)
     _print_run_summary(run_dir)
     return EXIT_OK
 

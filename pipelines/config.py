@@ -132,6 +132,19 @@ class StratifyParams(_Model):
     out: str = Field(description="Output folder; each run writes a new sub-folder named by its run id.")
     protocol: str | None = Field(default=None, description="Eligibility protocol YAML; the built-in default if empty.")
     config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation, baseline, scoring.")
+    partitions: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Split the cohort into this many subject partitions (by a hash of study and subject id) and "
+        "run the stages per partition; results are identical to one pass. Above 1, the Prefect flow runs one task "
+        "per partition on a Dask cluster.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786) for partitioned runs; "
+        "empty starts a local cluster for the run.",
+    )
 
 
 class TrainParams(_Model):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -85,13 +85,66 @@ def write(out: str | Path, run_id: str, **kwargs: Any) -> pipeline.RunOutputs:
     return pipeline.write_run(out, run_id, **kwargs)
 
 
+@task(name="harmonise-validate-partition", cache_policy=NO_CACHE)
+def harmonise_validate_partition(inputs: pipeline.Inputs, cfg: RunConfig) -> pipeline.Prepared:
+    """Harmonise and validate one subject partition."""
+    return pipeline.prepare(inputs, cfg)
+
+
+@task(name="baseline-score-partition", cache_policy=NO_CACHE)
+def baseline_score_partition(
+    prepared: pipeline.Prepared, protocol: Protocol, cfg: RunConfig, run_id: str
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Baseline, eligibility and scoring of one subject partition."""
+    return pipeline.score(pipeline.build_strata(prepared, protocol, cfg), cfg, run_id)
+
+
+def _prepare_mapped(parts: list[pipeline.Inputs], cfg: RunConfig) -> list[pipeline.Prepared]:
+    # One task per partition (never per subject): Prefect's per-task overhead stays negligible.
+    return list(harmonise_validate_partition.map(parts, cfg=unmapped(cfg)).result())
+
+
+def _score_mapped(
+    parts: list[pipeline.Prepared], protocol: Protocol, cfg: RunConfig, run_id: str
+) -> list[tuple[pl.DataFrame, dict[str, Any]]]:
+    futures = baseline_score_partition.map(
+        parts, protocol=unmapped(protocol), cfg=unmapped(cfg), run_id=unmapped(run_id)
+    )
+    return list(futures.result())
+
+
 FLOW_STAGES = pipeline.Stages(
     read_inputs=ingest,
     prepare=harmonise_validate,
     build_strata=baseline_eligibility,
     score=score,
     write_run=write,
+    prepare_each=_prepare_mapped,
+    score_each=_score_mapped,
 )
+
+
+def dask_task_runner(address: str | None, workers: int = 2) -> Any:
+    """A prefect-dask task runner: the given scheduler, or a local cluster of `workers` threads.
+
+    Threads, not processes, locally: polars releases the GIL, and threads avoid pickling partitions.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": False, "dashboard_address": None},
+    )
+
+
+def run_stratify_flow(params: StratifyParams) -> str:
+    """Call the stratify flow, on a Dask task runner when the run is partitioned."""
+    flow_to_run = stratify_flow
+    if params.partitions > 1:
+        flow_to_run = stratify_flow.with_options(task_runner=dask_task_runner(params.dask_address))
+    return flow_to_run(params)
 
 
 def _publish_artifacts(result: pipeline.RunOutputs) -> None:

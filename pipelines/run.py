@@ -36,7 +36,7 @@ from immunostrat.schemas.outputs import validate_output
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
-from immunostrat.stages.validate import Split, validate_labs, validate_subjects
+from immunostrat.stages.validate import validate_labs, validate_subjects
 
 PACKAGES = ("polars", "pandera", "prefect", "scikit-learn", "pyarrow", "skops", "numpy", "pydantic")
 
@@ -58,10 +58,18 @@ class Prepared:
     """Harmonised and validated inputs, and their accounting."""
 
     harmonised: pl.DataFrame
-    quarantine: pl.DataFrame
+    lab_quarantine: pl.DataFrame
     outside_panel: pl.DataFrame
     subjects: pl.DataFrame | None
+    subject_quarantine: pl.DataFrame | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quarantine(self) -> pl.DataFrame:
+        """Every quarantined row: lab rows first, then subject rows."""
+        if self.subject_quarantine is None or self.subject_quarantine.height == 0:
+            return self.lab_quarantine
+        return pl.concat([self.lab_quarantine, self.subject_quarantine], how="diagonal_relaxed")
 
 
 def read_inputs(lab_paths: Sequence[str | Path], subjects_path: str | Path | None) -> Inputs:
@@ -87,10 +95,12 @@ def _count_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
 
 def accounting(
     inputs: Inputs,
+    *,
     harmonised: pl.DataFrame,
     outside: pl.DataFrame,
     lab_quarantine: pl.DataFrame,
-    subject_split: Split | None,
+    subjects: pl.DataFrame | None,
+    subject_quarantine: pl.DataFrame | None,
 ) -> dict[str, Any]:
     """Per-file and total counts, each from its own source (never one derived from the others)."""
     accepted = _count_by_file(harmonised)
@@ -114,13 +124,13 @@ def accounting(
         "outside_panel_by_test": _count_by(outside, "test"),
         "quarantined_by_reason": _count_by(lab_quarantine, "reason_code"),
     }
-    if inputs.subjects is not None and subject_split is not None:
+    if inputs.subjects is not None and subjects is not None and subject_quarantine is not None:
         counts["subjects"] = {
             "path": inputs.subjects.path,
             "rows_read": inputs.subjects.rows_read,
-            "accepted": subject_split.accepted.height,
-            "quarantined": subject_split.quarantine.height,
-            "quarantined_by_reason": _count_by(subject_split.quarantine, "reason_code"),
+            "accepted": subjects.height,
+            "quarantined": subject_quarantine.height,
+            "quarantined_by_reason": _count_by(subject_quarantine, "reason_code"),
         }
     return counts
 
@@ -136,16 +146,22 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
         parts.candidates, cfg.validation.as_of, ref.ifn_methods["method"].to_list(), enrolled=enrolled
     )
     harmonised = harmonised_table(lab_split.accepted)
-    quarantine = lab_split.quarantine
-    if subject_split is not None and subject_split.quarantine.height:
-        quarantine = pl.concat([quarantine, subject_split.quarantine], how="diagonal_relaxed")
-    counts = accounting(inputs, harmonised, parts.outside_panel, lab_split.quarantine, subject_split)
+    subjects = subject_split.accepted if subject_split is not None else None
+    subject_quarantine = subject_split.quarantine if subject_split is not None else None
     return Prepared(
         harmonised=harmonised,
-        quarantine=quarantine,
+        lab_quarantine=lab_split.quarantine,
         outside_panel=parts.outside_panel,
-        subjects=subject_split.accepted if subject_split is not None else None,
-        counts=counts,
+        subjects=subjects,
+        subject_quarantine=subject_quarantine,
+        counts=accounting(
+            inputs,
+            harmonised=harmonised,
+            outside=parts.outside_panel,
+            lab_quarantine=lab_split.quarantine,
+            subjects=subjects,
+            subject_quarantine=subject_quarantine,
+        ),
     )
 
 
@@ -321,22 +337,43 @@ def score(strata: pl.DataFrame, cfg: RunConfig, run_id: str) -> tuple[pl.DataFra
     return scored, info
 
 
+def _prepare_each(parts: list[Inputs], cfg: RunConfig) -> list[Prepared]:
+    from immunostrat.partition import prepare_each
+
+    return prepare_each(parts, cfg)
+
+
+def _score_each(
+    parts: list[Prepared], protocol: Protocol, cfg: RunConfig, run_id: str
+) -> list[tuple[pl.DataFrame, dict[str, Any]]]:
+    from immunostrat.partition import score_each
+
+    return score_each(parts, protocol, cfg, run_id)
+
+
 @dataclass(frozen=True)
 class Stages:
-    """The stage callables a stratify run is composed of; the Prefect flow swaps in task-wrapped ones."""
+    """The stage callables a stratify run is composed of; the Prefect flows swap in task-wrapped ones."""
 
     read_inputs: Callable[[Sequence[str | Path], str | Path | None], Inputs] = read_inputs
     prepare: Callable[[Inputs, RunConfig], Prepared] = prepare
     build_strata: Callable[[Prepared, Protocol, RunConfig], pl.DataFrame] = build_strata
     score: Callable[[pl.DataFrame, RunConfig, str], tuple[pl.DataFrame, dict[str, Any]]] = score
     write_run: Callable[..., RunOutputs] = write_run
+    # Partitioned runs: the same stages over subject partitions (a loop here; mapped tasks in the flow).
+    prepare_each: Callable[[list[Inputs], RunConfig], list[Prepared]] = _prepare_each
+    score_each: Callable[[list[Prepared], Protocol, RunConfig, str], list[tuple[pl.DataFrame, dict[str, Any]]]] = (
+        _score_each
+    )
 
 
 def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs:
     """One stratify run: ingest, validate, baseline, eligibility, score, write.
 
-    When the quarantined fraction exceeds the ceiling, the run folder is still written (quarantine and
-    run.json with status "failed", no strata) and `QuarantineCeilingError` is raised.
+    With `params.partitions > 1` the stages run per subject partition and the results are merged into the
+    same outputs a single pass gives. When the quarantined fraction exceeds the ceiling, the run folder is
+    still written (quarantine and run.json with status "failed", no strata) and `QuarantineCeilingError` is
+    raised.
     """
     stages = stages or Stages()
     started = dt.datetime.now(dt.UTC)
@@ -345,7 +382,15 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     run_id = new_run_id(started)
     inputs = stages.read_inputs(params.labs, params.subjects)
     manifest = base_manifest(inputs, cfg, protocol, started)
-    prepared = stages.prepare(inputs, cfg)
+    manifest["partitions"] = params.partitions
+    partitioned = params.partitions > 1
+    if partitioned:
+        from immunostrat.partition import merge_prepared, merge_strata, split_inputs
+
+        prepared_parts = stages.prepare_each(split_inputs(inputs, params.partitions), cfg)
+        prepared = merge_prepared(inputs, prepared_parts)
+    else:
+        prepared = stages.prepare(inputs, cfg)
     manifest["counts"] = prepared.counts
     try:
         check_quarantine_ceiling(prepared.counts, cfg.validation.max_quarantine_fraction)
@@ -353,8 +398,12 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
         manifest.update(status="failed", error=str(exc), finished_at=dt.datetime.now(dt.UTC).isoformat())
         stages.write_run(params.out, run_id, strata=None, prepared=prepared, manifest=manifest)
         raise
-    strata = stages.build_strata(prepared, protocol, cfg)
-    scored, model_info = stages.score(strata, cfg, run_id)
+    if partitioned:
+        results = stages.score_each(prepared_parts, protocol, cfg, run_id)
+        scored = merge_strata(prepared, [r[0] for r in results])
+        model_info = results[0][1]
+    else:
+        scored, model_info = stages.score(stages.build_strata(prepared, protocol, cfg), cfg, run_id)
     manifest.update(
         status="completed",
         model=model_info,
