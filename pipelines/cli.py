@@ -307,6 +307,15 @@ COMMANDS = {
 }
 
 
+def _reportable_errors() -> tuple[type[BaseException], ...]:
+    """Errors shown as one clear line rather than a traceback (the registry's only if it was imported)."""
+    errors: list[type[BaseException]] = [ValueError, LookupError, RuntimeError, FileExistsError]
+    registry = sys.modules.get("immunostrat.registry")
+    if registry is not None:
+        errors.append(registry.RegistryError)
+    return tuple(errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `immunostrat` console script."""
     args = build_parser().parse_args(argv)
@@ -315,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"unusable input: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
-    except (ValueError, LookupError, RuntimeError, FileExistsError) as exc:
+    except _reportable_errors() as exc:
         print(f"immunostrat {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
 

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -32,7 +33,6 @@ from immunostrat.io import (
     write_parquet_atomic,
 )
 from immunostrat.reference import ReferenceTables, load_reference
-from immunostrat.schemas.outputs import validate_output
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
@@ -263,6 +263,8 @@ def write_run(
         if strata is not None:
             files["strata.parquet"] = strata
         outputs = {}
+        from immunostrat.schemas.outputs import validate_output  # imports scikit-learn: only when writing
+
         # The output contracts are enforced before anything is written under a final name.
         contracts = {"harmonised.parquet": "harmonised", "quarantine.parquet": "quarantine", "strata.parquet": "strata"}
         for name, frame in files.items():
@@ -313,12 +315,39 @@ def base_manifest(inputs: Inputs, cfg: RunConfig, protocol: Protocol, started_at
     }
 
 
+_MODEL_PREFETCH: dict[tuple[str, str], Future[Any]] = {}
+
+
+def _model_key(cfg: RunConfig) -> tuple[str, str]:
+    return cfg.scoring.model, str(cfg.scoring.registry or "")
+
+
+def _load_model(model: str, registry: Path | None) -> Any:
+    from immunostrat.registry import load_model
+
+    return load_model(model, registry)
+
+
+def prefetch_model(cfg: RunConfig) -> Future[Any]:
+    """Start loading (and verifying) the run's model in a background thread.
+
+    Importing scikit-learn and skops and checking the model file take seconds; they overlap with
+    harmonisation (polars releases the GIL), and a refused model is reported before baseline and scoring.
+    """
+    key = _model_key(cfg)
+    if key not in _MODEL_PREFETCH:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-prefetch") as pool:
+            _MODEL_PREFETCH[key] = pool.submit(_load_model, cfg.scoring.model, cfg.scoring.registry)
+            pool.shutdown(wait=False)
+    return _MODEL_PREFETCH[key]
+
+
 def score(strata: pl.DataFrame, cfg: RunConfig, run_id: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Load the configured model (checksum verified) and add probabilities, groups and contributions."""
     from immunostrat.modeling import score_strata
-    from immunostrat.registry import load_model
 
-    model = load_model(cfg.scoring.model, cfg.scoring.registry)
+    future = _MODEL_PREFETCH.pop(_model_key(cfg), None)
+    model = future.result() if future is not None else _load_model(cfg.scoring.model, cfg.scoring.registry)
     overridden = cfg.scoring.possible_min is not None and cfg.scoring.likely_min is not None
     cutoffs = (
         {"possible_min": cfg.scoring.possible_min, "likely_min": cfg.scoring.likely_min}
@@ -381,6 +410,26 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     protocol = load_protocol(Path(params.protocol) if params.protocol else None)
     run_id = new_run_id(started)
     inputs = stages.read_inputs(params.labs, params.subjects)
+    model_ready = prefetch_model(cfg)
+    try:
+        return _stratify_after_ingest(
+            params, stages, inputs=inputs, protocol=protocol, run_id=run_id, started=started, model_ready=model_ready
+        )
+    finally:
+        _MODEL_PREFETCH.pop(_model_key(cfg), None)  # never reuse a loaded model across runs
+
+
+def _stratify_after_ingest(
+    params: StratifyParams,
+    stages: Stages,
+    *,
+    inputs: Inputs,
+    protocol: Protocol,
+    run_id: str,
+    started: dt.datetime,
+    model_ready: Future[Any],
+) -> RunOutputs:
+    cfg = params.config
     manifest = base_manifest(inputs, cfg, protocol, started)
     manifest["partitions"] = params.partitions
     partitioned = params.partitions > 1
@@ -398,6 +447,7 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
         manifest.update(status="failed", error=str(exc), finished_at=dt.datetime.now(dt.UTC).isoformat())
         stages.write_run(params.out, run_id, strata=None, prepared=prepared, manifest=manifest)
         raise
+    model_ready.result()  # a refused model (checksum, trusted types, features) stops the run here
     if partitioned:
         results = stages.score_each(prepared_parts, protocol, cfg, run_id)
         scored = merge_strata(prepared, [r[0] for r in results])
