@@ -66,6 +66,13 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     put("scoring", "registry", getattr(args, "registry", None))
     put("scoring", "possible_min", getattr(args, "possible_min", None))
     put("scoring", "likely_min", getattr(args, "likely_min", None))
+    put("readers", "study_id", getattr(args, "study_id", None))
+    put("readers", "crosswalk", getattr(args, "crosswalk", None))
+    put("readers", "ifn_method", getattr(args, "ifn_method", None))
+    put("readers", "ifn_genes", getattr(args, "ifn_genes", None))
+    put("readers", "ifn_statistic", getattr(args, "ifn_statistic", None))
+    put("readers", "min_controls", getattr(args, "min_controls", None))
+    put("readers", "reference_date_from", getattr(args, "reference_date", None))
     return RunConfig.model_validate(data)
 
 
@@ -75,6 +82,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alias-file", help="extra test aliases CSV (code,analyte)")
     p.add_argument("--ifn-default-method", help="IFN method assumed for ifn_score rows without one")
     p.add_argument("--config", help="YAML file with run configuration (see docs/operations.md)")
+    g = p.add_argument_group("other input formats (see docs/input.md)")
+    g.add_argument(
+        "--format", dest="lab_format", choices=["native", "sdtm", "fhir"], help="lab format (default: detect)"
+    )
+    g.add_argument("--study-id", help="study of FHIR rows the crosswalk does not map")
+    g.add_argument("--crosswalk", help="CSV source,source_id,study_id,subject_id joining identifiers across sources")
+    g.add_argument("--expression", nargs="+", default=[], metavar="MATRIX", help="expression matrices -> IFN scores")
+    g.add_argument("--samples", help="sample sheet of the expression matrices")
+    g.add_argument("--ifn-method", help="IFN method for expression scores (default MEDIAN_FC_4)")
+    g.add_argument("--ifn-genes", nargs="+", help="gene set of a custom IFN method")
+    g.add_argument("--ifn-statistic", choices=["median_fc", "mean_z"], help="statistic of a custom IFN method")
+    g.add_argument("--min-controls", type=int, help="fewest healthy controls accepted (default 5)")
+    g.add_argument("--patients", help="FHIR Patient resources filling missing sex and age")
+    g.add_argument("--reference-date", choices=["RFSTDTC", "RFICDTC"], help="SDTM DM anchor date (default RFSTDTC)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +194,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     try:
-        inputs = pipeline.read_inputs(args.labs, args.subjects)
+        inputs = pipeline.read_inputs(
+            args.labs,
+            args.subjects,
+            cfg=cfg,
+            lab_format=args.lab_format,
+            expression=args.expression,
+            samples=args.samples,
+            patients=args.patients,
+        )
     except InputError as exc:
         print(f"unusable input: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -218,6 +247,15 @@ def _print_run_summary(run_dir: str) -> None:
     print(run_dir)
 
 
+def _format_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "lab_format": args.lab_format,
+        "expression": args.expression,
+        "samples": args.samples,
+        "patients": args.patients,
+    }
+
+
 def cmd_stratify(args: argparse.Namespace) -> int:
     params = StratifyParams(
         labs=list(args.labs),
@@ -227,6 +265,7 @@ def cmd_stratify(args: argparse.Namespace) -> int:
         config=_run_config(args),
         partitions=args.partitions,
         dask_address=args.dask_address,
+        **_format_params(args),
     )
     if args.engine == "local":
         from immunostrat import run as pipeline

@@ -115,6 +115,35 @@ class ScoringConfig(_Model):
         return self
 
 
+class ReadersConfig(_Model):
+    """Options of the non-native readers: CDISC SDTM, HL7 FHIR and gene-expression IFN scores."""
+
+    study_id: str | None = Field(
+        default=None, description="Study of FHIR rows whose Patient the crosswalk does not map (FHIR has no study)."
+    )
+    crosswalk: Path | None = Field(
+        default=None,
+        description="CSV with columns source, source_id, study_id, subject_id. For each source it covers, "
+        "identifiers it does not know are quarantined (SUBJECT_NOT_IN_CROSSWALK), never guessed.",
+    )
+    reference_date_from: Literal["RFSTDTC", "RFICDTC"] = Field(
+        default="RFSTDTC", description="The SDTM DM date that anchors the baseline window."
+    )
+    ifn_method: str = Field(
+        default="MEDIAN_FC_4",
+        description="Method for IFN scores computed from an expression matrix (MEDIAN_FC_4, MEDIAN_FC_6, MEAN_Z, "
+        "or a custom name with ifn_genes and ifn_statistic).",
+    )
+    ifn_genes: list[str] | None = Field(default=None, description="Gene set of a custom IFN method.")
+    ifn_statistic: Literal["median_fc", "mean_z"] | None = Field(
+        default=None, description="Statistic of a custom IFN method."
+    )
+    min_controls: int = Field(default=5, ge=2, description="Fewest healthy controls accepted in an expression run.")
+    log2_max: float = Field(
+        default=30.0, gt=0, description="An expression value above this means the matrix is not on a log2 scale."
+    )
+
+
 class RunConfig(_Model):
     """Everything a stratify run needs besides its input files."""
 
@@ -122,6 +151,7 @@ class RunConfig(_Model):
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Acceptance rules.")
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Baseline derivation.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Responder scoring.")
+    readers: ReadersConfig = Field(default_factory=ReadersConfig, description="SDTM, FHIR and expression readers.")
 
 
 class StratifyParams(_Model):
@@ -129,6 +159,16 @@ class StratifyParams(_Model):
 
     labs: list[str] = Field(min_length=1, description="Lab-result files (CSV or Parquet, native contract).")
     subjects: str = Field(description="Subjects file (CSV or Parquet) with reference dates.")
+    lab_format: Literal["native", "sdtm", "fhir"] | None = Field(
+        default=None, description="Format of the lab files; empty detects it from each file's content."
+    )
+    expression: list[str] = Field(
+        default_factory=list, description="Expression matrices (samples x genes, log2) to compute IFN scores from."
+    )
+    samples: str | None = Field(default=None, description="Sample sheet of the expression matrices.")
+    patients: str | None = Field(
+        default=None, description="FHIR Patient resources that fill missing sex and age in the subjects file."
+    )
     out: str = Field(description="Output folder; each run writes a new sub-folder named by its run id.")
     protocol: str | None = Field(default=None, description="Eligibility protocol YAML; the built-in default if empty.")
     config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation, baseline, scoring.")
@@ -152,6 +192,16 @@ class TrainParams(_Model):
 
     labs: list[str] = Field(min_length=1, description="Lab-result files (CSV or Parquet, native contract).")
     subjects: str = Field(description="Subjects file with reference dates.")
+    lab_format: Literal["native", "sdtm", "fhir"] | None = Field(
+        default=None, description="Format of the lab files; empty detects it from each file's content."
+    )
+    expression: list[str] = Field(
+        default_factory=list, description="Expression matrices (samples x genes, log2) to compute IFN scores from."
+    )
+    samples: str | None = Field(default=None, description="Sample sheet of the expression matrices.")
+    patients: str | None = Field(
+        default=None, description="FHIR Patient resources that fill missing sex and age in the subjects file."
+    )
     outcomes: str = Field(description="Outcomes file: study_id, subject_id, responded, endpoint.")
     registry: str | None = Field(default=None, description="Model registry folder; the shipped one if empty.")
     alias: str | None = Field(default=None, description="Point this alias (e.g. champion) at the new model.")

@@ -41,9 +41,9 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_transient,
     cache_policy=NO_CACHE,
 )
-def ingest(labs: Sequence[str | Path], subjects: str | Path | None) -> pipeline.Inputs:
+def ingest(labs: Sequence[str | Path], subjects: str | Path | None, **options: Any) -> pipeline.Inputs:
     """Read every input file and check its structure before any compute."""
-    return pipeline.read_inputs(labs, subjects)
+    return pipeline.read_inputs(labs, subjects, **options)
 
 
 @task(name="harmonise-validate", cache_policy=NO_CACHE)

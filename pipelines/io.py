@@ -12,11 +12,14 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from immunostrat.readers import ReaderOptions
 
 LAB_REQUIRED = ("study_id", "subject_id", "test", "result", "unit", "collected_at")
 LAB_OPTIONAL = ("site_id", "method", "ref_low", "ref_high")
@@ -50,16 +53,25 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class InputTable:
-    """One input file read as strings, with its provenance."""
+    """One input file read as strings, with its provenance.
+
+    The optional fields are filled by the format readers in `immunostrat.readers` (SDTM, FHIR, expression);
+    a native CSV/Parquet file leaves them at their defaults.
+    """
 
     path: str
     frame: pl.DataFrame  # contract columns (String) + source_file (String) + source_row (Int64)
     sha256: str
     extra_columns: tuple[str, ...]
+    fmt: str = "native"  # the format the file was read as (see immunostrat.readers.detect)
+    notes: dict[str, Any] = field(default_factory=dict)  # JSON-safe facts about the read, for run.json
+    detail: pl.DataFrame | None = None  # per-row source fields outside the contract, keyed by source_file/row
+    rejected: pl.DataFrame | None = None  # records the reader itself quarantined (quarantine layout)
 
     @property
     def rows_read(self) -> int:
-        return self.frame.height
+        # Records the reader quarantined were read too: they count here so rows_read still adds up.
+        return self.frame.height + (self.rejected.height if self.rejected is not None else 0)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -146,14 +158,37 @@ def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str
     return InputTable(path=str(path), frame=frame, sha256=sha256_file(p), extra_columns=extra)
 
 
-def read_labs(path: str | Path) -> InputTable:
-    """Read a lab-results file in the native contract."""
-    return read_input(path, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")
+def read_labs(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:
+    """Read a lab-results file: the native contract, or SDTM LB/CP, FHIR Observations, or an expression matrix.
+
+    Args:
+        path: the file.
+        fmt: `native`, `sdtm`, `fhir` or `expression`; None detects it from the file's content (an expression
+            matrix is never detected: name it, and give its sample sheet in `options`).
+        options: format options (study id, crosswalk, sample sheet, IFN method, ...); see `ReaderOptions`.
+    """
+    if fmt is None:
+        from immunostrat.readers.detect import detect_kind
+
+        fmt = detect_kind(path)
+    if fmt.strip().lower() == "native":
+        return read_input(path, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")
+    from immunostrat.readers import read_labs_as
+
+    return read_labs_as(path, fmt, options)
 
 
-def read_subjects(path: str | Path) -> InputTable:
-    """Read a subjects file."""
-    return read_input(path, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
+def read_subjects(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:
+    """Read a subjects file: the native contract or SDTM DM (`fmt` None detects it from the content)."""
+    if fmt is None:
+        from immunostrat.readers.detect import detect_kind
+
+        fmt = detect_kind(path)
+    if fmt.strip().lower() == "native":
+        return read_input(path, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
+    from immunostrat.readers import read_subjects_as
+
+    return read_subjects_as(path, fmt, options)
 
 
 def read_outcomes(path: str | Path) -> InputTable:

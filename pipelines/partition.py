@@ -30,7 +30,16 @@ def partition_of(n: int) -> pl.Expr:
 
 def _split_table(table: InputTable, n: int) -> list[InputTable]:
     tagged = table.frame.with_columns(_part=partition_of(n))
-    return [replace(table, frame=tagged.filter(pl.col("_part") == k).drop("_part")) for k in range(n)]
+    # Records a reader already refused travel with their subject's partition, so each is counted once.
+    rejected = table.rejected.with_columns(_part=partition_of(n)) if table.rejected is not None else None
+    return [
+        replace(
+            table,
+            frame=tagged.filter(pl.col("_part") == k).drop("_part"),
+            rejected=rejected.filter(pl.col("_part") == k).drop("_part") if rejected is not None else None,
+        )
+        for k in range(n)
+    ]
 
 
 def split_inputs(inputs: Inputs, n: int) -> list[Inputs]:

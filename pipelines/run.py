@@ -72,11 +72,63 @@ class Prepared:
         return pl.concat([self.lab_quarantine, self.subject_quarantine], how="diagonal_relaxed")
 
 
-def read_inputs(lab_paths: Sequence[str | Path], subjects_path: str | Path | None) -> Inputs:
-    """Read all inputs; raises `InputError` on the first unusable file, before any compute."""
-    labs = [read_labs(p) for p in lab_paths]
-    subjects = read_subjects(subjects_path) if subjects_path is not None else None
+def reader_options(cfg: RunConfig, samples: str | Path | None = None) -> Any:
+    """`immunostrat.readers.ReaderOptions` from the run configuration."""
+    from immunostrat.readers import ReaderOptions
+
+    r = cfg.readers
+    return ReaderOptions(
+        study_id=r.study_id,
+        crosswalk=r.crosswalk,
+        samples=samples,
+        ifn_method=r.ifn_method,
+        ifn_genes=tuple(r.ifn_genes) if r.ifn_genes else None,
+        ifn_statistic=r.ifn_statistic,
+        min_controls=r.min_controls,
+        log2_max=r.log2_max,
+        reference_date_from=r.reference_date_from,
+        alias_file=cfg.harmonise.alias_file,
+    )
+
+
+def read_inputs(
+    lab_paths: Sequence[str | Path],
+    subjects_path: str | Path | None,
+    *,
+    cfg: RunConfig | None = None,
+    lab_format: str | None = None,
+    expression: Sequence[str | Path] = (),
+    samples: str | Path | None = None,
+    patients: str | Path | None = None,
+) -> Inputs:
+    """Read all inputs; raises `InputError` on the first unusable file, before any compute.
+
+    Lab files may be native, SDTM (LB/CP) or FHIR (detected from content unless `lab_format` names it);
+    expression matrices become IFN-score rows; FHIR Patients fill missing sex and age of the subjects.
+    """
+    options = reader_options(cfg, samples) if cfg is not None else None
+    labs = [read_labs(p, lab_format, options) for p in lab_paths]
+    labs += [read_labs(m, "expression", options) for m in expression]
+    subjects = read_subjects(subjects_path, None, options) if subjects_path is not None else None
+    if patients is not None and subjects is not None:
+        from immunostrat.readers import add_patient_demographics, read_fhir_patients
+
+        r = cfg.readers if cfg is not None else None
+        found = read_fhir_patients(patients, study_id=r.study_id if r else None, crosswalk=r.crosswalk if r else None)
+        subjects = add_patient_demographics(subjects, found)
     return Inputs(labs=labs, subjects=subjects)
+
+
+def input_options(params: Any) -> dict[str, Any]:
+    """Keyword options of `read_inputs` for a run's parameters (empty for plain native inputs)."""
+    options: dict[str, Any] = {"cfg": params.config}
+    if params.lab_format:
+        options["lab_format"] = params.lab_format
+    if params.expression:
+        options.update(expression=list(params.expression), samples=params.samples)
+    if params.patients:
+        options["patients"] = params.patients
+    return options
 
 
 def _count_by_file(frame: pl.DataFrame) -> dict[str, int]:
@@ -148,7 +200,7 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
     harmonised = harmonised_table(lab_split.accepted)
     subjects = subject_split.accepted if subject_split is not None else None
     subject_quarantine = subject_split.quarantine if subject_split is not None else None
-    return Prepared(
+    prepared = Prepared(
         harmonised=harmonised,
         lab_quarantine=lab_split.quarantine,
         outside_panel=parts.outside_panel,
@@ -163,6 +215,12 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
             subject_quarantine=subject_quarantine,
         ),
     )
+    if any(t.rejected is not None for t in inputs.labs) or (inputs.subjects and inputs.subjects.rejected is not None):
+        from immunostrat.readers import merge_reader_quarantine
+
+        # Records a reader refused (e.g. FHIR entered-in-error) join the quarantine and the counts.
+        prepared = merge_reader_quarantine(inputs, prepared)
+    return prepared
 
 
 def check_quarantine_ceiling(counts: dict[str, Any], ceiling: float) -> None:
@@ -292,9 +350,11 @@ def base_manifest(inputs: Inputs, cfg: RunConfig, protocol: Protocol, started_at
             {
                 "path": t.path,
                 "kind": "labs",
+                "format": t.fmt,
                 "sha256": t.sha256,
                 "rows": t.rows_read,
                 "extra_columns": list(t.extra_columns),
+                "notes": t.notes,
             }
             for t in inputs.labs
         ]
@@ -303,8 +363,10 @@ def base_manifest(inputs: Inputs, cfg: RunConfig, protocol: Protocol, started_at
                 {
                     "path": inputs.subjects.path,
                     "kind": "subjects",
+                    "format": inputs.subjects.fmt,
                     "sha256": inputs.subjects.sha256,
                     "rows": inputs.subjects.rows_read,
+                    "notes": inputs.subjects.notes,
                 }
             ]
             if inputs.subjects is not None
@@ -384,7 +446,7 @@ def _score_each(
 class Stages:
     """The stage callables a stratify run is composed of; the Prefect flows swap in task-wrapped ones."""
 
-    read_inputs: Callable[[Sequence[str | Path], str | Path | None], Inputs] = read_inputs
+    read_inputs: Callable[..., Inputs] = read_inputs
     prepare: Callable[[Inputs, RunConfig], Prepared] = prepare
     build_strata: Callable[[Prepared, Protocol, RunConfig], pl.DataFrame] = build_strata
     score: Callable[[pl.DataFrame, RunConfig, str], tuple[pl.DataFrame, dict[str, Any]]] = score
@@ -409,7 +471,7 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     cfg = params.config
     protocol = load_protocol(Path(params.protocol) if params.protocol else None)
     run_id = new_run_id(started)
-    inputs = stages.read_inputs(params.labs, params.subjects)
+    inputs = stages.read_inputs(params.labs, params.subjects, **input_options(params))
     model_ready = prefetch_model(cfg)
     try:
         return _stratify_after_ingest(
@@ -454,6 +516,11 @@ def _stratify_after_ingest(
         model_info = results[0][1]
     else:
         scored, model_info = stages.score(stages.build_strata(prepared, protocol, cfg), cfg, run_id)
+    if any(t.fmt == "sdtm" for t in inputs.labs):
+        from immunostrat.readers import baseline_flag_agreement
+
+        # How often our baseline choice agrees with the sponsor's own LBBLFL / LBLOBXFL flags.
+        manifest["counts"]["sdtm_baseline_flags"] = baseline_flag_agreement(prepared.harmonised, scored, inputs.labs)
     manifest.update(
         status="completed",
         model=model_info,

@@ -28,6 +28,7 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from immunostrat.modeling import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.readers import READER_REASONS
 from immunostrat.reference import load_reference
 from immunostrat.stages.baseline import CORE_ANALYTES
 from immunostrat.stages.validate import QUARANTINE_ORIGINAL_COLUMNS, lab_rules, subject_rules
@@ -71,7 +72,9 @@ LN_CLASSES: tuple[str, ...] = ("NONE", "I", "II", "III", "IV", "V", "VI", "III+V
 _LAB_RULES = lab_rules(dt.date(2000, 1, 1), ())
 _SUBJECT_RULES = subject_rules()
 #: Every reason code a quarantine row can carry (lab rules, then subject rules, in priority order).
-REASON_CODES: tuple[str, ...] = tuple(dict.fromkeys(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)))
+REASON_CODES: tuple[str, ...] = tuple(
+    dict.fromkeys([*(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)), *(r.code for r in READER_REASONS)])
+)
 _LOGIT = "logit (log-odds)"
 
 
