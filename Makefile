@@ -19,7 +19,7 @@ install: $(BIN)/immunostrat
 demo: install
 	$(BIN)/immunostrat synth --subjects $(SUBJECTS) --seed 7 --out $(DEMO)/input
 	$(BIN)/immunostrat stratify --labs $(DEMO)/input/labs.parquet --subjects $(DEMO)/input/subjects.parquet \
-		--out $(DEMO)/runs
+		--out $(DEMO)/runs --demo-key
 
 ## test: lint, type-check, data-dictionary drift check, then the test suite
 test: install lint typecheck
@@ -33,11 +33,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy pipelines schemas benchmarks
 
-## demo-model: retrain the shipped demo model reproducibly (fixed seeds) and make it champion
+## demo-model: retrain the shipped demo model reproducibly (fixed seeds, full training profile: 5x5 CV grouped
+## by site, Platt calibration, 1,000 bootstrap resamples) and make it champion; earlier versions stay registered
 demo-model: install
 	$(BIN)/immunostrat synth --subjects 4000 --seed 42 --out data/train
 	$(BIN)/immunostrat train --engine local --labs data/train/labs.parquet --subjects data/train/subjects.parquet \
-		--outcomes data/train/outcomes.parquet --as-of 2026-11-01 --seed 0 --alias champion
+		--outcomes data/train/outcomes.parquet --as-of 2026-11-01 --seed 0 --cv-folds 5 --cv-repeats 5 --alias champion
 
 datadict: install
 	$(BIN)/python -m immunostrat.datadict --out docs/output.md

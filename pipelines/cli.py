@@ -66,6 +66,10 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     put("scoring", "registry", getattr(args, "registry", None))
     put("scoring", "possible_min", getattr(args, "possible_min", None))
     put("scoring", "likely_min", getattr(args, "likely_min", None))
+    put("publish", "key_file", getattr(args, "key_file", None))
+    put("publish", "demo_key", getattr(args, "demo_key", None))
+    if getattr(args, "no_publish", None):
+        put("publish", "enabled", False)
     put("readers", "study_id", getattr(args, "study_id", None))
     put("readers", "crosswalk", getattr(args, "crosswalk", None))
     put("readers", "ifn_method", getattr(args, "ifn_method", None))
@@ -125,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--possible-min", type=float, help="override the model card's possible-group cut-off")
     p.add_argument("--likely-min", type=float, help="override the model card's likely-group cut-off")
     p.add_argument("--max-quarantine-fraction", type=float, help="fail above this quarantined fraction")
+    p.add_argument("--key-file", help="pseudonym key file for the sponsor snapshot (or $IMMUNOSTRAT_PSEUDONYM_KEY)")
+    p.add_argument("--demo-key", action="store_true", default=None, help="demo only: create/use a local key")
+    p.add_argument("--no-publish", action="store_true", default=None, help="skip the sponsor snapshot")
     p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
     p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
     p.add_argument(
@@ -147,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve scheduled stratify runs from a schedules file (needs a Prefect server)")
     p.add_argument("--schedules", required=True, help="YAML schedules file (see docs/operations.md)")
+
+    from immunostrat import cli_publish
+
+    cli_publish.register(sub)
 
     p = sub.add_parser("models", help="list, show or promote registry models")
     p.add_argument("action", choices=["list", "show", "promote"])
@@ -336,6 +347,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _extra_commands() -> dict[str, Any]:
+    from immunostrat import cli_publish
+
+    return dict(cli_publish.COMMANDS)
+
+
 COMMANDS = {
     "synth": cmd_synth,
     "validate": cmd_validate,
@@ -359,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `immunostrat` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = COMMANDS.get(args.command) or _extra_commands()[args.command]
+        return int(handler(args))
     except InputError as exc:
         print(f"unusable input: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from immunostrat.publish import PublishConfig
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -152,6 +154,10 @@ class RunConfig(_Model):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Baseline derivation.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Responder scoring.")
     readers: ReadersConfig = Field(default_factory=ReadersConfig, description="SDTM, FHIR and expression readers.")
+    publish: PublishConfig = Field(
+        default_factory=PublishConfig,
+        description="Sponsor snapshot: pseudonym key, privacy settings, report (docs/sponsor.md).",
+    )
 
 
 class StratifyParams(_Model):

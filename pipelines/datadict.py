@@ -1,8 +1,13 @@
-"""Data dictionary of the run outputs, generated from the pandera contracts in `immunostrat.schemas.outputs`.
+"""Data dictionary of the run outputs, generated from the pandera contracts in `immunostrat.schemas`.
 
-`python -m immunostrat.datadict --out docs/output.md` rewrites docs/output.md; `--check` exits 1 when the file
-differs from what would be generated (CI runs it), so the documentation cannot drift from the schemas.
-The column tables are generated; the prose around them (run folder, run.json) is kept here as constants.
+`python -m immunostrat.datadict --out docs/output.md` rewrites docs/output.md and, beside it,
+docs/data-dictionary.json (the same dictionary as JSON); `--check` exits 1 when either differs from what would
+be generated (CI runs it), so the documentation cannot drift from the schemas. The column tables are generated;
+the prose around them (run folder, run.json, sponsor snapshot) is kept here as constants.
+
+The sponsor dataset is versioned (`SPONSOR_SCHEMA_VERSION`): writing refuses a dictionary whose sponsor columns
+changed while the version did not (or changed in a breaking way within the same major version), comparing with
+the JSON file already there; see docs/schema-changelog.md.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import datetime as dt
 import difflib
 import inspect
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,10 +24,19 @@ from typing import Any
 
 import pandera.polars as pa
 
+from immunostrat.modeling import DEFAULT_FEATURES, FeatureSpec
 from immunostrat.schemas.outputs import OUTPUT_MODELS
+from immunostrat.schemas.sponsor import (
+    PARTITION_COLUMN,
+    SPONSOR_SCHEMA_VERSION,
+    SPONSOR_TABLE,
+    WITHHELD,
+    sponsor_model,
+)
 from immunostrat.stages.validate import Rule, lab_rules, subject_rules
 
 DEFAULT_OUT = Path("docs/output.md")
+JSON_NAME = "data-dictionary.json"
 REGENERATE = "python -m immunostrat.datadict --out docs/output.md"
 
 # --------------------------------------------------------------------------------------------------
@@ -91,20 +106,117 @@ def _column_entry(name: str, column: Any) -> dict[str, Any]:
     }
 
 
+def _table_entry(model: type[pa.DataFrameModel]) -> dict[str, Any]:
+    schema = model.to_schema()
+    return {
+        "model": model.__name__,
+        "description": inspect.getdoc(model) or "",
+        "strict": schema.strict,
+        "unique": list(schema.unique or []),
+        "columns": [_column_entry(name, column) for name, column in schema.columns.items()],
+        "row_checks": [{"name": c.name, "description": str(c.error or c.name)} for c in schema.checks],
+    }
+
+
 def data_dictionary() -> dict[str, Any]:
     """Every output table: its contract's columns (name, type, nullable, unit, description, checks) and row checks."""
-    tables: dict[str, Any] = {}
-    for file_name, model in OUTPUT_MODELS.items():
-        schema = model.to_schema()
-        tables[file_name] = {
-            "model": model.__name__,
-            "description": inspect.getdoc(model) or "",
-            "strict": schema.strict,
-            "unique": list(schema.unique or []),
-            "columns": [_column_entry(name, column) for name, column in schema.columns.items()],
-            "row_checks": [{"name": c.name, "description": str(c.error or c.name)} for c in schema.checks],
-        }
-    return tables
+    return {file_name: _table_entry(model) for file_name, model in OUTPUT_MODELS.items()}
+
+
+def sponsor_dictionary(features: Sequence[FeatureSpec] = DEFAULT_FEATURES) -> dict[str, Any]:
+    """The sponsor dataset's contract for a model with these features, with its schema version and layout."""
+    return {
+        "table": SPONSOR_TABLE,
+        "schema_version": SPONSOR_SCHEMA_VERSION,
+        "layout": "sponsor/data/study_id=<study>/part-0.parquet (hive partitioning)",
+        "partitioned_by": [PARTITION_COLUMN],
+        **_table_entry(sponsor_model(features)),
+        "withheld": dict(WITHHELD),
+    }
+
+
+def dictionary_json() -> dict[str, Any]:
+    """docs/data-dictionary.json: every table (run outputs and the sponsor dataset), reason codes, run.json keys."""
+    return {
+        "generated_by": REGENERATE,
+        "sponsor_schema_version": SPONSOR_SCHEMA_VERSION,
+        "tables": {**data_dictionary(), "sponsor": sponsor_dictionary()},
+        "reason_codes": reason_codes(),
+        "run_json_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in RUN_JSON_KEYS],
+        "sponsor_manifest_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in SPONSOR_MANIFEST_KEYS],
+        "current_manifest_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in CURRENT_MANIFEST_KEYS],
+    }
+
+
+def render_json() -> str:
+    """The JSON dictionary as text (2-space indent, key order as built, UTF-8)."""
+    return json.dumps(dictionary_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Sponsor schema versioning
+# --------------------------------------------------------------------------------------------------
+
+
+def _major(version: str) -> str:
+    return str(version).split(".")[0]
+
+
+def sponsor_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(breaking, other) changes between two sponsor dictionaries (`sponsor_dictionary()` output).
+
+    Breaking: a column removed, its type or unit changed, nulls or absence newly allowed, allowed values extended.
+    Other: a column added, allowed values narrowed, nulls no longer allowed, checks changed. Descriptions are free.
+    """
+    before = {c["name"]: c for c in old["columns"]}
+    after = {c["name"]: c for c in new["columns"]}
+    breaking = [f"column `{n}` removed" for n in before if n not in after]
+    other = [f"column `{n}` added" for n in after if n not in before]
+    for name in before.keys() & after.keys():
+        a, b = before[name], after[name]
+        if a["type"] != b["type"]:
+            breaking.append(f"`{name}`: type {a['type']} -> {b['type']}")
+        if a["unit"] != b["unit"]:
+            breaking.append(f"`{name}`: unit {a['unit']!r} -> {b['unit']!r}")
+        if b["nullable"] and not a["nullable"]:
+            breaking.append(f"`{name}`: now nullable")
+        elif a["nullable"] and not b["nullable"]:
+            other.append(f"`{name}`: no longer nullable")
+        if a["required"] and not b["required"]:
+            breaking.append(f"`{name}`: may now be absent")
+        elif b["required"] and not a["required"]:
+            other.append(f"`{name}`: now always present")
+        old_values, new_values = a["allowed_values"], b["allowed_values"]
+        if old_values != new_values:
+            extended = old_values is not None and (new_values is None or not set(new_values) <= set(old_values))
+            (breaking if extended else other).append(f"`{name}`: allowed values {old_values} -> {new_values}")
+        if a["checks"] != b["checks"]:
+            other.append(f"`{name}`: checks {a['checks']} -> {b['checks']}")
+    return sorted(breaking), sorted(other)
+
+
+def version_problem(committed: dict[str, Any] | None) -> str | None:
+    """Why the current sponsor contract may not replace the committed one, or None when it may."""
+    if committed is None or "sponsor" not in committed.get("tables", {}):
+        return None
+    old = committed["tables"]["sponsor"]
+    new = sponsor_dictionary()
+    breaking, other = sponsor_changes(old, new)
+    if not (breaking or other):
+        return None
+    listed = "; ".join(breaking + other)
+    where = "schemas/sponsor.py SPONSOR_SCHEMA_VERSION"
+    if breaking and _major(old["schema_version"]) == _major(new["schema_version"]):
+        return (
+            f"breaking change to the sponsor dataset ({listed}) needs a new major version: bump {where} "
+            f"(now {new['schema_version']}) and describe it in docs/schema-changelog.md"
+        )
+    if old["schema_version"] == new["schema_version"]:
+        return (
+            f"the sponsor dataset changed ({listed}) but its version did not: bump {where} (minor for a "
+            f"compatible change; now {new['schema_version']}) and describe it in docs/schema-changelog.md"
+        )
+    return None
 
 
 def reason_codes() -> list[dict[str, str]]:
@@ -145,7 +257,9 @@ OUT/                          --out
     harmonised.parquet        accepted lab rows, one measurement per row, canonical units
     quarantine.parquet        rejected lab and subject rows, with reason codes and messages
     run.json                  manifest: provenance, parameters, counts, model, summary, output checksums
+    sponsor/                  the sponsor snapshot (see "Sponsor snapshot" below): data, manifest, dictionary, report
   .<run_id>.partial/          staging folder while a run is being written; never a finished run
+  sponsor-manifest.json       the current sponsor snapshot of each study (see "Sponsor snapshot" below)
 ```
 
 - `run_id` is the UTC start time (`YYYYMMDDTHHMMSSZ`) plus 6 random hex digits, so folders sort by start time.
@@ -213,15 +327,19 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
     (
         "parameters",
         "object",
-        "The validated run configuration with defaults filled in: `harmonise`, `validation`, `baseline`, `scoring`.",
+        "The validated run configuration with defaults filled in: `harmonise`, `validation`, `baseline`, `scoring`, "
+        "`readers`, `publish`.",
     ),
     ("protocol", "object", "The eligibility protocol: `protocol_id`, `version`."),
     (
         "inputs",
         "list",
-        "One object per input file: `path` (as given), `kind` (`labs` or `subjects`), `sha256`, `rows` (data rows "
-        "read); lab files also `extra_columns` (columns outside the contract, ignored).",
+        "One object per input file: `path` (as given), `kind` (`labs` or `subjects`), `format` (`native`, "
+        "`sdtm`, `fhir`, `expression`), `sha256`, `rows` (records read), `notes` (what a reader reports beyond "
+        "the contract, e.g. unmapped identifiers); lab files also `extra_columns` (columns outside the contract, "
+        "ignored).",
     ),
+    ("partitions", "integer", "Subject partitions the run was split into (1: a single pass)."),
     (
         "versions",
         "object",
@@ -246,6 +364,16 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
     ),
     ("counts.outside_panel_by_test", "object", "Outside-panel rows per reported test, most frequent first."),
     ("counts.quarantined_by_reason", "object", "Quarantined lab rows per primary `reason_code`, most frequent first."),
+    (
+        "counts.reader_quarantined",
+        "object",
+        "Readers of other formats only: records a reader itself quarantined, per file (included in `quarantined`).",
+    ),
+    (
+        "counts.sdtm_baseline_flags",
+        "object",
+        "SDTM lab files only: agreement of the baseline chosen here with the file's LBBLFL / LBLOBXFL flags.",
+    ),
     (
         "counts.subjects",
         "object",
@@ -279,6 +407,149 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
     ),
     ("outputs", "object", "Per Parquet file written: `rows` and `sha256`."),
 )
+
+
+SPONSOR_INTRO = """## Sponsor snapshot (sponsor/)
+
+What leaves the team. The publish step writes it at the end of every completed `stratify` run (or later:
+`immunostrat publish RUN`). Keys, configuration, reading recipes and the report are in [sponsor.md](sponsor.md).
+
+```
+OUT/
+  sponsor-manifest.json                    the current snapshot of each study: consumers start here
+  <run_id>/sponsor/                        one run's complete snapshot
+    data/study_id=<study>/part-0.parquet   the sponsor table, hive-partitioned by study
+    manifest.json                          provenance, privacy settings, counts, files with rows and SHA-256
+    data_dictionary.json, .md              this table's columns for the run's model
+    report.html                            the run report: one self-contained, sponsor-safe file
+```
+
+- The snapshot is staged in `<run_id>/.sponsor.partial-*/` and renamed to `sponsor/` when complete; the sponsor
+  contract below is enforced before anything is written. `sponsor-manifest.json` is rewritten atomically under a
+  lock, after the snapshot exists, and moves a study to a run only when that run is at least as new as its current
+  one (`--make-current` rolls back on purpose).
+- `study_id` is not stored in the data files: readers take it from the folder name (hive partitioning, value
+  percent-encoded). Read it as text: polars `hive_schema={"study_id": pl.String}`, DuckDB
+  `hive_types={'study_id': VARCHAR}`, pyarrow `partitioning=ds.partitioning(pa.schema([("study_id",
+  pa.string())]), flavor="hive")`.
+- Every data file carries footer key-value metadata: `immunostrat_run_id`, `immunostrat_version`,
+  `immunostrat_schema_version`, `immunostrat_model_id`, `immunostrat_model_sha256`,
+  `immunostrat_pseudonym_key_id`, `immunostrat_study_id` and `immunostrat_provenance` (the provenance part of
+  `manifest.json` as JSON).
+"""
+
+#: (key, JSON type, meaning) of sponsor/manifest.json; dotted keys are nested.
+SPONSOR_MANIFEST_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("format", "string", "`immunostrat-sponsor-snapshot/1`."),
+    ("schema_version", "string", "Version of the sponsor dataset contract (semantic versioning)."),
+    ("run_id", "string", "The run published."),
+    ("as_of", "string", "The run's as-of date."),
+    ("started_at", "string", "Start of the run (UTC)."),
+    ("finished_at", "string", "End of the run (UTC)."),
+    ("published_at", "string", "When this snapshot was written (UTC)."),
+    ("code_version", "string", "immunostrat version that ran the run."),
+    ("publisher_version", "string", "immunostrat version that wrote the snapshot."),
+    ("versions", "object", "Versions of the run's software stack (as in run.json)."),
+    ("model", "object", "The scoring model: `model_id`, `sha256`, `features`, `cutoffs`, `cutoffs_source`."),
+    ("protocol", "object", "The eligibility protocol: `protocol_id`, `version`."),
+    ("parameters", "object", "The run configuration (as in run.json; local paths reduced to file names)."),
+    ("inputs", "list", "Per input file: `kind`, `sha256`, `rows` (paths are not published)."),
+    (
+        "counts.lab_rows",
+        "object",
+        "Lab-row accounting: `rows_read`, `accepted`, `outside_panel`, `quarantined`, "
+        "`quarantined_by_reason`, `outside_panel_by_test`.",
+    ),
+    ("counts.subject_rows", "object", "Subjects file: `rows_read`, `accepted`, `quarantined`."),
+    ("counts.published_rows", "integer", "Rows of the sponsor table (all studies)."),
+    ("counts.published_rows_by_study", "object", "Rows per study."),
+    (
+        "privacy.pseudonym",
+        "object",
+        "`method`, `key_id` (8 hex digits naming the key, never the key) and "
+        "`key_source` (`environment`, `key file` or `demo key file`).",
+    ),
+    ("privacy.site", "string", "`pseudonymise`, `keep` or `drop`: what the `site` column holds."),
+    ("privacy.dates", "string", "`study_day`, or `shift` when `reference_date_shifted` is published."),
+    ("privacy.max_shift_days", "integer", "With `shift`: the largest offset in days; else null."),
+    ("privacy.age_bands", "list", "The labels `age_band` can take."),
+    ("privacy.withheld_columns", "object", "Strata columns not published as they are, and why."),
+    ("partitioning", "object", "`flavor` (`hive`) and `columns` (`study_id`: `string`)."),
+    ("studies", "object", "Per study: `path` (its partition folder), `rows`, `files` (`path`, `rows`, `sha256`)."),
+    ("files", "object", "Per other file of the snapshot (`report.html`, `data_dictionary.*`): `sha256`."),
+)
+
+#: (key, JSON type, meaning) of OUT/sponsor-manifest.json.
+CURRENT_MANIFEST_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("format", "string", "`immunostrat-sponsor-current/1`."),
+    ("updated_at", "string", "Last change (UTC)."),
+    ("studies", "object", "Per study, its current snapshot (paths relative to this file's folder):"),
+    ("studies.<study>.run_id", "string", "The run whose snapshot is current."),
+    ("studies.<study>.data", "string", "The study's partition folder: read exactly this folder."),
+    ("studies.<study>.snapshot", "string", "The snapshot folder (`<run_id>/sponsor`)."),
+    ("studies.<study>.manifest", "string", "The snapshot's `manifest.json`."),
+    ("studies.<study>.rows", "integer", "Rows of the study."),
+    ("studies.<study>.schema_version", "string", "Sponsor schema version of the snapshot."),
+    ("studies.<study>.key_id", "string", "Id of the pseudonym key; publishing with another key is refused."),
+    ("studies.<study>.published_at", "string", "When the snapshot was written (UTC)."),
+)
+
+
+def _keys_table(keys: Sequence[tuple[str, str, str]]) -> list[str]:
+    lines = ["| key | type | meaning |", "|---|---|---|"]
+    return lines + [f"| `{key}` | {kind} | {_cell(meaning)} |" for key, kind, meaning in keys]
+
+
+def _sponsor_columns(table: dict[str, Any]) -> list[str]:
+    key = ", ".join(f"`{c}`" for c in table["unique"])
+    lines = [
+        f"Contract: `immunostrat.schemas.sponsor.{table['model']}`, schema version **{table['schema_version']}**; "
+        f"unique key ({key}); strict (no undeclared columns); partitioned by "
+        + ", ".join(f"`{c}`" for c in table["partitioned_by"])
+        + ". The `contrib_<feature>` columns follow the run's model (its `manifest.json` `model.features`; the "
+        "snapshot's own `data_dictionary.json` lists them) and the `criterion_<id>` columns its protocol.",
+        "",
+        "| column | type | nullable | unit | description | checks |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [_column_row(c) for c in table["columns"]]
+    if table["row_checks"]:
+        lines += ["", "Row checks:", ""]
+        lines += [f"- `{c['name']}`: {c['description']}" for c in table["row_checks"]]
+    lines += ["", "Strata columns that are not published as they are:", "", "| strata column | instead |", "|---|---|"]
+    lines += [f"| `{name}` | {_cell(why)} |" for name, why in table["withheld"].items()]
+    lines.append("")
+    return lines
+
+
+def _sponsor_section() -> list[str]:
+    table = sponsor_dictionary()
+    lines = [SPONSOR_INTRO, "### Sponsor dataset", "", table["description"], ""]
+    lines += _sponsor_columns(table)
+    lines += ["### sponsor/manifest.json", "", *_keys_table(SPONSOR_MANIFEST_KEYS), ""]
+    lines += ["### sponsor-manifest.json (current snapshots)", "", *_keys_table(CURRENT_MANIFEST_KEYS), ""]
+    return lines
+
+
+def render_sponsor_markdown(features: Sequence[FeatureSpec] = DEFAULT_FEATURES) -> str:
+    """The sponsor table's data dictionary on its own (the snapshot's `data_dictionary.md`)."""
+    table = sponsor_dictionary(features)
+    lines = [
+        f"# Sponsor dataset: data dictionary (schema version {table['schema_version']})",
+        "",
+        table["description"],
+        "",
+        "Layout: `data/study_id=<study>/part-0.parquet` (hive partitioning; `study_id` comes from the folder name "
+        "and is text). Provenance, privacy settings and checksums are in `manifest.json`.",
+        "",
+        "- Null means missing or unknown; nothing is imputed. Flags are three-valued (true / false / null).",
+        "- Values are in the analyte's canonical unit; a censored result keeps its number in the value column and "
+        "its comparator in the matching `censoring` column.",
+        "- No calendar dates: `*_day` columns count days from the subject's reference date (0 = that day).",
+        "",
+    ]
+    lines += _sponsor_columns(table)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _cell(text: str) -> str:
@@ -354,6 +625,7 @@ def render_markdown() -> str:
             lines += _reason_section()
     lines += [RUN_JSON_INTRO, "| key | type | meaning |", "|---|---|---|"]
     lines += [f"| `{key}` | {kind} | {_cell(meaning)} |" for key, kind, meaning in RUN_JSON_KEYS]
+    lines += ["", *_sponsor_section()]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -362,9 +634,7 @@ def render_markdown() -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_file(path: Path) -> tuple[bool, str]:
-    """(up to date?, explanation) for the data dictionary at `path`."""
-    expected = render_markdown()
+def _compare(path: Path, expected: str, what: str) -> tuple[bool, str]:
     if not path.is_file():
         return False, f"{path} does not exist; generate it with: {REGENERATE}"
     actual = path.read_text(encoding="utf-8")
@@ -376,24 +646,57 @@ def check_file(path: Path) -> tuple[bool, str]:
         )
     )
     shown = "\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else "")
-    return False, f"{path} differs from the schemas; regenerate it with: {REGENERATE}\n{shown}"
+    return False, f"{path} differs from the {what}; regenerate it with: {REGENERATE}\n{shown}"
+
+
+def _committed_json(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def json_path(markdown: Path) -> Path:
+    """Where the JSON dictionary goes: beside the Markdown one (docs/data-dictionary.json)."""
+    return markdown.with_name(JSON_NAME)
+
+
+def check_file(path: Path) -> tuple[bool, str]:
+    """(up to date?, explanation) for the data dictionary at `path` and the JSON dictionary beside it."""
+    results = [_compare(path, render_markdown(), "schemas"), _compare(json_path(path), render_json(), "schemas")]
+    problem = version_problem(_committed_json(json_path(path)))
+    if problem:
+        results.append((False, problem))
+    ok = all(r[0] for r in results)
+    return ok, "\n".join(message for fine, message in results if ok or not fine)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m immunostrat.datadict [--out PATH] [--check]`."""
     parser = argparse.ArgumentParser(prog="python -m immunostrat.datadict", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT})")
     parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 when the file differs from the generated text"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"markdown file (default {DEFAULT_OUT}); {JSON_NAME} goes beside it",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 when a file differs from the generated text"
     )
     args = parser.parse_args(argv)
     if args.check:
         ok, message = check_file(args.out)
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
+    problem = version_problem(_committed_json(json_path(args.out)))
+    if problem:
+        print(f"not written: {problem}", file=sys.stderr)
+        return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render_markdown(), encoding="utf-8")
-    print(f"wrote {args.out}")
+    json_path(args.out).write_text(render_json(), encoding="utf-8")
+    print(f"wrote {args.out} and {json_path(args.out)}")
     return 0
 
 

@@ -113,6 +113,20 @@ def _score_mapped(
     return list(futures.result())
 
 
+@task(
+    name="publish",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def publish(run_dir: Path, cfg: Any) -> Any:
+    """Publish the sponsor snapshot (the pseudonym key is loaded inside, never passed as a task input)."""
+    from immunostrat.publish import publish_run
+
+    return publish_run(run_dir, cfg)
+
+
 FLOW_STAGES = pipeline.Stages(
     read_inputs=ingest,
     prepare=harmonise_validate,
@@ -121,6 +135,7 @@ FLOW_STAGES = pipeline.Stages(
     write_run=write,
     prepare_each=_prepare_mapped,
     score_each=_score_mapped,
+    publish=publish,
 )
 
 
@@ -147,28 +162,14 @@ def run_stratify_flow(params: StratifyParams) -> str:
     return flow_to_run(params)
 
 
-def _publish_artifacts(result: pipeline.RunOutputs) -> None:
-    manifest = result.run_json
-    counts = manifest["counts"]
-    stats = manifest.get("summary", {})
-    lines = [
-        f"# Stratify run `{manifest['run_id']}`",
-        "",
-        f"Run folder: `{result.run_dir}`",
-        "",
-        f"Rows read {counts['rows_read']} = accepted {counts['accepted']} + outside panel "
-        f"{counts['outside_panel']} + quarantined {counts['quarantined']}.",
-        "",
-        f"Model `{manifest.get('model', {}).get('model_id', '-')}`; subjects {stats.get('subjects', 0)}.",
-    ]
-    create_markdown_artifact(markdown="\n".join(lines), key="stratify-summary", description="Run summary")
-    groups = stats.get("responder_groups", {})
-    if groups:
-        create_table_artifact(
-            table=[{"responder_group": k, "subjects": v} for k, v in groups.items()],
-            key="stratify-groups",
-            description="Subjects per responder group",
-        )
+def _publish_artifacts(result: pipeline.RunOutputs, min_cell_count: int) -> None:
+    """A Markdown summary and a table of group counts in the Prefect UI (small counts suppressed)."""
+    from immunostrat.report import artifact_summary
+
+    markdown, rows = artifact_summary(result.run_dir, min_cell_count=min_cell_count)
+    create_markdown_artifact(markdown=markdown, key="stratify-summary", description="Run summary")
+    if rows:
+        create_table_artifact(table=rows, key="stratify-groups", description="Subjects per responder group")
 
 
 def _stratify_run_name() -> str:
@@ -183,7 +184,7 @@ def _stratify_run_name() -> str:
 def stratify_flow(params: StratifyParams) -> str:
     """Ingest, validate, baseline, eligibility, score and write one run folder; returns its path."""
     result = pipeline.stratify(params, FLOW_STAGES)
-    _publish_artifacts(result)
+    _publish_artifacts(result, params.config.publish.min_cell_count)
     return str(result.run_dir)
 
 

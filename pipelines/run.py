@@ -442,6 +442,12 @@ def _score_each(
     return score_each(parts, protocol, cfg, run_id)
 
 
+def _publish(run_dir: Path, cfg: Any) -> Any:
+    from immunostrat.publish import publish_run
+
+    return publish_run(run_dir, cfg)
+
+
 @dataclass(frozen=True)
 class Stages:
     """The stage callables a stratify run is composed of; the Prefect flows swap in task-wrapped ones."""
@@ -451,6 +457,7 @@ class Stages:
     build_strata: Callable[[Prepared, Protocol, RunConfig], pl.DataFrame] = build_strata
     score: Callable[[pl.DataFrame, RunConfig, str], tuple[pl.DataFrame, dict[str, Any]]] = score
     write_run: Callable[..., RunOutputs] = write_run
+    publish: Callable[[Path, Any], Any] = _publish
     # Partitioned runs: the same stages over subject partitions (a loop here; mapped tasks in the flow).
     prepare_each: Callable[[list[Inputs], RunConfig], list[Prepared]] = _prepare_each
     score_each: Callable[[list[Prepared], Protocol, RunConfig, str], list[tuple[pl.DataFrame, dict[str, Any]]]] = (
@@ -471,6 +478,11 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     cfg = params.config
     protocol = load_protocol(Path(params.protocol) if params.protocol else None)
     run_id = new_run_id(started)
+    if cfg.publish.enabled:
+        from immunostrat.pseudonym import load_key
+
+        # A missing pseudonym key stops the run before any compute; the key itself is never passed around.
+        load_key(cfg.publish.key_file, demo=cfg.publish.demo_key)
     inputs = stages.read_inputs(params.labs, params.subjects, **input_options(params))
     model_ready = prefetch_model(cfg)
     try:
@@ -527,4 +539,7 @@ def _stratify_after_ingest(
         summary=summary_stats(scored, protocol),
         finished_at=dt.datetime.now(dt.UTC).isoformat(),
     )
-    return stages.write_run(params.out, run_id, strata=scored, prepared=prepared, manifest=manifest)
+    outputs = stages.write_run(params.out, run_id, strata=scored, prepared=prepared, manifest=manifest)
+    if cfg.publish.enabled:
+        stages.publish(outputs.run_dir, cfg.publish)
+    return outputs

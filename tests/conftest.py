@@ -7,6 +7,7 @@ Most tests call plain stage functions and never touch Prefect. The few flow test
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,14 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# Sponsor snapshots need a pseudonym key. Tests use a fixed, test-only key in a file outside the repository,
+# given through the lowest-precedence source, so tests that pass their own key file or variable still win.
+if "IMMUNOSTRAT_PSEUDONYM_KEY_FILE" not in os.environ:
+    _key_dir = Path(tempfile.mkdtemp(prefix="immunostrat-test-key-"))
+    _key_file = _key_dir / "pseudonym.key"
+    _key_file.write_text("immunostrat-tests-only-" + "0" * 41 + "\n", encoding="utf-8")
+    _key_file.chmod(0o600)
+    os.environ["IMMUNOSTRAT_PSEUDONYM_KEY_FILE"] = str(_key_file)
 
 from .support import AS_OF, Cohort
 

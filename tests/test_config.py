@@ -16,6 +16,7 @@ from immunostrat.config import (
     Criterion,
     HarmoniseConfig,
     Protocol,
+    ReadersConfig,
     RunConfig,
     ScoringConfig,
     StratifyParams,
@@ -24,8 +25,11 @@ from immunostrat.config import (
     default_protocol_path,
     load_protocol,
 )
+from immunostrat.publish import PublishConfig
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
+    ReadersConfig,
+    PublishConfig,
     HarmoniseConfig,
     ValidationConfig,
     BaselineConfig,
@@ -88,7 +92,15 @@ def test_walk_reaches_every_model() -> None:
     # Nested models are reached through fields, not only through the explicit list.
     seen: set[type[BaseModel]] = set()
     from_run_config = {model for model, _ in _walk(RunConfig, seen)}
-    assert from_run_config == {RunConfig, HarmoniseConfig, ValidationConfig, BaselineConfig, ScoringConfig}
+    assert from_run_config == {
+        RunConfig,
+        HarmoniseConfig,
+        ValidationConfig,
+        BaselineConfig,
+        ScoringConfig,
+        ReadersConfig,
+        PublishConfig,
+    }
     assert Criterion in _nested_models(Protocol.model_fields["criteria"].annotation)
     assert RunConfig in _nested_models(StratifyParams.model_fields["config"].annotation)
 

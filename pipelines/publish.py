@@ -1,0 +1,648 @@
+"""Publish a run for sponsors: a pseudonymised, versioned, self-describing snapshot inside the run folder.
+
+``publish_run(RUN)`` reads ``RUN/strata.parquet`` and ``RUN/run.json`` and writes::
+
+    OUT/
+      sponsor-manifest.json                 the current snapshot per study (updated atomically, under a lock)
+      <run_id>/
+        sponsor/                            this run's complete snapshot (folder renamed into place at the end)
+          data/study_id=<study>/part-0.parquet   hive-partitioned sponsor table, one folder per study
+          manifest.json                     provenance, privacy settings, counts, files with rows and SHA-256
+          data_dictionary.json / .md        every column: type, unit, allowed values, description
+          report.html                       the self-contained report (sponsor-safe, see immunostrat.report)
+
+The sponsor contract (``immunostrat.schemas.sponsor``) is enforced before anything is written. Pseudonyms
+come from ``immunostrat.pseudonym`` (HMAC-SHA256 under the project key; the key id is recorded, never the key).
+Consumers read ``OUT/sponsor-manifest.json`` and then exactly the folders it names (:func:`read_current`), so
+they never read two runs of a study as one. See docs/sponsor.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import itertools
+import json
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from immunostrat import __version__
+from immunostrat.pseudonym import PseudonymKey, date_shifts, load_key, site_pseudonyms, subject_pseudonyms
+
+if TYPE_CHECKING:
+    from immunostrat.modeling import FeatureSpec
+
+__all__ = [
+    "CURRENT_MANIFEST",
+    "DATA_DIR",
+    "SNAPSHOT_DIR",
+    "PublishConfig",
+    "PublishError",
+    "PublishResult",
+    "age_band_labels",
+    "publish_config_of",
+    "publish_run",
+    "read_current",
+    "read_snapshot",
+    "run_features",
+    "sponsor_table",
+]
+
+SNAPSHOT_DIR = "sponsor"
+DATA_DIR = "data"
+PART_FILE = "part-0.parquet"
+SNAPSHOT_MANIFEST = "manifest.json"
+DICTIONARY_JSON = "data_dictionary.json"
+DICTIONARY_MD = "data_dictionary.md"
+REPORT_FILE = "report.html"
+CURRENT_MANIFEST = "sponsor-manifest.json"
+SNAPSHOT_FORMAT = "immunostrat-sponsor-snapshot/1"
+CURRENT_FORMAT = "immunostrat-sponsor-current/1"
+#: run.json parameters that hold local paths: only their file name is published.
+_PATH_PARAMETERS = frozenset({"alias_file", "ifn_methods_file", "registry", "key_file"})
+
+
+class PublishConfig(BaseModel):
+    """How a run is published for sponsors: pseudonym key, what is coarsened, the report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="Publish the sponsor snapshot (data, manifest, dictionary, report) at the end of every "
+        "completed stratify run. `immunostrat publish RUN` publishes an existing run.",
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="File holding the project's pseudonym key, outside any repository and readable by its owner "
+        "only (mode 0600). Used when $IMMUNOSTRAT_PSEUDONYM_KEY is not set; $IMMUNOSTRAT_PSEUDONYM_KEY_FILE is "
+        "the fallback. Without a key, publishing stops with an error.",
+    )
+    demo_key: bool = Field(
+        default=False,
+        description="Demo only: when no key is configured, create a local key file on first use "
+        "($XDG_CONFIG_HOME or ~/.config, then immunostrat/demo-pseudonym.key) and use it. Never for real data.",
+    )
+    site: Literal["pseudonymise", "keep", "drop"] = Field(
+        default="pseudonymise",
+        description="Site in the sponsor data: `pseudonymise` (keyed hash per study and site; default, since a "
+        "site of a small trial can identify a subject), `keep` (site id as sent) or `drop` (null).",
+    )
+    dates: Literal["study_day", "shift"] = Field(
+        default="study_day",
+        description="Dates are always published as study days counted from the reference date (`*_day`); "
+        "`shift` also publishes the reference date moved by a keyed per-subject offset "
+        "(`reference_date_shifted`).",
+    )
+    max_shift_days: int = Field(
+        default=182,
+        ge=1,
+        le=3650,
+        description="With `dates: shift`: the per-subject offset is drawn uniformly within +/- this many days.",
+    )
+    age_bands: tuple[int, ...] = Field(
+        default=(18, 30, 40, 50, 60, 65),
+        min_length=1,
+        description="Lower edges of the age bands, strictly increasing, in years: the default gives `<18`, "
+        "`18-29`, `30-39`, `40-49`, `50-59`, `60-64` and `65+`.",
+    )
+    min_cell_count: int = Field(
+        default=5,
+        ge=1,
+        description="The report suppresses any count of subjects from 1 up to this value minus one (shown as "
+        "`<5`), and any further cell that would let a reader recompute one from a total (shown as `*`).",
+    )
+    report: bool = Field(default=True, description="Write the HTML report into the snapshot (`sponsor/report.html`).")
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing(cls, edges: tuple[int, ...]) -> tuple[int, ...]:
+        if edges[0] < 1 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"age_bands must be strictly increasing whole years from 1 up, got {list(edges)}")
+        return edges
+
+
+class PublishError(RuntimeError):
+    """The run cannot be published (not completed, already published, or the key changed for a study)."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publish wrote.
+
+    Attributes:
+        snapshot_dir: ``RUN/sponsor``.
+        manifest: The snapshot manifest (``RUN/sponsor/manifest.json``).
+        current_manifest: ``OUT/sponsor-manifest.json``.
+        made_current: Studies whose current snapshot is now this run.
+        key: The pseudonym key used (its id and source; ``key.created`` when the demo key was created now).
+        report: The report, when written.
+    """
+
+    snapshot_dir: Path
+    manifest: dict[str, Any]
+    current_manifest: Path
+    made_current: list[str]
+    key: PseudonymKey
+    report: Path | None
+
+    @property
+    def rows(self) -> int:
+        """Rows published over all studies."""
+        return int(self.manifest["counts"]["published_rows"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The sponsor table
+# --------------------------------------------------------------------------------------------------
+
+
+def age_band_labels(edges: Sequence[int]) -> list[str]:
+    """Band labels for lower edges, e.g. (18, 30, 65) -> ['<18', '18-29', '30-64', '65+']."""
+    inner = [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(edges)]
+    return [f"<{edges[0]}", *inner, f"{edges[-1]}+"]
+
+
+def _age_band(column: str, edges: Sequence[int]) -> pl.Expr:
+    labels = age_band_labels(edges)
+    age = pl.col(column).floor()
+    expr: Any = pl.when(age < edges[0]).then(pl.lit(labels[0]))
+    for hi, label in zip(edges[1:], labels[1:-1], strict=True):
+        expr = expr.when(age < hi).then(pl.lit(label))
+    return expr.when(age >= edges[-1]).then(pl.lit(labels[-1])).otherwise(pl.lit(None, pl.String))
+
+
+def run_features(run: dict[str, Any]) -> tuple[FeatureSpec, ...]:
+    """The scoring model's features of a run: the defaults, or the specs from its model card."""
+    from immunostrat.modeling import DEFAULT_FEATURES, FeatureSpec
+
+    names = list(run.get("model", {}).get("features", []))
+    if not names or names == [f.name for f in DEFAULT_FEATURES]:
+        return DEFAULT_FEATURES
+    try:
+        from immunostrat.registry import load_model
+
+        registry = run.get("parameters", {}).get("scoring", {}).get("registry")
+        specs = load_model(run["model"]["model_id"], registry).features
+        if [f.name for f in specs] == names:
+            return specs
+    except Exception:  # the card only adds descriptions; the names are what the contract needs
+        pass
+    return tuple(FeatureSpec(n, n, "identity", "see the model card", f"Model feature `{n}`.") for n in names)
+
+
+def sponsor_table(
+    strata: pl.DataFrame,
+    key: PseudonymKey,
+    cfg: PublishConfig | None = None,
+    features: Sequence[FeatureSpec] | None = None,
+) -> pl.DataFrame:
+    """Pseudonymise a strata table into the sponsor table (validated against the sponsor contract).
+
+    Args:
+        strata: A run's `strata.parquet`.
+        key: The project's pseudonym key.
+        cfg: Privacy settings (site, dates, age bands); defaults when None.
+        features: The scoring model's features (default: `DEFAULT_FEATURES`).
+
+    Returns:
+        One row per subject, columns in contract order, sorted by study and pseudonym (so the row order tells
+        nothing about enrolment order or site).
+
+    Raises:
+        OutputContractError: The result does not meet the sponsor contract.
+    """
+    from immunostrat.modeling import DEFAULT_FEATURES
+    from immunostrat.schemas.sponsor import DAY_COLUMNS, sponsor_model, validate_sponsor
+
+    cfg = cfg or PublishConfig()
+    features = tuple(features or DEFAULT_FEATURES)
+    if cfg.site == "pseudonymise":
+        site: pl.Series | pl.Expr = site_pseudonyms(key, strata["study_id"], strata["site_id"])
+    elif cfg.site == "keep":
+        site = pl.col("site_id")
+    else:
+        site = pl.lit(None, pl.String)
+    days = [
+        (pl.col(src) - pl.col("reference_date")).dt.total_days().cast(pl.Int32).alias(dst)
+        for src, dst in DAY_COLUMNS.items()
+        if src in strata.columns
+    ]
+    frame = strata.with_columns(
+        subject_pseudonyms(key, strata["study_id"], strata["subject_id"]),
+        site.alias("site"),
+        _age_band("age_years", cfg.age_bands).alias("age_band"),
+        *days,
+    )
+    if cfg.dates == "shift":
+        shift = date_shifts(key, strata["study_id"], strata["subject_id"], cfg.max_shift_days)
+        frame = frame.with_columns(reference_date_shifted=pl.col("reference_date") + pl.duration(days=shift))
+    order: list[str] = []
+    for name, column in sponsor_model(features).to_schema().columns.items():
+        if column.regex:
+            order += [c for c in frame.columns if c.startswith("criterion_")]
+        elif name in frame.columns:
+            order.append(name)
+    table = frame.select(order).sort("study_id", "subject_pseudonym")
+    return validate_sponsor(table, features=features)
+
+
+# --------------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------------
+
+
+def _strip_paths(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_paths(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_paths(v, key) for v in value]
+    if key in _PATH_PARAMETERS and isinstance(value, str):
+        return Path(value).name
+    return value
+
+
+def _provenance(run: dict[str, Any], cfg: PublishConfig, key: PseudonymKey) -> dict[str, Any]:
+    """Everything a sponsor needs to trust the data, and nothing that identifies a subject or a local path."""
+    from immunostrat.schemas.sponsor import SPONSOR_SCHEMA_VERSION, WITHHELD
+
+    counts = run.get("counts", {})
+    subjects = counts.get("subjects", {})
+    return {
+        "schema_version": SPONSOR_SCHEMA_VERSION,
+        "run_id": run["run_id"],
+        "as_of": run.get("as_of"),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "code_version": run.get("versions", {}).get("immunostrat"),
+        "publisher_version": __version__,
+        "versions": run.get("versions", {}),
+        "model": run.get("model", {}),
+        "protocol": run.get("protocol", {}),
+        "parameters": _strip_paths(run.get("parameters", {})),
+        "inputs": [{"kind": i.get("kind"), "sha256": i.get("sha256"), "rows": i.get("rows")} for i in run["inputs"]],
+        "counts": {
+            "lab_rows": {
+                k: counts.get(k)
+                for k in (
+                    "rows_read",
+                    "accepted",
+                    "outside_panel",
+                    "quarantined",
+                    "quarantined_by_reason",
+                    "outside_panel_by_test",
+                )
+            },
+            "subject_rows": {k: subjects.get(k) for k in ("rows_read", "accepted", "quarantined")},
+        },
+        "privacy": {
+            "pseudonym": {
+                "method": "HMAC-SHA256 over (study_id, subject_id), first 32 hex digits",
+                "key_id": key.key_id,
+                "key_source": key.source,
+            },
+            "site": cfg.site,
+            "dates": cfg.dates,
+            "max_shift_days": cfg.max_shift_days if cfg.dates == "shift" else None,
+            "age_bands": age_band_labels(cfg.age_bands),
+            "withheld_columns": WITHHELD,
+        },
+    }
+
+
+def _parquet_metadata(provenance: dict[str, Any], study: str) -> dict[str, str]:
+    model = provenance.get("model", {})
+    return {
+        "immunostrat_run_id": str(provenance["run_id"]),
+        "immunostrat_version": str(provenance.get("code_version")),
+        "immunostrat_schema_version": str(provenance["schema_version"]),
+        "immunostrat_model_id": str(model.get("model_id")),
+        "immunostrat_model_sha256": str(model.get("sha256")),
+        "immunostrat_pseudonym_key_id": str(provenance["privacy"]["pseudonym"]["key_id"]),
+        "immunostrat_study_id": study,
+        "immunostrat_provenance": json.dumps(provenance, sort_keys=True, default=str),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The current-snapshot manifest (OUT/sponsor-manifest.json)
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """Exclusive, waiting lock on OUT/.sponsor-manifest.lock (created once, never deleted) for one publication."""
+    with open(out_dir / ".sponsor-manifest.lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _read_current(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {"format": CURRENT_FORMAT, "studies": {}}
+    current = json.loads(path.read_text(encoding="utf-8"))
+    if current.get("format") != CURRENT_FORMAT:
+        raise PublishError(f"{path}: unknown format {current.get('format')!r} (expected {CURRENT_FORMAT})")
+    return dict(current)
+
+
+def _key_conflicts(current: dict[str, Any], studies: Sequence[str], key: PseudonymKey) -> list[str]:
+    return [
+        f"{s} (current key id {current['studies'][s]['key_id']}, run {current['studies'][s]['run_id']})"
+        for s in studies
+        if s in current["studies"] and current["studies"][s].get("key_id") != key.key_id
+    ]
+
+
+def _key_change_error(conflicts: list[str], key: PseudonymKey) -> PublishError:
+    return PublishError(
+        f"the pseudonym key changed (this key id: {key.key_id}) for: {', '.join(conflicts)}. Every subject would "
+        "get a new pseudonym. Use the project's key, or pass --allow-key-change to rotate the key on purpose."
+    )
+
+
+def _update_current(
+    out_dir: Path,
+    entries: dict[str, dict[str, Any]],
+    key: PseudonymKey,
+    make_current: bool | None,
+    allow_key_change: bool,
+) -> list[str]:
+    """Point studies at this run in OUT/sponsor-manifest.json; the caller holds `_locked(out_dir)`."""
+    from immunostrat.io import write_json_atomic
+
+    path = out_dir / CURRENT_MANIFEST
+    current = _read_current(path)
+    conflicts = _key_conflicts(current, list(entries), key)
+    if conflicts and not allow_key_change:
+        raise _key_change_error(conflicts, key)
+    moved = []
+    for study, entry in entries.items():
+        previous = current["studies"].get(study)
+        newer = previous is None or str(entry["run_id"]) >= str(previous["run_id"])
+        if make_current or (make_current is None and newer):
+            current["studies"][study] = entry
+            moved.append(study)
+    if moved:
+        current["format"] = CURRENT_FORMAT
+        current["updated_at"] = dt.datetime.now(dt.UTC).isoformat()
+        current["studies"] = dict(sorted(current["studies"].items()))
+        write_json_atomic(current, path)
+    return moved
+
+
+# --------------------------------------------------------------------------------------------------
+# Publish
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    manifest = run_dir / "run.json"
+    if not manifest.is_file():
+        raise PublishError(f"{run_dir} is not a run folder: it has no run.json")
+    run: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    if run.get("status") != "completed":
+        raise PublishError(
+            f"run {run.get('run_id')} did not complete (status {run.get('status')!r}): nothing to publish"
+        )
+    return run
+
+
+def _read_strata(run_dir: Path, run: dict[str, Any]) -> pl.DataFrame:
+    from immunostrat.io import sha256_file
+
+    path = run_dir / "strata.parquet"
+    if not path.is_file():
+        raise PublishError(f"{path} is missing")
+    expected = run.get("outputs", {}).get("strata.parquet", {}).get("sha256")
+    if expected and sha256_file(path) != expected:
+        raise PublishError(f"{path} does not match the SHA-256 in run.json: the run folder was changed after the run")
+    return pl.read_parquet(path)
+
+
+def publish_config_of(run: dict[str, Any]) -> PublishConfig:
+    """The publish settings a run was made with (run.json `parameters.publish`), else the defaults."""
+    saved = run.get("parameters", {}).get("publish")
+    return PublishConfig.model_validate(saved) if isinstance(saved, dict) else PublishConfig()
+
+
+def _write_partitions(
+    table: pl.DataFrame, data_dir: Path, provenance: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, int]]:
+    from immunostrat.io import sha256_file, write_parquet_atomic
+
+    studies: dict[str, Any] = {}
+    rows: dict[str, int] = {}
+    for (study,), part in table.group_by("study_id", maintain_order=True):
+        folder = f"study_id={quote(str(study), safe='')}"
+        path = write_parquet_atomic(
+            part.drop("study_id"), data_dir / folder / PART_FILE, metadata=_parquet_metadata(provenance, str(study))
+        )
+        rel = f"{DATA_DIR}/{folder}/{PART_FILE}"
+        studies[str(study)] = {
+            "path": f"{DATA_DIR}/{folder}",
+            "rows": part.height,
+            "files": [{"path": rel, "rows": part.height, "sha256": sha256_file(path)}],
+        }
+        rows[str(study)] = part.height
+    return studies, rows
+
+
+def _write_snapshot(
+    run_dir: Path,
+    table: pl.DataFrame,
+    *,
+    features: Sequence[FeatureSpec],
+    cfg: PublishConfig,
+    key: PseudonymKey,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """Stage the whole snapshot in a hidden folder, then rename it to RUN/sponsor (swapping out an old one)."""
+    from immunostrat.datadict import render_sponsor_markdown, sponsor_dictionary
+    from immunostrat.io import sha256_file, write_json_atomic, write_text_atomic
+
+    final = run_dir / SNAPSHOT_DIR
+    provenance = _provenance(run, cfg, key)
+    staging = run_dir / f".{SNAPSHOT_DIR}.partial-{secrets.token_hex(3)}"
+    staging.mkdir()
+    try:
+        study_files, rows = _write_partitions(table, staging / DATA_DIR, provenance)
+        files = {
+            DICTIONARY_JSON: write_json_atomic(sponsor_dictionary(features), staging / DICTIONARY_JSON),
+            DICTIONARY_MD: write_text_atomic(render_sponsor_markdown(features), staging / DICTIONARY_MD),
+        }
+        if cfg.report:
+            from immunostrat.report import render_report
+
+            html = render_report(run_dir, sponsor=table, min_cell_count=cfg.min_cell_count, provenance=provenance)
+            files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
+        manifest = {
+            "format": SNAPSHOT_FORMAT,
+            **provenance,
+            "published_at": dt.datetime.now(dt.UTC).isoformat(),
+            "partitioning": {"flavor": "hive", "columns": {"study_id": "string"}},
+            "counts": {**provenance["counts"], "published_rows": table.height, "published_rows_by_study": rows},
+            "studies": study_files,
+            "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
+        }
+        write_json_atomic(manifest, staging / SNAPSHOT_MANIFEST)
+        if final.exists():  # force: swap the old snapshot out, the new one in
+            old = run_dir / f".{SNAPSHOT_DIR}.replaced-{secrets.token_hex(3)}"
+            os.replace(final, old)
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def publish_run(
+    run_dir: str | Path,
+    cfg: PublishConfig | None = None,
+    *,
+    key: PseudonymKey | None = None,
+    force: bool = False,
+    make_current: bool | None = None,
+    allow_key_change: bool = False,
+) -> PublishResult:
+    """Publish a completed run: sponsor snapshot in ``RUN/sponsor/``, then ``OUT/sponsor-manifest.json``.
+
+    Args:
+        run_dir: A completed run folder.
+        cfg: Publish settings; default: the run's own (`parameters.publish` in run.json), else the defaults.
+        key: The pseudonym key; default: :func:`immunostrat.pseudonym.load_key` with `cfg.key_file` and
+            `cfg.demo_key`.
+        force: Replace an existing snapshot of this run (it is swapped atomically).
+        make_current: True: point every study of this run at it, even when a newer run is current (a rollback);
+            False: leave the current manifest alone; None (default): move a study only when this run is at least
+            as new as its current one.
+        allow_key_change: Publish although a study's current snapshot used another key (key rotation).
+
+    Returns:
+        Where the snapshot went and which studies now point at it.
+
+    Raises:
+        PublishError: Not a completed run, already published (without `force`), or the key changed.
+        PseudonymKeyError: No usable key.
+        OutputContractError: The sponsor table does not meet its contract (nothing is written).
+    """
+    run_dir = Path(run_dir)
+    run = _read_run(run_dir)
+    cfg = cfg or publish_config_of(run)
+    final = run_dir / SNAPSHOT_DIR
+    if final.exists() and not force:
+        raise PublishError(f"{final} exists: run {run['run_id']} is already published (--force replaces it)")
+    key = key or load_key(cfg.key_file, demo=cfg.demo_key)
+    if key.created:
+        print(
+            f"immunostrat: created the demo pseudonym key {key.path} (mode 0600, outside the repository); "
+            "it is for the synthetic demo only",
+            file=sys.stderr,
+        )
+    features = run_features(run)
+    table = sponsor_table(_read_strata(run_dir, run), key, cfg, features)  # contract enforced here
+    if table.height == 0:
+        raise PublishError(f"run {run['run_id']} stratified no subject: there is nothing to publish")
+    out_dir = run_dir.parent
+    with _locked(out_dir):  # one publication at a time per OUT: snapshot swap and current manifest together
+        if final.exists() and not force:
+            raise PublishError(f"{final} exists: run {run['run_id']} is already published (--force replaces it)")
+        studies = table["study_id"].unique(maintain_order=True).to_list()
+        conflicts = _key_conflicts(_read_current(out_dir / CURRENT_MANIFEST), studies, key)
+        if conflicts and not allow_key_change and make_current is not False:
+            raise _key_change_error(conflicts, key)  # before anything is written
+        for stale in [*run_dir.glob(f".{SNAPSHOT_DIR}.partial-*"), *run_dir.glob(f".{SNAPSHOT_DIR}.replaced-*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed publication of this run
+        manifest = _write_snapshot(run_dir, table, features=features, cfg=cfg, key=key, run=run)
+        moved: list[str] = []
+        if make_current is not False:
+            entries = {
+                study: {
+                    "run_id": run["run_id"],
+                    "snapshot": os.path.relpath(final, out_dir),
+                    "data": os.path.relpath(final / info["path"], out_dir),
+                    "manifest": os.path.relpath(final / SNAPSHOT_MANIFEST, out_dir),
+                    "rows": info["rows"],
+                    "schema_version": manifest["schema_version"],
+                    "key_id": key.key_id,
+                    "published_at": manifest["published_at"],
+                }
+                for study, info in manifest["studies"].items()
+            }
+            moved = _update_current(out_dir, entries, key, make_current, allow_key_change)
+    return PublishResult(
+        snapshot_dir=final,
+        manifest=manifest,
+        current_manifest=out_dir / CURRENT_MANIFEST,
+        made_current=moved,
+        key=key,
+        report=final / REPORT_FILE if cfg.report else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading (for consumers and tests)
+# --------------------------------------------------------------------------------------------------
+
+
+def read_snapshot(snapshot_dir: str | Path) -> pl.DataFrame:
+    """One run's whole sponsor table (every study), `study_id` read from the hive folders as text."""
+    return pl.read_parquet(
+        Path(snapshot_dir) / DATA_DIR / "**" / "*.parquet", hive_partitioning=True, hive_schema={"study_id": pl.String}
+    )
+
+
+def read_current(out_dir: str | Path, studies: Sequence[str] | None = None, *, verify: bool = True) -> pl.DataFrame:
+    """The current snapshot of each study named in ``OUT/sponsor-manifest.json``, as one table.
+
+    Args:
+        out_dir: The folder holding the runs and `sponsor-manifest.json`.
+        studies: Only these studies (default: all in the manifest).
+        verify: Check every file's SHA-256 against its snapshot manifest first.
+
+    Raises:
+        PublishError: No manifest, an unknown study, a checksum mismatch, or studies on different major
+            schema versions.
+    """
+    from immunostrat.io import sha256_file
+
+    out = Path(out_dir)
+    current = _read_current(out / CURRENT_MANIFEST)
+    if not current["studies"]:
+        raise PublishError(f"{out / CURRENT_MANIFEST} names no published study")
+    wanted = list(studies) if studies is not None else list(current["studies"])
+    unknown = [s for s in wanted if s not in current["studies"]]
+    if unknown:
+        raise PublishError(f"not published in {out}: {', '.join(unknown)}; known: {', '.join(current['studies'])}")
+    majors = {str(current["studies"][s]["schema_version"]).split(".")[0] for s in wanted}
+    if len(majors) > 1:
+        raise PublishError(f"the current snapshots of {', '.join(wanted)} have different major schema versions")
+    frames = []
+    for study in wanted:
+        entry = current["studies"][study]
+        snapshot = json.loads((out / entry["manifest"]).read_text(encoding="utf-8"))
+        if verify:
+            for item in snapshot["studies"][study]["files"]:
+                path = out / entry["snapshot"] / item["path"]
+                if sha256_file(path) != item["sha256"]:
+                    raise PublishError(f"{path} does not match the SHA-256 in its snapshot manifest")
+        part = pl.read_parquet(out / entry["data"] / "*.parquet")
+        frames.append(part.with_columns(study_id=pl.lit(study, pl.String)))
+    return pl.concat(frames, how="diagonal_relaxed")
