@@ -1,6 +1,7 @@
-"""Command line: `immunostrat synth | validate | stratify | train | serve | models`.
+"""Command line: `immunostrat synth | validate | stratify | train | evaluate | models | publish | report | serve`.
 
-Quick commands (`validate`, `synth`, `models`) call the stage functions directly and never start Prefect.
+Quick commands (`validate`, `synth`, `models`, `publish`, `report`) call the stage functions directly and
+never start Prefect.
 `stratify` and `train` run as Prefect flows by default (`--engine prefect`), so research teams see them in
 the Prefect UI; `--engine local` runs the same stages without Prefect.
 """
@@ -147,9 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcomes", required=True, help="outcomes file")
     p.add_argument("--registry", help="model registry folder (default: the shipped models)")
     p.add_argument("--alias", help="point this alias (e.g. champion) at the new model")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cv-folds", type=int, default=5)
-    p.add_argument("--cv-repeats", type=int, default=1)
+    p.add_argument("--profile", choices=["full", "small"], help="training profile (default full; small for CI)")
+    p.add_argument("--training-config", help="YAML file with a TrainingConfig (see docs/models.md)")
+    p.add_argument("--seed", type=int, help="random seed of the cross-validation")
+    p.add_argument("--cv-folds", type=int, help="cross-validation folds")
+    p.add_argument("--cv-repeats", type=int, help="cross-validation repeats")
+    p.add_argument("--n-bootstrap", type=int, help="bootstrap resamples for the metrics' intervals")
     p.add_argument("--engine", choices=["prefect", "local"], default="prefect")
 
     p = sub.add_parser("serve", help="serve scheduled stratify runs from a schedules file (needs a Prefect server)")
@@ -159,11 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_publish.register(sub)
 
-    p = sub.add_parser("models", help="list, show or promote registry models")
-    p.add_argument("action", choices=["list", "show", "promote"])
-    p.add_argument("model", nargs="?", help="model id or alias (show, promote)")
-    p.add_argument("--alias", default="champion", help="alias to set when promoting (default champion)")
-    p.add_argument("--registry", help="model registry folder")
+    from immunostrat import cli_models
+
+    cli_models.register(sub)
     return parser
 
 
@@ -255,6 +257,8 @@ def _print_run_summary(run_dir: str) -> None:
         print(f"responder groups: {groups}")
         model = manifest.get("model", {})
         print(f"model {model.get('model_id')} (cut-offs from {model.get('cutoffs_source')}: {model.get('cutoffs')})")
+        if summary.get("drift"):
+            print(summary["drift"])
     print(run_dir)
 
 
@@ -291,6 +295,21 @@ def cmd_stratify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _training_config(args: argparse.Namespace) -> Any:
+    """TrainingConfig from an optional YAML file, with command-line flags on top."""
+    from immunostrat.modeling import TrainingConfig
+
+    data: dict[str, Any] = {}
+    if args.training_config:
+        data = yaml.safe_load(Path(args.training_config).read_text(encoding="utf-8")) or {}
+    for key in ("profile", "seed", "cv_folds", "cv_repeats"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.n_bootstrap is not None:
+        data.setdefault("evaluation", {})["n_bootstrap"] = args.n_bootstrap
+    return TrainingConfig.model_validate(data)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     params = TrainParams(
         labs=list(args.labs),
@@ -298,10 +317,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         outcomes=args.outcomes,
         registry=args.registry,
         alias=args.alias,
-        seed=args.seed,
-        cv_folds=args.cv_folds,
-        cv_repeats=args.cv_repeats,
+        training=_training_config(args),
         config=_run_config(args),
+        **_format_params(args),
     )
     if args.engine == "local":
         from immunostrat.training import train
@@ -327,30 +345,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_schedules(Path(args.schedules))
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from immunostrat import registry
-
-    if args.action == "list":
-        for entry in registry.list_models(args.registry):
-            aliases = ", ".join(entry.get("aliases", [])) or "-"
-            print(f"{entry['model_id']:<40} {entry.get('created_at', ''):<28} aliases: {aliases}")
-        return EXIT_OK
-    if not args.model:
-        print(f"models {args.action} needs a model id or alias", file=sys.stderr)
-        return EXIT_UNUSABLE
-    if args.action == "show":
-        print(registry.render_card_markdown(registry.load_model(args.model, args.registry).card))
-        return EXIT_OK
-    model_id = registry.resolve(args.model, args.registry)
-    registry.set_alias(args.alias, model_id, args.registry)
-    print(f"{args.alias} -> {model_id}")
-    return EXIT_OK
-
-
 def _extra_commands() -> dict[str, Any]:
-    from immunostrat import cli_publish
+    from immunostrat import cli_models, cli_publish
 
-    return dict(cli_publish.COMMANDS)
+    return {**cli_publish.COMMANDS, **cli_models.COMMANDS}
 
 
 COMMANDS = {
@@ -359,7 +357,6 @@ COMMANDS = {
     "stratify": cmd_stratify,
     "train": cmd_train,
     "serve": cmd_serve,
-    "models": cmd_models,
 }
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from immunostrat.modeling import TrainingConfig
 from immunostrat.publish import PublishConfig
 
 
@@ -106,6 +107,24 @@ class ScoringConfig(_Model):
         ge=0,
         le=1,
         description="Lowest probability in the `likely` group; defaults to the model card's cut-off.",
+    )
+
+    drift_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        description="Flag a feature whose population stability index against the model's training reference "
+        "exceeds this (0.1-0.2: moderate shift, above 0.2: large).",
+    )
+    drift_missing_threshold: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Flag a feature whose missing rate differs from training by more than this fraction.",
+    )
+    fail_on_drift: bool = Field(
+        default=False,
+        description="Stop the run (status failed, no strata) when any feature is flagged; by default drift is "
+        "only reported in run.json and the run summary.",
     )
 
     @model_validator(mode="after")
@@ -215,9 +234,11 @@ class TrainParams(_Model):
         default="Research use: ranking candidate subjects for review. Not validated for clinical decisions.",
         description="Intended use, written into the model card.",
     )
-    seed: int = Field(default=0, description="Random seed for cross-validation.")
-    cv_folds: int = Field(default=5, ge=2, description="Cross-validation folds.")
-    cv_repeats: int = Field(default=1, ge=1, description="Cross-validation repeats.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,
+        description="Estimator, features, validation, calibration, cut-offs and evaluation; profile 'small' for CI "
+        "(docs/models.md).",
+    )
     config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation and baseline options.")
 
 

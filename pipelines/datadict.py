@@ -348,6 +348,13 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
     ),
     ("command", "list", "The process command line (`sys.argv`)."),
     (
+        "drift",
+        "object",
+        "Completed runs: the cohort's feature distributions against the model's training reference: "
+        "`reference_model`, `threshold`, `features` (per feature `psi`, `missing_rate`, `reference_missing_rate`, "
+        "`flagged`) and `flagged` (names).",
+    ),
+    (
         "counts",
         "object",
         "Row accounting of the lab files, each count from its own source: `rows_read` = `accepted` + "

@@ -1,27 +1,37 @@
-"""Responder modelling: baseline features, a logistic model, cross-validated cut-offs and scoring.
+"""Responder modelling: baseline features, a (calibrated) logistic model, grouped CV, cut-offs and scoring.
 
-The model is deliberately a standardised logistic regression: its logit decomposes exactly into
-per-feature contributions (``coef_j * x_std_j``) plus an intercept, which is what the strata output
-reports next to each probability. Group cut-offs are chosen on out-of-fold predictions so that the
-"likely / possible / unlikely" bands reflect how the model behaves on subjects it has not seen.
+The model is deliberately a standardised logistic regression, optionally Platt-calibrated: its logit decomposes
+exactly into per-feature contributions (``coef_j * x_std_j``) plus an intercept, which is what the strata output
+reports next to each probability (Platt scaling multiplies the logit by a slope and adds an offset, so the
+decomposition stays exact; see :class:`LinearLogit`). Validation is repeated stratified K-fold, grouped by site or
+study when given, with tuning and calibration nested inside every training fold. Group cut-offs are chosen on
+out-of-fold predictions so that the "likely / possible / unlikely" bands reflect how the model behaves on subjects
+it has not seen.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, roc_auc_score
-from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_predict
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+from immunostrat.evaluation import EvaluationConfig, evaluate_predictions, subgroup_labels
+
+# scikit-learn is imported inside the functions that use it, so that TrainingConfig (and FeatureSpec,
+# GROUP_LEVELS, ...) import without its ~2 s cost: immunostrat.config carries TrainingConfig in TrainParams.
 
 if TYPE_CHECKING:  # registry imports this module; a runtime import would be circular.
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     from immunostrat.registry import LoadedModel
 
 __all__ = [
@@ -31,14 +41,31 @@ __all__ = [
     "NOT_ASSESSABLE",
     "SCORE_COLUMNS",
     "FeatureSpec",
+    "FeatureUnavailableError",
+    "LinearLogit",
+    "ResponderEstimator",
     "TrainConfig",
     "TrainedModel",
+    "TrainingConfig",
     "assign_groups",
     "build_feature_frame",
+    "check_model_inputs",
     "contributions",
+    "cv_splits",
+    "fit_procedure",
+    "linear_logit_parts",
+    "missing_feature_sources",
+    "out_of_fold_probability",
     "score_strata",
     "train_responder_model",
 ]
+
+#: What the registry stores: the scaler + logistic pipeline, or that pipeline Platt-calibrated. (A typing alias
+#: only: at run time it is ``Any``, so that importing this module does not import scikit-learn.)
+if TYPE_CHECKING:
+    ResponderEstimator: TypeAlias = Pipeline | CalibratedClassifierCV
+else:
+    ResponderEstimator = Any
 
 Transform = Literal["identity", "log2", "log10p1"]
 
@@ -174,29 +201,112 @@ def build_feature_frame(strata: pl.DataFrame, features: Sequence[FeatureSpec]) -
     return strata.select([_feature_expr(f) for f in features])
 
 
-class TrainConfig(BaseModel):
-    """Hyper-parameters and evaluation settings of the responder model."""
+_PROFILES: dict[str, dict[str, Any]] = {
+    # Full: what `immunostrat train` does by default and what the shipped demo model uses.
+    "full": {},
+    # Small: for CI and tests; the same procedure with one CV repeat, 3 inner folds and 200 resamples.
+    "small": {"cv_repeats": 1, "inner_cv_folds": 3, "evaluation": {"n_bootstrap": 200}},
+}
+
+
+class TrainingConfig(BaseModel):
+    """The typed training configuration: estimator, features, validation, calibration, cut-offs, evaluation.
+
+    ``profile`` fills in the fields you do not set: ``full`` (default; 5x5 repeated grouped CV, 1,000 bootstrap
+    resamples) or ``small`` (1 repeat, 3 inner folds, 200 resamples) for CI. Fields you set always win.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    profile: Literal["full", "small"] = Field(
+        default="full",
+        description="Preset for the fields left unset: full (5 CV repeats, 5 inner folds, 1,000 bootstrap "
+        "resamples) or small (1 repeat, 3 inner folds, 200 resamples; for CI and tests).",
+    )
+    estimator: Literal["logistic"] = Field(
+        default="logistic",
+        description="Estimator family. Only 'logistic' (standardised, penalised logistic regression): scoring "
+        "reports exact additive per-feature logit contributions, which only a linear logit model gives.",
+    )
     features: tuple[str, ...] = Field(
         default=_DEFAULT_FEATURE_NAMES,
         description="Names of the features the model uses, in column order (default: all DEFAULT_FEATURES).",
     )
-    C: float = Field(default=1.0, gt=0, description="Inverse L2 regularisation strength of the logistic regression.")
-    cv_folds: int = Field(default=5, ge=2, description="Folds of the stratified cross-validation.")
-    cv_repeats: int = Field(
-        default=1,
-        ge=1,
-        description="Repeats of the stratified K-fold (reshuffled each time); OOF probabilities are averaged "
-        "over repeats. Keep small in CI.",
+    missing: Literal["complete_case"] = Field(
+        default="complete_case",
+        description="Missing-value strategy. complete_case: subjects missing any feature are left out of fitting "
+        "and are 'not_assessable' when scored (nothing is imputed).",
     )
-    seed: int = Field(default=0, ge=0, description="Random seed of the fold shuffling.")
+    C: float = Field(default=1.0, gt=0, description="Inverse regularisation strength of the logistic regression.")
+    l1_ratio: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Elastic-net mixing: 0 = L2 (ridge, newton-cholesky solver), 1 = L1 (lasso), in between = "
+        "elastic net (saga solver).",
+    )
+    tuning_grid: tuple[float, ...] = Field(
+        default=(),
+        description="Values of C to tune over by inner grouped CV (nested inside every outer fold); empty = no "
+        "tuning, C is used as given.",
+    )
+    tuning_scoring: Literal["neg_log_loss", "roc_auc", "neg_brier_score"] = Field(
+        default="neg_log_loss", description="scikit-learn scorer that picks C when tuning_grid is given."
+    )
+    calibration: Literal["sigmoid", "none"] = Field(
+        default="sigmoid",
+        description="Probability calibration: sigmoid = Platt scaling fitted on inner out-of-fold decision values "
+        "(CalibratedClassifierCV, ensemble=False); the model stays linear on the logit scale, so per-feature "
+        "contributions still add up exactly. none = the logistic regression's own probabilities.",
+    )
+    cv_folds: int = Field(default=5, ge=2, description="Folds of the outer (validation) cross-validation.")
+    cv_repeats: int = Field(
+        default=5,
+        ge=1,
+        description="Repeats of the outer CV, each with a new shuffle; out-of-fold probabilities are averaged over "
+        "repeats.",
+    )
+    inner_cv_folds: int = Field(
+        default=5,
+        ge=2,
+        description="Folds of the inner CV used for calibration and tuning (capped by the number of groups and "
+        "of subjects in the smaller class).",
+    )
+    group_by: Literal["site_id", "study_id"] | None = Field(
+        default="site_id",
+        description="Column whose values never straddle training and validation folds (StratifiedGroupKFold); "
+        "None = subjects are the only unit (StratifiedKFold). Used when the training data has the column.",
+    )
+    seed: int = Field(default=0, ge=0, description="Random seed of fold shuffling (CV, inner CV) and solvers.")
     group_quantiles: tuple[float, float] = Field(
         default=(1 / 3, 2 / 3),
         description="Quantiles of the out-of-fold probability that become the possible_min and likely_min "
         "cut-offs (rounded to 2 decimals).",
     )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
+        description="Bootstrap intervals, subgroups and calibration table of the internal validation.",
+    )
+    drift_bins: int = Field(
+        default=10, ge=2, le=50, description="Equal-count bins of the per-feature training reference used for drift."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        preset = _PROFILES.get(str(data.get("profile", "full")), {})
+        merged = dict(data)
+        for key, value in preset.items():
+            if key == "evaluation":
+                given = merged.get("evaluation")
+                if isinstance(given, EvaluationConfig):
+                    given = given.model_dump(exclude_unset=True)
+                merged["evaluation"] = {**value, **(given or {})}
+            else:
+                merged.setdefault(key, value)
+        return merged
 
     @field_validator("features")
     @classmethod
@@ -207,12 +317,23 @@ class TrainConfig(BaseModel):
             raise ValueError(f"feature names must be unique, got {list(value)}")
         return value
 
+    @field_validator("tuning_grid")
+    @classmethod
+    def _positive_grid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(c <= 0 for c in value):
+            raise ValueError(f"tuning_grid values (C) must be > 0, got {value}")
+        return value
+
     @model_validator(mode="after")
-    def _ordered_quantiles(self) -> TrainConfig:
+    def _ordered_quantiles(self) -> TrainingConfig:
         low, high = self.group_quantiles
         if not 0.0 < low < high < 1.0:
             raise ValueError(f"group_quantiles must satisfy 0 < low < high < 1, got {self.group_quantiles}")
         return self
+
+
+#: Former name, kept for callers written before TrainingConfig grew validation and evaluation settings.
+TrainConfig = TrainingConfig
 
 
 @dataclass
@@ -220,30 +341,46 @@ class TrainedModel:
     """Output of :func:`train_responder_model`; everything the registry needs to write a model card.
 
     Attributes:
-        estimator: ``Pipeline([scale, clf])`` fitted on all complete rows.
+        estimator: The fitted model: ``Pipeline([scale, clf])``, or that pipeline inside a sigmoid
+            ``CalibratedClassifierCV`` (``ensemble=False``), fitted on all complete rows.
         feature_names: Model input columns, in order.
         feature_specs: Specs of those features (units/descriptions for the card).
         config: The training config used.
-        metrics: Cross-validated AUROC/Brier (mean and SD over repeats), apparent AUROC, fold counts.
+        metrics: Flat summary for quick reading: ``cv_<metric>`` with ``_ci_low``/``_ci_high``, per-repeat SDs,
+            apparent AUROC, fold counts.
         cutoffs: ``{"possible_min": .., "likely_min": ..}`` chosen on the OOF probabilities.
         oof_probability: Out-of-fold responder probability per complete training row (mean over repeats).
-        oof_group_response: Per OOF group: ``n``, ``responders`` and observed ``response_rate``.
+        oof_group_response: Per OOF group: ``n``, ``responders``, observed ``response_rate`` (and its interval).
         n_train: Complete rows used to fit.
         n_dropped_missing: Rows dropped because a feature was missing.
         class_balance: ``n_responders``, ``n_non_responders``, ``responder_fraction`` of the complete rows.
+        evaluation: Internal validation of the OOF probabilities (:func:`immunostrat.evaluation.evaluate_predictions`).
+        reference: Training distribution of each feature, for drift (:func:`immunostrat.drift.reference_profile`).
+        fold_ids: Validation fold of every complete row in every repeat, shape (cv_repeats, n_train).
+        group_by: Name of the grouping column used for the folds, or None.
+        calibration: ``method`` and, for sigmoid, the Platt ``slope`` and ``intercept`` on the logit scale.
+        tuning: Chosen C and the inner-CV scores of the final fit when tuning was asked for, else empty.
+        duration_seconds: Wall time of the training (CV, final fit, evaluation).
     """
 
-    estimator: Pipeline
+    estimator: ResponderEstimator
     feature_names: tuple[str, ...]
     feature_specs: tuple[FeatureSpec, ...]
-    config: TrainConfig
+    config: TrainingConfig
     metrics: dict[str, float]
     cutoffs: dict[str, float]
     oof_probability: np.ndarray = field(repr=False)
-    oof_group_response: dict[str, dict[str, float]]
+    oof_group_response: dict[str, dict[str, Any]]
     n_train: int
     n_dropped_missing: int
     class_balance: dict[str, float]
+    evaluation: dict[str, Any] = field(default_factory=dict, repr=False)
+    reference: dict[str, Any] = field(default_factory=dict, repr=False)
+    fold_ids: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.int64), repr=False)
+    group_by: str | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)
+    duration_seconds: float = 0.0
 
 
 def _check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
@@ -291,32 +428,260 @@ def _as_binary_labels(responded: pl.Series | np.ndarray, n_rows: int) -> np.ndar
     return arr.astype(np.int64)
 
 
-def _make_estimator(config: TrainConfig) -> Pipeline:
-    return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=config.C, max_iter=1000))])
+def _as_groups(groups: pl.Series | np.ndarray | Sequence[Any] | None, n_rows: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    series = groups if isinstance(groups, pl.Series) else pl.Series("group", list(np.asarray(groups, dtype=object)))
+    if series.len() != n_rows:
+        raise ValueError(f"groups must have {n_rows} entries, got {series.len()}")
+    # A missing site/study is one group of its own: never guess which real group it belongs to.
+    return series.cast(pl.String).fill_null("<missing>").to_numpy()
+
+
+def _derived_seed(*keys: int) -> int:
+    """A reproducible 31-bit seed from a tuple of integers (config seed, repeat, fold, ...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _random_order_group_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """Fold id per row: groups taken in random order, each put in the fold that keeps outcomes most balanced.
+
+    This is scikit-learn's StratifiedGroupKFold criterion (mean over classes of the SD across folds of each
+    fold's share of the class; ties go to the smaller fold) without its sort by class spread. That sort makes
+    StratifiedGroupKFold deterministic whenever groups differ in class spread (its ``shuffle`` only reorders ties),
+    so repeats of it are identical; a random order gives each repeat its own partition.
+    """
+    rng = np.random.default_rng(seed)
+    _, g_idx = np.unique(groups, return_inverse=True)
+    _, y_idx = np.unique(y, return_inverse=True)
+    counts = np.zeros((g_idx.max() + 1, y_idx.max() + 1))
+    np.add.at(counts, (g_idx, y_idx), 1.0)
+    totals = counts.sum(axis=0)
+    for _ in range(100):  # a random order can, rarely, leave a fold empty: draw another
+        fold_counts = np.zeros((n_splits, counts.shape[1]))
+        fold_of_group = np.empty(counts.shape[0], dtype=np.int64)
+        for g in rng.permutation(counts.shape[0]):
+            trial = np.broadcast_to(fold_counts, (n_splits, *fold_counts.shape)).copy()
+            trial[np.arange(n_splits), np.arange(n_splits)] += counts[g]
+            spread = np.std(trial / totals, axis=1).mean(axis=1)
+            best = np.flatnonzero(np.isclose(spread, spread.min(), rtol=0, atol=1e-12))
+            f = int(best[np.argmin(fold_counts[best].sum(axis=1))])
+            fold_counts[f] += counts[g]
+            fold_of_group[g] = f
+        if (fold_counts.sum(axis=1) > 0).all():
+            return fold_of_group[g_idx]
+    raise ValueError(f"could not spread {counts.shape[0]} groups over {n_splits} non-empty folds")
+
+
+def cv_splits(
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    n_splits: int,
+    n_repeats: int = 1,
+    seed: int = 0,
+) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Repeated stratified K-fold splits, grouped when ``groups`` is given (no group in both train and validation).
+
+    Ungrouped: ``StratifiedKFold(shuffle=True)`` with a new seed per repeat. Grouped: the first repeat is
+    scikit-learn's ``StratifiedGroupKFold``; later repeats assign groups in a random order with the same balance
+    criterion (see :func:`_random_order_group_folds`), because StratifiedGroupKFold itself gives the same
+    partition for every seed when groups differ in class spread.
+
+    Args:
+        y: Binary outcome per row (stratification target).
+        groups: Group label per row (e.g. site), or None to treat every row (subject) as its own group.
+        n_splits: Folds per repeat.
+        n_repeats: Repeats, each with its own partition.
+        seed: Seed; repeat ``r`` uses a seed derived from (seed, r), so a longer run keeps the first repeats.
+
+    Returns:
+        One list of ``(train_idx, validation_idx)`` per repeat; each repeat's validation sets partition the rows.
+
+    Raises:
+        ValueError: Fewer groups than folds.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    X0 = np.zeros((len(y), 1))
+    out: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    if groups is not None:
+        n_groups = len(np.unique(groups))
+        if n_groups < n_splits:
+            raise ValueError(
+                f"grouped CV needs at least cv_folds={n_splits} groups, the data has {n_groups}; lower cv_folds, "
+                "group by another column (group_by), or set group_by to None"
+            )
+    rows = np.arange(len(y))
+    for r in range(n_repeats):
+        rs = _derived_seed(seed, r)
+        if groups is None:
+            out.append(list(StratifiedKFold(n_splits, shuffle=True, random_state=rs).split(X0, y)))
+        elif r == 0:
+            out.append(list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=rs).split(X0, y, groups)))
+        else:
+            fold = _random_order_group_folds(y, groups, n_splits, rs)
+            out.append([(rows[fold != k], rows[fold == k]) for k in range(n_splits)])
+    return out
+
+
+def _inner_fold_ids(y: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int) -> np.ndarray:
+    """Fold id per row for the inner (calibration/tuning) CV, grouped like the outer CV."""
+    n_min = int(min(y.sum(), y.shape[0] - y.sum()))
+    k = min(n_folds, n_min, len(np.unique(groups)) if groups is not None else n_folds)
+    if k < 2:
+        raise ValueError(
+            f"too few subjects or groups for the inner CV (calibration/tuning): {n_min} in the smaller class, "
+            f"{len(np.unique(groups)) if groups is not None else 'no'} groups; use calibration='none' and no "
+            "tuning_grid, or more data"
+        )
+    (split,) = cv_splits(y, groups, k, 1, seed)
+    ids = np.empty(y.shape[0], dtype=np.int64)
+    for fold, (_, test) in enumerate(split):
+        ids[test] = fold
+    return ids
+
+
+def _make_pipeline(config: TrainingConfig, C: float) -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # newton-cholesky: exact Newton steps, fast and deterministic for many subjects and few features (L2 only).
+    solver = "newton-cholesky" if config.l1_ratio == 0.0 else "saga"
+    clf = LogisticRegression(
+        C=C, l1_ratio=config.l1_ratio, solver=solver, max_iter=5000, random_state=_derived_seed(config.seed)
+    )
+    return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+
+
+def fit_procedure(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, config: TrainingConfig, seed: int
+) -> tuple[ResponderEstimator, dict[str, Any]]:
+    """The whole fitting procedure on one data set: optional tuning of C, fit, optional Platt calibration.
+
+    The outer CV applies exactly this to every training fold, so the validation metrics cover tuning and
+    calibration too (nested); the final model is this procedure applied to all complete rows.
+
+    Args:
+        X: Feature matrix (complete rows).
+        y: Binary outcome.
+        groups: Group per row for the inner CV, or None.
+        config: Training settings.
+        seed: Seed of the inner CV shuffles.
+
+    Returns:
+        ``(estimator, info)`` where info holds the tuned C and its inner-CV scores when tuning was asked for.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    info: dict[str, Any] = {}
+    C = config.C
+    if config.tuning_grid:
+        ids = _inner_fold_ids(y, groups, config.inner_cv_folds, _derived_seed(seed, 1))
+        search = GridSearchCV(
+            _make_pipeline(config, C),
+            {"clf__C": list(config.tuning_grid)},
+            cv=PredefinedSplit(ids),
+            scoring=config.tuning_scoring,
+            refit=False,
+        ).fit(X, y)
+        C = float(search.best_params_["clf__C"])
+        scores = search.cv_results_["mean_test_score"]
+        info = {
+            "C": C,
+            "scoring": config.tuning_scoring,
+            "scores": dict(zip(map(str, config.tuning_grid), scores, strict=False)),
+        }
+    pipe = _make_pipeline(config, C)
+    if config.calibration == "none":
+        return pipe.fit(X, y), info
+    ids = _inner_fold_ids(y, groups, config.inner_cv_folds, _derived_seed(seed, 2))
+    # ensemble=False: one Platt sigmoid fitted on the inner out-of-fold decision values, then the pipeline
+    # refitted on all rows. The inner folds are grouped like the outer ones (PredefinedSplit of fold ids).
+    calibrated = CalibratedClassifierCV(pipe, method="sigmoid", cv=PredefinedSplit(ids), ensemble=False)
+    return calibrated.fit(X, y), info
+
+
+def out_of_fold_probability(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    splits: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
+    config: TrainingConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validation (out-of-fold) probabilities: each row is predicted by a model that never saw it (or its group).
+
+    Args:
+        X: Feature matrix.
+        y: Binary outcome.
+        groups: Group per row (passed on to the inner CV), or None.
+        splits: Output of :func:`cv_splits`.
+        config: Training settings.
+
+    Returns:
+        ``(probability, fold_ids)``, both of shape (n_repeats, n_rows).
+    """
+    n = y.shape[0]
+    proba = np.full((len(splits), n), np.nan)
+    fold_ids = np.full((len(splits), n), -1, dtype=np.int64)
+    for r, repeat in enumerate(splits):
+        for k, (train, valid) in enumerate(repeat):
+            if len(np.unique(y[train])) < 2:
+                raise ValueError(f"CV repeat {r} fold {k}: the training part holds one outcome class only")
+            est, _ = fit_procedure(
+                X[train], y[train], None if groups is None else groups[train], config, _derived_seed(config.seed, r, k)
+            )
+            proba[r, valid] = est.predict_proba(X[valid])[:, 1]
+            fold_ids[r, valid] = k
+    if np.isnan(proba).any():
+        raise ValueError("CV splits do not cover every row in every repeat")
+    return proba, fold_ids
+
+
+def _calibration_info(estimator: ResponderEstimator) -> dict[str, Any]:
+    parts = linear_logit_parts(estimator)
+    if parts.platt_slope is None:
+        return {"method": "none"}
+    return {"method": "sigmoid", "slope": parts.platt_slope, "intercept": parts.platt_intercept}
 
 
 def train_responder_model(
     features: pl.DataFrame,
     responded: pl.Series | np.ndarray,
-    config: TrainConfig | None = None,
+    config: TrainingConfig | None = None,
     *,
     feature_specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+    groups: pl.Series | np.ndarray | Sequence[Any] | None = None,
+    strata: pl.DataFrame | None = None,
 ) -> TrainedModel:
-    """Fit the responder model and choose its group cut-offs on out-of-fold predictions.
+    """Fit the responder model, validate it by repeated (grouped) CV, and choose its cut-offs on OOF data.
+
+    Steps: complete-case rows; repeated stratified K-fold (StratifiedGroupKFold when ``groups`` is given) where
+    every training fold runs :func:`fit_procedure` (tuning and calibration nested inside); the OOF probabilities
+    (mean over repeats) give the metrics with bootstrap intervals, the subgroup results and the group cut-offs;
+    finally :func:`fit_procedure` on all complete rows gives the model.
 
     Args:
         features: Output of :func:`build_feature_frame`, one row per subject.
         responded: Binary outcome per row of ``features`` (1 = responder), no nulls.
-        config: Training settings; defaults to ``TrainConfig()``.
+        config: Training settings; defaults to ``TrainingConfig()`` (the full profile).
         feature_specs: Specs to look ``config.features`` up in (for units/descriptions).
+        groups: Group per row (e.g. the ``site_id`` column) for grouped CV; None = ungrouped.
+        strata: Row-aligned strata frame for subgroup results (sex, age, site, IFN); None = overall only.
 
     Returns:
-        The fitted model with CV metrics, OOF probabilities, cut-offs and training-data summary.
+        The fitted model with validation metrics, OOF probabilities, cut-offs, reference and data summary.
 
     Raises:
-        ValueError: Unknown/missing features, bad labels, or too few subjects per class for the folds.
+        ValueError: Unknown/missing features, bad labels, too few subjects per class or groups for the folds.
     """
-    config = config or TrainConfig()
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    from immunostrat.drift import reference_profile
+
+    started = time.perf_counter()
+    config = config or TrainingConfig()
     spec_by_name = {s.name: s for s in feature_specs}
     unknown = [n for n in config.features if n not in spec_by_name]
     if unknown:
@@ -326,6 +691,9 @@ def train_responder_model(
         raise ValueError(f"feature frame lacks column(s) {absent}")
     names = tuple(config.features)
     y_all = _as_binary_labels(responded, features.height)
+    groups_all = _as_groups(groups, features.height)
+    if strata is not None and strata.height != features.height:
+        raise ValueError(f"strata has {strata.height} rows, features {features.height}")
 
     # Complete-case fit: the logistic model cannot take missing inputs, and imputing baseline biomarkers
     # would hide subjects that score_strata reports as not_assessable anyway.
@@ -334,6 +702,7 @@ def train_responder_model(
     complete = frame.select(pl.all_horizontal(pl.all().is_not_null()).alias("ok")).to_series().to_numpy()
     X = frame.filter(pl.Series(complete)).to_numpy().astype(np.float64)
     y = y_all[complete]
+    g = None if groups_all is None else groups_all[complete]
     n_dropped = int((~complete).sum())
 
     n_pos = int(y.sum())
@@ -345,45 +714,55 @@ def train_responder_model(
             f"({n_dropped} rows dropped for missing features)"
         )
 
-    # RepeatedStratifiedKFold yields its splits repeat by repeat; each block of cv_folds splits is a
-    # partition, which is what cross_val_predict requires.
-    rskf = RepeatedStratifiedKFold(n_splits=config.cv_folds, n_repeats=config.cv_repeats, random_state=config.seed)
-    splits = list(rskf.split(X, y))
-    oof_by_repeat = np.empty((config.cv_repeats, y.shape[0]))
-    for r in range(config.cv_repeats):
-        block = splits[r * config.cv_folds : (r + 1) * config.cv_folds]
-        proba = cross_val_predict(_make_estimator(config), X, y, cv=block, method="predict_proba")
-        oof_by_repeat[r] = proba[:, 1]
+    splits = cv_splits(y, g, config.cv_folds, config.cv_repeats, config.seed)
+    oof_by_repeat, fold_ids = out_of_fold_probability(X, y, g, splits, config)
     aurocs = np.array([roc_auc_score(y, p) for p in oof_by_repeat])
     briers = np.array([brier_score_loss(y, p) for p in oof_by_repeat])
     oof = oof_by_repeat.mean(axis=0)
 
-    estimator = _make_estimator(config).fit(X, y)
+    estimator, tuning = fit_procedure(X, y, g, config, _derived_seed(config.seed, 1_000_003))
     apparent = float(roc_auc_score(y, estimator.predict_proba(X)[:, 1]))
 
     # Cut-offs on OOF probabilities: training-fit probabilities are optimistic and would shift the bands.
     q_low, q_high = np.quantile(oof, config.group_quantiles)
     cutoffs = {"possible_min": round(float(q_low), 2), "likely_min": round(float(q_high), 2)}
+    groups_oof = assign_groups(oof, cutoffs)
 
-    groups = assign_groups(oof, cutoffs)
-    group_response: dict[str, dict[str, float]] = {}
-    for g in GROUP_LEVELS:
-        in_g = groups == g
-        n_g = int(in_g.sum())
-        group_response[g] = {
-            "n": n_g,
-            "responders": int(y[in_g].sum()),
-            "response_rate": float(y[in_g].mean()) if n_g else float("nan"),
-        }
+    labels = None
+    if strata is not None:
+        labels, _ = subgroup_labels(strata.filter(pl.Series(complete)), config.evaluation)
+    evaluation = evaluate_predictions(
+        y,
+        oof,
+        predicted_group=groups_oof,
+        group_levels=GROUP_LEVELS,
+        subgroups=labels,
+        config=config.evaluation,
+        kind=f"internal: out-of-fold, {config.cv_repeats}x{config.cv_folds}-fold "
+        + (f"CV grouped by {_group_name(groups)}" if g is not None else "stratified CV"),
+    )
+    evaluation["cv"] = {
+        "folds": config.cv_folds,
+        "repeats": config.cv_repeats,
+        "grouped_by": _group_name(groups) if g is not None else None,
+        "n_groups": len(np.unique(g)) if g is not None else None,
+        "per_repeat_auroc": aurocs.tolist(),
+        "per_repeat_brier": briers.tolist(),
+    }
 
-    metrics = {
-        "cv_auroc": float(aurocs.mean()),
+    metrics: dict[str, float] = {}
+    for name in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
+        cell = evaluation["metrics"][name]
+        metrics[f"cv_{name}"] = math.nan if cell["estimate"] is None else cell["estimate"]
+        metrics[f"cv_{name}_ci_low"] = math.nan if cell["ci_low"] is None else cell["ci_low"]
+        metrics[f"cv_{name}_ci_high"] = math.nan if cell["ci_high"] is None else cell["ci_high"]
+    metrics |= {
         "cv_auroc_sd": float(aurocs.std(ddof=1)) if aurocs.size > 1 else 0.0,
-        "cv_brier": float(briers.mean()),
         "cv_brier_sd": float(briers.std(ddof=1)) if briers.size > 1 else 0.0,
         "apparent_auroc": apparent,
         "cv_folds": float(config.cv_folds),
         "cv_repeats": float(config.cv_repeats),
+        "n_bootstrap": float(config.evaluation.n_bootstrap),
     }
     return TrainedModel(
         estimator=estimator,
@@ -393,7 +772,7 @@ def train_responder_model(
         metrics=metrics,
         cutoffs=cutoffs,
         oof_probability=oof,
-        oof_group_response=group_response,
+        oof_group_response=evaluation["group_response"],
         n_train=int(y.shape[0]),
         n_dropped_missing=n_dropped,
         class_balance={
@@ -401,33 +780,136 @@ def train_responder_model(
             "n_non_responders": n_neg,
             "responder_fraction": n_pos / y.shape[0],
         },
+        evaluation=evaluation,
+        reference=reference_profile(frame, config.drift_bins),
+        fold_ids=fold_ids,
+        group_by=_group_name(groups) if g is not None else None,
+        calibration=_calibration_info(estimator),
+        tuning=tuning,
+        duration_seconds=time.perf_counter() - started,
     )
 
 
-def contributions(estimator: Pipeline, X: np.ndarray) -> tuple[np.ndarray, float]:
-    """Exact per-subject logit attributions of the standardised logistic model.
+def _group_name(groups: Any) -> str:
+    return str(groups.name) if isinstance(groups, pl.Series) else "groups"
 
-    ``contribution_j = coef_j * (x_j - mean_j) / scale_j``; summed over features plus the intercept this
-    equals ``estimator.decision_function(X)``, the logit of ``predict_proba(X)[:, 1]``.
+
+@dataclass(frozen=True)
+class LinearLogit:
+    """The responder model as one linear function on the logit scale.
+
+    ``logit p = intercept + sum_j coef_j * (x_j - mean_j) / scale_j``. For a Platt-calibrated model,
+    ``logit p = platt_intercept + platt_slope * (b0 + sum_j w_j * z_j)``, which is again linear: ``coef_j =
+    platt_slope * w_j`` and ``intercept = platt_intercept + platt_slope * b0``.
+
+    Attributes:
+        scaler: The fitted StandardScaler (gives z_j).
+        coef: Effective coefficients on the standardised features (after calibration).
+        intercept: Effective intercept (after calibration).
+        raw_coef: Coefficients of the logistic regression itself.
+        raw_intercept: Its intercept.
+        platt_slope: Platt slope (None when not calibrated).
+        platt_intercept: Platt intercept (None when not calibrated).
+    """
+
+    scaler: StandardScaler
+    coef: np.ndarray
+    intercept: float
+    raw_coef: np.ndarray
+    raw_intercept: float
+    platt_slope: float | None
+    platt_intercept: float | None
+
+
+def _pipeline_parts(pipe: Any) -> tuple[StandardScaler, LogisticRegression]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = getattr(pipe, "named_steps", {})
+    scaler, clf = steps.get("scale"), steps.get("clf")
+    if not (isinstance(pipe, Pipeline) and isinstance(scaler, StandardScaler) and isinstance(clf, LogisticRegression)):
+        raise TypeError("expected Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)])")
+    if clf.coef_.shape[0] != 1:
+        raise TypeError("only binary logistic models are supported")
+    return scaler, clf
+
+
+def linear_logit_parts(estimator: Any) -> LinearLogit:
+    """Decompose a responder estimator into its linear logit (see :class:`LinearLogit`).
 
     Args:
-        estimator: Fitted ``Pipeline([("scale", StandardScaler), ("clf", LogisticRegression)])``.
+        estimator: A fitted scaler + logistic pipeline, or that pipeline in a sigmoid ``CalibratedClassifierCV``
+            with ``ensemble=False`` (one calibrated classifier).
+
+    Raises:
+        TypeError: Any other estimator (its logit would not decompose exactly).
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+
+    if isinstance(estimator, CalibratedClassifierCV):
+        fitted = getattr(estimator, "calibrated_classifiers_", [])
+        if estimator.method != "sigmoid" or len(fitted) != 1 or len(fitted[0].calibrators) != 1:
+            raise TypeError("only a sigmoid CalibratedClassifierCV with ensemble=False keeps the logit linear")
+        scaler, clf = _pipeline_parts(fitted[0].estimator)
+        platt = fitted[0].calibrators[0]
+        # sklearn's sigmoid calibrator returns expit(-(a * d + b)), so logit p = -a * d - b.
+        slope, offset = -float(platt.a_), -float(platt.b_)
+        raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+        return LinearLogit(scaler, slope * raw_coef, offset + slope * raw_b0, raw_coef, raw_b0, slope, offset)
+    scaler, clf = _pipeline_parts(estimator)
+    raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+    return LinearLogit(scaler, raw_coef, raw_b0, raw_coef, raw_b0, None, None)
+
+
+def contributions(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact per-subject logit attributions of the (calibrated) standardised logistic model.
+
+    ``contribution_j = coef_j * (x_j - mean_j) / scale_j`` with the effective (post-calibration) coefficients of
+    :func:`linear_logit_parts`; summed over features plus the intercept this equals the logit of
+    ``estimator.predict_proba(X)[:, 1]``.
+
+    Args:
+        estimator: Fitted responder estimator (see :func:`linear_logit_parts`).
         X: Raw (unscaled) feature matrix, shape (n_subjects, n_features), no missing values.
 
     Returns:
         ``(contrib, intercept)``: contrib has shape (n_subjects, n_features).
 
     Raises:
-        TypeError: The estimator is not the expected binary scaler + logistic pipeline.
+        TypeError: The estimator is not a supported linear logit model.
     """
-    scaler = estimator.named_steps.get("scale")
-    clf = estimator.named_steps.get("clf")
-    if not isinstance(scaler, StandardScaler) or not isinstance(clf, LogisticRegression):
-        raise TypeError("contributions() needs Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)])")
-    if clf.coef_.shape[0] != 1:
-        raise TypeError("contributions() supports binary logistic models only")
-    x_std = scaler.transform(np.asarray(X, dtype=np.float64))
-    return x_std * clf.coef_[0], float(clf.intercept_[0])
+    parts = linear_logit_parts(estimator)
+    x_std = parts.scaler.transform(np.asarray(X, dtype=np.float64))
+    return x_std * parts.coef, parts.intercept
+
+
+class FeatureUnavailableError(ValueError):
+    """The model needs a strata column that no input can supply, so it cannot score this data at all."""
+
+
+def missing_feature_sources(model: LoadedModel, columns: Sequence[str]) -> list[str]:
+    """Strata columns the model's features are computed from that are absent from ``columns`` (sorted)."""
+    return sorted({f.source for f in model.features} - set(columns))
+
+
+def check_model_inputs(model: LoadedModel, columns: Sequence[str]) -> None:
+    """Refuse a model whose features the strata schema cannot supply at all.
+
+    A column that exists but is null for a subject is fine (that subject is ``not_assessable``); a column that
+    does not exist means no input file can ever produce the feature, so every subject would be unscorable.
+
+    Raises:
+        FeatureUnavailableError: With the model id, the missing columns and the features that need them.
+    """
+    missing = missing_feature_sources(model, columns)
+    if missing:
+        needs = sorted(f"{f.name} (from {f.source})" for f in model.features if f.source in missing)
+        raise FeatureUnavailableError(
+            f"model {model.model_id!r} cannot score this data: it needs strata column(s) {missing} for feature(s) "
+            f"{needs}, and no input produces them. Choose a model whose features this pipeline derives "
+            "(`immunostrat models list`), or retrain."
+        )
 
 
 def _drop_previous_scores(strata: pl.DataFrame) -> pl.DataFrame:
@@ -457,11 +939,12 @@ def score_strata(
         ``top_features`` (List[String], null when not assessable), ``model_id`` and ``model_sha256``.
 
     Raises:
-        KeyError: A feature source column is missing.
+        FeatureUnavailableError: A feature source column is missing from ``strata`` (no subject could be scored).
         ValueError: Invalid cut-offs or ``top_k``.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    check_model_inputs(model, strata.columns)
     cut = _check_cutoffs(model.default_cutoffs if cutoffs is None else cutoffs)
     specs = tuple(model.features)
     names = [s.name for s in specs]

@@ -4,8 +4,12 @@ Layout of a registry directory (default: the installed ``immunostrat.models`` pa
 
     registry.json              {"schema_version": 1, "aliases": {...}, "models": {<model_id>: {...}}}
     <model_id>/model.skops     the fitted estimator (skops zip; never pickle/joblib)
-    <model_id>/card.json       model card (metrics, cut-offs, features, intended use, versions)
+    <model_id>/card.json       model card (TRIPOD-ordered: data, outcome, predictors, analysis, performance with
+                               intervals, calibration table, ROC, drift reference, intended use, versions)
     <model_id>/card.md         the same card, readable
+
+Models are immutable versions: a new training writes a new folder and registry entry, never over an old one.
+Aliases (``champion`` is what ``stratify`` uses by default; any other name may be added) point at versions.
 
 Loading is defensive because a model file is code-adjacent: the file's sha256 is checked against
 ``registry.json`` before anything parses it, non-zip files (pickles) are refused, and any type outside
@@ -31,12 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import skops.io as sio
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
+from immunostrat.evaluation import render_evaluation_markdown
 from immunostrat.io import atomic_path
-from immunostrat.modeling import FeatureSpec, TrainedModel
+from immunostrat.modeling import FeatureSpec, ResponderEstimator, TrainedModel, linear_logit_parts
 
 __all__ = [
     "CARD_SCHEMA_VERSION",
@@ -49,8 +51,11 @@ __all__ = [
     "RegistryError",
     "UnknownModelError",
     "default_registry_dir",
+    "json_bytes",
     "list_models",
     "load_model",
+    "read_card",
+    "remove_alias",
     "render_card_markdown",
     "resolve",
     "save_model",
@@ -63,19 +68,25 @@ MODEL_FILE = "model.skops"
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
 SCHEMA_VERSION = 1
-CARD_SCHEMA_VERSION = 1
+CARD_SCHEMA_VERSION = 2
 DEFAULT_ALIAS = "champion"
 
 #: Fully qualified types a project model file may contain beyond skops' defaults. Found with
-#: ``skops.io.get_untrusted_types`` on a dumped ``Pipeline([StandardScaler, LogisticRegression])``
-#: (sklearn 1.9.1, skops 0.16.0, numpy 2.4): it returns ``[]``, because skops trusts these sklearn
-#: estimators and the numpy/builtin containers by default. They are still listed so the trust decision is
-#: explicit and reviewed; re-run ``get_untrusted_types`` on a fresh model whenever sklearn/skops/numpy or
-#: the estimator changes, and add only types you have reviewed. Never widen this to silence an error.
+#: ``skops.io.get_untrusted_types`` on dumped models (sklearn 1.9.1, skops 0.16.0, numpy 2.4): a plain
+#: ``Pipeline([StandardScaler, LogisticRegression])`` needs none; its sigmoid ``CalibratedClassifierCV``
+#: (``cv=PredefinedSplit``, ``ensemble=False``) needs the three private calibration/splitter types below, which
+#: hold only arrays and floats (the calibrated estimator, Platt's ``a_``/``b_``, the inner fold ids). The others
+#: are listed so the trust decision is explicit and reviewed; re-run ``get_untrusted_types`` on a fresh model
+#: whenever sklearn/skops/numpy or the estimator changes, and add only types you have reviewed. Never widen this
+#: to silence an error.
 TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.model_selection._split.PredefinedSplit",
 )
 
 # Ids and aliases become directory names and JSON keys: keep them to a safe, path-free alphabet.
@@ -102,7 +113,7 @@ class LoadedModel:
     Attributes:
         model_id: Registry id of the model.
         sha256: sha256 of its ``model.skops`` file (checked before loading).
-        estimator: The fitted ``Pipeline([scale, clf])``.
+        estimator: The fitted ``Pipeline([scale, clf])``, possibly inside a sigmoid ``CalibratedClassifierCV``.
         features: Feature specs in model input order.
         card: The model card (``card.json``) as a dict.
         default_cutoffs: ``{"possible_min": .., "likely_min": ..}`` from the card.
@@ -110,7 +121,7 @@ class LoadedModel:
 
     model_id: str
     sha256: str
-    estimator: Pipeline
+    estimator: ResponderEstimator
     features: tuple[FeatureSpec, ...]
     card: dict[str, Any] = field(repr=False)
     default_cutoffs: dict[str, float]
@@ -182,6 +193,23 @@ def _json_safe(obj: Any) -> Any:
 
 def _dump_json(obj: Any) -> bytes:
     return (json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Strict, indented JSON (NaN/inf as null) as written for cards and registry.json."""
+    return _dump_json(obj)
+
+
+def read_card(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """A model's ``card.json`` by alias or id, read WITHOUT the model checks (for listings; load_model verifies)."""
+    root = _root(registry_dir)
+    mid = _resolve_in(_read_registry(root), ref, root)
+    path = _entry_file(root, f"{mid}/{CARD_JSON}", "model card")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"cannot read {path}: {exc}") from exc
+    return dict(card)
 
 
 def _sha256(data: bytes) -> str:
@@ -273,6 +301,27 @@ def set_alias(alias: str, model_id: str, registry_dir: str | os.PathLike[str] | 
     _write_registry(root, reg)
 
 
+def remove_alias(alias: str, registry_dir: str | os.PathLike[str] | None = None) -> str:
+    """Remove an alias (the model it pointed at stays registered and loadable).
+
+    Returns:
+        The model id the alias pointed at.
+
+    Raises:
+        UnknownModelError: No such alias.
+        RegistryError: ``alias`` is :data:`DEFAULT_ALIAS` (stratify needs it; promote another model instead).
+    """
+    root = _root(registry_dir)
+    reg = _read_registry(root)
+    if alias == DEFAULT_ALIAS:
+        raise RegistryError(f"refusing to remove {DEFAULT_ALIAS!r}: stratify uses it; promote another model instead")
+    if alias not in reg["aliases"]:
+        raise UnknownModelError(f"unknown alias {alias!r} in registry {root}; known: {sorted(reg['aliases'])}")
+    target = str(reg["aliases"].pop(alias))
+    _write_registry(root, reg)
+    return target
+
+
 def list_models(registry_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """List registered models, oldest first.
 
@@ -293,7 +342,7 @@ def list_models(registry_dir: str | os.PathLike[str] | None = None) -> list[dict
 
 def _package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for dist in ("scikit-learn", "skops", "numpy", "polars", "pydantic"):
+    for dist in ("immunostrat", "scikit-learn", "skops", "numpy", "scipy", "polars", "pydantic"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -301,40 +350,110 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
+def _estimator_section(trained: TrainedModel) -> dict[str, Any]:
+    parts = linear_logit_parts(trained.estimator)
+    names = trained.feature_names
+    calibrated = parts.platt_slope is not None
+    cfg = trained.config
+    penalty = "L2" if cfg.l1_ratio == 0 else ("L1" if cfg.l1_ratio == 1 else f"elastic net (l1_ratio={cfg.l1_ratio})")
+    C = trained.tuning.get("C", cfg.C)
+    description = f"StandardScaler + {penalty} logistic regression (C={C:g})"
+    if calibrated:
+        description += ", Platt-calibrated (sigmoid) on inner out-of-fold decision values"
+    steps = [f"{type(s).__module__}.{type(s).__qualname__}" for s in _pipeline_of(trained.estimator).steps]
+    if calibrated:
+        steps = ["sklearn.calibration.CalibratedClassifierCV(method='sigmoid', ensemble=False)", *steps]
+    return {
+        "description": description + "; logit = intercept + sum of coef_j * standardised feature_j",
+        "steps": steps,
+        "standardised_coefficients": {n: float(c) for n, c in zip(names, parts.coef, strict=True)},
+        "intercept": parts.intercept,
+        "feature_means": {n: float(m) for n, m in zip(names, parts.scaler.mean_, strict=True)},
+        "feature_scales": {n: float(s) for n, s in zip(names, parts.scaler.scale_, strict=True)},
+        "uncalibrated": {
+            "standardised_coefficients": {n: float(c) for n, c in zip(names, parts.raw_coef, strict=True)},
+            "intercept": parts.raw_intercept,
+        },
+        "calibration": dict(trained.calibration),
+        "C": C,
+    }
+
+
+def _pipeline_of(estimator: Any) -> Any:
+    fitted = getattr(estimator, "calibrated_classifiers_", None)
+    return fitted[0].estimator if fitted else estimator
+
+
 def _build_card(
     trained: TrainedModel, model_id: str, created_at: str, sha256: str, card_extra: Mapping[str, Any]
 ) -> dict[str, Any]:
-    clf = trained.estimator.named_steps["clf"]
     extra = dict(card_extra)
+    summary = dict(extra.pop("training_data", {}) or {})
     training_data = {
         "n_train": trained.n_train,
         "n_dropped_missing": trained.n_dropped_missing,
         "class_balance": dict(trained.class_balance),
-        **dict(extra.pop("training_data", {}) or {}),
+        **summary,
     }
     limitations = extra.pop("limitations")
+    cfg = trained.config
+    ev = trained.evaluation
+    reference = trained.reference or {}
+    analysis = {
+        "model_type": "logistic regression on standardised baseline features (linear logit: exact contributions)",
+        "missing_data": f"{cfg.missing}: subjects missing any feature are left out of fitting and not scored",
+        "validation": (
+            f"{cfg.cv_repeats} x {cfg.cv_folds}-fold stratified CV"
+            + (
+                f", grouped by {trained.group_by} (no {trained.group_by} in both training and validation)"
+                if trained.group_by
+                else ", ungrouped (subjects are the unit)"
+            )
+            + "; tuning and calibration repeated inside every training fold (nested)"
+        ),
+        "calibration": (
+            f"Platt scaling (sigmoid) on {cfg.inner_cv_folds}-fold inner out-of-fold decision values"
+            if cfg.calibration == "sigmoid"
+            else "none (logistic regression probabilities)"
+        ),
+        "tuning": (
+            f"C over {list(cfg.tuning_grid)} by {cfg.inner_cv_folds}-fold inner CV ({cfg.tuning_scoring}); "
+            f"final C = {trained.tuning.get('C')}"
+            if cfg.tuning_grid
+            else f"none (C = {cfg.C:g})"
+        ),
+        "cutoffs": f"quantiles {list(cfg.group_quantiles)} of the out-of-fold probabilities (validation data only)",
+        "intervals": f"percentile bootstrap, {cfg.evaluation.n_bootstrap} resamples of the out-of-fold predictions",
+        "duration_seconds": round(trained.duration_seconds, 2),
+    }
     return {
         "card_schema_version": CARD_SCHEMA_VERSION,
         "model_id": model_id,
+        "title": "Probability of response to CD19 CAR-T therapy in refractory SLE from baseline lab biomarkers",
         "created_at": created_at,
         "model_file": {"path": MODEL_FILE, "sha256": sha256, "format": "skops"},
-        "estimator": {
-            "description": f"StandardScaler + L2 logistic regression (C={trained.config.C}); "
-            "logit = intercept + sum of coef_j * standardised feature_j",
-            "steps": [f"{type(step).__module__}.{type(step).__qualname__}" for _, step in trained.estimator.steps],
-            "standardised_coefficients": {
-                name: float(c) for name, c in zip(trained.feature_names, clf.coef_[0], strict=True)
-            },
-            "intercept": float(clf.intercept_[0]),
-        },
-        "features": [s.to_dict() for s in trained.feature_specs],
-        "training_data": training_data,
-        "config": trained.config.model_dump(mode="json"),
-        "metrics": dict(trained.metrics),
-        "default_cutoffs": dict(trained.cutoffs),
-        "oof_group_response": trained.oof_group_response,
         "intended_use": extra.pop("intended_use"),
         "limitations": [limitations] if isinstance(limitations, str) else list(limitations),
+        "outcome": {
+            "column": "responded",
+            "definition": "binary response at the trial endpoint (1 = responder)",
+            "endpoints": summary.get("endpoints", []),
+        },
+        "training_data": training_data,
+        "features": [s.to_dict() for s in trained.feature_specs],
+        "missing_data": {
+            "strategy": cfg.missing,
+            "n_dropped_missing": trained.n_dropped_missing,
+            "missing_rate_by_feature": {k: v.get("missing_rate") for k, v in (reference.get("features") or {}).items()},
+        },
+        "analysis": analysis,
+        "estimator": _estimator_section(trained),
+        "config": cfg.model_dump(mode="json"),
+        "metrics": dict(trained.metrics),
+        "evaluation": ev,
+        "default_cutoffs": dict(trained.cutoffs),
+        "oof_group_response": trained.oof_group_response,
+        "reference": reference,
         "package_versions": _package_versions(),
         **({"extra": extra} if extra else {}),
     }
@@ -348,45 +467,97 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _training_data_lines(data: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for key, value in data.items():
+        if key == "inputs" and isinstance(value, list):
+            lines += ["- input files (SHA-256, rows):"]
+            lines += [f"  - `{i.get('path')}`: `{i.get('sha256')}`, {i.get('rows')} rows" for i in value if i]
+        elif isinstance(value, Mapping):
+            lines.append(f"- {key}:")
+            lines += [f"  - {k}: {_fmt(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"- {key}: {_fmt(value)}")
+    return lines
+
+
 def render_card_markdown(card: Mapping[str, Any]) -> str:
-    """Render a model card dict (as written to ``card.json``) as Markdown."""
+    """Render a model card dict (as written to ``card.json``) as Markdown, in TRIPOD order where it applies.
+
+    Cards of schema version 1 (no evaluation, reference or analysis sections) render with those sections left out.
+    """
+    est = card["estimator"]
     lines = [f"# Model card: {card['model_id']}", ""]
+    if card.get("title"):
+        lines += [f"**{card['title']}**", ""]
     lines += [f"- Created: {card['created_at']}", f"- File: `{card['model_file']['path']}`"]
-    lines += [
-        f"- sha256: `{card['model_file']['sha256']}`",
-        f"- Estimator: {card['estimator']['description']}",
-        "",
-    ]
+    lines += [f"- sha256: `{card['model_file']['sha256']}`", f"- Estimator: {est['description']}", ""]
     lines += ["## Intended use", "", str(card["intended_use"]), "", "## Limitations", ""]
     lines += [f"- {item}" for item in card["limitations"]] + [""]
-    lines += ["## Features", "", "| feature | source | transform | unit | coefficient (std) | description |"]
+    lines += ["## Source of data and participants", "", *_training_data_lines(card["training_data"]), ""]
+    if card.get("outcome"):
+        out = card["outcome"]
+        endpoints = ", ".join(out.get("endpoints") or []) or "n/a"
+        lines += ["## Outcome", "", f"`{out['column']}`: {out['definition']}. Endpoint(s): {endpoints}.", ""]
+    lines += ["## Predictors", "", "| feature | source | transform | unit | coefficient (std) | description |"]
     lines += ["|---|---|---|---|---|---|"]
-    coefs = card["estimator"]["standardised_coefficients"]
+    coefs = est["standardised_coefficients"]
     for f in card["features"]:
         lines.append(
             f"| {f['name']} | {f['source']} | {f['transform']} | {f['unit']} | {_fmt(coefs.get(f['name']))} "
             f"| {f['description']} |"
         )
-    lines += ["", f"Intercept: {_fmt(card['estimator']['intercept'])}", "", "## Training data", ""]
-    for key, value in card["training_data"].items():
-        if isinstance(value, Mapping):
-            lines.append(f"- {key}:")
-            lines += [f"  - {k}: {_fmt(v)}" for k, v in value.items()]
-        else:
-            lines.append(f"- {key}: {_fmt(value)}")
-    lines += ["", "## Cross-validated performance", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in card["metrics"].items()]
+    lines += ["", f"Intercept: {_fmt(est['intercept'])}"]
+    if est.get("calibration", {}).get("method") == "sigmoid":
+        cal = est["calibration"]
+        lines += [
+            "",
+            f"Coefficients include the Platt calibration (logit p = {_fmt(cal['intercept'])} + {_fmt(cal['slope'])} "
+            "x uncalibrated logit), so per-feature contributions still add up to the reported logit.",
+        ]
+    lines.append("")
+    if card.get("missing_data"):
+        md = card["missing_data"]
+        lines += [
+            "## Missing data",
+            "",
+            f"Strategy: {md['strategy']}; {md['n_dropped_missing']} training subjects "
+            "lacked a feature and were left out.",
+        ]
+        rates = md.get("missing_rate_by_feature") or {}
+        if rates:
+            lines += [""] + [f"- {k}: {_fmt(v)} missing" for k, v in rates.items()]
+        lines.append("")
+    if card.get("analysis"):
+        lines += ["## Statistical analysis", ""] + [f"- {k}: {v}" for k, v in card["analysis"].items()] + [""]
+    if card.get("evaluation"):
+        lines += [*render_evaluation_markdown(card["evaluation"]), ""]
+    else:
+        lines += ["## Cross-validated performance", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in card["metrics"].items()] + [""]
     cut = card["default_cutoffs"]
-    lines += ["", "## Responder groups (chosen on out-of-fold probabilities)", ""]
+    lines += ["## Responder groups (cut-offs chosen on out-of-fold probabilities)", ""]
     lines += [
         f"- likely: p >= {cut['likely_min']}",
         f"- possible: {cut['possible_min']} <= p < {cut['likely_min']}",
+        f"- unlikely: p < {cut['possible_min']}",
+        "",
     ]
-    lines += [f"- unlikely: p < {cut['possible_min']}", ""]
-    lines += ["| OOF group | n | responders | observed response rate |", "|---|---|---|---|"]
-    for group, row in card["oof_group_response"].items():
-        lines.append(f"| {group} | {row['n']} | {row['responders']} | {_fmt(row['response_rate'])} |")
-    lines += ["", "## Training config", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
+    if not card.get("evaluation"):
+        lines += ["| OOF group | n | responders | observed response rate |", "|---|---|---|---|"]
+        for group, row in card["oof_group_response"].items():
+            lines.append(f"| {group} | {row['n']} | {row['responders']} | {_fmt(row['response_rate'])} |")
+        lines.append("")
+    if card.get("reference"):
+        lines += [
+            "## Drift reference",
+            "",
+            f"Training distribution of each feature in "
+            f"{card['reference'].get('bins')} equal-count bins (card.json `reference`), compared with every "
+            "scored cohort (population stability index and missingness).",
+            "",
+        ]
+    lines += ["## Training config", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
     lines += ["## Package versions", ""] + [f"- {k}: {v}" for k, v in card["package_versions"].items()]
     if card.get("extra"):
         lines += ["", "## Other", "", "```json", json.dumps(card["extra"], indent=2, default=str), "```"]
@@ -488,19 +659,16 @@ def _entry_file(root: Path, rel: str, what: str) -> Path:
     return path
 
 
-def _check_estimator(estimator: Any, path: Path, n_features: int) -> Pipeline:
-    steps = getattr(estimator, "named_steps", {})
-    if not (
-        isinstance(estimator, Pipeline)
-        and isinstance(steps.get("scale"), StandardScaler)
-        and isinstance(steps.get("clf"), LogisticRegression)
-    ):
+def _check_estimator(estimator: Any, path: Path, n_features: int) -> ResponderEstimator:
+    try:
+        linear_logit_parts(estimator)
+    except (TypeError, AttributeError) as exc:
         raise ModelIntegrityError(
-            f"{path}: expected Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)]), got {estimator!r}"
-        )
-    clf = steps["clf"]
-    if list(getattr(clf, "classes_", [])) != [0, 1]:
-        raise ModelIntegrityError(f"{path}: expected classes [0, 1], got {getattr(clf, 'classes_', None)}")
+            f"{path}: expected Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)]), optionally in a "
+            f"sigmoid CalibratedClassifierCV(ensemble=False); got {estimator!r} ({exc})"
+        ) from exc
+    if list(getattr(estimator, "classes_", [])) != [0, 1]:
+        raise ModelIntegrityError(f"{path}: expected classes [0, 1], got {getattr(estimator, 'classes_', None)}")
     if getattr(estimator, "n_features_in_", None) != n_features:
         raise ModelIntegrityError(
             f"{path}: estimator takes {getattr(estimator, 'n_features_in_', None)} features, card lists {n_features}"

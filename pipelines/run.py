@@ -521,7 +521,7 @@ def _stratify_after_ingest(
         manifest.update(status="failed", error=str(exc), finished_at=dt.datetime.now(dt.UTC).isoformat())
         stages.write_run(params.out, run_id, strata=None, prepared=prepared, manifest=manifest)
         raise
-    model_ready.result()  # a refused model (checksum, trusted types, features) stops the run here
+    model = model_ready.result()  # a refused model (checksum, trusted types, features) stops the run here
     if partitioned:
         results = stages.score_each(prepared_parts, protocol, cfg, run_id)
         scored = merge_strata(prepared, [r[0] for r in results])
@@ -533,10 +533,24 @@ def _stratify_after_ingest(
 
         # How often our baseline choice agrees with the sponsor's own LBBLFL / LBLOBXFL flags.
         manifest["counts"]["sdtm_baseline_flags"] = baseline_flag_agreement(prepared.harmonised, scored, inputs.labs)
+    from immunostrat import drift
+
+    # The cohort's feature distributions against the model's training reference (after merging partitions).
+    manifest["drift"] = drift.compare(
+        scored, model, cfg.scoring.drift_threshold, missing_threshold=cfg.scoring.drift_missing_threshold
+    )
+    try:
+        drift.check(manifest["drift"], cfg.scoring.fail_on_drift)
+    except drift.DriftError as exc:
+        manifest.update(
+            status="failed", model=model_info, error=str(exc), finished_at=dt.datetime.now(dt.UTC).isoformat()
+        )
+        stages.write_run(params.out, run_id, strata=None, prepared=prepared, manifest=manifest)
+        raise
     manifest.update(
         status="completed",
         model=model_info,
-        summary=summary_stats(scored, protocol),
+        summary={**summary_stats(scored, protocol), "drift": drift.summary_line(manifest["drift"])},
         finished_at=dt.datetime.now(dt.UTC).isoformat(),
     )
     outputs = stages.write_run(params.out, run_id, strata=scored, prepared=prepared, manifest=manifest)

@@ -46,6 +46,7 @@ def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
 def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry holding one small model (trained on 1,500 synthetic subjects), aliased champion."""
     from immunostrat.config import RunConfig, TrainParams, ValidationConfig
+    from immunostrat.modeling import TrainingConfig
     from immunostrat.training import train
 
     cohort = _write_cohort(tmp_path_factory.mktemp("train"), n=1500, seed=5)
@@ -57,7 +58,7 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
             outcomes=str(cohort.outcomes),
             registry=str(registry),
             alias="champion",
-            cv_folds=3,
+            training=TrainingConfig(profile="small", cv_folds=3),
             config=RunConfig(validation=ValidationConfig(as_of=AS_OF)),
         )
     )

@@ -207,7 +207,9 @@ def test_stratify_params_need_at_least_one_labs_file() -> None:
 def test_train_params_cv_bounds(folds: int, repeats: int) -> None:
     """At least 2 folds and 1 repeat."""
     with pytest.raises(ValidationError):
-        TrainParams(labs=["l.csv"], subjects="s.csv", outcomes="o.csv", cv_folds=folds, cv_repeats=repeats)
+        TrainParams(
+            labs=["l.csv"], subjects="s.csv", outcomes="o.csv", training={"cv_folds": folds, "cv_repeats": repeats}
+        )
 
 
 # --------------------------------------------------------------------------------------------------

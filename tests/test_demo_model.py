@@ -10,7 +10,9 @@ import pytest
 
 from immunostrat import run as pipeline
 from immunostrat.config import RunConfig, StratifyParams, TrainParams, ValidationConfig, load_protocol
-from immunostrat.registry import default_registry_dir, load_model
+from immunostrat.evaluation import METRICS
+from immunostrat.modeling import TrainingConfig, linear_logit_parts
+from immunostrat.registry import default_registry_dir, list_models, load_model
 from immunostrat.synth import SynthConfig, generate_cohort, oracle_auroc, write_cohort
 from immunostrat.training import train
 
@@ -30,12 +32,27 @@ def test_shipped_champion_loads_with_a_verified_checksum_and_an_honest_card(cham
     text = " ".join(str(x) for x in champion.card["limitations"]).lower()
     assert "synthetic" in text and "not for clinical use" in text
     assert 0 < champion.default_cutoffs["possible_min"] < champion.default_cutoffs["likely_min"] < 1
+    # The full profile, and every metric with its bootstrap interval.
+    card = champion.card
+    assert card["config"]["cv_repeats"] == 5 and card["evaluation"]["bootstrap"]["n_resamples"] >= 1000
+    for name in METRICS:
+        cell = card["evaluation"]["metrics"][name]
+        assert cell["ci_low"] < cell["estimate"] < cell["ci_high"], name
+    assert card["evaluation"]["cv"]["grouped_by"] == "site_id"
+    assert set(card["reference"]["features"]) == set(champion.feature_names)
+
+
+def test_earlier_versions_stay_registered_and_loadable() -> None:
+    for entry in list_models():
+        assert load_model(entry["model_id"]).model_id == entry["model_id"]
 
 
 def test_cross_validated_auroc_comes_close_to_the_latent_mechanism(champion) -> None:  # type: ignore[no-untyped-def]
     oracle = oracle_auroc(generate_cohort(SynthConfig(n_subjects=TRAIN_SUBJECTS, seed=TRAIN_SEED)))
     cv_auroc = champion.card["metrics"]["cv_auroc"]
     assert cv_auroc >= oracle - 0.03, f"demo model CV AUROC {cv_auroc:.3f} vs oracle {oracle:.3f}"
+    slope = champion.card["evaluation"]["metrics"]["calibration_slope"]
+    assert slope["ci_low"] < 1.0 < slope["ci_high"]
 
 
 def test_observed_response_rate_rises_across_groups_on_held_out_subjects(tmp_path: Path) -> None:
@@ -62,21 +79,28 @@ def test_observed_response_rate_rises_across_groups_on_held_out_subjects(tmp_pat
 
 def test_retraining_from_the_same_cohort_and_seed_reproduces_the_model(tmp_path: Path, champion) -> None:  # type: ignore[no-untyped-def]
     paths = write_cohort(generate_cohort(SynthConfig(n_subjects=TRAIN_SUBJECTS, seed=TRAIN_SEED)), tmp_path / "train")
+    # The champion's own config; the bootstrap only adds intervals, so it is skipped to keep the test short.
+    config = TrainingConfig.model_validate(champion.card["config"])
+    config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"n_bootstrap": 0})})
     model_id = train(
         TrainParams(
             labs=[str(paths["labs"])],
             subjects=str(paths["subjects"]),
             outcomes=str(paths["outcomes"]),
             registry=str(tmp_path / "registry"),
-            seed=0,
             config=RunConfig(validation=ValidationConfig(as_of=AS_OF)),
-        )
+        ),
+        training=config,
     )
     again = load_model(model_id, tmp_path / "registry")
-    ours, theirs = again.estimator.named_steps, champion.estimator.named_steps
-    np.testing.assert_allclose(ours["clf"].coef_, theirs["clf"].coef_, rtol=1e-10)
-    np.testing.assert_allclose(ours["scale"].mean_, theirs["scale"].mean_, rtol=1e-10)
+    ours, theirs = linear_logit_parts(again.estimator), linear_logit_parts(champion.estimator)
+    np.testing.assert_allclose(ours.coef, theirs.coef, rtol=1e-10)
+    np.testing.assert_allclose(ours.scaler.mean_, theirs.scaler.mean_, rtol=1e-10)
     assert again.default_cutoffs == champion.default_cutoffs
+    for name in METRICS:
+        assert again.card["evaluation"]["metrics"][name]["estimate"] == pytest.approx(
+            champion.card["evaluation"]["metrics"][name]["estimate"], rel=1e-9
+        )
 
 
 def test_default_registry_is_the_packaged_models_folder() -> None:

@@ -1,4 +1,7 @@
-"""Tests for immunostrat.modeling: features, training with OOF cut-offs, contributions and scoring."""
+"""Tests for immunostrat.modeling: features, config, training with OOF cut-offs, calibration, contributions, scoring.
+
+Training uses the small profile (1 CV repeat, 3 inner folds, 200 resamples) to keep the suite fast.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +12,31 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 from scipy.special import logit
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.pipeline import Pipeline
 
 from immunostrat.modeling import (
     DEFAULT_FEATURES,
     LOG2_FLOOR,
     NOT_ASSESSABLE,
     FeatureSpec,
+    FeatureUnavailableError,
     TrainConfig,
     TrainedModel,
+    TrainingConfig,
     assign_groups,
     build_feature_frame,
     contributions,
+    cv_splits,
+    linear_logit_parts,
+    out_of_fold_probability,
     score_strata,
     train_responder_model,
 )
 from immunostrat.registry import LoadedModel
 
 N = 300
+SMALL = TrainingConfig(profile="small")
 
 
 def synthetic_strata(n: int = N, seed: int = 1) -> tuple[pl.DataFrame, np.ndarray]:
@@ -74,7 +85,7 @@ def trained(data: tuple[pl.DataFrame, np.ndarray]) -> TrainedModel:
     strata, y = data
     # Knock out a few features so the complete-case count is exercised.
     strata = strata.with_columns(pl.when(pl.int_range(pl.len()) < 7).then(None).otherwise(pl.col("c4")).alias("c4"))
-    return train_responder_model(build_feature_frame(strata, DEFAULT_FEATURES), y, TrainConfig())
+    return train_responder_model(build_feature_frame(strata, DEFAULT_FEATURES), y, SMALL)
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -103,14 +114,30 @@ def test_build_feature_frame_transforms_and_nulls() -> None:
 
 
 def test_train_config_validation() -> None:
-    assert TrainConfig().features == tuple(f.name for f in DEFAULT_FEATURES)
-    assert all(f.description for f in TrainConfig.model_fields.values())
+    assert TrainConfig is TrainingConfig  # the former name still works
+    assert TrainingConfig().features == tuple(f.name for f in DEFAULT_FEATURES)
+    assert all(f.description for f in TrainingConfig.model_fields.values())
     with pytest.raises(ValidationError):
-        TrainConfig(group_quantiles=(0.7, 0.3))
+        TrainingConfig(group_quantiles=(0.7, 0.3))
     with pytest.raises(ValidationError):
-        TrainConfig(C=0)
+        TrainingConfig(C=0)
     with pytest.raises(ValidationError):
-        TrainConfig(features=("c3", "c3"))
+        TrainingConfig(features=("c3", "c3"))
+    with pytest.raises(ValidationError):
+        TrainingConfig(tuning_grid=(1.0, -1.0))
+    with pytest.raises(ValidationError):
+        TrainingConfig(estimator="random_forest")
+
+
+def test_profiles_fill_only_unset_fields() -> None:
+    full = TrainingConfig()
+    assert (full.cv_repeats, full.inner_cv_folds, full.evaluation.n_bootstrap) == (5, 5, 1000)
+    small = TrainingConfig(profile="small")
+    assert (small.cv_repeats, small.inner_cv_folds, small.evaluation.n_bootstrap) == (1, 3, 200)
+    mixed = TrainingConfig.model_validate({"profile": "small", "cv_repeats": 2, "evaluation": {"seed": 4}})
+    assert (mixed.cv_repeats, mixed.evaluation.n_bootstrap, mixed.evaluation.seed) == (2, 200, 4)
+    # A dumped config re-validates to itself (cards store it; YAML files hold the same keys).
+    assert TrainingConfig.model_validate(mixed.model_dump()) == mixed
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -123,6 +150,15 @@ def test_training_summary(trained: TrainedModel) -> None:
     assert 0.7 < trained.metrics["cv_auroc"] < 1.0
     assert 0.0 < trained.metrics["cv_brier"] < 0.25
     assert trained.oof_probability.shape == (N - 7,)
+    for name in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
+        low, mid, high = (trained.metrics[f"cv_{name}{s}"] for s in ("_ci_low", "", "_ci_high"))
+        assert low <= mid <= high, name
+    assert trained.evaluation["metrics"]["auroc"]["estimate"] == trained.metrics["cv_auroc"]
+    assert trained.fold_ids.shape == (1, N - 7) and set(trained.fold_ids[0]) == set(range(SMALL.cv_folds))
+    assert isinstance(trained.estimator, CalibratedClassifierCV) and trained.calibration["method"] == "sigmoid"
+    # Drift reference over ALL rows (c4 missing in 7 of N).
+    ref = trained.reference["features"]["c4"]
+    assert ref["missing_rate"] == pytest.approx(7 / N) and sum(ref["proportions"]) == pytest.approx(1.0)
 
 
 def test_cutoffs_come_from_oof_predictions(trained: TrainedModel) -> None:
@@ -136,6 +172,22 @@ def test_cutoffs_come_from_oof_predictions(trained: TrainedModel) -> None:
     assert np.abs(fitted - trained.oof_probability).max() > 0.01
 
 
+def test_validation_predictions_never_see_their_own_labels(data: tuple[pl.DataFrame, np.ndarray]) -> None:
+    """Cut-offs come from OOF probabilities; an OOF probability must not depend on that row's outcome."""
+    strata, y = data
+    X = build_feature_frame(strata, DEFAULT_FEATURES).to_numpy()
+    splits = cv_splits(y, None, 3, 1, seed=0)
+    before, folds = out_of_fold_probability(X, y, None, splits, SMALL)
+    valid = splits[0][1][1]  # validation rows of fold 1
+    flipped = y.copy()
+    flipped[valid] = 1 - flipped[valid]
+    after, _ = out_of_fold_probability(X, flipped, None, splits, SMALL)
+    np.testing.assert_array_equal(after[0, valid], before[0, valid])  # identical: the labels were never used
+    others = np.setdiff1d(np.arange(len(y)), valid)
+    assert np.abs(after[0, others] - before[0, others]).max() > 0.01  # ...while they do train the other folds
+    assert (folds[0, valid] == 1).all()
+
+
 def test_oof_group_response_rises(trained: TrainedModel) -> None:
     rates = [trained.oof_group_response[g]["response_rate"] for g in ("unlikely", "possible", "likely")]
     assert rates[0] < rates[1] < rates[2]
@@ -145,10 +197,11 @@ def test_oof_group_response_rises(trained: TrainedModel) -> None:
 def test_repeated_cv_and_label_checks(data: tuple[pl.DataFrame, np.ndarray]) -> None:
     strata, y = data
     feats = build_feature_frame(strata, DEFAULT_FEATURES)
-    cfg = TrainConfig(features=("log2_anti_dsdna_ratio", "c3"), cv_folds=3, cv_repeats=2, seed=3)
+    cfg = TrainingConfig(profile="small", features=("log2_anti_dsdna_ratio", "c3"), cv_folds=3, cv_repeats=2, seed=3)
     model = train_responder_model(feats, pl.Series(y.astype(bool)), cfg)
     assert model.feature_names == ("log2_anti_dsdna_ratio", "c3")
-    assert model.metrics["cv_repeats"] == 2.0 and model.metrics["cv_auroc_sd"] >= 0.0
+    assert model.metrics["cv_repeats"] == 2.0 and model.metrics["cv_auroc_sd"] > 0.0  # repeats differ
+    assert model.fold_ids.shape == (2, N) and (model.fold_ids[0] != model.fold_ids[1]).any()
     with pytest.raises(ValueError, match="binary"):
         train_responder_model(feats, np.where(y == 1, 2, 0), cfg)
     with pytest.raises(ValueError, match="null"):
@@ -160,14 +213,36 @@ def test_repeated_cv_and_label_checks(data: tuple[pl.DataFrame, np.ndarray]) -> 
 # -------------------------------------------------------------------------------------- contributions
 
 
-def test_contributions_add_up_to_logit(trained: TrainedModel) -> None:
-    strata, _ = synthetic_strata(50, seed=9)
-    X = build_feature_frame(strata, DEFAULT_FEATURES).to_numpy()
-    contrib, intercept = contributions(trained.estimator, X)
+def test_tuning_and_l1_are_nested_and_recorded(data: tuple[pl.DataFrame, np.ndarray]) -> None:
+    strata, y = data
+    feats = build_feature_frame(strata, DEFAULT_FEATURES)
+    cfg = TrainingConfig(profile="small", tuning_grid=(0.01, 1.0, 100.0), l1_ratio=0.5, cv_folds=3)
+    model = train_responder_model(feats, y, cfg)
+    assert model.tuning["C"] in (0.01, 1.0, 100.0) and set(model.tuning["scores"]) == {"0.01", "1.0", "100.0"}
+    assert model.tuning["C"] == model.estimator.calibrated_classifiers_[0].estimator.named_steps["clf"].C
+
+
+@pytest.mark.parametrize("calibration", ["sigmoid", "none"])
+def test_contributions_add_up_to_logit(data: tuple[pl.DataFrame, np.ndarray], calibration: str) -> None:
+    strata, y = data
+    feats = build_feature_frame(strata, DEFAULT_FEATURES)
+    model = train_responder_model(feats, y, TrainingConfig(profile="small", calibration=calibration, cv_folds=3))
+    est = model.estimator
+    assert isinstance(est, CalibratedClassifierCV if calibration == "sigmoid" else Pipeline)
+    X = build_feature_frame(synthetic_strata(50, seed=9)[0], DEFAULT_FEATURES).to_numpy()
+    contrib, intercept = contributions(est, X)
     assert contrib.shape == X.shape
     total = contrib.sum(axis=1) + intercept
-    np.testing.assert_allclose(total, trained.estimator.decision_function(X), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(total, logit(trained.estimator.predict_proba(X)[:, 1]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(total, logit(est.predict_proba(X)[:, 1]), rtol=0, atol=1e-9)
+    parts = linear_logit_parts(est)
+    if calibration == "sigmoid":
+        # Platt scaling of a linear logit is linear: slope x (raw logit) + intercept.
+        raw = parts.raw_intercept + parts.scaler.transform(X) @ parts.raw_coef
+        assert parts.platt_slope is not None and parts.platt_intercept is not None
+        np.testing.assert_allclose(total, parts.platt_intercept + parts.platt_slope * raw, atol=1e-9)
+    else:
+        np.testing.assert_allclose(total, est.decision_function(X), rtol=0, atol=1e-9)
+        assert parts.platt_slope is None
 
 
 # -------------------------------------------------------------------------------------------- scoring
@@ -224,16 +299,26 @@ def test_score_strata_cutoff_override_and_rescore(trained: TrainedModel) -> None
     assert score_strata(strata.head(0), model).height == 0
 
 
+def test_a_model_whose_features_no_input_supplies_is_refused(trained: TrainedModel) -> None:
+    strata, _ = synthetic_strata(20, seed=7)
+    model = as_loaded(trained, "needs-c4")
+    with pytest.raises(FeatureUnavailableError, match=r"needs-c4.*\['c4'\].*c4 \(from c4\)"):
+        score_strata(strata.drop("c4"), model)
+    # A column that exists but is null only makes those subjects not assessable.
+    out = score_strata(strata.with_columns(pl.lit(None, pl.Float64).alias("c4")), model)
+    assert set(out["responder_group"]) == {NOT_ASSESSABLE}
+
+
 def test_top_features_tie_break_by_name() -> None:
     rng = np.random.default_rng(0)
     specs = tuple(FeatureSpec(n, n, "identity", "u", n) for n in ("zeta", "alpha", "mid"))
     X = rng.normal(size=(120, 3))
     y = (X[:, 0] + rng.normal(size=120) > 0).astype(int)
     feats = pl.DataFrame(X, schema=[s.name for s in specs], orient="row")
-    cfg = TrainConfig(features=tuple(s.name for s in specs), cv_folds=3)
+    cfg = TrainingConfig(profile="small", features=tuple(s.name for s in specs), cv_folds=3)
     trained = train_responder_model(feats, y, cfg, feature_specs=specs)
     # A subject exactly at the training means has zero contribution everywhere: ties go by name.
-    mean = trained.estimator.named_steps["scale"].mean_
+    mean = linear_logit_parts(trained.estimator).scaler.mean_
     strata = pl.DataFrame({s.name: [float(m)] for s, m in zip(specs, mean, strict=True)})
     out = score_strata(strata, as_loaded(trained), top_k=5)
     assert out["top_features"].to_list() == [["alpha", "mid", "zeta"]]

@@ -20,8 +20,8 @@ from sklearn.preprocessing import StandardScaler
 
 from immunostrat.modeling import (
     DEFAULT_FEATURES,
-    TrainConfig,
     TrainedModel,
+    TrainingConfig,
     build_feature_frame,
     score_strata,
     train_responder_model,
@@ -34,6 +34,9 @@ from immunostrat.registry import (
     UnknownModelError,
     list_models,
     load_model,
+    read_card,
+    remove_alias,
+    render_card_markdown,
     resolve,
     save_model,
     set_alias,
@@ -73,7 +76,17 @@ def _strata(n: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
 @pytest.fixture(scope="module")
 def trained() -> TrainedModel:
     strata, y = _strata(300, seed=2)
-    return train_responder_model(build_feature_frame(strata, DEFAULT_FEATURES), y, TrainConfig(cv_folds=3))
+    strata = strata.with_columns(
+        site_id=pl.format("SITE-{}", pl.int_range(pl.len()) % 6),
+        sex=pl.when(pl.int_range(pl.len()) % 9 == 0).then(pl.lit("M")).otherwise(pl.lit("F")),
+    )
+    return train_responder_model(
+        build_feature_frame(strata, DEFAULT_FEATURES),
+        y,
+        TrainingConfig(profile="small", cv_folds=3, evaluation={"n_bootstrap": 50, "subgroups": ("sex", "site_id")}),
+        groups=strata["site_id"],
+        strata=strata,
+    )
 
 
 @pytest.fixture
@@ -104,7 +117,10 @@ def _register_file(root: Path, model_id: str, payload: bytes, card_from: str) ->
 
 def test_trusted_types_cover_project_model(trained: TrainedModel) -> None:
     untrusted = sio.get_untrusted_types(data=sio.dumps(trained.estimator))
-    assert set(untrusted) <= set(TRUSTED_TYPES)
+    assert untrusted and set(untrusted) <= set(TRUSTED_TYPES)  # the calibrated model needs reviewed extra types
+    plain = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())])
+    plain.fit(np.random.default_rng(0).normal(size=(40, 2)), np.r_[np.zeros(20), np.ones(20)].astype(int))
+    assert set(sio.get_untrusted_types(data=sio.dumps(plain))) <= set(TRUSTED_TYPES)
     assert all(isinstance(t, str) and t.count(".") >= 2 for t in TRUSTED_TYPES)
 
 
@@ -129,14 +145,42 @@ def test_round_trip(saved: tuple[Path, str], trained: TrainedModel) -> None:
     np.testing.assert_array_equal(loaded.estimator.predict_proba(X), trained.estimator.predict_proba(X))
 
     card = loaded.card
+    assert card["card_schema_version"] == 2
     assert card["metrics"]["cv_auroc"] == trained.metrics["cv_auroc"]
     assert card["training_data"]["n_train"] == 300
     assert card["training_data"]["sha256"] == CARD_EXTRA["training_data"]["sha256"]
     assert card["limitations"] == CARD_EXTRA["limitations"]
-    assert {"scikit-learn", "skops", "numpy", "polars", "python"} <= set(card["package_versions"])
+    assert {"scikit-learn", "skops", "numpy", "scipy", "polars", "python"} <= set(card["package_versions"])
     assert set(card["oof_group_response"]) == {"unlikely", "possible", "likely"}
+    assert card["config"] == trained.config.model_dump(mode="json")
+    assert TrainingConfig.model_validate(card["config"]) == trained.config
+    # Every metric with its interval; the calibration table and ROC under the keys the HTML report reads.
+    ev = card["evaluation"]
+    for cell in ev["metrics"].values():
+        assert cell["ci_low"] <= cell["estimate"] <= cell["ci_high"]
+    assert [set(row) >= {"bin", "mean_predicted", "observed", "n"} for row in ev["calibration"]] == [True] * 10
+    assert len(ev["roc"]["fpr"]) == len(ev["roc"]["tpr"]) > 2
+    assert set(ev["subgroups"]) == {"sex", "site_id"} and ev["cv"]["grouped_by"] == "site_id"
+    assert set(card["reference"]["features"]) == {f.name for f in DEFAULT_FEATURES}
+    assert card["estimator"]["calibration"]["method"] == "sigmoid"
+    assert card["analysis"]["validation"].startswith("1 x 3-fold stratified CV, grouped by site_id")
+    assert read_card("champion", root) == card
     md = (root / model_id / "card.md").read_text()
-    assert model_id in md and "not for clinical use" in md and "cv_auroc" in md
+    assert model_id in md and "not for clinical use" in md
+    for heading in (
+        "## Intended use",
+        "## Source of data",
+        "## Outcome",
+        "## Predictors",
+        "## Missing data",
+        "## Statistical analysis",
+        "## Performance",
+        "### Calibration",
+        "### Subgroups",
+    ):
+        assert heading in md, heading
+    auroc = ev["metrics"]["auroc"]
+    assert f"{auroc['estimate']:.3f} ({auroc['ci_low']:.3f} to {auroc['ci_high']:.3f})" in md
 
     strata, _ = _strata(10, seed=4)
     scored = score_strata(strata, loaded)
@@ -158,6 +202,51 @@ def test_aliases_resolution_and_listing(saved: tuple[Path, str], trained: Traine
         set_alias("champion", "nope", root)
     with pytest.raises(RegistryError, match="already exists"):
         save_model(trained, root, model_id=second, card_extra=CARD_EXTRA)
+    # Promotion moved champion; the old version stays registered and loadable.
+    assert load_model(first, root).model_id == first
+    assert remove_alias("challenger", root) == second and "challenger" not in _registry(root)["aliases"]
+    with pytest.raises(RegistryError, match="refusing to remove 'champion'"):
+        remove_alias("champion", root)
+    with pytest.raises(UnknownModelError, match="unknown alias"):
+        remove_alias("nope", root)
+
+
+def test_cards_of_the_first_schema_still_load_and_render(saved: tuple[Path, str], trained: TrainedModel) -> None:
+    """Version-1 cards (no evaluation, reference or analysis) stay loadable: models are immutable history."""
+    root, model_id = saved
+    plain = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())])
+    rng = np.random.default_rng(1)
+    plain.fit(rng.normal(size=(60, len(DEFAULT_FEATURES))), np.r_[np.zeros(30), np.ones(30)].astype(int))
+    card = json.loads((root / model_id / "card.json").read_text())
+    v1 = {
+        k: card[k]
+        for k in (
+            "model_id",
+            "created_at",
+            "model_file",
+            "intended_use",
+            "limitations",
+            "features",
+            "training_data",
+            "config",
+            "metrics",
+            "default_cutoffs",
+            "oof_group_response",
+            "package_versions",
+        )
+    }
+    v1 |= {
+        "card_schema_version": 1,
+        "estimator": {
+            k: card["estimator"][k] for k in ("description", "steps", "standardised_coefficients", "intercept")
+        },
+    }
+    (root / model_id / "card.json").write_text(json.dumps(v1))
+    _register_file(root, "old-v1", sio.dumps(plain), model_id)
+    old = load_model("old-v1", root)
+    assert old.card["card_schema_version"] == 1
+    md = render_card_markdown(old.card)
+    assert "## Cross-validated performance" in md and "## Performance" not in md
 
 
 def test_unknown_ref_lists_known(saved: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> None:
