@@ -228,7 +228,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if report.suffix.lower() == ".json":
             report.write_text(json.dumps(flat.to_dicts(), indent=2, default=str) + "\n", encoding="utf-8")
         else:
-            flat.write_csv(report)
+            from immunostrat.safety import csv_safe
+
+            csv_safe(flat).write_csv(report)  # no cell is read as a spreadsheet formula
         print(f"report: {report} ({problems.height} problem rows)")
     if problems.height == 0:
         print("no problems found")
@@ -362,7 +364,7 @@ COMMANDS = {
 
 def _reportable_errors() -> tuple[type[BaseException], ...]:
     """Errors shown as one clear line rather than a traceback (the registry's only if it was imported)."""
-    errors: list[type[BaseException]] = [ValueError, LookupError, RuntimeError, FileExistsError]
+    errors: list[type[BaseException]] = [ValueError, LookupError, RuntimeError, OSError]
     registry = sys.modules.get("immunostrat.registry")
     if registry is not None:
         errors.append(registry.RegistryError)

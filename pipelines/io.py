@@ -124,7 +124,16 @@ def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str
         raise InputError(p, f"{kind} file not found")
     if p.stat().st_size == 0:
         raise InputError(p, f"{kind} file is empty (0 bytes); expected a header with columns: {', '.join(required)}")
+    from immunostrat import safety
+
     fmt = detect_format(p)
+    if fmt == "csv":
+        # Refuse what polars would misread silently: non-UTF-8 text (decoded lossily) and CR-only line endings
+        # (every row read as one header line). The message names the byte, line and column.
+        problem = safety.text_encoding_problem(p, max_bytes=1 << 16)
+        hint = safety.header_hint(p, required)
+        if problem or (hint and "CR-only" in hint):
+            raise InputError(p, f"cannot be read as CSV: {problem or hint}")
     try:
         if fmt == "parquet":
             frame = pl.read_parquet(p)
@@ -132,9 +141,17 @@ def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str
             frame = pl.read_csv(p, infer_schema=False, encoding="utf8", raise_if_empty=True)
     except pl.exceptions.NoDataError as exc:
         raise InputError(p, f"{kind} file has no header row; expected columns: {', '.join(required)}") from exc
-    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        # An I/O failure (not a bad file): raised as OSError so that Prefect retries it.
+        raise OSError(exc.errno, f"{p}: {exc.strerror or exc}") from exc
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(p, f"cannot be read as {fmt.upper()}: {first_line}") from exc
+        detail = (safety.text_encoding_problem(p) or safety.csv_structure_problem(p)) if fmt == "csv" else None
+        raise InputError(p, f"cannot be read as {fmt.upper()}: {detail or first_line}") from exc
+    except pl.exceptions.PanicException as exc:  # a BaseException: corrupt Parquet can make polars panic
+        raise InputError(
+            p, f"cannot be read as {fmt.upper()}: the reader failed on corrupt or unsupported data"
+        ) from exc
     names = [_normalise_header(c) for c in frame.columns]
     written = _as_written(names)
     dupes = sorted({n for n in written if written.count(n) > 1})
@@ -145,7 +162,8 @@ def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str
     if missing:
         raise InputError(
             p,
-            f"missing required column(s): {', '.join(missing)}; the file has: {', '.join(names) or '(none)'}",
+            f"missing required column(s): {', '.join(missing)}; the file has: {', '.join(names) or '(none)'}"
+            + (f" ({hint})" if fmt == "csv" and (hint := safety.header_hint(p, required)) else ""),
             column=missing[0],
         )
     contract = [*required, *optional]

@@ -207,8 +207,8 @@ def read_card(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> d
     path = _entry_file(root, f"{mid}/{CARD_JSON}", "model card")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"cannot read {path}: {exc}") from exc
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     return dict(card)
 
 
@@ -229,8 +229,8 @@ def _read_registry(root: Path) -> dict[str, Any]:
         return _empty_registry()
     try:
         reg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"cannot read {path}: {exc}") from exc
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(reg, dict) or reg.get("schema_version") != SCHEMA_VERSION:
         version = reg.get("schema_version") if isinstance(reg, dict) else None
         raise RegistryError(f"{path}: unsupported schema_version {version!r} (expected {SCHEMA_VERSION})")
@@ -701,9 +701,15 @@ def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | 
     entry = reg["models"][mid]
     path = _entry_file(root, entry["path"], "model file")
 
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(expected, str) or not expected:
+        raise ModelIntegrityError(
+            f"registry entry {mid!r} in {root / REGISTRY_FILE} has no sha256 checksum; refusing to load an "
+            "unverifiable model"
+        )
     data = path.read_bytes()  # read once: every check below and the load use these bytes
     actual = _sha256(data)
-    if actual != entry["sha256"]:
+    if actual != expected:
         raise ModelIntegrityError(
             f"{path}: sha256 mismatch for model {mid!r}: registry.json expects {entry['sha256']}, "
             f"file has {actual}; refusing to load"
@@ -713,6 +719,11 @@ def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | 
             f"{path} is not a skops file (zip archive expected, starts with {data[:4]!r}); pickle/joblib "
             "files are never loaded"
         )
+    from immunostrat.safety import zip_archive_problem
+
+    # Declared sizes bound what skops will decompress: refuse a zip bomb before opening any member.
+    if problem := zip_archive_problem(data, max_uncompressed=64 << 20):
+        raise ModelIntegrityError(f"{path}: {problem}; refusing to load")
     bad = _untrusted_outside_list(data, str(path))
     if bad:
         raise ModelIntegrityError(

@@ -332,7 +332,11 @@ def write_run(
             outputs[name] = {"rows": frame.height, "sha256": sha256_file(path)}
         manifest = {**manifest, "run_id": run_id, "outputs": outputs}
         write_json_atomic(manifest, staging / "run.json")
+        from immunostrat.safety import fsync_dir
+
+        fsync_dir(staging)  # the folder's entries reach the disk before it is renamed into place
         os.replace(staging, final)
+        fsync_dir(out)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -473,6 +477,12 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     still written (quarantine and run.json with status "failed", no strata) and `QuarantineCeilingError` is
     raised.
     """
+    from immunostrat import safety
+
+    roots = safety.data_roots_from_env()
+    if roots:
+        # Paths from config and schedules must stay inside the configured data roots (no .., no links out).
+        safety.check_stratify_paths(params, roots)
     stages = stages or Stages()
     started = dt.datetime.now(dt.UTC)
     cfg = params.config
@@ -483,14 +493,25 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
 
         # A missing pseudonym key stops the run before any compute; the key itself is never passed around.
         load_key(cfg.publish.key_file, demo=cfg.publish.demo_key)
-    inputs = stages.read_inputs(params.labs, params.subjects, **input_options(params))
-    model_ready = prefetch_model(cfg)
-    try:
-        return _stratify_after_ingest(
-            params, stages, inputs=inputs, protocol=protocol, run_id=run_id, started=started, model_ready=model_ready
-        )
-    finally:
-        _MODEL_PREFETCH.pop(_model_key(cfg), None)  # never reuse a loaded model across runs
+    # One run at a time per output folder: a second run fails fast naming the holder, never interleaves.
+    with safety.run_lock(params.out, run_id=run_id) as lock:
+        cleaned = [p.name for p in lock.remove_stale_staging()]  # leftovers of runs that were killed
+        inputs = stages.read_inputs(params.labs, params.subjects, **input_options(params))
+        model_ready = prefetch_model(cfg)
+        try:
+            outputs = _stratify_after_ingest(
+                params,
+                stages,
+                inputs=inputs,
+                protocol=protocol,
+                run_id=run_id,
+                started=started,
+                model_ready=model_ready,
+                cleaned=cleaned,
+            )
+        finally:
+            _MODEL_PREFETCH.pop(_model_key(cfg), None)  # never reuse a loaded model across runs
+    return outputs
 
 
 def _stratify_after_ingest(
@@ -502,9 +523,11 @@ def _stratify_after_ingest(
     run_id: str,
     started: dt.datetime,
     model_ready: Future[Any],
+    cleaned: list[str],
 ) -> RunOutputs:
     cfg = params.config
     manifest = base_manifest(inputs, cfg, protocol, started)
+    manifest["cleaned_up"] = cleaned
     manifest["partitions"] = params.partitions
     partitioned = params.partitions > 1
     if partitioned:

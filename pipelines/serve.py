@@ -42,8 +42,13 @@ class Schedule(_Model):
 
 
 class ScheduleFile(_Model):
-    """The schedules file: a list of scheduled runs."""
+    """The schedules file: the data roots, and a list of scheduled runs."""
 
+    data_roots: list[str] = Field(
+        min_length=1,
+        description="Folders every input, output, registry and protocol path must stay inside (no '..', no links "
+        "out). Kept out of the runs' parameters, which anyone who can start a deployment may edit.",
+    )
     schedules: list[Schedule] = Field(min_length=1, description="Scheduled stratify runs.")
 
 
@@ -54,9 +59,18 @@ def load_schedules(path: Path) -> ScheduleFile:
     except OSError as exc:
         raise ValueError(f"cannot read schedules file {path}: {exc.strerror}") from exc
     parsed = ScheduleFile.model_validate(raw)
+    from immunostrat.safety import check_stratify_paths
+
     for schedule in parsed.schedules:
-        RunConfig.model_validate(schedule.config)  # fail at launch, not at 02:00
+        # Fail at launch, not at 02:00: the config must validate and every path must stay in the data roots.
+        check_stratify_paths(_params(schedule), parsed.data_roots)
     return parsed
+
+
+def _params(s: Schedule) -> StratifyParams:
+    return StratifyParams(
+        labs=s.labs, subjects=s.subjects, out=s.out, protocol=s.protocol, config=RunConfig.model_validate(s.config)
+    )
 
 
 def _server_problem() -> str | None:
@@ -91,10 +105,10 @@ def serve_schedules(path: Path) -> int:
     from immunostrat.flows import stratify_flow
 
     deployments = []
+    # Runs started from the UI with edited parameters are checked against the same roots by run.stratify.
+    os.environ["IMMUNOSTRAT_DATA_ROOTS"] = os.pathsep.join(schedules.data_roots)
     for s in schedules.schedules:
-        params = StratifyParams(
-            labs=s.labs, subjects=s.subjects, out=s.out, protocol=s.protocol, config=RunConfig.model_validate(s.config)
-        )
+        params = _params(s)
         # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
         parameters = {"params": params.model_dump(mode="json", exclude_unset=True)}
         deployments.append(

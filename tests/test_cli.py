@@ -113,13 +113,14 @@ def test_models_list_and_show(trained_registry: Path, capsys: pytest.CaptureFixt
 
 
 SCHEDULES = """
+data_roots: [/data]
 schedules:
   - name: sle-cart-01-nightly
     cron: "0 2 * * *"
     timezone: Europe/Berlin
-    labs: [labs.parquet]
-    subjects: subjects.parquet
-    out: runs
+    labs: [/data/labs.parquet]
+    subjects: /data/subjects.parquet
+    out: /data/runs
     config: {scoring: {model: champion}}
 """
 

@@ -82,7 +82,7 @@ def test_stratify_flow_fails_loudly_above_the_quarantine_ceiling(
     )
     with pytest.raises(QuarantineCeilingError, match="max_quarantine_fraction"):
         stratify_flow(strict)
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "failed" and "ceiling" in manifest["error"]
     assert (run_dir / "quarantine.parquet").exists() and not (run_dir / "strata.parquet").exists()

@@ -43,7 +43,6 @@ from immunostrat.config import RunConfig, ValidationConfig
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError, read_labs
 from immunostrat.reference import ReferenceTables, load_reference
 from immunostrat.run import Inputs, Prepared, prepare
-from immunostrat.stages.validate import ContractError
 
 from .fixtures_labs import AS_OF
 from .test_properties import lab_tables
@@ -682,11 +681,6 @@ def test_non_utf8_text_is_refused_never_guessed(tmp_path: Path, encoding: str) -
     assert "utf-8" in str(err.value).lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: io.read_input must put safety.text_encoding_problem(p) into the InputError when the CSV "
-    "read fails on bytes that are not UTF-8 (today: 'cannot be read as CSV: invalid utf-8 sequence', no position)",
-)
 @pytest.mark.parametrize("encoding", ["latin-1", "shift_jis-damaged"])
 def test_non_utf8_message_names_byte_and_line(tmp_path: Path, encoding: str) -> None:
     text = HEADER + GOOD + "S1,Müller-01,c3,0.9,g/L,2025-01-15\n"
@@ -696,35 +690,18 @@ def test_non_utf8_message_names_byte_and_line(tmp_path: Path, encoding: str) -> 
         read_labs(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in io.read_input: polars decodes the CSV header line lossily (U+FFFD) and checks UTF-8 only in data "
-    "rows, so a Latin-1 header is read with a mangled column name. Wiring: check the first line (or the first "
-    "64 KiB) with safety.text_encoding_problem before reading",
-)
 def test_non_utf8_header_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, (HEADER.strip() + ",Prüfer\n" + GOOD.strip() + ",A\n").encode("latin-1"))
     with pytest.raises(InputError, match="UTF-8"):
         read_labs(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: io.read_input must check safety.text_encoding_problem(p) (cheap BOM test) before "
-    "reading a CSV, so a UTF-16 file is refused as UTF-16 (today: a 'missing required column' error whose "
-    "header list is full of NUL characters)",
-)
 def test_utf16_file_is_named_as_utf16(tmp_path: Path) -> None:
     path = _write(tmp_path, (HEADER + GOOD).encode("utf-16"))
     with pytest.raises(InputError, match="UTF-16"):
         read_labs(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: when the CSV read fails, io.read_input must add safety.csv_structure_problem(p) "
-    "(line and field of the first quoting error or ragged row); polars' messages name neither",
-)
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -739,11 +716,6 @@ def test_csv_syntax_errors_name_the_line(tmp_path: Path, body: str, expected: st
         read_labs(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: on 'missing required column(s)', io.read_input should append safety.header_hint(p, "
-    "required) (semicolon/tab delimiter, CR-only line endings)",
-)
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
@@ -756,29 +728,12 @@ def test_wrong_delimiter_or_line_endings_get_a_hint(tmp_path: Path, data: bytes,
         read_labs(_write(tmp_path, data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ContractError,
-    reason="bug in harmonise/validate: '0000-01-01' parses as a date (polars has a year 0, Python does not). When "
-    "such a row also fails a rule, pandera cannot format its failure case (ValueError: year 0 is out of range), "
-    "reports a check error, and validate raises ContractError: a traceback instead of a quarantine. Fix: "
-    "parse_iso_date should give null for year 0 (DATE_INVALID); consider DATE_IMPLAUSIBLE before 1900 too "
-    "('0001-01-01', a common 'no date' placeholder, is accepted today)",
-)
 def test_year_zero_date_is_quarantined_not_a_crash(tmp_path: Path) -> None:
     path = _write(tmp_path, (HEADER + "S1,P001,,0.9,g/L,0000-01-01\n" + GOOD).encode())
     prepared = run_file(path)
     assert prepared.counts["quarantined"] == 1 and prepared.counts["accepted"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in io.read_input: a CSV with CR-only line endings (classic Mac, Excel 'CSV (Macintosh)') is one "
-    "long header line to polars; when the first data row starts with an empty field, 'collected_at\\r' strips to "
-    "collected_at and the file is read as header-only: every row silently lost, `validate` says 'no problems "
-    "found', and the data values become extra column names in run.json. Wiring: refuse when "
-    "safety.header_hint(p, required) reports CR-only line endings, before reading",
-)
 def test_cr_only_file_is_refused_not_read_as_empty(tmp_path: Path) -> None:
     data = (HEADER + ",P001,c3,0.9,g/L,2025-01-15\nS1,P002,c4,0.2,mg/dL,2025-01-16\n").replace("\n", "\r").encode()
     path = _write(tmp_path, data)
@@ -838,27 +793,12 @@ PANICKING_PARQUET = zlib.decompress(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BaseException,
-    reason="bug in io.read_input: corrupt Parquet can make polars panic (pyo3_runtime.PanicException derives from "
-    "BaseException, so no `except PolarsError` catches it); catch pl.exceptions.PanicException there and raise "
-    "InputError('cannot be read as PARQUET: the file is damaged ...'). benchmarks/fuzz.py finds ~0.5% of "
-    "byte-flipped files do this",
-)
 def test_corrupt_parquet_is_an_input_error_not_a_panic(tmp_path: Path) -> None:
     path = _write(tmp_path, PANICKING_PARQUET, "labs.parquet")
     with pytest.raises(InputError, match=str(path)):
         read_labs(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BaseException,
-    reason="bug in io.read_input (same fix as above): a Parquet timestamp column whose time zone polars does not "
-    "know (a negative fixed offset '-05:30' as pandas/pyarrow write it, or 'US/Pacific-New', dropped from tzdata) "
-    "makes polars panic instead of raising",
-)
 @pytest.mark.parametrize("zone", PANIC_TIME_ZONES)
 def test_unknown_time_zone_in_parquet_is_an_input_error(tmp_path: Path, zone: str) -> None:
     columns: dict[str, Any] = {c: pa.array(["x"]) for c in LAB_REQUIRED}

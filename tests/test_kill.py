@@ -263,11 +263,6 @@ def test_sigkill_of_the_real_cli_after_random_delays(killed: dict[str, Any]) -> 
             raise AssertionError(f"seed {killed['seed']}, delay {delay:.2f} s (exit {proc.returncode}): {exc}") from exc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: run.stratify must run under `with safety.run_lock(params.out, run_id=run_id) as lock:` "
-    "and call lock.remove_stale_staging() before writing (recording the removed names in run.json)",
-)
 def test_next_run_cleans_up_after_a_killed_one(killed: dict[str, Any]) -> None:
     from immunostrat import run
 
@@ -278,11 +273,6 @@ def test_next_run_cleans_up_after_a_killed_one(killed: dict[str, Any]) -> None:
     assert _runs(out) == sorted([previous, rerun])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: run.stratify must hold safety.run_lock(params.out) for the whole run (taken before "
-    "reading inputs); RunLockedError is a RuntimeError, so cli.main already reports it with exit status 1",
-)
 def test_second_run_on_a_busy_folder_fails_fast(
     setup: dict[str, Any], killed: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

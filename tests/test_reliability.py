@@ -248,12 +248,6 @@ def test_retry_transient_retries_only_os_errors(exc: BaseException | None, retry
     assert _retry_transient(None, None, _State(exc)) is retry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in io.read_input: an OSError raised while polars reads (EIO on a network share) is turned into "
-    "InputError, which the flow never retries. Catch OSError separately and re-raise it as "
-    "OSError(exc.errno, f'{path}: {exc.strerror}') so that ingest retries it and a persistent one names the file",
-)
 def test_os_error_inside_the_reader_stays_retryable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from immunostrat.flows import _retry_transient
     from immunostrat.io import read_labs
@@ -271,12 +265,6 @@ def test_os_error_inside_the_reader_stays_retryable(tmp_path: Path, monkeypatch:
     assert _retry_transient(None, None, _State(err.value)) is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in cli.main: it catches InputError, ValueError, LookupError, RuntimeError and FileExistsError but "
-    "not OSError, so a persistent I/O error (unwritable --out, disk full, a share gone) ends in a traceback; "
-    "catch OSError and print 'immunostrat stratify: <errno text>: <path>' with exit status 1",
-)
 def test_cli_reports_os_errors_without_a_traceback(
     tiny_cohort: dict[str, Path], trained_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -109,11 +109,6 @@ def test_zip_bomb_is_refused(saved: tuple[Path, str]) -> None:
         load_model("bomb", root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: registry.load_model must call safety.zip_archive_problem(data, max_uncompressed=64 MiB) "
-    "after the zipfile check and raise ModelIntegrityError with its text, before skops decompresses anything",
-)
 def test_zip_bomb_is_refused_before_decompression(saved: tuple[Path, str]) -> None:
     """The refusal names the zip bomb (today skops decompresses all 80 MB before failing on the JSON)."""
     root, model_id = saved
@@ -142,11 +137,6 @@ def test_model_file_symlinked_out_of_the_registry_is_refused(saved: tuple[Path, 
         load_model(model_id, root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: registry._read_registry catches OSError and JSONDecodeError but not UnicodeDecodeError, so a "
-    "binary registry.json surfaces as a bare UnicodeDecodeError that does not name the file",
-)
 def test_binary_registry_file_is_a_registry_error(saved: tuple[Path, str]) -> None:
     root, _ = saved
     (root / "registry.json").write_bytes(b"\xff\xfe{\x00")
@@ -154,11 +144,6 @@ def test_binary_registry_file_is_a_registry_error(saved: tuple[Path, str]) -> No
         load_model("champion", root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a registry entry without 'sha256' raises KeyError('sha256') (refused, but with no explanation); "
-    "load_model should raise ModelIntegrityError naming the entry",
-)
 def test_registry_entry_without_checksum_is_refused_clearly(saved: tuple[Path, str]) -> None:
     root, model_id = saved
     reg = json.loads((root / "registry.json").read_text())
@@ -271,11 +256,6 @@ def test_every_stratify_path_is_checked(roots: tuple[Path, Path], field: str, ma
         safety.check_stratify_paths(_params(data, **make(data, secret)), [data])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: run.stratify must call safety.check_stratify_paths(params, roots) first, with "
-    "roots = safety.data_roots_from_env() (skipped when empty), before reading or creating anything",
-)
 def test_stratify_refuses_paths_outside_the_data_roots(
     roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,12 +269,6 @@ def test_stratify_refuses_paths_outside_the_data_roots(
     assert not (data / "runs").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: serve.ScheduleFile needs a top-level `data_roots: list[str]` (min 1); load_schedules "
-    "must call safety.check_stratify_paths for every schedule, and serve_schedules must export "
-    "IMMUNOSTRAT_DATA_ROOTS so that runs started from the UI with edited parameters are checked too",
-)
 def test_schedules_cannot_escape_the_data_roots(roots: tuple[Path, Path], tmp_path: Path) -> None:
     from immunostrat.serve import load_schedules
 
@@ -375,11 +349,6 @@ def test_csv_safe_text_property(text: str) -> None:
     assert not _is_formula(safe) or safe == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs wiring: cli.cmd_validate must write the CSV report as safety.csv_safe(flat).write_csv(report) "
-    "(the JSON report stays verbatim)",
-)
 def test_validate_csv_report_has_no_formulas(tmp_path: Path) -> None:
     from immunostrat.cli import main
 

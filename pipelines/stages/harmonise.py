@@ -51,7 +51,8 @@ def parse_iso_date(col: str) -> tuple[pl.Expr, pl.Expr]:
     minute = groups.struct.field("3").cast(pl.Int64, strict=False).fill_null(0)
     second = groups.struct.field("4").cast(pl.Int64, strict=False).fill_null(0)
     time_ok = (hour < 24) & (minute < 60) & (second < 60)
-    date = pl.when(time_ok).then(day).otherwise(None)
+    # Year 0 parses but is no calendar date a lab could have written (and breaks downstream formatting).
+    date = pl.when(time_ok & (day.dt.year() >= 1)).then(day).otherwise(None)
     datetime = date.cast(pl.Datetime("us")) + pl.duration(hours=hour, minutes=minute, seconds=second)
     return date, datetime
 
