@@ -37,10 +37,12 @@ def select_baseline(harmonised: pl.DataFrame, subjects: pl.DataFrame, cfg: Basel
     in_window = days.is_between(-cfg.window_days_before, cfg.window_days_after) & (
         pl.col("first_exposure_date").is_null() | (pl.col("collected_date") < pl.col("first_exposure_date"))
     )
-    return (
-        harmonised.join(anchors, on=_KEY, how="inner")
-        .with_columns(days_from_reference=days)
-        .filter(in_window)
+    windowed = harmonised.join(anchors, on=_KEY, how="inner").with_columns(days_from_reference=days).filter(in_window)
+    # The tie rule is applied to a narrow frame (keys and sort columns only) and the chosen rows are gathered,
+    # so the sort never moves the wide rows.
+    chosen = (
+        windowed.select(*_KEY, "analyte", "days_from_reference", "collected_at", "source_file", "source_row")
+        .with_row_index("_row")
         .sort(
             [
                 *_KEY,
@@ -56,6 +58,7 @@ def select_baseline(harmonised: pl.DataFrame, subjects: pl.DataFrame, cfg: Basel
         )
         .unique(subset=[*_KEY, "analyte"], keep="first", maintain_order=True)
     )
+    return windowed[chosen["_row"]]
 
 
 def _above(value: pl.Expr, censoring: pl.Expr, cutoff: pl.Expr, inclusive: pl.Expr) -> pl.Expr:

@@ -69,12 +69,15 @@ def _parsed_per_distinct(raw: pl.DataFrame, col: str, parsed: dict[str, pl.Expr]
     Dates, units and reference limits repeat heavily (a few thousand distinct strings in millions of rows),
     so parsing each distinct value once is the same logic at a fraction of the work.
     """
-    distinct = raw.select(pl.col(col).unique().drop_nulls()).with_columns(**parsed)
+    # Parsed values get private names in the lookup table, so a parse may replace its own column (site_id).
+    distinct = raw.select(pl.col(col).unique().drop_nulls()).with_columns(
+        **{f"__parsed_{name}": expr for name, expr in parsed.items()}
+    )
     out = []
     for name, expr in parsed.items():
         # Null input: evaluate the expression on null itself (it defines what a missing value parses to).
         on_null = pl.select(pl.lit(None, pl.String).alias(col)).select(expr.alias(name))[name]
-        mapped = _lookup(pl.col(col), distinct, col, name)
+        mapped = _lookup(pl.col(col), distinct, col, f"__parsed_{name}")
         out.append(
             pl.when(pl.col(col).is_null()).then(pl.lit(on_null.item(), on_null.dtype)).otherwise(mapped).alias(name)
         )
@@ -135,7 +138,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
         *(pl.col(c).alias(f"_raw_{c}") for c in ("study_id", "subject_id", "site_id", "method")),
         # Identifiers are matched without surrounding white space (never otherwise altered).
         *(_stripped(raw, c) for c in ("study_id", "subject_id")),
-        _blank_to_null("site_id"),
+        *_parsed_per_distinct(raw, "site_id", {"site_id": _blank_to_null("site_id")}),
         *_parsed_per_distinct(
             raw,
             "test",
@@ -151,7 +154,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     panel = keyed.filter(pl.col("_test_blank") | pl.col("analyte_reported").is_not_null()).drop("_test_blank")
 
     date, datetime = parse_iso_date("collected_at")
-    method = _blank_to_null("method").str.to_uppercase()
+    method = pl.col("_method_clean")
     if cfg.ifn_default_method:
         method = (
             pl.when((pl.col("analyte_reported") == "ifn_score") & method.is_null())
@@ -159,6 +162,9 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             .otherwise(method)
         )
     result = pl.col("result").str.extract_groups(_RESULT)
+    panel = panel.with_columns(
+        *_parsed_per_distinct(panel, "method", {"_method_clean": _blank_to_null("method").str.to_uppercase()})
+    )
     typed = _with_unit_mapping(panel, ref).with_columns(
         *_parsed_per_distinct(panel, "collected_at", {"collected_date": date, "collected_at_parsed": datetime}),
         *_parsed_per_distinct(panel, "ref_low", {"ref_low_reported": parse_number("ref_low")}),

@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
@@ -103,8 +104,17 @@ def _failures(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequen
     return empty
 
 
-def apply_rules(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequence[Rule]) -> Split:
-    """Validate `frame` against `model` plus `rules`; split off failing rows with reasons and messages."""
+def apply_rules(
+    frame: pl.DataFrame,
+    model: type[pa.DataFrameModel],
+    rules: Sequence[Rule],
+    keep: Sequence[str] | None = None,
+) -> Split:
+    """Validate `frame` against `model` plus `rules`; split off failing rows with reasons and messages.
+
+    `keep` names the columns the accepted rows need downstream (default: all); the helper columns of the
+    checks are then never copied for the (many) accepted rows.
+    """
     indexed = frame.with_row_index("_idx")
     failures = _failures(frame, model, rules)
     priority = pl.DataFrame(
@@ -118,8 +128,12 @@ def apply_rules(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequ
         .agg(pl.col("reason_code").first(), pl.col("reason_code").alias("reason_codes"))
         .rename({"index": "_idx"})
     )
-    accepted = indexed.join(reasons.select("_idx"), on="_idx", how="anti", maintain_order="left").drop("_idx")
-    failed = indexed.join(reasons, on="_idx", how="inner")
+    # A positional mask, not joins: joining the wide frame on a row index gathers every column.
+    failing = np.zeros(frame.height, dtype=bool)
+    failing[reasons["_idx"].to_numpy()] = True
+    mask = pl.Series("_failing", failing)
+    accepted = (frame.select(keep) if keep is not None else frame).filter(~mask)
+    failed = indexed.filter(mask).join(reasons, on="_idx", how="left", maintain_order="left")
     column = pl.lit(None, pl.String)
     value = pl.lit(None, pl.String)
     expected = pl.lit(None, pl.String)
@@ -160,6 +174,26 @@ def apply_rules(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequ
 # --------------------------------------------------------------------------------------------------
 
 _DUP_KEY = ["study_id", "subject_id", "analyte", "collected_at_parsed", "method"]
+#: What `harmonised_table` reads from accepted lab rows.
+ACCEPTED_LAB_COLUMNS = (
+    "study_id",
+    "subject_id",
+    "site_id",
+    "analyte",
+    "value",
+    "unit_canonical",
+    "censoring",
+    "ref_low_value",
+    "ref_high_value",
+    "method",
+    "collected_at_parsed",
+    "collected_date",
+    "test",
+    "result",
+    "unit",
+    "source_file",
+    "source_row",
+)
 
 
 def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
@@ -340,7 +374,8 @@ def _with_duplicate_flags(frame: pl.DataFrame, rules: Sequence[Rule]) -> pl.Data
     """
     basic_ok = pl.all_horizontal([r.passes for r in rules if not r.code.startswith("DUPLICATE_")])
     indexed = frame.with_row_index("_pos").with_columns(_basic_ok=basic_ok)
-    maybe = indexed.filter(pl.col("_basic_ok") & pl.struct(_DUP_KEY).hash().is_duplicated())
+    narrow = indexed.select("_pos", "_basic_ok", *_DUP_KEY, "value", "censoring", "source_file", "source_row")
+    maybe = narrow.filter(pl.col("_basic_ok") & pl.struct(_DUP_KEY).hash().is_duplicated())
     analysed = (
         maybe.select("_pos", *_DUP_KEY, "value", "censoring", "source_file", "source_row")
         .with_columns(
@@ -385,7 +420,7 @@ def validate_labs(
         ).with_columns(pl.col("_enrolled").fill_null(False))
     rules = lab_rules(as_of, ifn_methods)
     frame = _with_duplicate_flags(frame, rules)
-    return apply_rules(frame, LabCandidate, rules)
+    return apply_rules(frame, LabCandidate, rules, keep=ACCEPTED_LAB_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------------
