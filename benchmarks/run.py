@@ -68,6 +68,11 @@ def machine() -> dict[str, Any]:
 def bench(n: int, workdir: Path, shared: Path, seed: int) -> dict[str, Any]:
     """Generate one cohort of n subjects and time the floor and immunostrat on it."""
     py = sys.executable
+    # Sponsor publishing (part of every stratify run) needs a pseudonym key: a throwaway one for benchmarks.
+    env = {
+        **os.environ,
+        "IMMUNOSTRAT_PSEUDONYM_KEY": os.environ.get("IMMUNOSTRAT_PSEUDONYM_KEY", "bench-only-" + "0" * 53),
+    }
     immunostrat = str(Path(py).parent / "immunostrat")
     data = workdir / f"n{n}"
     if data.exists():
@@ -79,11 +84,12 @@ def bench(n: int, workdir: Path, shared: Path, seed: int) -> dict[str, Any]:
     common = ["--labs", labs, "--ifn-default-method", "MEDIAN_FC_21", "--as-of", "2026-11-01"]
     results: dict[str, Any] = {"subjects": n, "lab_rows": n * 10, "generate": gen}
     results["floor"] = timed([py, str(shared / "peers.py"), "floor", labs, subjects, str(data / "floor")])
-    results["validate"] = timed([immunostrat, "validate", *common, "--subjects", subjects, "--show", "0"])
+    results["validate"] = timed([immunostrat, "validate", *common, "--subjects", subjects, "--show", "0"], env)
     results["stratify"] = timed(
-        [immunostrat, "stratify", "--engine", "local", *common, "--subjects", subjects, "--out", str(data / "runs")]
+        [immunostrat, "stratify", "--engine", "local", *common, "--subjects", subjects, "--out", str(data / "runs")],
+        env,
     )
-    stages = timed([py, str(HERE / "stages.py"), labs, subjects, str(data / "stage-runs")])
+    stages = timed([py, str(HERE / "stages.py"), labs, subjects, str(data / "stage-runs")], env)
     results["stages_process"] = stages
     try:
         results["stages"] = json.loads(stages["tail"][-1])

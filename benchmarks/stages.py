@@ -40,9 +40,15 @@ def main() -> int:
     scored, model = pipeline.score(strata, cfg, run_id)
     t = lap("score", t)
     manifest = pipeline.base_manifest(inputs, cfg, protocol, dt.datetime.now(dt.UTC))
-    manifest.update(counts=prepared.counts, model=model, summary=pipeline.summary_stats(scored, protocol))
-    pipeline.write_run(out, run_id, strata=scored, prepared=prepared, manifest=manifest)
-    lap("write", t)
+    manifest.update(
+        status="completed", counts=prepared.counts, model=model, summary=pipeline.summary_stats(scored, protocol)
+    )
+    outputs = pipeline.write_run(out, run_id, strata=scored, prepared=prepared, manifest=manifest)
+    t = lap("write", t)
+    from immunostrat.publish import publish_run
+
+    publish_run(outputs.run_dir, cfg.publish)
+    lap("publish", t)
     print(json.dumps(times))
     return 0
 
