@@ -179,8 +179,8 @@ class RunConfig(_Model):
     )
 
 
-class StratifyParams(_Model):
-    """Inputs and options of one stratify run."""
+class _InputFiles(_Model):
+    """The input files a run reads (shared by stratify and train)."""
 
     labs: list[str] = Field(min_length=1, description="Lab-result files (CSV or Parquet, native contract).")
     subjects: str = Field(description="Subjects file (CSV or Parquet) with reference dates.")
@@ -194,6 +194,11 @@ class StratifyParams(_Model):
     patients: str | None = Field(
         default=None, description="FHIR Patient resources that fill missing sex and age in the subjects file."
     )
+
+
+class StratifyParams(_InputFiles):
+    """Inputs and options of one stratify run."""
+
     out: str = Field(description="Output folder; each run writes a new sub-folder named by its run id.")
     protocol: str | None = Field(default=None, description="Eligibility protocol YAML; the built-in default if empty.")
     config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation, baseline, scoring.")
@@ -212,21 +217,9 @@ class StratifyParams(_Model):
     )
 
 
-class TrainParams(_Model):
+class TrainParams(_InputFiles):
     """Inputs and options of one training run."""
 
-    labs: list[str] = Field(min_length=1, description="Lab-result files (CSV or Parquet, native contract).")
-    subjects: str = Field(description="Subjects file with reference dates.")
-    lab_format: Literal["native", "sdtm", "fhir"] | None = Field(
-        default=None, description="Format of the lab files; empty detects it from each file's content."
-    )
-    expression: list[str] = Field(
-        default_factory=list, description="Expression matrices (samples x genes, log2) to compute IFN scores from."
-    )
-    samples: str | None = Field(default=None, description="Sample sheet of the expression matrices.")
-    patients: str | None = Field(
-        default=None, description="FHIR Patient resources that fill missing sex and age in the subjects file."
-    )
     outcomes: str = Field(description="Outcomes file: study_id, subject_id, responded, endpoint.")
     registry: str | None = Field(default=None, description="Model registry folder; the shipped one if empty.")
     alias: str | None = Field(default=None, description="Point this alias (e.g. champion) at the new model.")

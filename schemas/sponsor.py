@@ -21,7 +21,7 @@ changed and the version did not; docs/schema-changelog.md records every version.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -30,7 +30,16 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from immunostrat.modeling import DEFAULT_FEATURES, NOT_ASSESSABLE, FeatureSpec
-from immunostrat.schemas.outputs import PANEL, OutputContractError, _contract_error, strata_model
+from immunostrat.schemas.outputs import (
+    _FINITE,
+    PANEL,
+    OutputContractError,
+    _contract_error,
+    _is_finite,
+    _is_upper,
+    _items_in,
+    strata_model,
+)
 from immunostrat.stages.baseline import CORE_ANALYTES
 
 __all__ = [
@@ -76,25 +85,7 @@ _DROPPED = {"anti_dsdna_method"}
 # Columns
 # --------------------------------------------------------------------------------------------------
 
-_FINITE = "finite (not NaN, not ±inf)"
-
-
-def _is_finite(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
-    return data.lazyframe.select(pl.col(data.key).is_finite())
-
-
-def _is_upper(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
-    return data.lazyframe.select(pl.col(data.key) == pl.col(data.key).str.to_uppercase())
-
-
-def _items_in(values: Sequence[str]) -> Callable[[Any, pa.PolarsData], pl.LazyFrame]:
-    allowed = list(values)
-
-    def check(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).list.eval(pl.element().is_in(allowed)).list.all())
-
-    return check
-
+# The column checks are the same as the run outputs' (one definition, in schemas/outputs.py).
 
 #: Custom (non built-in) checks of the strata contract that this module re-creates on kept columns.
 _CUSTOM_CHECKS = ("is_finite", "is_upper", "items_in")
