@@ -148,7 +148,15 @@ def add_flags(strata: pl.DataFrame, ref: ReferenceTables, cfg: BaselineConfig) -
         for a in CORE_ANALYTES
     ]
     return (
-        strata.join(ifn, on="ifn_method", how="left", maintain_order="left")
+        strata.with_columns(
+            # Hash lookups of the method's cut-off: joining would copy every strata column.
+            _ifn_cutoff=pl.col("ifn_method").replace_strict(
+                ifn["ifn_method"], ifn["_ifn_cutoff"], default=None, return_dtype=pl.Float64
+            ),
+            _ifn_inclusive=pl.col("ifn_method").replace_strict(
+                ifn["ifn_method"], ifn["_ifn_inclusive"], default=None, return_dtype=pl.Boolean
+            ),
+        )
         .with_columns(
             anti_dsdna_ratio=pl.when(pl.col("anti_dsdna").is_not_null())
             .then(pl.col("anti_dsdna") / dsdna_cutoff)
