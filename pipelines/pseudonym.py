@@ -188,11 +188,19 @@ def load_key(key_file: str | Path | None = None, *, demo: bool = False) -> Pseud
 # --------------------------------------------------------------------------------------------------
 
 
+_encode_string = json.encoder.encode_basestring  # what json.dumps(..., ensure_ascii=False) uses for a str
+
+
 def pseudonymise(key: PseudonymKey, domain: str, fields: Sequence[str]) -> str:
-    """Full HMAC-SHA256 hex digest of one tuple of fields in one domain (see the module docstring)."""
+    """Full HMAC-SHA256 hex digest of one tuple of fields in one domain (see the module docstring).
+
+    The message is byte-for-byte `json.dumps(list(fields), ensure_ascii=False, separators=(",", ":"))`, built
+    from the C string encoder, and the digest uses the one-shot `hmac.digest`: the same pseudonyms, several
+    times faster for a million subjects.
+    """
     message = _PREFIX + domain.encode("utf-8") + b"\x00"
-    message += json.dumps(list(fields), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return hmac.new(key.secret, message, hashlib.sha256).hexdigest()
+    message += ("[" + ",".join(_encode_string(f) for f in fields) + "]").encode("utf-8")
+    return hmac.digest(key.secret, message, "sha256").hex()
 
 
 def _per_pair(study: pl.Series, other: pl.Series, dtype: pl.DataType, fn: Callable[[str, str], str | int]) -> pl.Series:
