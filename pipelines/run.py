@@ -402,9 +402,10 @@ def prefetch_model(cfg: RunConfig) -> Future[Any]:
     """
     key = _model_key(cfg)
     if key not in _MODEL_PREFETCH:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-prefetch") as pool:
-            _MODEL_PREFETCH[key] = pool.submit(_load_model, cfg.scoring.model, cfg.scoring.registry)
-            pool.shutdown(wait=False)
+        # No `with`: leaving it would wait for the load and undo the overlap.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-prefetch")
+        _MODEL_PREFETCH[key] = pool.submit(_load_model, cfg.scoring.model, cfg.scoring.registry)
+        pool.shutdown(wait=False)
     return _MODEL_PREFETCH[key]
 
 
