@@ -34,13 +34,14 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    name="ingest",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
-)
+def io_task(name: str) -> Any:
+    """A Prefect task that reads or writes files: OS errors are retried (1 s, then 5 s), bad input is not."""
+    return task(
+        name=name, retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_transient, cache_policy=NO_CACHE
+    )
+
+
+@io_task(name="ingest")
 def ingest(labs: Sequence[str | Path], subjects: str | Path | None, **options: Any) -> pipeline.Inputs:
     """Read every input file and check its structure before any compute."""
     return pipeline.read_inputs(labs, subjects, **options)
@@ -73,13 +74,7 @@ def score(strata: pl.DataFrame, cfg: RunConfig, run_id: str) -> tuple[pl.DataFra
     return pipeline.score(strata, cfg, run_id)
 
 
-@task(
-    name="write",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
-)
+@io_task(name="write")
 def write(out: str | Path, run_id: str, **kwargs: Any) -> pipeline.RunOutputs:
     """Write the run folder atomically."""
     return pipeline.write_run(out, run_id, **kwargs)
@@ -113,13 +108,7 @@ def _score_mapped(
     return list(futures.result())
 
 
-@task(
-    name="publish",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
-)
+@io_task(name="publish")
 def publish(run_dir: Path, cfg: Any) -> Any:
     """Publish the sponsor snapshot (the pseudonym key is loaded inside, never passed as a task input)."""
     from immunostrat.publish import publish_run

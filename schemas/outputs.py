@@ -107,6 +107,30 @@ def _items_in(values: Sequence[str]) -> Callable[[Any, pa.PolarsData], pl.LazyFr
     return check
 
 
+def _values_dated(suffix: str) -> Callable[[Any, pa.PolarsData], pl.LazyFrame]:
+    """Check: each baseline value `A` has its `A<suffix>` (and vice versa); `A_censoring` is null when `A` is."""
+
+    def check(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
+        ok = [
+            (pl.col(a).is_null() == pl.col(f"{a}{suffix}").is_null())
+            & (pl.col(a).is_not_null() | pl.col(f"{a}_censoring").is_null())
+            for a in PANEL
+        ]
+        return data.lazyframe.select(pl.all_horizontal(ok))
+
+    return check
+
+
+def _dated_before(suffix: str, exposure: str) -> Callable[[Any, pa.PolarsData], pl.LazyFrame]:
+    """Check: every baseline `A<suffix>` is before the `exposure` column (dates, or study days)."""
+
+    def check(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
+        ok = [(pl.col(f"{a}{suffix}") < pl.col(exposure)).fill_null(True) for a in PANEL]
+        return data.lazyframe.select(pl.all_horizontal(ok))
+
+    return check
+
+
 def _non_empty_list(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
     return data.lazyframe.select(pl.col(data.key).list.len() > 0)
 
@@ -530,17 +554,8 @@ def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
         adds_up = ((probability - pl.col("responder_probability")).abs() <= 1e-6).fill_null(False)
         return data.lazyframe.select(pl.when(scored).then(complete & adds_up).otherwise(empty))
 
-    def value_with_date(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
-        ok = [
-            (pl.col(a).is_null() == pl.col(f"{a}_date").is_null())
-            & (pl.col(a).is_not_null() | pl.col(f"{a}_censoring").is_null())
-            for a in PANEL
-        ]
-        return data.lazyframe.select(pl.all_horizontal(ok))
-
-    def before_exposure(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
-        ok = [(pl.col(f"{a}_date") < pl.col("first_exposure_date")).fill_null(True) for a in PANEL]
-        return data.lazyframe.select(pl.all_horizontal(ok))
+    value_with_date = _values_dated("_date")
+    before_exposure = _dated_before("_date", "first_exposure_date")
 
     def completeness_adds_up(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
         total = pl.col("n_baseline_analytes") + pl.col("missing_analytes").list.len()

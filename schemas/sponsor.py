@@ -35,9 +35,11 @@ from immunostrat.schemas.outputs import (
     PANEL,
     OutputContractError,
     _contract_error,
+    _dated_before,
     _is_finite,
     _is_upper,
     _items_in,
+    _values_dated,
     strata_model,
 )
 from immunostrat.stages.baseline import CORE_ANALYTES
@@ -195,17 +197,8 @@ def _transformed(name: str) -> dict[str, Any]:
 
 
 def _checks(features: Sequence[FeatureSpec], float_columns: list[str]) -> dict[str, Any]:
-    def value_with_day(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
-        ok = [
-            (pl.col(a).is_null() == pl.col(f"{a}_day").is_null())
-            & (pl.col(a).is_not_null() | pl.col(f"{a}_censoring").is_null())
-            for a in PANEL
-        ]
-        return data.lazyframe.select(pl.all_horizontal(ok))
-
-    def before_exposure(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
-        ok = [(pl.col(f"{a}_day") < pl.col("first_exposure_day")).fill_null(True) for a in PANEL]
-        return data.lazyframe.select(pl.all_horizontal(ok))
+    value_with_day = _values_dated("_day")
+    before_exposure = _dated_before("_day", "first_exposure_day")
 
     def group_matches(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(

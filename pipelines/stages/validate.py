@@ -21,7 +21,7 @@ from pandera.errors import SchemaErrors
 
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
 from immunostrat.schemas.inputs import LabCandidate, OutcomeCandidate, SubjectCandidate
-from immunostrat.stages.harmonise import parse_iso_date, parse_number
+from immunostrat.stages.harmonise import _blank_to_null, parse_iso_date, parse_number
 
 QUARANTINE_ORIGINAL_COLUMNS = tuple(dict.fromkeys([*LAB_REQUIRED, *LAB_OPTIONAL, *SUBJECT_REQUIRED, *SUBJECT_OPTIONAL]))
 
@@ -594,7 +594,7 @@ def validate_subjects(raw: pl.DataFrame) -> Split:
     typed = split.accepted.select(
         pl.col("study_id").str.strip_chars(),
         pl.col("subject_id").str.strip_chars(),
-        _blank_or_text("site_id"),
+        _blank_to_null("site_id"),
         pl.col("_sex").alias("sex"),
         pl.col("_age_years").alias("age_years"),
         pl.col("_reference_date").alias("reference_date"),
@@ -608,10 +608,6 @@ def validate_subjects(raw: pl.DataFrame) -> Split:
         "source_row",
     )
     return Split(accepted=typed, quarantine=split.quarantine)
-
-
-def _blank_or_text(col: str) -> pl.Expr:
-    return pl.when(_present(col)).then(pl.col(col).str.strip_chars()).otherwise(None).alias(col)
 
 
 # --------------------------------------------------------------------------------------------------
