@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
     p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
     p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="out-of-core: split inputs on disk by subject and process one partition at a time (bounded memory)",
+    )
+    p.add_argument("--partition-rows", type=int, help="streaming: target lab rows per partition (default 2,000,000)")
+    p.add_argument(
         "--engine",
         choices=["prefect", "local"],
         default="prefect",
@@ -282,6 +288,8 @@ def cmd_stratify(args: argparse.Namespace) -> int:
         config=_run_config(args),
         partitions=args.partitions,
         dask_address=args.dask_address,
+        streaming=args.streaming,
+        **({"partition_rows": args.partition_rows} if args.partition_rows else {}),
         **_format_params(args),
     )
     if args.engine == "local":

@@ -215,6 +215,19 @@ class StratifyParams(_InputFiles):
         description="Address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786) for partitioned runs; "
         "empty starts a local cluster for the run.",
     )
+    streaming: bool = Field(
+        default=False,
+        description="Out-of-core mode for cohorts larger than memory: native lab files are split on disk by "
+        "subject partition in one streaming pass, and partitions are processed one at a time, so peak memory is "
+        "bounded by a partition, not the cohort. Outputs hold the same rows and values as a single pass, ordered "
+        "partition by partition (source order within each).",
+    )
+    partition_rows: int = Field(
+        default=2_000_000,
+        ge=10_000,
+        description="Streaming mode: target lab rows per partition (sets the partition count when `partitions` is "
+        "1). About 1 GB of memory per million rows.",
+    )
 
 
 class TrainParams(_InputFiles):

@@ -108,6 +108,14 @@ def _score_mapped(
     return list(futures.result())
 
 
+@io_task(name="split-inputs")
+def split_inputs(params: StratifyParams, scratch: Path) -> Any:
+    """Streaming runs: check every input's structure, then split the inputs on disk by subject partition."""
+    from immunostrat.streaming import split_inputs as split
+
+    return split(params, scratch)
+
+
 @io_task(name="publish")
 def publish(run_dir: Path, cfg: Any) -> Any:
     """Publish the sponsor snapshot (the pseudonym key is loaded inside, never passed as a task input)."""
@@ -125,6 +133,7 @@ FLOW_STAGES = pipeline.Stages(
     prepare_each=_prepare_mapped,
     score_each=_score_mapped,
     publish=publish,
+    split=split_inputs,
 )
 
 
@@ -144,9 +153,13 @@ def dask_task_runner(address: str | None, workers: int = 2) -> Any:
 
 
 def run_stratify_flow(params: StratifyParams) -> str:
-    """Call the stratify flow, on a Dask task runner when the run is partitioned."""
+    """Call the stratify flow, on a Dask task runner when the run is partitioned in memory.
+
+    A streaming run processes its partitions one after another (that is what bounds its memory), so it keeps
+    the default runner.
+    """
     flow_to_run = stratify_flow
-    if params.partitions > 1:
+    if params.partitions > 1 and not params.streaming:
         flow_to_run = stratify_flow.with_options(task_runner=dask_task_runner(params.dask_address))
     return flow_to_run(params)
 

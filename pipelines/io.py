@@ -67,9 +67,12 @@ class InputTable:
     notes: dict[str, Any] = field(default_factory=dict)  # JSON-safe facts about the read, for run.json
     detail: pl.DataFrame | None = None  # per-row source fields outside the contract, keyed by source_file/row
     rejected: pl.DataFrame | None = None  # records the reader itself quarantined (quarantine layout)
+    row_count: int | None = None  # set when `frame` does not hold the rows (a streaming run keeps them on disk)
 
     @property
     def rows_read(self) -> int:
+        if self.row_count is not None:
+            return self.row_count
         # Records the reader quarantined were read too: they count here so rows_read still adds up.
         return self.frame.height + (self.rejected.height if self.rejected is not None else 0)
 
@@ -113,13 +116,8 @@ def _as_text(path: Path, frame: pl.DataFrame, name: str) -> pl.Series:
         ) from exc
 
 
-def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str], kind: str = "input") -> InputTable:
-    """Read a CSV or Parquet file with every contract column as String.
-
-    Raises:
-        InputError: the file is missing, empty, unreadable, or lacks a required column.
-    """
-    p = Path(path)
+def _precheck(p: Path, required: Sequence[str], kind: str) -> str:
+    """Checks before any read: the file exists, is not empty and (CSV) is text polars will not misread."""
     if not p.is_file():
         raise InputError(p, f"{kind} file not found")
     if p.stat().st_size == 0:
@@ -134,11 +132,16 @@ def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str
         hint = safety.header_hint(p, required)
         if problem or (hint and "CR-only" in hint):
             raise InputError(p, f"cannot be read as CSV: {problem or hint}")
+    return fmt
+
+
+@contextlib.contextmanager
+def read_errors(p: Path, fmt: str, kind: str, required: Sequence[str]) -> Iterator[None]:
+    """Turn what polars raises while reading a file into `InputError` (bad file) or `OSError` (retry)."""
+    from immunostrat import safety
+
     try:
-        if fmt == "parquet":
-            frame = pl.read_parquet(p)
-        else:
-            frame = pl.read_csv(p, infer_schema=False, encoding="utf8", raise_if_empty=True)
+        yield
     except pl.exceptions.NoDataError as exc:
         raise InputError(p, f"{kind} file has no header row; expected columns: {', '.join(required)}") from exc
     except OSError as exc:
@@ -152,12 +155,19 @@ def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str
         raise InputError(
             p, f"cannot be read as {fmt.upper()}: the reader failed on corrupt or unsupported data"
         ) from exc
-    names = [_normalise_header(c) for c in frame.columns]
+
+
+def _contract_header(
+    p: Path, fmt: str, columns: Sequence[str], required: Sequence[str], optional: Sequence[str]
+) -> tuple[list[str], tuple[str, ...]]:
+    """Normalised column names and the extra (non-contract) ones; raises on repeated or missing columns."""
+    from immunostrat import safety
+
+    names = [_normalise_header(c) for c in columns]
     written = _as_written(names)
     dupes = sorted({n for n in written if written.count(n) > 1})
     if dupes:
         raise InputError(p, f"column(s) appear more than once: {', '.join(dupes)}", column=dupes[0])
-    frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
     missing = [c for c in required if c not in names]
     if missing:
         raise InputError(
@@ -167,13 +177,75 @@ def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str
             column=missing[0],
         )
     contract = [*required, *optional]
-    extra = tuple(c for c in names if c not in contract)
+    return names, tuple(c for c in names if c not in contract)
+
+
+def read_input(path: str | Path, required: Sequence[str], optional: Sequence[str], kind: str = "input") -> InputTable:
+    """Read a CSV or Parquet file with every contract column as String.
+
+    Raises:
+        InputError: the file is missing, empty, unreadable, or lacks a required column.
+    """
+    p = Path(path)
+    fmt = _precheck(p, required, kind)
+    with read_errors(p, fmt, kind, required):
+        if fmt == "parquet":
+            frame = pl.read_parquet(p)
+        else:
+            frame = pl.read_csv(p, infer_schema=False, encoding="utf8", raise_if_empty=True)
+    names, extra = _contract_header(p, fmt, frame.columns, required, optional)
+    frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
     frame = frame.select(
-        *(_as_text(p, frame, c) if c in names else pl.lit(None, pl.String).alias(c) for c in contract),
+        *(_as_text(p, frame, c) if c in names else pl.lit(None, pl.String).alias(c) for c in [*required, *optional]),
         pl.lit(str(path), pl.String).alias("source_file"),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"),
     )
     return InputTable(path=str(path), frame=frame, sha256=sha256_file(p), extra_columns=extra)
+
+
+@dataclass(frozen=True)
+class ScannedInput:
+    """A native CSV or Parquet file checked for structure and opened lazily (rows are read when collected)."""
+
+    path: str
+    fmt: str
+    frame: pl.LazyFrame  # same columns and types as `InputTable.frame`
+    sha256: str
+    extra_columns: tuple[str, ...]
+
+
+def scan_input(path: str | Path, required: Sequence[str], optional: Sequence[str], kind: str = "input") -> ScannedInput:
+    """`read_input` without reading the rows: the same structural checks, on the header only.
+
+    Errors in the rows themselves (a ragged CSV line) surface when the frame is collected or sunk; wrap that in
+    `read_errors` to report them like `read_input` does.
+    """
+    p = Path(path)
+    fmt = _precheck(p, required, kind)
+    row = "__immunostrat_row"  # private, so a file's own column of any name cannot clash with it
+    with read_errors(p, fmt, kind, required):
+        if fmt == "parquet":
+            lazy = pl.scan_parquet(p, row_index_name=row, row_index_offset=1)
+        else:
+            lazy = pl.scan_csv(
+                p, infer_schema=False, encoding="utf8", raise_if_empty=True, row_index_name=row, row_index_offset=1
+            )
+        schema = lazy.collect_schema()
+    raw = [c for c in schema.names() if c != row]
+    names, extra = _contract_header(p, fmt, raw, required, optional)
+    by_name = dict(zip(names, raw, strict=True))
+    for name, original in by_name.items():
+        if name in (*required, *optional) and schema[original].is_nested():
+            raise InputError(p, f"column {name} has type {schema[original]}, which cannot be read as text", column=name)
+    lazy = lazy.select(
+        *(
+            pl.col(by_name[c]).cast(pl.String).alias(c) if c in by_name else pl.lit(None, pl.String).alias(c)
+            for c in [*required, *optional]
+        ),
+        pl.lit(str(path), pl.String).alias("source_file"),
+        pl.col(row).cast(pl.Int64).alias("source_row"),
+    )
+    return ScannedInput(path=str(path), fmt=fmt, frame=lazy, sha256=sha256_file(p), extra_columns=extra)
 
 
 def read_labs(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:

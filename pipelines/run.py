@@ -6,6 +6,7 @@ them directly so that quick checks answer in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -13,7 +14,7 @@ import platform
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -283,12 +284,52 @@ def summary_stats(strata: pl.DataFrame, protocol: Protocol) -> dict[str, Any]:
     }
 
 
+# Output file -> the pandera contract (immunostrat.schemas.outputs) it is checked against before writing.
+OUTPUT_CONTRACTS = {"harmonised.parquet": "harmonised", "quarantine.parquet": "quarantine", "strata.parquet": "strata"}
+
+
 @dataclass(frozen=True)
 class RunOutputs:
     """Where a finished run wrote its files."""
 
     run_dir: Path
     run_json: dict[str, Any]
+
+
+@contextlib.contextmanager
+def staged_run_folder(out_dir: str | Path, run_id: str) -> Iterator[Path]:
+    """Yield a hidden staging folder that is renamed to `<out_dir>/<run_id>` when the block succeeds.
+
+    A crash leaves no `<run_id>` folder at all (only a hidden `.<run_id>.partial`, removed here or by the next
+    run's cleanup), so readers never see a half-written run.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".{run_id}.partial"
+    final = out / run_id
+    if final.exists():
+        raise FileExistsError(f"run folder {final} already exists")
+    staging.mkdir()
+    try:
+        yield staging
+        from immunostrat.safety import fsync_dir
+
+        fsync_dir(staging)  # the folder's entries reach the disk before it is renamed into place
+        os.replace(staging, final)
+        fsync_dir(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def provenance_metadata(run_id: str) -> dict[str, str]:
+    """Key-value metadata written into every output Parquet footer."""
+    return {"immunostrat_run_id": run_id, "immunostrat_version": __version__}
+
+
+def finish_manifest(staging: Path, run_id: str, manifest: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Write run.json (the last file of a run folder) into the staging folder."""
+    write_json_atomic({**manifest, "run_id": run_id, "outputs": outputs}, staging / "run.json")
 
 
 def write_run(
@@ -301,45 +342,27 @@ def write_run(
 ) -> RunOutputs:
     """Write the run folder atomically: files go to a hidden staging folder renamed into place at the end.
 
-    A crash leaves no `<run_id>` folder at all (only a hidden `.<run_id>.partial`), so readers never see a
-    half-written run. Inside, every file is itself written temp-then-rename.
+    Inside, every file is itself written temp-then-rename, after its output contract was checked.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".{run_id}.partial"
-    final = out / run_id
-    if final.exists():
-        raise FileExistsError(f"run folder {final} already exists")
-    staging.mkdir()
-    try:
-        provenance = {"immunostrat_run_id": run_id, "immunostrat_version": __version__}
-        files: dict[str, pl.DataFrame] = {
-            "harmonised.parquet": prepared.harmonised,
-            "quarantine.parquet": prepared.quarantine,
-            "outside_panel.parquet": prepared.outside_panel,
-        }
-        if strata is not None:
-            files["strata.parquet"] = strata
+    files: dict[str, pl.DataFrame] = {
+        "harmonised.parquet": prepared.harmonised,
+        "quarantine.parquet": prepared.quarantine,
+        "outside_panel.parquet": prepared.outside_panel,
+    }
+    if strata is not None:
+        files["strata.parquet"] = strata
+    from immunostrat.schemas.outputs import validate_output  # imports scikit-learn: only when writing
+
+    with staged_run_folder(out_dir, run_id) as staging:
         outputs = {}
-        from immunostrat.schemas.outputs import validate_output  # imports scikit-learn: only when writing
-
-        # The output contracts are enforced before anything is written under a final name.
-        contracts = {"harmonised.parquet": "harmonised", "quarantine.parquet": "quarantine", "strata.parquet": "strata"}
         for name, frame in files.items():
-            if name in contracts:
-                validate_output(contracts[name], frame)
-            path = write_parquet_atomic(frame, staging / name, metadata=provenance)
+            if name in OUTPUT_CONTRACTS:
+                # The output contracts are enforced before anything is written under a final name.
+                validate_output(OUTPUT_CONTRACTS[name], frame)
+            path = write_parquet_atomic(frame, staging / name, metadata=provenance_metadata(run_id))
             outputs[name] = {"rows": frame.height, "sha256": sha256_file(path)}
-        manifest = {**manifest, "run_id": run_id, "outputs": outputs}
-        write_json_atomic(manifest, staging / "run.json")
-        from immunostrat.safety import fsync_dir
-
-        fsync_dir(staging)  # the folder's entries reach the disk before it is renamed into place
-        os.replace(staging, final)
-        fsync_dir(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        finish_manifest(staging, run_id, manifest, outputs)
+    final = Path(out_dir) / run_id
     return RunOutputs(run_dir=final, run_json=json.loads((final / "run.json").read_text(encoding="utf-8")))
 
 
@@ -447,6 +470,12 @@ def _score_each(
     return score_each(parts, protocol, cfg, run_id)
 
 
+def _split(params: StratifyParams, scratch: Path) -> Any:
+    from immunostrat.streaming import split_inputs
+
+    return split_inputs(params, scratch)
+
+
 def _publish(run_dir: Path, cfg: Any) -> Any:
     from immunostrat.publish import publish_run
 
@@ -463,6 +492,8 @@ class Stages:
     score: Callable[[pl.DataFrame, RunConfig, str], tuple[pl.DataFrame, dict[str, Any]]] = score
     write_run: Callable[..., RunOutputs] = write_run
     publish: Callable[[Path, Any], Any] = _publish
+    # Streaming runs: structure checks and the on-disk split by subject partition (immunostrat.streaming).
+    split: Callable[[StratifyParams, Path], Any] = _split
     # Partitioned runs: the same stages over subject partitions (a loop here; mapped tasks in the flow).
     prepare_each: Callable[[list[Inputs], RunConfig], list[Prepared]] = _prepare_each
     score_each: Callable[[list[Prepared], Protocol, RunConfig, str], list[tuple[pl.DataFrame, dict[str, Any]]]] = (
@@ -474,9 +505,11 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     """One stratify run: ingest, validate, baseline, eligibility, score, write.
 
     With `params.partitions > 1` the stages run per subject partition and the results are merged into the
-    same outputs a single pass gives. When the quarantined fraction exceeds the ceiling, the run folder is
-    still written (quarantine and run.json with status "failed", no strata) and `QuarantineCeilingError` is
-    raised.
+    same outputs a single pass gives. With `params.streaming`, partitions are split on disk and processed one at
+    a time (`immunostrat.streaming`), so memory is bounded by a partition.
+
+    When the quarantined fraction exceeds the ceiling, the run folder is still written (quarantine and run.json
+    with status "failed", no strata) and `QuarantineCeilingError` is raised.
     """
     from immunostrat import safety
 
@@ -497,19 +530,27 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     # One run at a time per output folder: a second run fails fast naming the holder, never interleaves.
     with safety.run_lock(params.out, run_id=run_id) as lock:
         cleaned = [p.name for p in lock.remove_stale_staging()]  # leftovers of runs that were killed
-        inputs = stages.read_inputs(params.labs, params.subjects, **input_options(params))
-        model_ready = prefetch_model(cfg)
         try:
-            outputs = _stratify_after_ingest(
-                params,
-                stages,
-                inputs=inputs,
-                protocol=protocol,
-                run_id=run_id,
-                started=started,
-                model_ready=model_ready,
-                cleaned=cleaned,
-            )
+            if params.streaming:
+                from immunostrat.streaming import StreamingRun, run_streaming
+
+                # The model loads in the background while the inputs are split.
+                streaming = StreamingRun(
+                    params, stages, protocol, run_id, started, prefetch_model(cfg), cleaned, base_manifest
+                )
+                outputs: RunOutputs = run_streaming(streaming)
+            else:
+                inputs = stages.read_inputs(params.labs, params.subjects, **input_options(params))
+                outputs = _stratify_after_ingest(
+                    params,
+                    stages,
+                    inputs=inputs,
+                    protocol=protocol,
+                    run_id=run_id,
+                    started=started,
+                    model_ready=prefetch_model(cfg),
+                    cleaned=cleaned,
+                )
         finally:
             _MODEL_PREFETCH.pop(_model_key(cfg), None)  # never reuse a loaded model across runs
     return outputs
