@@ -405,13 +405,14 @@ def assign_groups(probability: np.ndarray, cutoffs: Mapping[str, float]) -> np.n
     Returns:
         Array of group labels (``unlikely``/``possible``/``likely``).
     """
+    return np.array(GROUP_LEVELS)[_group_codes(probability, cutoffs)]
+
+
+def _group_codes(probability: np.ndarray, cutoffs: Mapping[str, float]) -> np.ndarray:
+    """Index into GROUP_LEVELS of each probability's responder group (see :func:`assign_groups`)."""
     c = _check_cutoffs(cutoffs)
     p = np.asarray(probability, dtype=float)
-    return np.where(
-        p >= c["likely_min"],
-        GROUP_LEVELS[2],
-        np.where(p >= c["possible_min"], GROUP_LEVELS[1], GROUP_LEVELS[0]),
-    )
+    return np.where(p >= c["likely_min"], 2, np.where(p >= c["possible_min"], 1, 0))
 
 
 def _as_binary_labels(responded: pl.Series | np.ndarray, n_rows: int) -> np.ndarray:
@@ -965,18 +966,20 @@ def score_strata(
 
     # Top features: order columns by name, then a stable sort on -|contribution| breaks ties by name.
     by_name = np.argsort(np.array(names))
-    order = np.argsort(-np.abs(contrib[:, by_name]), axis=1, kind="stable")[:, : min(top_k, k)]
-    top = np.array(names)[by_name][order]
+    n_top = min(top_k, k)
+    order = np.argsort(-np.abs(contrib[:, by_name]), axis=1, kind="stable")[:, :n_top]
+    # Names are gathered by index in polars: converting a numpy string array to a Series is far slower.
+    top_series = pl.Series(np.array(names)[by_name]).gather(order.ravel()).reshape((n, n_top)).cast(pl.List(pl.String))
 
-    group = np.where(complete, assign_groups(np.nan_to_num(proba, nan=0.0), cut), NOT_ASSESSABLE)
+    group_labels = pl.Series([*GROUP_LEVELS, NOT_ASSESSABLE])
+    group = np.where(complete, _group_codes(np.nan_to_num(proba, nan=0.0), cut), len(GROUP_LEVELS))
 
     def _float(values: np.ndarray, name: str) -> pl.Series:
         return pl.Series(name, values, dtype=pl.Float64).fill_nan(None)
 
-    top_series = pl.Series("top_features", top).cast(pl.List(pl.String))
     return base.with_columns(
         _float(proba, "responder_probability"),
-        pl.Series("responder_group", group).cast(pl.String),
+        group_labels.gather(group).alias("responder_group"),
         pl.when(pl.Series(complete, dtype=pl.Boolean)).then(top_series).alias("top_features"),
         *[_float(contrib[:, j], f"contrib_{name}") for j, name in enumerate(names)],
         _float(intercept, "contrib_intercept"),

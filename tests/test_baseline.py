@@ -15,7 +15,7 @@ import pytest
 
 from immunostrat.config import BaselineConfig
 from immunostrat.reference import ReferenceTables, load_reference
-from immunostrat.stages.baseline import CORE_ANALYTES, derive_baseline, missing_counts, select_baseline
+from immunostrat.stages.baseline import CORE_ANALYTES, derive_baseline, missing_counts, names_where, select_baseline
 
 LAB_SCHEMA: dict[str, pl.DataType] = {
     "study_id": pl.String(),
@@ -597,3 +597,55 @@ def test_output_keeps_subject_order(ref: ReferenceTables) -> None:
     rows = [lab("c3", 0.5, -1, subject_id=i, source_row=n) for n, i in enumerate(ids[::3], 1)]
     out = derive_baseline(labs_frame(rows), subjects, ref, BaselineConfig())
     assert out["subject_id"].to_list() == ids
+
+
+def test_analytes_outside_the_panel_are_ignored(ref: ReferenceTables) -> None:
+    """A harmonised analyte without a strata column neither adds a column nor disturbs the others."""
+    rows = [lab("c3", 0.5, -1, source_row=1), lab("not_in_panel", 9.0, -1, source_row=2)]
+    out = derive_baseline(labs_frame(rows), subjects_frame([subject()]), ref, BaselineConfig())
+    assert not any(c.startswith("not_in_panel") for c in out.columns)
+    assert out["c3"].to_list() == [0.5]
+
+
+def test_repeated_subject_rows_share_one_baseline(ref: ReferenceTables) -> None:
+    """A (study_id, subject_id) listed twice (validation rejects this) gets the same baseline on both rows,
+    chosen over both rows' windows."""
+    subjects = subjects_frame(
+        [subject(), subject("P2", source_row=2), subject(reference_date=REF + dt.timedelta(days=30), source_row=3)]
+    )
+    rows = [lab("c3", 0.5, -60, source_row=1), lab("c3", 0.7, 29, source_row=2)]
+    out = derive_baseline(labs_frame(rows), subjects, ref, BaselineConfig())
+    assert out["subject_id"].to_list() == ["P1", "P2", "P1"]
+    # Day +29 is one day before the second row's reference date: the closest of all candidates.
+    assert out["c3"].to_list() == [0.7, None, 0.7]
+
+
+def test_strata_columns_agree_with_select_baseline(ref: ReferenceTables) -> None:
+    """derive_baseline's per-analyte columns hold exactly the rows select_baseline chooses (many ties)."""
+    rows = [
+        lab(
+            analyte,
+            float(n),
+            -(n % 4),
+            subject_id=f"P{n % 5}",
+            time=dt.time(n % 3, 0),
+            source_file=f"{'ab'[n % 2]}.csv",
+            source_row=n % 7,
+        )
+        for n in range(200)
+        for analyte in ("c3", "c4", "anti_dsdna_xuln")
+    ]
+    subjects = subjects_frame([subject(f"P{i}", source_row=i) for i in range(6)])
+    out = derive_baseline(labs_frame(rows), subjects, ref, BaselineConfig())
+    chosen = select_baseline(labs_frame(rows), subjects, BaselineConfig())
+    for analyte in ("c3", "c4", "anti_dsdna_xuln"):
+        expected = dict(chosen.filter(analyte=analyte).select("subject_id", "value").iter_rows())
+        assert out[analyte].to_list() == [expected.get(s) for s in out["subject_id"]]
+
+
+def test_names_where_lists_true_columns_in_column_order() -> None:
+    """True columns by name, in column order; null counts as not True; no columns gives empty lists."""
+    flags = pl.DataFrame({"b": [True, False, None, True], "a": [True, None, False, False]})
+    assert names_where(flags).to_list() == [["b", "a"], [], [], ["b"]]
+    assert names_where(flags.head(0)).to_list() == []
+    assert names_where(pl.DataFrame()).dtype == pl.List(pl.String)

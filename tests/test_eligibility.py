@@ -144,6 +144,17 @@ def test_eligible_three_valued_and_lists_in_protocol_order() -> None:
     assert out.select(strata.columns).equals(strata)
 
 
+def test_lists_with_many_criteria_and_patterns() -> None:
+    """70 thresholds on one column: every subject's failed list is exactly the thresholds above its value."""
+    strata = pl.DataFrame({"a": [None, *range(0, 80, 3)]}, schema={"a": pl.Float64})
+    prot = protocol(*(crit("a", "ge", i, cid=f"ge_{i}") for i in range(70)))
+    out = assess_eligibility(strata, prot)
+    expected = [[] if a is None else [f"ge_{i}" for i in range(70) if a < i] for a in strata["a"]]
+    assert out["criteria_failed"].to_list() == expected
+    assert out["criteria_not_assessable"].to_list() == [[f"ge_{i}" for i in range(70)], *[[]] * (strata.height - 1)]
+    assert out["eligible"].to_list() == [None, *(a >= 69 for a in strata["a"][1:])]
+
+
 def test_missing_column_raises_protocol_error_naming_it() -> None:
     """A criterion reading a column the table lacks raises ProtocolError naming that column."""
     strata = pl.DataFrame({"a": [1.0]})

@@ -30,35 +30,44 @@ CORE_ANALYTES = (
 _KEY = ["study_id", "subject_id"]
 
 
-def select_baseline(harmonised: pl.DataFrame, subjects: pl.DataFrame, cfg: BaselineConfig) -> pl.DataFrame:
-    """The baseline measurement per (study_id, subject_id, analyte), long format, with `days_from_reference`."""
-    anchors = subjects.select(*_KEY, "reference_date", "first_exposure_date")
+# The tie rule as sort keys, most significant first (nulls sort last); see the module docstring. Distance and
+# side are one key, 2 * |days| plus 1 when after the reference date: one integer sorts faster than two columns.
+_TIE_ORDER = [
+    pl.col("days_from_reference").abs() * 2 + (pl.col("days_from_reference") > 0),
+    pl.col("collected_at"),
+    pl.col("source_file"),
+    pl.col("source_row"),
+]
+_TIE_DESCENDING = [False, True, False, False]
+_RECORDED_TIE_COLUMNS = ["collected_at", "source_file", "source_row"]
+_TIE_COLUMNS = ["days_from_reference", *_RECORDED_TIE_COLUMNS]
+
+
+def _windowed(harmonised: pl.LazyFrame, anchors: pl.LazyFrame, cfg: BaselineConfig) -> pl.LazyFrame:
+    """Measurements inside their subject's baseline window, with `days_from_reference` and the anchor columns."""
     days = (pl.col("collected_date") - pl.col("reference_date")).dt.total_days()
     in_window = days.is_between(-cfg.window_days_before, cfg.window_days_after) & (
         pl.col("first_exposure_date").is_null() | (pl.col("collected_date") < pl.col("first_exposure_date"))
     )
-    windowed = harmonised.join(anchors, on=_KEY, how="inner").with_columns(days_from_reference=days).filter(in_window)
-    # The tie rule is applied to a narrow frame (keys and sort columns only) and the chosen rows are gathered,
-    # so the sort never moves the wide rows.
-    chosen = (
-        windowed.select(*_KEY, "analyte", "days_from_reference", "collected_at", "source_file", "source_row")
+    return harmonised.join(anchors, on=_KEY, how="inner").with_columns(days_from_reference=days).filter(in_window)
+
+
+def _first_by_tie_rule(candidates: pl.DataFrame, group: list[str]) -> pl.Series:
+    """Positions in `candidates` of the row the tie rule puts first in each `group`, groups in ascending order."""
+    # The sort runs on a narrow frame (group and tie columns only), so it never moves the wide rows.
+    return (
+        candidates.select(*group, *_TIE_COLUMNS)
         .with_row_index("_row")
-        .sort(
-            [
-                *_KEY,
-                "analyte",
-                pl.col("days_from_reference").abs(),
-                pl.col("days_from_reference") > 0,
-                "collected_at",
-                "source_file",
-                "source_row",
-            ],
-            descending=[False, False, False, False, False, True, False, False],
-            nulls_last=True,
-        )
-        .unique(subset=[*_KEY, "analyte"], keep="first", maintain_order=True)
+        .sort([*group, *_TIE_ORDER], descending=[False] * len(group) + _TIE_DESCENDING, nulls_last=True)
+        .unique(subset=group, keep="first", maintain_order=True)["_row"]
     )
-    return windowed[chosen["_row"]]
+
+
+def select_baseline(harmonised: pl.DataFrame, subjects: pl.DataFrame, cfg: BaselineConfig) -> pl.DataFrame:
+    """The baseline measurement per (study_id, subject_id, analyte), long format, with `days_from_reference`."""
+    anchors = subjects.lazy().select(*_KEY, "reference_date", "first_exposure_date")
+    windowed = _windowed(harmonised.lazy(), anchors, cfg).collect()
+    return windowed[_first_by_tie_rule(windowed, [*_KEY, "analyte"])]
 
 
 def _above(value: pl.Expr, censoring: pl.Expr, cutoff: pl.Expr, inclusive: pl.Expr) -> pl.Expr:
@@ -89,6 +98,30 @@ def _below(value: pl.Expr, censoring: pl.Expr, cutoff: pl.Expr) -> pl.Expr:
     return _above(-value, flipped, -cutoff, pl.lit(False))
 
 
+def _subject_ids(subjects: pl.DataFrame) -> pl.Series:
+    """Row position of each subject's first row, so repeated (study_id, subject_id) rows share one baseline."""
+    ids = subjects.select(*_KEY).with_row_index("_subject")
+    # Validated subjects are unique; the grouped form is only paid for when they are not.
+    if ids.select(pl.struct(_KEY).is_unique().all()).item():
+        return ids["_subject"]
+    return ids.select(pl.col("_subject").first().over(_KEY)).to_series()
+
+
+def _panel_columns(analyte: str) -> dict[str, str]:
+    """Strata column per field of the chosen measurement, for every panel analyte."""
+    return {"value": analyte, "collected_date": f"{analyte}_date", "censoring": f"{analyte}_censoring"}
+
+
+# Reference limits and methods kept only where a flag reads them: column -> (analyte, field).
+_LIMIT_COLUMNS = {
+    "anti_dsdna_ref_high": ("anti_dsdna", "ref_high"),
+    "anti_dsdna_method": ("anti_dsdna", "method"),
+    "c3_ref_low": ("c3", "ref_low"),
+    "c4_ref_low": ("c4", "ref_low"),
+    "ifn_method": ("ifn_score", "method"),
+}
+
+
 def derive_baseline(
     harmonised: pl.DataFrame, subjects: pl.DataFrame, ref: ReferenceTables, cfg: BaselineConfig
 ) -> pl.DataFrame:
@@ -101,29 +134,46 @@ def derive_baseline(
         cfg: window and default cut-offs.
     """
     panel = ref.panel
-    chosen = select_baseline(harmonised, subjects, cfg)
-    fields = ["value", "collected_date", "censoring", "ref_low", "ref_high", "method"]
-    wide = chosen.pivot(
-        on="analyte", on_columns=panel, index=_KEY, values=fields, aggregate_function="first", separator="|"
+    n_analytes = len(panel)
+    subject_ids = _subject_ids(subjects)
+    anchors = subjects.lazy().select(*_KEY, "reference_date", "first_exposure_date", _subject=subject_ids)
+    # Window on the keys alone, remembering each measurement's row (`_lab`): joining the full rows would copy
+    # every string column. A (subject, analyte) cell is one integer, so the tie-rule sort runs on numbers, not
+    # on the string keys; analytes outside the panel get no column and are dropped here.
+    analyte_code = pl.col("analyte").replace_strict(panel, range(n_analytes), default=None, return_dtype=pl.UInt64)
+    labs = (
+        harmonised.lazy()
+        .select(*_KEY, "collected_date", _analyte=analyte_code)
+        .with_row_index("_lab")
+        .filter(pl.col("_analyte").is_not_null())
     )
-    renames: dict[str, str] = {}
-    for analyte in panel:
-        renames[f"value|{analyte}"] = analyte
-        renames[f"collected_date|{analyte}"] = f"{analyte}_date"
-        renames[f"censoring|{analyte}"] = f"{analyte}_censoring"
-    keep = {
-        "ref_high|anti_dsdna": "anti_dsdna_ref_high",
-        "method|anti_dsdna": "anti_dsdna_method",
-        "ref_low|c3": "c3_ref_low",
-        "ref_low|c4": "c4_ref_low",
-        "method|ifn_score": "ifn_method",
-    }
-    wide = wide.rename({**renames, **keep}, strict=False).select(
-        *_KEY,
-        *(c for a in panel for c in (a, f"{a}_date", f"{a}_censoring")),
-        *keep.values(),
+    located = (
+        _windowed(labs, anchors, cfg)
+        .select(
+            "_lab", "days_from_reference", _cell=pl.col("_subject").cast(pl.UInt64) * n_analytes + pl.col("_analyte")
+        )
+        .collect()
     )
-    strata = subjects.drop("source_file", "source_row").join(wide, on=_KEY, how="left", maintain_order="left")
+    candidates = located.hstack(harmonised.select(pl.col(_RECORDED_TIE_COLUMNS).gather(located["_lab"])))
+    chosen = candidates[_first_by_tie_rule(candidates, ["_cell"])]
+    # The harmonised row of every (subject, analyte) cell, null where there is no baseline: a gather per
+    # analyte and field then replaces a pivot and a join on the string keys.
+    grid = pl.repeat(None, subjects.height * n_analytes, dtype=located["_lab"].dtype, eager=True).scatter(
+        chosen["_cell"], chosen["_lab"]
+    )
+    first_cell = subject_ids.cast(pl.UInt64) * n_analytes
+    rows = {analyte: grid.gather(first_cell + k) for k, analyte in enumerate(panel)}
+    wide = pl.DataFrame(
+        [
+            *(
+                harmonised[field].gather(rows[analyte]).alias(name)
+                for analyte in panel
+                for field, name in _panel_columns(analyte).items()
+            ),
+            *(harmonised[field].gather(rows[analyte]).alias(name) for name, (analyte, field) in _LIMIT_COLUMNS.items()),
+        ]
+    )
+    strata = pl.concat([subjects.drop("source_file", "source_row"), wide], how="horizontal")
     return add_flags(strata, ref, cfg)
 
 
@@ -147,6 +197,7 @@ def add_flags(strata: pl.DataFrame, ref: ReferenceTables, cfg: BaselineConfig) -
         else pl.col(a).is_not_null()
         for a in CORE_ANALYTES
     ]
+    missing = names_where(strata.select((~p).alias(a) for a, p in zip(CORE_ANALYTES, present, strict=True)))
     return (
         strata.with_columns(
             # Hash lookups of the method's cut-off: joining would copy every strata column.
@@ -173,9 +224,7 @@ def add_flags(strata: pl.DataFrame, ref: ReferenceTables, cfg: BaselineConfig) -
             ),
             cd4_cd8_ratio=pl.when(pl.col("cd8_t_cells") > 0).then(pl.col("cd4_t_cells") / pl.col("cd8_t_cells")),
             n_baseline_analytes=pl.sum_horizontal([p.cast(pl.Int32) for p in present]),
-            missing_analytes=pl.concat_list(
-                [pl.when(~p).then(pl.lit(a)) for a, p in zip(CORE_ANALYTES, present, strict=True)]
-            ).list.drop_nulls(),
+            missing_analytes=missing,
         )
         .with_columns(
             # Kleene logic: any known True makes the subject active; all known False makes them inactive.
@@ -183,6 +232,22 @@ def add_flags(strata: pl.DataFrame, ref: ReferenceTables, cfg: BaselineConfig) -
         )
         .drop("_ifn_cutoff", "_ifn_inclusive")
     )
+
+
+def names_where(flags: pl.DataFrame) -> pl.Series:
+    """Per row, the names of the columns of `flags` that are True, in column order (List[String]).
+
+    Null counts as not True. Faster than `concat_list(when(flag).then(name)).list.drop_nulls()` by far: rows
+    share few distinct flag patterns, so each pattern's list is built once (a Python loop over the distinct
+    patterns, not the rows) and joined back.
+    """
+    if not flags.width:
+        return pl.Series(values=[[]] * flags.height, dtype=pl.List(pl.String))
+    keys = flags.select(pl.all().fill_null(False))
+    patterns = keys.unique()
+    names = [[name for name, flag in zip(keys.columns, row, strict=True) if flag] for row in patterns.iter_rows()]
+    lists = patterns.with_columns(_names=pl.Series(values=names, dtype=pl.List(pl.String)))
+    return keys.join(lists, on=keys.columns, how="left", maintain_order="left")["_names"]
 
 
 def missing_counts(strata: pl.DataFrame) -> dict[str, int]:

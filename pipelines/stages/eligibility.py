@@ -10,6 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from immunostrat.config import Criterion, Protocol
+from immunostrat.stages.baseline import names_where
 
 
 class ProtocolError(ValueError):
@@ -54,18 +55,14 @@ def assess_eligibility(strata: pl.DataFrame, protocol: Protocol) -> pl.DataFrame
         )
     outcomes = {f"criterion_{c.id}": criterion_expr(c) for c in protocol.criteria}
     with_outcomes = strata.with_columns(**outcomes)
-    failed = pl.concat_list(
-        [pl.when(pl.col(f"criterion_{c.id}") == False).then(pl.lit(c.id)) for c in protocol.criteria]  # noqa: E712
-    ).list.drop_nulls()
-    unknown = pl.concat_list(
-        [pl.when(pl.col(f"criterion_{c.id}").is_null()).then(pl.lit(c.id)) for c in protocol.criteria]
-    ).list.drop_nulls()
-    return with_outcomes.with_columns(criteria_failed=failed, criteria_not_assessable=unknown).with_columns(
-        eligible=pl.when(pl.col("criteria_failed").list.len() > 0)
-        .then(False)
-        .when(pl.col("criteria_not_assessable").list.len() > 0)
-        .then(None)
-        .otherwise(True)
+    verdicts = {c.id: pl.col(f"criterion_{c.id}") for c in protocol.criteria}
+    failed = with_outcomes.select((v == False).alias(i) for i, v in verdicts.items())  # noqa: E712
+    unknown = with_outcomes.select(v.is_null().alias(i) for i, v in verdicts.items())
+    return with_outcomes.with_columns(
+        criteria_failed=names_where(failed),
+        criteria_not_assessable=names_where(unknown),
+        # Kleene AND: False when any criterion failed, else null when any could not be assessed, else True.
+        eligible=pl.all_horizontal(verdicts.values()),
     )
 
 
