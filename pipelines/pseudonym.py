@@ -28,7 +28,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,32 +203,72 @@ def pseudonymise(key: PseudonymKey, domain: str, fields: Sequence[str]) -> str:
     return hmac.digest(key.secret, message, "sha256").hex()
 
 
-def _per_pair(study: pl.Series, other: pl.Series, dtype: pl.DataType, fn: Callable[[str, str], str | int]) -> pl.Series:
-    """Apply `fn(study, other)` once per distinct non-null pair and broadcast back (nulls stay null)."""
+#: What `_encode_string` escapes (quote, backslash, control characters), with its escapes: 34 characters.
+_JSON_ESCAPES = {c: _encode_string(c)[1:-1] for c in (*map(chr, range(0x20)), '"', "\\")}
+#: HMAC's key pads (RFC 2104), as `hmac` builds them.
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_BLOCK = hashlib.sha256().block_size
+
+
+def _json_array(first: pl.Expr, second: pl.Expr) -> pl.Expr:
+    """`json.dumps([first, second], ensure_ascii=False, separators=(",", ":"))` per row, as polars string ops."""
+    quoted = [pl.concat_str(pl.lit('"'), f.str.replace_many(_JSON_ESCAPES), pl.lit('"')) for f in (first, second)]
+    return pl.concat_str(pl.lit("["), quoted[0], pl.lit(","), quoted[1], pl.lit("]"))
+
+
+def _hmacs(key: PseudonymKey, domain: str, bodies: Sequence[bytes]) -> list[bytes]:
+    """HMAC-SHA256 of `prefix + body` for many bodies: what `pseudonymise` computes, ~3x faster in bulk.
+
+    The keyed inner state (with the domain prefix already hashed in) and the keyed outer state are built once
+    and copied per message, as `hmac` does internally, without its per-call key setup and object overhead.
+    The first digest is checked against `hmac.digest`.
+    """
+    prefix = _PREFIX + domain.encode("utf-8") + b"\x00"
+    secret = key.secret if len(key.secret) <= _BLOCK else hashlib.sha256(key.secret).digest()
+    secret = secret.ljust(_BLOCK, b"\x00")
+    inner = hashlib.sha256(secret.translate(_IPAD) + prefix)
+    outer = hashlib.sha256(secret.translate(_OPAD))
+    digests = []
+    for body in bodies:  # HMAC has no polars expression: once per distinct message
+        hashed = inner.copy()
+        hashed.update(body)
+        keyed = outer.copy()
+        keyed.update(hashed.digest())
+        digests.append(keyed.digest())
+    if bodies and digests[0] != hmac.digest(key.secret, prefix + bodies[0], "sha256"):
+        raise AssertionError("bulk HMAC differs from hmac.digest")
+    return digests
+
+
+def _per_pair(key: PseudonymKey, domain: str, study: pl.Series, other: pl.Series) -> pl.Series:
+    """Per row, the lower-case hex HMAC of (study, other) in `domain` (as `pseudonymise`); null when either is.
+
+    The HMAC runs once per distinct non-null pair, on messages built in polars; when every row is already a
+    distinct pair (one row per subject), there is nothing to join back.
+    """
     pairs = pl.DataFrame({"a": study.cast(pl.String), "b": other.cast(pl.String)})
-    distinct = pairs.drop_nulls().unique(maintain_order=True)
-    values = [fn(a, b) for a, b in distinct.iter_rows()]  # HMAC has no polars expression: once per distinct pair
-    distinct = distinct.with_columns(pl.Series("out", values, dtype=dtype))
-    return pairs.join(distinct, on=["a", "b"], how="left", maintain_order="left")["out"]
+    first = pairs.select(pl.struct("a", "b").is_first_distinct() & pl.all_horizontal(pl.all().is_not_null()))
+    distinct = pairs if first.to_series().all() else pairs.filter(first.to_series())
+    messages = distinct.select(_json_array(pl.col("a"), pl.col("b")))
+    digests = _hmacs(key, domain, messages.to_series().cast(pl.Binary).to_list())  # the messages' UTF-8 bytes
+    hexes = pl.Series("hex", digests, dtype=pl.Binary).bin.encode("hex")
+    if distinct is pairs:
+        return hexes
+    return pairs.join(distinct.with_columns(hexes), on=["a", "b"], how="left", maintain_order="left")["hex"]
 
 
 def subject_pseudonyms(key: PseudonymKey, study_id: pl.Series, subject_id: pl.Series) -> pl.Series:
     """Pseudonym per row: the first :data:`SUBJECT_HEX` hex digits of the HMAC of (study_id, subject_id)."""
-    out = _per_pair(study_id, subject_id, pl.String(), lambda a, b: pseudonymise(key, "subject", [a, b])[:SUBJECT_HEX])
-    return out.alias("subject_pseudonym")
+    return _per_pair(key, "subject", study_id, subject_id).str.head(SUBJECT_HEX).alias("subject_pseudonym")
 
 
 def site_pseudonyms(key: PseudonymKey, study_id: pl.Series, site_id: pl.Series) -> pl.Series:
     """``site-`` + the first :data:`SITE_HEX` hex digits of the HMAC of (study_id, site_id); null stays null."""
-    out = _per_pair(study_id, site_id, pl.String(), lambda a, b: "site-" + pseudonymise(key, "site", [a, b])[:SITE_HEX])
-    return out.alias("site")
+    return ("site-" + _per_pair(key, "site", study_id, site_id).str.head(SITE_HEX)).alias("site")
 
 
 def date_shifts(key: PseudonymKey, study_id: pl.Series, subject_id: pl.Series, max_days: int) -> pl.Series:
     """Per-subject date offset in days, uniform on [-max_days, max_days], fixed by the key (Int32)."""
-    span = 2 * max_days + 1
-
-    def shift(a: str, b: str) -> int:
-        return int(pseudonymise(key, "date-shift", [a, b])[:12], 16) % span - max_days
-
-    return _per_pair(study_id, subject_id, pl.Int32(), shift).alias("date_shift_days")
+    draw = _per_pair(key, "date-shift", study_id, subject_id).str.head(12).str.to_integer(base=16)  # 48 bits
+    return (draw % (2 * max_days + 1) - max_days).cast(pl.Int32).alias("date_shift_days")

@@ -25,6 +25,8 @@ from typing import Any
 
 import pandera.polars as pa
 import polars as pl
+from pandera.api.polars.types import PolarsData
+from pandera.constants import CHECK_OUTPUT_KEY
 from pandera.errors import SchemaErrors
 
 from immunostrat.modeling import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
@@ -512,6 +514,25 @@ def _score_columns(features: Sequence[FeatureSpec]) -> dict[str, Any]:
     return columns
 
 
+def _lists_ids(column: str, ids: Sequence[str], selected: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """Row check: the list `column` is exactly the ids whose `criterion_<id>` is `selected`, in column order.
+
+    Compared as text (the list joined with a separator no id contains) plus the list length, not as built
+    lists: building a list per row and criterion costs ~10x more. Equal lengths and equal joined text imply
+    equal lists, since the expected ids hold no separator, so neither can the listed items.
+    """
+    separator = next((chr(c) for c in range(0x1F, 0, -1) if not any(chr(c) in i for i in ids)), None)
+    flags = [selected(pl.col(f"criterion_{i}")) for i in ids]
+    if separator is None:  # ids with every control character: compare built lists
+        expected = pl.concat_list([pl.when(f).then(pl.lit(i)) for f, i in zip(flags, ids, strict=True)])
+        return pl.col(column) == expected.list.drop_nulls()
+    listed = pl.concat_str(
+        [pl.when(f).then(pl.lit(i)) for f, i in zip(flags, ids, strict=True)], separator=separator, ignore_nulls=True
+    )
+    count = pl.sum_horizontal([f.fill_null(False) for f in flags])
+    return (pl.col(column).list.len() == count) & (pl.col(column).list.join(separator, ignore_nulls=False) == listed)
+
+
 def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
     """Row-level checks that tie the strata columns together."""
     contribs = [f"contrib_{f.name}" for f in features] + ["contrib_intercept"]
@@ -531,14 +552,9 @@ def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
         ids = [c.removeprefix("criterion_") for c in names if c.startswith("criterion_")]
         if not ids:  # the regex column reports the absence
             return data.lazyframe.select(pl.lit(True).alias("ok"))
-        failed = pl.concat_list([pl.when(pl.col(f"criterion_{i}") == False).then(pl.lit(i)) for i in ids])  # noqa: E712
-        unknown = pl.concat_list([pl.when(pl.col(f"criterion_{i}").is_null()).then(pl.lit(i)) for i in ids])
-        return data.lazyframe.select(
-            (
-                (pl.col("criteria_failed") == failed.list.drop_nulls())
-                & (pl.col("criteria_not_assessable") == unknown.list.drop_nulls())
-            ).fill_null(False)
-        )
+        failed = _lists_ids("criteria_failed", ids, lambda c: c == False)  # noqa: E712
+        unknown = _lists_ids("criteria_not_assessable", ids, lambda c: c.is_null())
+        return data.lazyframe.select((failed & unknown).fill_null(False))
 
     def group_matches(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(
@@ -738,6 +754,118 @@ def _contract_error(
     )
 
 
+_FLOATS = (pl.Float32, pl.Float64)
+#: Key types whose order and hash agree with pandera's duplicate test (floats do not: -0.0, NaN).
+_KEY_TYPES = (pl.String, pl.Boolean, pl.Date, pl.Datetime, pl.datatypes.IntegerType)
+
+
+def _verdict(check: pa.Check, frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """One row, one Boolean: whether `check` holds on every row, with pandera's own check expression and NA rule."""
+    builtin = getattr(check._check_fn, "__name__", None)
+    if builtin is not None and check.is_builtin_check(builtin):  # as `Check.__call__`: bind the polars version
+        check._check_fn = check.get_builtin_check_fn(builtin)
+    out = check.get_backend(frame)(check).apply(PolarsData(frame, key))
+    if isinstance(out, bool):
+        return pl.LazyFrame({"ok": [out]})
+    result = pl.col(CHECK_OUTPUT_KEY)
+    result = result | result.is_null() if check.ignore_na else result.fill_null(False)
+    return out.select(result.all().alias("ok"))
+
+
+def _unique_rows(frame: pl.DataFrame, keys: Sequence[str]) -> bool:
+    """Whether no two rows share `keys`; False also means "not proven" (then pandera decides).
+
+    Cheap proofs instead of pandera's full duplicate marking: rows strictly increasing in key order (one
+    linear pass; outputs are usually written sorted by their key), else all distinct 64-bit row hashes.
+    """
+    if frame.height < 2:
+        return True
+    if not all(isinstance(frame.schema[k], _KEY_TYPES) for k in keys):
+        return False
+    increasing = pl.lit(False)
+    for key in reversed(keys):  # lexicographic: a greater first key, or an equal one and the rest greater
+        now, before = pl.col(key), pl.col(key).shift()
+        increasing = (now > before) | ((now == before) & increasing)
+    if frame.select(increasing.slice(1).fill_null(False).all()).item():
+        return True
+    return bool(frame.select(keys).hash_rows().n_unique() == frame.height)
+
+
+def _conforms(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> bool:
+    """Whether `frame` certainly meets `schema` (see `_decide`); False on any error, for pandera to report."""
+    try:
+        return _decide(schema, frame)
+    except Exception:  # e.g. a check that cannot run on this frame: pandera names it
+        return False
+
+
+def _unsupported(schema: pa.DataFrameSchema) -> bool:
+    """Schema options `_decide` does not implement (none of the contracts uses them): pandera handles those."""
+    columns = schema.columns.values()
+    return bool(
+        schema.coerce
+        or schema.ordered
+        or schema.strict not in (True, False)
+        or schema.add_missing_columns
+        or schema.drop_invalid_rows
+        or schema.dtype is not None
+        or schema.parsers
+        or schema.on_missing_columns is not None
+        or any(c.coerce or c.unique or c.default is not None or c.parsers or c.drop_invalid_rows for c in columns)
+    )
+
+
+def _column_verdicts(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> tuple[list[pl.LazyFrame], set[str]] | None:
+    """Verdicts of every column's null and value checks, and the columns covered; None when the column set
+    (missing, or unexpected under `strict`) or a dtype already fails."""
+    lazy, dtypes = frame.lazy(), frame.schema  # `frame.schema` builds a new Schema per call
+    explicit = {name for name, column in schema.columns.items() if not column.regex}
+    covered: set[str] = set()
+    verdicts: list[pl.LazyFrame] = []
+    for name, column in schema.columns.items():
+        if column.regex:
+            keys = lazy.select(pl.col(column.selector)).collect_schema().names()
+            if set(keys) & explicit or (column.required and not keys):
+                return None
+        elif name in dtypes or not column.required:
+            keys = [name] if name in dtypes else []
+        else:
+            return None
+        for key in keys:
+            covered.add(key)
+            dtype = dtypes[key]
+            if column.dtype is not None and column.dtype.check(dtype, PolarsData(lazy.select(key), key)) is not True:
+                return None
+            if not column.nullable:  # pandera counts NaN as null in a float column
+                present = pl.col(key).is_not_null() & (pl.col(key).is_not_nan() if dtype in _FLOATS else True)
+                verdicts.append(lazy.select(present.all().alias("ok")))
+            verdicts += [_verdict(check, lazy, key) for check in column.checks]
+    if schema.strict and set(frame.columns) - covered:
+        return None
+    return verdicts, covered
+
+
+def _decide(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> bool:
+    """Whether `frame` meets `schema`, decided in one parallel pass over the data, without copying or casting it.
+
+    Makes the same decision as `schema.validate` (column set, dtypes from the schema, nulls, every column and
+    row check with pandera's own expressions, uniqueness), but runs every check as one-row verdicts in one
+    `collect_all`, where pandera scans, collects and extracts failure cases once per check. False means "not
+    proven" and the caller then runs pandera for the detailed report, so a schema option not handled here just
+    answers False.
+    """
+    columns = None if _unsupported(schema) else _column_verdicts(schema, frame)
+    if columns is None:
+        return False
+    verdicts, covered = columns
+    verdicts += [_verdict(check, frame.lazy(), "*") for check in schema.checks]
+    if not all(v.item() for v in pl.collect_all(verdicts)):
+        return False
+    unique = schema.unique or []
+    key_sets = [unique] if all(isinstance(k, str) for k in unique) else unique
+    return all(set(keys) <= covered and _unique_rows(frame, list(keys)) for keys in key_sets if keys)
+
+
 def validate_output(name: str, frame: pl.DataFrame, *, features: Sequence[FeatureSpec] | None = None) -> pl.DataFrame:
     """Validate an output table eagerly, collecting every failure (`lazy=True`), and return it.
 
@@ -763,6 +891,8 @@ def validate_output(name: str, frame: pl.DataFrame, *, features: Sequence[Featur
         # column is reported by the column checks anyway.
         schema = copy.copy(schema)
         schema.unique = None
+    if _conforms(schema, frame):  # the usual case; otherwise pandera finds and reports the failures
+        return frame
     try:
         return schema.validate(frame, lazy=True)
     except SchemaErrors as errors:

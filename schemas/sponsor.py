@@ -34,6 +34,7 @@ from immunostrat.schemas.outputs import (
     _FINITE,
     PANEL,
     OutputContractError,
+    _conforms,
     _contract_error,
     _dated_before,
     _is_finite,
@@ -289,6 +290,8 @@ def validate_sponsor(frame: pl.DataFrame, *, features: Sequence[FeatureSpec] | N
         # pandera's uniqueness check crashes when a key column is missing; the column check reports it.
         schema = copy.copy(schema)
         schema.unique = None
+    if _conforms(schema, frame):  # the usual case; otherwise pandera finds and reports the failures
+        return frame
     try:
         return schema.validate(frame, lazy=True)
     except SchemaErrors as errors:

@@ -10,8 +10,10 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandera.polars as pa
 import polars as pl
 import pytest
+from pandera.errors import SchemaErrors
 
 from immunostrat import datadict
 from immunostrat import run as pipeline
@@ -26,6 +28,9 @@ from immunostrat.schemas.outputs import (
     HarmonisedLab,
     OutputContractError,
     Strata,
+    _conforms,
+    _lists_ids,
+    _unique_rows,
     strata_model,
     validate_output,
 )
@@ -273,3 +278,78 @@ def test_input_doc_explains_every_reason_code() -> None:
     assert {"RESPONDED_INVALID", "OUTCOME_DUPLICATE"} <= codes
     missing = sorted(c for c in codes if f"`{c}`" not in text)
     assert not missing, f"docs/input.md does not explain {missing}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The one-pass check (`_conforms`) decides as pandera does
+# --------------------------------------------------------------------------------------------------
+
+
+def _pandera_accepts(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> bool:
+    try:
+        schema.validate(frame, lazy=True)
+    except (SchemaErrors, pl.exceptions.PolarsError):
+        return False
+    return True
+
+
+def test_valid_outputs_skip_pandera(outputs: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pandera ran on a valid frame")
+
+    monkeypatch.setattr(pa.DataFrameSchema, "validate", refuse)
+    for name, frame in outputs.items():
+        assert validate_output(name, frame) is frame  # no copy
+    shuffled = outputs["harmonised"].sample(fraction=1.0, shuffle=True, seed=1)  # unique by row hashes
+    assert validate_output("harmonised", shuffled) is shuffled
+
+
+def test_one_pass_check_agrees_with_pandera(outputs: dict[str, pl.DataFrame]) -> None:
+    harmonised, strata, quarantine = outputs["harmonised"], outputs["strata"], outputs["quarantine"]
+    failed = int(strata["criteria_failed"].list.len().arg_max() or 0)
+    cases = {
+        "harmonised": [
+            harmonised,
+            harmonised.reverse(),
+            _set(harmonised, "value", 0, float("nan")),  # NaN counts as null in a non-nullable float
+            _set(harmonised, "study_id", 0, None),
+            _set(harmonised, "method", 0, "elisa"),
+            _set(harmonised, "collected_date", 0, dt.date(1999, 1, 1)),
+            pl.concat([harmonised, harmonised.head(1)]),
+            pl.concat([harmonised.head(1), harmonised]),
+            harmonised.with_columns(pl.col("source_row").cast(pl.Int32)),
+            harmonised.drop("site_id"),
+        ],
+        "quarantine": [quarantine, quarantine.drop(quarantine.columns[-1]), _set(quarantine, "reason_codes", 0, ["X"])],
+        "strata": [
+            strata,
+            _set(strata, "criteria_failed", failed, list(reversed(strata["criteria_failed"][failed]))),
+            _set(strata, "criteria_failed", failed, ["\x1f".join(strata["criteria_failed"][failed])]),
+            _set(strata, "criteria_not_assessable", 0, [None]),
+            strata.drop([c for c in strata.columns if c.startswith("criterion_")]),
+            _set(strata, "c3", 0, -1.0),
+        ],
+    }
+    for name, frames in cases.items():
+        schema = OUTPUT_MODELS[f"{name}.parquet"].to_schema()
+        for i, frame in enumerate(frames):
+            assert _conforms(schema, frame) == _pandera_accepts(schema, frame), (name, i)
+
+
+def test_criteria_lists_with_the_separator_in_an_id(outputs: dict[str, pl.DataFrame]) -> None:
+    ids = ["a\x1fb", "c"]
+    frame = pl.DataFrame(
+        {"criterion_a\x1fb": [False, False, True], "criterion_c": [False, True, False]},
+    ).with_columns(
+        criteria_failed=pl.Series([["a\x1fb", "c"], ["a", "b"], ["c"]]),
+    )
+    check = _lists_ids("criteria_failed", ids, lambda c: c == False)  # noqa: E712
+    assert frame.select(check.fill_null(False)).to_series().to_list() == [True, False, True]
+
+
+def test_uniqueness_proofs() -> None:
+    assert _unique_rows(pl.DataFrame({"a": ["x", "x", "y"], "b": [1, 2, 1]}), ["a", "b"])  # sorted
+    assert _unique_rows(pl.DataFrame({"a": ["y", "x", "x"], "b": [1, 2, 1]}), ["a", "b"])  # hashes
+    assert not _unique_rows(pl.DataFrame({"a": ["x", "y", "x"], "b": [1, 1, 1]}), ["a", "b"])
+    assert not _unique_rows(pl.DataFrame({"a": [None, None], "b": [1, 1]}), ["a", "b"])
+    assert not _unique_rows(pl.DataFrame({"a": [0.0, 1.0]}), ["a"])  # floats: left to pandera

@@ -291,3 +291,19 @@ def test_artifact_summary_gives_markdown_and_suppressed_group_rows(demo: Demo) -
     assert {r["study_id"] for r in rows} == {*demo.strata["study_id"].unique().to_list(), "all studies"}
     for row in rows:
         assert isinstance(row["subjects"], str) or row["subjects"] == 0 or row["subjects"] >= 5
+
+
+def test_box_statistics_are_matplotlibs_and_keep_no_individual_value() -> None:
+    """The biomarker figure draws boxes from statistics computed once (`_box_stats` + `Axes.bxp`); they are the
+    statistics `Axes.boxplot(whis=(5, 95))` would compute from the values, without the outliers."""
+    from matplotlib import cbook
+
+    from immunostrat.report import _box_stats
+
+    rng = np.random.default_rng(5)
+    for values in (rng.lognormal(0, 1, n) for n in (7, 500, 20_000)):
+        ours = _box_stats(values)
+        (reference,) = cbook.boxplot_stats(values, whis=(5, 95))
+        for stat in ("q1", "med", "q3", "whislo", "whishi"):
+            assert ours[stat] == pytest.approx(reference[stat]), stat
+        assert len(ours["fliers"]) == 0  # no individual value is kept
