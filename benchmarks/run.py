@@ -106,7 +106,7 @@ def generate(n: int, data: Path, shared: Path, seed: int) -> dict[str, Any]:
         pl.concat(
             [
                 pl.scan_parquet(f / f"{name}.parquet").with_columns(
-                    pl.format("B{}-{}", pl.lit(i), pl.col("subject_id"))
+                    pl.format("B{}-{}", pl.lit(i), pl.col("subject_id")).alias("subject_id")
                 )
                 for i, f in enumerate(blocks)
             ]
