@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
     p.add_argument(
         "--streaming",
-        action="store_true",
-        help="out-of-core: split inputs on disk by subject and process one partition at a time (bounded memory)",
+        action=argparse.BooleanOptionalAction,
+        help="out-of-core: split inputs on disk by subject and process one partition at a time (bounded memory); "
+        "default: on above --partition-rows lab rows",
     )
     p.add_argument("--partition-rows", type=int, help="streaming: target lab rows per partition (default 2,000,000)")
     p.add_argument(

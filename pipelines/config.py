@@ -215,12 +215,13 @@ class StratifyParams(_InputFiles):
         description="Address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786) for partitioned runs; "
         "empty starts a local cluster for the run.",
     )
-    streaming: bool = Field(
-        default=False,
-        description="Out-of-core mode for cohorts larger than memory: native lab files are split on disk by "
-        "subject partition in one streaming pass, and partitions are processed one at a time, so peak memory is "
-        "bounded by a partition, not the cohort. Outputs hold the same rows and values as a single pass, ordered "
-        "partition by partition (source order within each).",
+    streaming: bool | None = Field(
+        default=None,
+        description="Out-of-core mode: native lab files are split on disk by subject partition in one streaming "
+        "pass, and partitions are processed one at a time, so peak memory is bounded by a partition, not the "
+        "cohort. Outputs hold the same rows and values as a single pass, ordered partition by partition (source "
+        "order within each). Empty (default): on when `partitions` is 1 and the native lab files hold more than "
+        "`partition_rows` rows.",
     )
     partition_rows: int = Field(
         default=2_000_000,

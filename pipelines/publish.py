@@ -422,7 +422,17 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
     return run
 
 
-def _read_strata(run_dir: Path, run: dict[str, Any]) -> pl.DataFrame:
+def read_strata_for_sponsor(path: Path, features: Sequence[FeatureSpec]) -> pl.DataFrame:
+    """The columns of a strata file that `sponsor_table` reads (about half of them): memory scales with those."""
+    from immunostrat.schemas.sponsor import DAY_COLUMNS, sponsor_model
+
+    schema = sponsor_model(features).to_schema().columns
+    needed = {"study_id", "subject_id", "site_id", "age_years", "reference_date", *DAY_COLUMNS, *schema}
+    present = pl.read_parquet_schema(path)
+    return pl.read_parquet(path, columns=[c for c in present if c in needed or c.startswith("criterion_")])
+
+
+def _read_strata(run_dir: Path, run: dict[str, Any], features: Sequence[FeatureSpec]) -> pl.DataFrame:
     from immunostrat.io import sha256_file
 
     path = run_dir / "strata.parquet"
@@ -431,7 +441,7 @@ def _read_strata(run_dir: Path, run: dict[str, Any]) -> pl.DataFrame:
     expected = run.get("outputs", {}).get("strata.parquet", {}).get("sha256")
     if expected and sha256_file(path) != expected:
         raise PublishError(f"{path} does not match the SHA-256 in run.json: the run folder was changed after the run")
-    return pl.read_parquet(path)
+    return read_strata_for_sponsor(path, features)
 
 
 def publish_config_of(run: dict[str, Any]) -> PublishConfig:
@@ -557,7 +567,7 @@ def publish_run(
             file=sys.stderr,
         )
     features = run_features(run)
-    table = sponsor_table(_read_strata(run_dir, run), key, cfg, features)  # contract enforced here
+    table = sponsor_table(_read_strata(run_dir, run, features), key, cfg, features)  # contract enforced here
     if table.height == 0:
         raise PublishError(f"run {run['run_id']} stratified no subject: there is nothing to publish")
     out_dir = run_dir.parent

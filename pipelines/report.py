@@ -894,6 +894,7 @@ def write_report(
         SNAPSHOT_MANIFEST,
         publish_config_of,
         read_snapshot,
+        read_strata_for_sponsor,
         run_features,
         sponsor_table,
     )
@@ -909,7 +910,8 @@ def write_report(
         sponsor = read_snapshot(snapshot)
     elif (run_dir / "strata.parquet").is_file():
         key = key or load_key(cfg.key_file, demo=cfg.demo_key)
-        sponsor = sponsor_table(pl.read_parquet(run_dir / "strata.parquet"), key, cfg, run_features(run))
+        features = run_features(run)
+        sponsor = sponsor_table(read_strata_for_sponsor(run_dir / "strata.parquet", features), key, cfg, features)
     html = render_report(run_dir, sponsor=sponsor, min_cell_count=cfg.min_cell_count, provenance=provenance)
     return write_text_atomic(html, Path(out) if out is not None else run_dir / "report.html")
 

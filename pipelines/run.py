@@ -505,8 +505,9 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     """One stratify run: ingest, validate, baseline, eligibility, score, write.
 
     With `params.partitions > 1` the stages run per subject partition and the results are merged into the
-    same outputs a single pass gives. With `params.streaming`, partitions are split on disk and processed one at
-    a time (`immunostrat.streaming`), so memory is bounded by a partition.
+    same outputs a single pass gives. Streaming runs (`params.streaming`, by default when the lab rows exceed
+    `params.partition_rows`) split partitions on disk and process them one at a time (`immunostrat.streaming`),
+    so memory is bounded by a partition.
 
     When the quarantined fraction exceeds the ceiling, the run folder is still written (quarantine and run.json
     with status "failed", no strata) and `QuarantineCeilingError` is raised.
@@ -531,14 +532,14 @@ def stratify(params: StratifyParams, stages: Stages | None = None) -> RunOutputs
     with safety.run_lock(params.out, run_id=run_id) as lock:
         cleaned = [p.name for p in lock.remove_stale_staging()]  # leftovers of runs that were killed
         try:
-            if params.streaming:
-                from immunostrat.streaming import StreamingRun, run_streaming
+            from immunostrat import streaming as out_of_core
 
+            if out_of_core.wanted(params):
                 # The model loads in the background while the inputs are split.
-                streaming = StreamingRun(
+                streaming = out_of_core.StreamingRun(
                     params, stages, protocol, run_id, started, prefetch_model(cfg), cleaned, base_manifest
                 )
-                outputs: RunOutputs = run_streaming(streaming)
+                outputs: RunOutputs = out_of_core.run_streaming(streaming)
             else:
                 inputs = stages.read_inputs(params.labs, params.subjects, **input_options(params))
                 outputs = _stratify_after_ingest(

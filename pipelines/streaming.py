@@ -97,6 +97,21 @@ def _header_only(table: InputTable) -> InputTable:
     return replace(table, frame=table.frame.clear(), rejected=None, detail=None, row_count=table.rows_read)
 
 
+def wanted(params: StratifyParams) -> bool:
+    """Whether a run streams: as configured, else when the native lab rows exceed one partition's worth.
+
+    Raises:
+        InputError: a native lab file is unusable (checked on its header, before any compute).
+    """
+    if params.streaming is not None:
+        return params.streaming
+    if params.partitions > 1:  # in-memory partitions (on Dask) were asked for
+        return False
+    native = [p for p in params.labs if _is_native(p, params.lab_format)]
+    rows = sum(_count_rows(scan_input(p, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")) for p in native)
+    return rows > params.partition_rows
+
+
 def partition_count(params: StratifyParams, lab_rows: int) -> int:
     """`params.partitions` when set above 1, otherwise enough partitions of `params.partition_rows` lab rows."""
     if params.partitions > 1:
@@ -276,9 +291,11 @@ def run_streaming(run: StreamingRun) -> Any:
         if any(t.fmt == "sdtm" for t in split.labs):
             # Needs every SDTM row's flags beside the whole strata table: a single-pass figure only.
             manifest["counts"]["sdtm_baseline_flags"] = {"not_computed": "streaming mode"}
+        n = split.n
+        del split  # its subject partitions are on disk now: free them before scoring and publishing
         try:
             pipeline.check_quarantine_ceiling(manifest["counts"], cfg.validation.max_quarantine_fraction)
-            _score_partitions(run, split.n, scratch, manifest)
+            _score_partitions(run, n, scratch, manifest)
         except (pipeline.QuarantineCeilingError, _DriftFailure) as exc:
             failure = exc.__cause__ if isinstance(exc, _DriftFailure) else exc
             manifest.update(status="failed", error=str(failure), finished_at=dt.datetime.now(dt.UTC).isoformat())

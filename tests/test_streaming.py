@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from immunostrat import run as pipeline
+from immunostrat import streaming
 from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError, read_input, scan_input
 from immunostrat.streaming import merge_counts, partition_count
@@ -154,6 +155,17 @@ def test_partition_count_follows_the_row_target(tmp_path: Path) -> None:
     assert partition_count(params, 10_000_000) == 10
     assert partition_count(params, 1) == 1
     assert partition_count(params.model_copy(update={"partitions": 7}), 10_000_000) == 7
+
+
+def test_runs_stream_by_default_only_above_one_partition_of_lab_rows(small_cohort: Cohort, tmp_path: Path) -> None:
+    labs = tmp_path / "labs.parquet"
+    pl.concat([pl.read_csv(small_cohort.labs, infer_schema=False)] * 5).write_parquet(labs)  # > 10,000 rows
+    base = {"labs": [str(labs)], "subjects": str(small_cohort.subjects), "out": str(tmp_path)}
+    assert not streaming.wanted(StratifyParams(**base))  # the default target is 2M rows
+    assert streaming.wanted(StratifyParams(**base, partition_rows=10_000))
+    assert streaming.wanted(StratifyParams(**{**base, "labs": [str(small_cohort.labs)]}, streaming=True))
+    assert not streaming.wanted(StratifyParams(**base, partition_rows=10_000, streaming=False))
+    assert not streaming.wanted(StratifyParams(**base, partition_rows=10_000, partitions=4))  # in memory, on Dask
 
 
 @pytest.mark.flow
