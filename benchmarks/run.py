@@ -10,8 +10,9 @@ For each N it generates a native-contract cohort with the shared, independent ge
 
 - the floor: `peers.py floor` (read, cast `result`, pivot to one row per subject, write Parquet);
 - `immunostrat validate` (ingest, harmonise, validate; no Prefect);
-- `immunostrat stratify --engine local` (every stage, all outputs, imports included), in one pass and with
-  `--streaming` (partitions split on disk and processed one at a time: bounded memory);
+- `immunostrat stratify --engine local` (every stage, all outputs, imports included) as run by default
+  (streaming above 2M lab rows: partitions split on disk and processed one at a time), and with
+  `--no-streaming` (the whole cohort in memory in one pass);
 - with `--prefect-server`: `immunostrat stratify` as a Prefect flow against a `prefect server start` that was
   started (and became healthy) before the timing, as scheduled runs use it;
 - `benchmarks/stages.py` (the same stages in one process, each timed on its own).
@@ -152,17 +153,27 @@ def prefect_server(workdir: Path, port: int = 4299) -> Iterator[dict[str, str]]:
 
 
 def bench(
-    n: int, workdir: Path, shared: Path, seed: int, *, full: bool = True, server_env: dict[str, str] | None = None
+    n: int,
+    workdir: Path,
+    shared: Path,
+    seed: int,
+    *,
+    full: bool = True,
+    server_env: dict[str, str] | None = None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Generate one cohort of n subjects and time the floor and immunostrat on it (`full=False`: streaming only)."""
     py = sys.executable
     env = _key_env()
     immunostrat = str(Path(py).parent / "immunostrat")
     data = workdir / f"n{n}"
-    if data.exists():
-        shutil.rmtree(data)
-    (data / "floor").mkdir(parents=True)
-    gen = generate(n, data, shared, seed)
+    if reuse and (data / "labs.parquet").is_file() and (data / "subjects.parquet").is_file():
+        gen: dict[str, Any] = {"cmd": "reused", "wall_s": 0.0}
+    else:
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        gen = generate(n, data, shared, seed)
+    (data / "floor").mkdir(exist_ok=True)
     labs, subjects = str(data / "labs.parquet"), str(data / "subjects.parquet")
     # The shared generator writes IFN scores without a method; name one explicitly (never guessed).
     common = ["--labs", labs, "--ifn-default-method", "MEDIAN_FC_21", "--as-of", "2026-11-01"]
@@ -171,10 +182,12 @@ def bench(
     if full:
         results["floor"] = timed([py, str(shared / "peers.py"), "floor", labs, subjects, str(data / "floor")])
         results["validate"] = timed([immunostrat, "validate", *common, "--subjects", subjects, "--show", "0"], env)
-        results["stratify"] = timed([*stratify, "--engine", "local", "--out", str(data / "runs")], env)
-    results["stratify_streaming"] = timed(
-        [*stratify, "--engine", "local", "--streaming", "--out", str(data / "runs-streaming")], env
-    )
+        # One pass over the whole cohort in memory: the way every run worked before streaming.
+        results["stratify_one_pass"] = timed(
+            [*stratify, "--engine", "local", "--no-streaming", "--out", str(data / "runs-one-pass")], env
+        )
+    # The default: streams when the lab rows exceed one partition (2M rows), else one pass.
+    results["stratify"] = timed([*stratify, "--engine", "local", "--out", str(data / "runs")], env)
     if server_env is not None:
         results["stratify_prefect_server"] = timed(
             [*stratify, "--engine", "prefect", "--out", str(data / "runs-prefect")], {**env, **server_env}
@@ -187,17 +200,18 @@ def bench(
         except (IndexError, json.JSONDecodeError):
             results["stages"] = {}
         floor = results["floor"]["wall_s"]
-        for key in ("stratify", "stratify_streaming", "stratify_prefect_server", "validate"):
+        for key in ("stratify", "stratify_one_pass", "stratify_prefect_server", "validate"):
             if key in results:
                 results[f"ratio_{key}_to_floor"] = round(results[key]["wall_s"] / floor, 2)
-    shutil.rmtree(data / "runs-streaming", ignore_errors=True)  # 10M-subject outputs are large
+    for runs in ("runs", "runs-one-pass", "runs-prefect"):
+        shutil.rmtree(data / runs, ignore_errors=True)  # 10M-subject outputs are large
     return results
 
 
 def report(res: dict[str, Any]) -> str:
     """A readable block for one N."""
     lines = [f"== {res['subjects']:,} subjects ({res['lab_rows']:,} lab rows) =="]
-    for key in ("floor", "validate", "stratify", "stratify_streaming", "stratify_prefect_server"):
+    for key in ("floor", "validate", "stratify", "stratify_one_pass", "stratify_prefect_server"):
         if key not in res:
             continue
         r = res[key]
@@ -216,7 +230,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, action="append", help="cohort size (repeatable); default 100000")
     parser.add_argument(
-        "--streaming-subjects", type=int, action="append", default=[], help="cohort size timed in streaming mode only"
+        "--streaming-subjects", type=int, action="append", default=[], help="cohort size timed by stratify only"
     )
     parser.add_argument(
         "--prefect-server", action="store_true", help="also time the Prefect flow against a running server"
@@ -226,6 +240,7 @@ def main() -> int:
         "--shared", type=Path, default=DEFAULT_SHARED, help="folder with gen_native_cohort.py and peers.py"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-data", action="store_true", help="time the cohort already in WORKDIR/n<N> if present")
     args = parser.parse_args()
     sizes = args.subjects or ([] if args.streaming_subjects else [100_000])
     out: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
@@ -234,7 +249,9 @@ def main() -> int:
         server_env = stack.enter_context(prefect_server(args.workdir)) if args.prefect_server else None
         plan = [(n, True) for n in sizes] + [(n, False) for n in args.streaming_subjects]
         for n, full in plan:
-            res = bench(n, args.workdir, args.shared, args.seed, full=full, server_env=server_env)
+            res = bench(
+                n, args.workdir, args.shared, args.seed, full=full, server_env=server_env, reuse=args.reuse_data
+            )
             out["runs"].append(res)
             print(report(res), flush=True)
     results = HERE / "results"
