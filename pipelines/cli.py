@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-date", choices=["RFSTDTC", "RFICDTC"], help="SDTM DM anchor date (default RFSTDTC)")
 
 
+def _add_streaming(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        help="out-of-core: split inputs on disk by subject and process one partition at a time (bounded memory); "
+        "default: on above --partition-rows lab rows",
+    )
+    p.add_argument("--partition-rows", type=int, help="streaming: target lab rows per partition (default 2,000,000)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(prog="immunostrat", description=__doc__.splitlines()[0])
@@ -119,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", help="subjects file; also checks that every lab row's subject is enrolled")
     p.add_argument("--report", help="write every problem to this file (.csv or .json)")
     p.add_argument("--show", type=int, default=10, help="problems to print (default 10)")
+    _add_streaming(p)
 
     p = sub.add_parser("stratify", help="run the stratify pipeline and write a run folder")
     _add_common(p)
@@ -135,13 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true", default=None, help="skip the sponsor snapshot")
     p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
     p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
-    p.add_argument(
-        "--streaming",
-        action=argparse.BooleanOptionalAction,
-        help="out-of-core: split inputs on disk by subject and process one partition at a time (bounded memory); "
-        "default: on above --partition-rows lab rows",
-    )
-    p.add_argument("--partition-rows", type=int, help="streaming: target lab rows per partition (default 2,000,000)")
+    _add_streaming(p)
     p.add_argument(
         "--engine",
         choices=["prefect", "local"],
@@ -211,24 +217,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import polars as pl
 
     from immunostrat import run as pipeline
+    from immunostrat import streaming
 
     cfg = _run_config(args)
     try:
-        inputs = pipeline.read_inputs(
-            args.labs,
-            args.subjects,
-            cfg=cfg,
-            lab_format=args.lab_format,
-            expression=args.expression,
-            samples=args.samples,
-            patients=args.patients,
-        )
+        with tempfile.TemporaryDirectory(prefix="immunostrat-validate-") as scratch:
+            # Large inputs stream partition by partition (scratch files only; validate writes no output).
+            params = StratifyParams(
+                labs=list(args.labs), subjects=args.subjects or "", out=scratch, config=cfg, **_format_params(args)
+            ).model_copy(update=_streaming_options(args))
+            if args.subjects and streaming.wanted(params):
+                counts, problems = streaming.prepare_streaming(params, Path(scratch))
+            else:
+                inputs = pipeline.read_inputs(args.labs, args.subjects, **pipeline.input_options(params))
+                prepared = pipeline.prepare(inputs, cfg)
+                counts, problems = prepared.counts, prepared.quarantine
     except InputError as exc:
         print(f"unusable input: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
-    prepared = pipeline.prepare(inputs, cfg)
-    _print_counts(prepared.counts)
-    problems = prepared.quarantine
+    _print_counts(counts)
     if args.report:
         report = Path(args.report)
         flat = problems.with_columns(pl.col("reason_codes").list.join(";"))
@@ -280,6 +287,13 @@ def _format_params(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _streaming_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"streaming": args.streaming}
+    if args.partition_rows:
+        options["partition_rows"] = args.partition_rows
+    return options
+
+
 def cmd_stratify(args: argparse.Namespace) -> int:
     params = StratifyParams(
         labs=list(args.labs),
@@ -289,8 +303,7 @@ def cmd_stratify(args: argparse.Namespace) -> int:
         config=_run_config(args),
         partitions=args.partitions,
         dask_address=args.dask_address,
-        streaming=args.streaming,
-        **({"partition_rows": args.partition_rows} if args.partition_rows else {}),
+        **_streaming_options(args),
         **_format_params(args),
     )
     if args.engine == "local":

@@ -28,7 +28,8 @@ def partition_of(n: int) -> pl.Expr:
     return (key.hash(seed=20261121) % n).cast(pl.Int64)
 
 
-def _split_table(table: InputTable, n: int) -> list[InputTable]:
+def split_table(table: InputTable, n: int) -> list[InputTable]:
+    """One file's rows (and the records its reader refused) in `n` subject partitions."""
     tagged = table.frame.with_columns(_part=partition_of(n))
     # Records a reader already refused travel with their subject's partition, so each is counted once.
     rejected = table.rejected.with_columns(_part=partition_of(n)) if table.rejected is not None else None
@@ -46,15 +47,16 @@ def split_inputs(inputs: Inputs, n: int) -> list[Inputs]:
     """Split every input file's rows into `n` partitions by subject."""
     if n < 1:
         raise ValueError(f"partitions must be >= 1, got {n}")
-    labs = [_split_table(t, n) for t in inputs.labs]
-    subjects = _split_table(inputs.subjects, n) if inputs.subjects is not None else None
+    labs = [split_table(t, n) for t in inputs.labs]
+    subjects = split_table(inputs.subjects, n) if inputs.subjects is not None else None
     return [
         Inputs(labs=[parts[k] for parts in labs], subjects=subjects[k] if subjects is not None else None)
         for k in range(n)
     ]
 
 
-def _in_source_order(frame: pl.DataFrame, file_order: dict[str, int]) -> pl.DataFrame:
+def in_source_order(frame: pl.DataFrame, file_order: dict[str, int]) -> pl.DataFrame:
+    """Rows in single-pass order: by input file (in run order), then by row within the file."""
     order = pl.col("source_file").replace_strict(file_order, default=len(file_order), return_dtype=pl.Int64)
     return frame.sort(order, "source_row", maintain_order=True)
 
@@ -62,9 +64,9 @@ def _in_source_order(frame: pl.DataFrame, file_order: dict[str, int]) -> pl.Data
 def merge_prepared(inputs: Inputs, parts: list[Prepared]) -> Prepared:
     """Concatenate per-partition results in single-pass row order and recount them against the inputs."""
     file_order = {t.path: i for i, t in enumerate(inputs.labs)}
-    harmonised = _in_source_order(pl.concat([p.harmonised for p in parts], how="vertical"), file_order)
-    lab_quarantine = _in_source_order(pl.concat([p.lab_quarantine for p in parts], how="diagonal_relaxed"), file_order)
-    outside = _in_source_order(pl.concat([p.outside_panel for p in parts], how="vertical"), file_order)
+    harmonised = in_source_order(pl.concat([p.harmonised for p in parts], how="vertical"), file_order)
+    lab_quarantine = in_source_order(pl.concat([p.lab_quarantine for p in parts], how="diagonal_relaxed"), file_order)
+    outside = in_source_order(pl.concat([p.outside_panel for p in parts], how="vertical"), file_order)
     subjects = subject_quarantine = None
     if inputs.subjects is not None:
         subjects = pl.concat([p.subjects for p in parts if p.subjects is not None]).sort("source_row")

@@ -37,7 +37,7 @@ from immunostrat.io import (
     scan_input,
     sha256_file,
 )
-from immunostrat.partition import _split_table, partition_of
+from immunostrat.partition import in_source_order, partition_of, split_table
 
 SCRATCH = ".parts"  # inside the run's staging folder, so a killed run's scratch goes with its staging
 _BY_COUNT = ("outside_panel_by_test", "quarantined_by_reason")
@@ -152,7 +152,7 @@ def split_inputs(params: StratifyParams, scratch: Path) -> SplitInputs:
         n=n,
         labs=[],
         subjects=_header_only(eager.subjects),
-        subject_parts=_split_table(eager.subjects, n),
+        subject_parts=split_table(eager.subjects, n),
     )
     for i, table in enumerate(ordered):
         if isinstance(table, ScannedInput):
@@ -168,7 +168,7 @@ def split_inputs(params: StratifyParams, scratch: Path) -> SplitInputs:
                 )
             )
         else:
-            split.in_memory[i] = _split_table(table, n)
+            split.in_memory[i] = split_table(table, n)
             split.labs.append(_header_only(table))
     return split
 
@@ -184,6 +184,33 @@ def _split_to_disk(scanned: ScannedInput, n: int, folder: Path) -> Path:
             pl.PartitionBy(folder, key="_part", include_key=False), mkdir=True, compression=SCRATCH_COMPRESSION
         )
     return folder
+
+
+def prepare_streaming(params: StratifyParams, scratch: Path) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Harmonise and validate partition by partition: the whole run's counts and quarantine (for `validate`).
+
+    Only the quarantined rows are kept; they come back in single-pass order (lab rows by file and row, then
+    subject rows), so a streamed `validate` reports exactly what a single pass reports.
+    """
+    from immunostrat.run import Prepared, prepare
+
+    split = split_inputs(params, scratch)
+    file_order = {t.path: i for i, t in enumerate(split.labs)}
+    counts, labs, subjects = [], [], []
+    for k in range(split.n):
+        prepared = prepare(split.partition(k), params.config)
+        counts.append(prepared.counts)
+        labs.append(prepared.lab_quarantine)
+        if prepared.subject_quarantine is not None:
+            subjects.append(prepared.subject_quarantine)
+    merged = Prepared(
+        harmonised=pl.DataFrame(),
+        lab_quarantine=in_source_order(pl.concat(labs, how="diagonal_relaxed"), file_order),
+        outside_panel=pl.DataFrame(),
+        subjects=None,
+        subject_quarantine=pl.concat(subjects, how="diagonal_relaxed").sort("source_row") if subjects else None,
+    )
+    return merge_counts(counts), merged.quarantine
 
 
 def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:

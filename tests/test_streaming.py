@@ -168,6 +168,23 @@ def test_runs_stream_by_default_only_above_one_partition_of_lab_rows(small_cohor
     assert not streaming.wanted(StratifyParams(**base, partition_rows=10_000, partitions=4))  # in memory, on Dask
 
 
+def test_streamed_validate_reports_exactly_what_one_pass_reports(
+    small_cohort: Cohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from immunostrat.cli import EXIT_PROBLEMS, main
+
+    labs = tmp_path / "labs.parquet"
+    pl.concat([pl.read_csv(small_cohort.labs, infer_schema=False)] * 5).write_parquet(labs)  # repeats: duplicates
+    printed = {}
+    for mode in ("--streaming", "--no-streaming"):
+        report = tmp_path / f"report{mode}.csv"
+        args = ["validate", "--labs", str(labs), "--subjects", str(small_cohort.subjects), "--as-of", AS_OF.isoformat()]
+        assert main([*args, "--partition-rows", "10000", mode, "--report", str(report)]) == EXIT_PROBLEMS
+        printed[mode] = capsys.readouterr().out.replace(str(report), "REPORT")
+    assert printed["--streaming"] == printed["--no-streaming"]
+    assert (tmp_path / "report--streaming.csv").read_bytes() == (tmp_path / "report--no-streaming.csv").read_bytes()
+
+
 @pytest.mark.flow
 def test_streaming_flow_runs_one_task_per_partition_stage(
     prefect_harness: None, single_pass: Path, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
