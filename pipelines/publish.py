@@ -124,6 +124,13 @@ class PublishConfig(BaseModel):
         "`<5`), and any further cell that would let a reader recompute one from a total (shown as `*`).",
     )
     report: bool = Field(default=True, description="Write the HTML report into the snapshot (`sponsor/report.html`).")
+    chunk_subjects: int = Field(
+        default=1_000_000,
+        ge=100,
+        description="Runs with more subjects are published chunk by chunk, so memory stays bounded: each study's "
+        "data is then written as 16 files by the first hex digit of the pseudonym (together still in pseudonym "
+        "order).",
+    )
 
     @field_validator("age_bands")
     @classmethod
@@ -224,7 +231,22 @@ def sponsor_table(
         OutputContractError: The result does not meet the sponsor contract.
     """
     from immunostrat.modeling import DEFAULT_FEATURES
-    from immunostrat.schemas.sponsor import DAY_COLUMNS, sponsor_model, validate_sponsor
+    from immunostrat.schemas.sponsor import validate_sponsor
+
+    features = tuple(features or DEFAULT_FEATURES)
+    rows = sponsor_rows(strata, key, cfg, features)
+    return validate_sponsor(rows.sort("study_id", "subject_pseudonym"), features=features)
+
+
+def sponsor_rows(
+    strata: pl.DataFrame,
+    key: PseudonymKey,
+    cfg: PublishConfig | None = None,
+    features: Sequence[FeatureSpec] | None = None,
+) -> pl.DataFrame:
+    """The sponsor table's rows for these strata rows, in their order, not yet checked: see `sponsor_table`."""
+    from immunostrat.modeling import DEFAULT_FEATURES
+    from immunostrat.schemas.sponsor import DAY_COLUMNS, sponsor_model
 
     cfg = cfg or PublishConfig()
     features = tuple(features or DEFAULT_FEATURES)
@@ -254,8 +276,7 @@ def sponsor_table(
             order += [c for c in frame.columns if c.startswith("criterion_")]
         elif name in frame.columns:
             order.append(name)
-    table = frame.select(order).sort("study_id", "subject_pseudonym")
-    return validate_sponsor(table, features=features)
+    return frame.select(order)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,17 +443,21 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
     return run
 
 
-def read_strata_for_sponsor(path: Path, features: Sequence[FeatureSpec]) -> pl.DataFrame:
-    """The columns of a strata file that `sponsor_table` reads (about half of them): memory scales with those."""
+def strata_columns_for_sponsor(path: Path, features: Sequence[FeatureSpec]) -> list[str]:
+    """The columns of a strata file that `sponsor_table` reads (scores and flags, not the analytes' details)."""
     from immunostrat.schemas.sponsor import DAY_COLUMNS, sponsor_model
 
     schema = sponsor_model(features).to_schema().columns
     needed = {"study_id", "subject_id", "site_id", "age_years", "reference_date", *DAY_COLUMNS, *schema}
-    present = pl.read_parquet_schema(path)
-    return pl.read_parquet(path, columns=[c for c in present if c in needed or c.startswith("criterion_")])
+    return [c for c in pl.read_parquet_schema(path) if c in needed or c.startswith("criterion_")]
 
 
-def _read_strata(run_dir: Path, run: dict[str, Any], features: Sequence[FeatureSpec]) -> pl.DataFrame:
+def read_strata_for_sponsor(path: Path, features: Sequence[FeatureSpec]) -> pl.DataFrame:
+    """A strata file's columns that `sponsor_table` reads."""
+    return pl.read_parquet(path, columns=strata_columns_for_sponsor(path, features))
+
+
+def _checked_strata(run_dir: Path, run: dict[str, Any]) -> Path:
     from immunostrat.io import sha256_file
 
     path = run_dir / "strata.parquet"
@@ -441,7 +466,7 @@ def _read_strata(run_dir: Path, run: dict[str, Any], features: Sequence[FeatureS
     expected = run.get("outputs", {}).get("strata.parquet", {}).get("sha256")
     if expected and sha256_file(path) != expected:
         raise PublishError(f"{path} does not match the SHA-256 in run.json: the run folder was changed after the run")
-    return read_strata_for_sponsor(path, features)
+    return path
 
 
 def publish_config_of(run: dict[str, Any]) -> PublishConfig:
@@ -472,9 +497,68 @@ def _write_partitions(
     return studies, rows
 
 
+@dataclass(frozen=True)
+class _ChunkedStrata:
+    """A run too large to pseudonymise in one piece: its strata file, read `cfg.chunk_subjects` rows at a time."""
+
+    path: Path
+    rows: int
+    key: PseudonymKey
+
+
+def _write_chunked(
+    strata: _ChunkedStrata,
+    data_dir: Path,
+    provenance: dict[str, Any],
+    cfg: PublishConfig,
+    features: Sequence[FeatureSpec],
+) -> tuple[dict[str, Any], dict[str, int], pl.DataFrame]:
+    """`_write_partitions` with bounded memory; also returns the columns the report reads.
+
+    Pass 1 pseudonymises chunk after chunk and spills each study's rows into 16 buckets by the first hex digit
+    of the pseudonym; pass 2 sorts and checks each bucket and writes it as one file. Bucket files in name
+    order are in pseudonym order, so a study's files together hold exactly what one sorted file would.
+    """
+    from immunostrat.io import sha256_file, write_parquet_atomic
+    from immunostrat.report import report_columns
+    from immunostrat.schemas.sponsor import validate_sponsor
+
+    scratch = data_dir.parent / ".chunks"
+    columns = strata_columns_for_sponsor(strata.path, features)
+    report_parts, spilled = [], set()
+    for i, start in enumerate(range(0, strata.rows, cfg.chunk_subjects)):
+        chunk = pl.scan_parquet(strata.path).slice(start, cfg.chunk_subjects).select(columns).collect()
+        rows = sponsor_rows(chunk, strata.key, cfg, features)
+        report_parts.append(rows.select(report_columns(rows.columns)))
+        buckets = rows.with_columns(_bucket=pl.col("subject_pseudonym").str.head(1))
+        for (study, bucket), part in buckets.partition_by("study_id", "_bucket", as_dict=True).items():
+            spill = scratch / quote(str(study), safe="") / str(bucket)
+            spill.mkdir(parents=True, exist_ok=True)
+            part.drop("_bucket").write_ipc(spill / f"{i:05d}.ipc", compression="lz4")
+            spilled.add((str(study), str(bucket)))
+        del chunk, rows, buckets
+    studies: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for study, bucket in sorted(spilled):
+        folder = f"study_id={quote(study, safe='')}"
+        files = sorted((scratch / quote(study, safe="") / bucket).glob("*.ipc"))
+        part = pl.concat([pl.read_ipc(f) for f in files]).sort("subject_pseudonym")
+        validate_sponsor(part, features=tuple(features))  # contract per bucket: pseudonyms differ across buckets
+        name = f"part-{bucket}.parquet"
+        path = write_parquet_atomic(
+            part.drop("study_id"), data_dir / folder / name, metadata=_parquet_metadata(provenance, study)
+        )
+        entry = studies.setdefault(study, {"path": f"{DATA_DIR}/{folder}", "rows": 0, "files": []})
+        entry["rows"] += part.height
+        entry["files"].append({"path": f"{DATA_DIR}/{folder}/{name}", "rows": part.height, "sha256": sha256_file(path)})
+        counts[study] = entry["rows"]
+    shutil.rmtree(scratch)
+    return studies, counts, pl.concat(report_parts, how="vertical")
+
+
 def _write_snapshot(
     run_dir: Path,
-    table: pl.DataFrame,
+    table: pl.DataFrame | _ChunkedStrata,
     *,
     features: Sequence[FeatureSpec],
     cfg: PublishConfig,
@@ -490,7 +574,10 @@ def _write_snapshot(
     staging = run_dir / f".{SNAPSHOT_DIR}.partial-{secrets.token_hex(3)}"
     staging.mkdir()
     try:
-        study_files, rows = _write_partitions(table, staging / DATA_DIR, provenance)
+        if isinstance(table, _ChunkedStrata):
+            study_files, rows, sponsor = _write_chunked(table, staging / DATA_DIR, provenance, cfg, features)
+        else:
+            (study_files, rows), sponsor = _write_partitions(table, staging / DATA_DIR, provenance), table
         files = {
             DICTIONARY_JSON: write_json_atomic(sponsor_dictionary(features), staging / DICTIONARY_JSON),
             DICTIONARY_MD: write_text_atomic(render_sponsor_markdown(features), staging / DICTIONARY_MD),
@@ -498,14 +585,14 @@ def _write_snapshot(
         if cfg.report:
             from immunostrat.report import render_report
 
-            html = render_report(run_dir, sponsor=table, min_cell_count=cfg.min_cell_count, provenance=provenance)
+            html = render_report(run_dir, sponsor=sponsor, min_cell_count=cfg.min_cell_count, provenance=provenance)
             files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
         manifest = {
             "format": SNAPSHOT_FORMAT,
             **provenance,
             "published_at": dt.datetime.now(dt.UTC).isoformat(),
             "partitioning": {"flavor": "hive", "columns": {"study_id": "string"}},
-            "counts": {**provenance["counts"], "published_rows": table.height, "published_rows_by_study": rows},
+            "counts": {**provenance["counts"], "published_rows": sum(rows.values()), "published_rows_by_study": rows},
             "studies": study_files,
             "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
         }
@@ -567,14 +654,21 @@ def publish_run(
             file=sys.stderr,
         )
     features = run_features(run)
-    table = sponsor_table(_read_strata(run_dir, run, features), key, cfg, features)  # contract enforced here
-    if table.height == 0:
+    strata = _checked_strata(run_dir, run)
+    n = int(pl.scan_parquet(strata).select(pl.len()).collect().item())
+    if n == 0:
         raise PublishError(f"run {run['run_id']} stratified no subject: there is nothing to publish")
+    table: pl.DataFrame | _ChunkedStrata
+    if n > cfg.chunk_subjects:  # contract enforced per chunk, before its file is written
+        table = _ChunkedStrata(strata, n, key)
+        studies = pl.scan_parquet(strata).select(pl.col("study_id").unique().sort()).collect().to_series().to_list()
+    else:
+        table = sponsor_table(read_strata_for_sponsor(strata, features), key, cfg, features)  # contract enforced
+        studies = table["study_id"].unique(maintain_order=True).to_list()
     out_dir = run_dir.parent
     with _locked(out_dir):  # one publication at a time per OUT: snapshot swap and current manifest together
         if final.exists() and not force:
             raise PublishError(f"{final} exists: run {run['run_id']} is already published (--force replaces it)")
-        studies = table["study_id"].unique(maintain_order=True).to_list()
         conflicts = _key_conflicts(_read_current(out_dir / CURRENT_MANIFEST), studies, key)
         if conflicts and not allow_key_change and make_current is not False:
             raise _key_change_error(conflicts, key)  # before anything is written

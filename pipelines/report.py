@@ -96,6 +96,12 @@ _BIOMARKERS: tuple[tuple[str, str, bool], ...] = (
 _TEMPLATE = "report.html.j2"
 
 
+def report_columns(columns: Sequence[str]) -> list[str]:
+    """The sponsor-table columns the report reads (of `columns`): a large run hands over only these."""
+    wanted = {"study_id", "site", "eligible", "responder_group", *(b[0] for b in _BIOMARKERS)}
+    return [c for c in columns if c in wanted or c.startswith("criterion_")]
+
+
 # --------------------------------------------------------------------------------------------------
 # Small-cell suppression
 # --------------------------------------------------------------------------------------------------
