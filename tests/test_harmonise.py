@@ -334,3 +334,35 @@ def test_empty_input_gives_empty_outputs() -> None:
     """No rows: empty candidates and outside-panel tables, no error."""
     parts = harmonise_labs(raw_labs([]), load_reference(), HarmoniseConfig())
     assert (parts.candidates.height, parts.outside_panel.height) == (0, 0)
+
+
+def test_multi_chunk_input_harmonises_like_one_chunk() -> None:
+    """Readers hand over many chunks (one per parquet row group); the result does not depend on them."""
+    rows = [lab_row(subject_id=f"P{i}", result=f"{i}.5", collected_at=f"2025-01-{i % 28 + 1:02d}") for i in range(40)]
+    rows += [lab_row(test="ALB"), lab_row(test=None, result=None), lab_row(unit=None, method="elisa")]
+    one = raw_labs(rows)
+    many = pl.concat([one.slice(i, 7) for i in range(0, one.height, 7)], rechunk=False)
+    assert many.n_chunks() > 1
+    ref, cfg = load_reference(), HarmoniseConfig(ifn_default_method="MEDIAN_FC_21")
+    a, b = harmonise_labs(one, ref, cfg), harmonise_labs(many, ref, cfg)
+    assert a.candidates.equals(b.candidates)
+    assert a.outside_panel.equals(b.outside_panel)
+
+
+def test_values_are_parsed_per_distinct_value_including_null() -> None:
+    """Repeated and missing values get the same parse as a lone value would (the per-value tables)."""
+    rows = [
+        lab_row(result="<10", collected_at="2025-01-15T08:00", ref_high="1.8"),
+        lab_row(result=None, collected_at=None, ref_high=None, site_id=None, unit=None),
+        lab_row(result="<10", collected_at="2025-01-15T08:00", ref_high="1.8"),
+        lab_row(result=" ", collected_at="", ref_high="", site_id=" "),
+    ]
+    c = harmonise(rows).candidates
+    assert c["censoring"].to_list() == ["<", None, "<", None]
+    assert c["value_reported"].to_list() == [10.0, None, 10.0, None]
+    assert c["_present_result"].to_list() == [True, False, True, False]
+    assert c["_present_collected_at"].to_list() == [True, False, True, False]
+    assert c["_present_ref_high"].to_list() == [True, False, True, False]
+    assert c["collected_at_parsed"].to_list() == [dt.datetime(2025, 1, 15, 8), None, dt.datetime(2025, 1, 15, 8), None]
+    assert c["site_id"].to_list() == ["SITE1", None, "SITE1", None]
+    assert c["analyte"].to_list() == ["c3", None, "c3", "c3"]

@@ -6,15 +6,20 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 
 from immunostrat.config import HarmoniseConfig
+from immunostrat.schemas.inputs import LabCandidate
 from immunostrat.stages.harmonise import harmonise_labs
 from immunostrat.stages.validate import (
     ContractError,
     Split,
+    _repeated,
+    _schema,
     lab_rules,
+    rule_flags,
     subject_rules,
     validate_labs,
     validate_outcomes,
@@ -507,3 +512,53 @@ def test_outcome_duplicate_with_stray_spaces() -> None:
     split = validate_outcomes(raw_outcomes(rows))
     assert split.accepted.height == 0
     assert split.quarantine["reason_code"].to_list() == ["OUTCOME_DUPLICATE", "OUTCOME_DUPLICATE"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rule engine
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_rule_is_a_pandera_check_named_by_its_code() -> None:
+    """pandera validates: each rule's outcome column carries one check named by the rule's reason code."""
+    rules = lab_rules(AS_OF, IFN_METHODS)
+    schema = _schema(LabCandidate, rules)
+    for rule in rules:
+        assert [c.name for c in schema.columns[rule.code].checks] == [rule.code]
+    assert set(LabCandidate.to_schema().columns) <= set(schema.columns)
+
+
+def test_rule_flags_match_each_rule_evaluated_alone() -> None:
+    """The one-query evaluation of all rules gives what each rule gives on its own."""
+    rows = [lab_row(), lab_row(subject_id="P2", result="abc", unit="furlongs", ref_low="x", collected_at="")]
+    parts, _ = validate(rows)
+    frame = parts.candidates.with_columns(_enrolled=pl.lit(True))
+    rules = [r for r in lab_rules(AS_OF, IFN_METHODS) if not r.code.startswith("DUPLICATE_")]
+    flags = rule_flags(frame, rules)
+    for rule in rules:
+        assert flags[rule.code].to_list() == frame.select(rule.passes)[:, 0].to_list(), rule.code
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_repeated_is_is_duplicated(seed: int) -> None:
+    """The sort-based duplicate test agrees with polars' hash-based one."""
+    values = pl.Series(np.random.default_rng(seed).integers(0, 50, 200), dtype=pl.UInt64)
+    assert _repeated(values).to_list() == values.is_duplicated().to_list()
+
+
+def test_enrolment_when_a_subjects_rows_are_not_together() -> None:
+    """Runs of identifiers are a shortcut only: interleaved subjects and missing identifiers still resolve."""
+    rows = [
+        lab_row(subject_id="P1"),
+        lab_row(subject_id="P2", test="c4", result="0.2"),
+        lab_row(subject_id="P1", test="c4", result="0.2"),
+        lab_row(subject_id="P3"),
+        lab_row(subject_id="P3", test="c4", result="0.2"),
+        lab_row(subject_id="P2"),
+    ]
+    _, split = validate(rows, enrolled=[("S1", "P1"), ("S1", "P2")])
+    assert split.accepted["source_row"].to_list() == [1, 2, 3, 6]
+    assert split.quarantine.select("source_row", "reason_code").rows() == [
+        (4, "SUBJECT_NOT_ENROLLED"),
+        (5, "SUBJECT_NOT_ENROLLED"),
+    ]

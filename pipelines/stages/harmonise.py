@@ -7,6 +7,7 @@ and counted by test.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -57,72 +58,114 @@ def parse_iso_date(col: str) -> tuple[pl.Expr, pl.Expr]:
     return date, datetime
 
 
+def is_present(col: str) -> pl.Expr:
+    """True where a string column holds anything but white space."""
+    return pl.col(col).str.strip_chars().fill_null("") != ""
+
+
 def _lookup(key: pl.Expr, table: pl.DataFrame, key_col: str, value_col: str) -> pl.Expr:
     """Map `key` through a small table (a hash lookup, no join), null where the key is not in the table."""
     values = table[value_col]
     return key.replace_strict(table[key_col], values, default=None, return_dtype=values.dtype)
 
 
-def _parsed_per_distinct(raw: pl.DataFrame, col: str, parsed: dict[str, pl.Expr]) -> list[pl.Expr]:
-    """Expressions computing `parsed` once per distinct value of `col` and mapping them onto every row.
+def _code(col: str, known: pl.Series) -> pl.Expr:
+    """`_code_<col>`: each row's position in `known` (the distinct values of `col`), `len(known)` for null."""
+    # An Enum cast is one hash lookup per row and cheaper than `replace_strict` onto the positions.
+    return pl.col(col).cast(pl.Enum(known)).to_physical().cast(pl.UInt32).fill_null(len(known)).alias(f"_code_{col}")
 
-    Dates, units and reference limits repeat heavily (a few thousand distinct strings in millions of rows),
-    so parsing each distinct value once is the same logic at a fraction of the work.
+
+def _gather(table: pl.DataFrame, code: pl.Expr) -> list[pl.Expr]:
+    """Every column of a small per-value table, spread onto the rows by their position in it."""
+    return [pl.lit(table[name]).gather(code).alias(name) for name in table.columns]
+
+
+def _per_distinct(known: pl.Series, parsed: Mapping[str, pl.Expr]) -> pl.DataFrame:
+    """`parsed` evaluated once per distinct value (rows in the order of `known`, then null; see `_code`).
+
+    Dates, results, units and reference limits repeat heavily (a few thousand distinct strings in millions
+    of rows), so each row then costs one hash lookup for its position plus a cheap gather per parsed column.
     """
-    # Parsed values get private names in the lookup table, so a parse may replace its own column (site_id).
-    distinct = raw.select(pl.col(col).unique().drop_nulls()).with_columns(
-        **{f"__parsed_{name}": expr for name, expr in parsed.items()}
+    # One chunk: gathering from a multi-chunk table is several times slower.
+    return _with_null(known).to_frame().select(**parsed).rechunk()
+
+
+def _with_null(known: pl.Series) -> pl.Series:
+    """Distinct values as laid out in per-value tables: `known`, then null (see `_code`)."""
+    return pl.concat([known, pl.Series(known.name, [None], known.dtype)])
+
+
+def distinct_values(frame: pl.DataFrame, cols: Sequence[str]) -> dict[str, pl.Series]:
+    """The distinct non-null values of each column, from one parallel pass."""
+    found = frame.select(pl.col(c).unique().drop_nulls().implode() for c in cols)
+    return {c: found[c][0].alias(c) for c in cols}
+
+
+def with_parsed(frame: pl.DataFrame, parsed: Mapping[str, Mapping[str, pl.Expr]]) -> pl.DataFrame:
+    """`frame` plus the columns `parsed[col]` defines on each `col`, evaluated once per distinct value."""
+    values = distinct_values(frame, list(parsed))
+    codes = frame.select(_code(c, values[c]) for c in parsed)
+    spread = codes.select(
+        expr for c, exprs in parsed.items() for expr in _gather(_per_distinct(values[c], exprs), pl.col(f"_code_{c}"))
     )
-    out = []
-    for name, expr in parsed.items():
-        # Null input: evaluate the expression on null itself (it defines what a missing value parses to).
-        on_null = pl.select(pl.lit(None, pl.String).alias(col)).select(expr.alias(name))[name]
-        mapped = _lookup(pl.col(col), distinct, col, f"__parsed_{name}")
-        out.append(
-            pl.when(pl.col(col).is_null()).then(pl.lit(on_null.item(), on_null.dtype)).otherwise(mapped).alias(name)
-        )
-    return out
+    # Stacked, not added with `with_columns`, which would copy every column of `frame` into one chunk.
+    return frame.hstack(spread.get_columns())
 
 
-def _stripped(frame: pl.DataFrame, col: str) -> pl.Expr:
-    """`col` without surrounding white space; the strip (a copy of every string) only runs when needed."""
-    needs = frame.select(pl.col(col).str.contains(r"^\s|\s$").any()).item()
-    return pl.col(col).str.strip_chars() if needs else pl.col(col)
+def _stripped(column: pl.Series) -> pl.Series:
+    """`column` without surrounding white space; the unchanged column (no copy) when nothing was stripped."""
+    stripped = column.str.strip_chars()
+    return column if stripped.equals(column) else stripped
 
 
-def _with_unit_mapping(panel: pl.DataFrame, ref: ReferenceTables) -> pl.DataFrame:
-    """Add `analyte` (after conversion), `conversion` and `factor` for each row's (analyte, unit) pair.
+def _unit_pairs(reported: pl.Series, units: pl.Series, ref: ReferenceTables) -> pl.DataFrame:
+    """Conversion and analyte facts for every (reported analyte, unit) pair, at row `a * len(units) + u`.
 
-    The pairs are few, so they are resolved once each and joined back on a two-column frame; the result is
-    stacked beside the wide frame instead of joining the wide frame itself.
+    Reported analytes come from the panel (a few dozen) and units repeat heavily, so the whole grid is
+    small: rows then find their pair by arithmetic on two positions instead of a join of the wide frame.
     """
-    keys = panel.select("analyte_reported", "unit")
-    pairs = (
-        keys.unique()
+    analytes = ref.analytes.rename({"canonical_unit": "unit_canonical"})
+    # The accepted-unit list is only read in UNIT_UNKNOWN messages: categorical keeps it at 4 bytes a row.
+    allowed = ref.allowed_units().with_columns(pl.col("allowed_units").cast(pl.Categorical))
+    grid = (
+        reported.alias("analyte_reported")
+        .to_frame()
+        .join(units.alias("unit").to_frame(), how="cross", maintain_order="left_right")
         .with_columns(unit_key=pl.col("unit").str.strip_chars().str.to_lowercase().fill_null(""))
-        .join(
-            ref.units.select(
-                pl.col("analyte").alias("analyte_reported"),
-                "unit_key",
-                pl.col("target_analyte").alias("analyte"),
-                "conversion",
-                "factor",
-            ),
-            on=["analyte_reported", "unit_key"],
-            how="left",
-        )
-        .drop("unit_key")
     )
-    mapped = keys.join(pairs, on=["analyte_reported", "unit"], how="left", nulls_equal=True, maintain_order="left")
-    return panel.hstack(mapped.select("analyte", "conversion", "factor"))
+    pairs = grid.join(
+        ref.units.select(
+            pl.col("analyte").alias("analyte_reported"),
+            "unit_key",
+            pl.col("target_analyte").alias("analyte"),
+            "conversion",
+            "factor",
+        ),
+        on=["analyte_reported", "unit_key"],
+        how="left",
+        maintain_order="left",
+    )
+    if pairs.height != grid.height:
+        raise ValueError("the units table lists an (analyte, unit) pair more than once")
+    return pairs.rechunk().select(
+        "analyte",
+        "conversion",
+        "factor",
+        unit_canonical=_lookup(pl.col("analyte"), analytes, "analyte", "unit_canonical"),
+        plausible_min=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_min"),
+        plausible_max=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_max"),
+        allowed_units=_lookup(pl.col("analyte_reported"), allowed, "analyte", "allowed_units"),
+    )
 
 
 def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig) -> Harmonised:
     """Map, parse and convert raw lab rows.
 
-    Mapping tables are applied as hash lookups on single columns rather than joins of the wide frame, and
-    repeated strings are parsed once per distinct value: at ten million rows, joins that gather every column
-    cost more than all the parsing.
+    Every repeated string column is parsed once per distinct value and spread back onto the rows by
+    position (see `_per_distinct`); the wide frame is never joined or copied beyond the panel filter, and
+    each step is one parallel `select`. Besides the typed columns, candidates carry `_present_<col>` (the
+    field is not blank) for result, ref_low, ref_high and collected_at, and `_raw_<col>` verbatim copies
+    of the identifiers, site and method for the quarantine.
 
     Args:
         raw: lab rows as read by `immunostrat.io.read_labs` (all String, plus source_file/source_row).
@@ -132,28 +175,72 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     Returns:
         The typed candidate rows and the rows outside the panel.
     """
+    # Readers hand over many chunks (one per parquet row group); hash lookups and filters on one chunk run
+    # about twice as fast, and an explicit rechunk is cheap (it is `select` that copies while rechunking).
+    raw = raw.rechunk()
     test_key = pl.col("test").str.strip_chars().str.to_uppercase().fill_null("")
-    keyed = raw.with_columns(
-        # Verbatim copies for the quarantine, which shows rows exactly as they were sent.
-        *(pl.col(c).alias(f"_raw_{c}") for c in ("study_id", "subject_id", "site_id", "method")),
-        # Identifiers are matched without surrounding white space (never otherwise altered).
-        *(_stripped(raw, c) for c in ("study_id", "subject_id")),
-        *_parsed_per_distinct(raw, "site_id", {"site_id": _blank_to_null("site_id")}),
-        *_parsed_per_distinct(
-            raw,
-            "test",
+    known_tests = raw["test"].unique().drop_nulls()
+    analyte = _lookup(test_key, ref.test_codes, "code_key", "analyte")
+    # An empty test stays with the panel rows: validate calls it TEST_MISSING.
+    tests = _per_distinct(
+        known_tests, {"analyte_reported": analyte, "_in_panel": (test_key == "") | analyte.is_not_null()}
+    )
+    test_code = raw.select(_code("test", known_tests)).to_series()
+    in_panel = tests["_in_panel"].gather(test_code)
+    outside = raw.filter(~in_panel).select("source_file", "source_row", "test")
+    panel = raw.filter(in_panel)
+
+    parsed_cols = ("unit", "site_id", "method", "collected_at", "ref_low", "ref_high", "result")
+    # One parallel pass for the distinct values of every repeated column.
+    values = distinct_values(panel, parsed_cols)
+    date, datetime = parse_iso_date("collected_at")
+    result = pl.col("result").str.extract_groups(_RESULT)
+    tables = {
+        "site_id": _per_distinct(values["site_id"], {"site_id": _blank_to_null("site_id")}),
+        "method": _per_distinct(values["method"], {"_method_clean": _blank_to_null("method").str.to_uppercase()}),
+        "collected_at": _per_distinct(
+            values["collected_at"],
             {
-                "analyte_reported": _lookup(test_key, ref.test_codes, "code_key", "analyte"),
-                "_test_blank": test_key == "",
+                "collected_date": date,
+                "collected_at_parsed": datetime,
+                "_present_collected_at": is_present("collected_at"),
             },
         ),
-    )
-    outside = keyed.filter(~pl.col("_test_blank") & pl.col("analyte_reported").is_null()).select(
-        "source_file", "source_row", "test"
-    )
-    panel = keyed.filter(pl.col("_test_blank") | pl.col("analyte_reported").is_not_null()).drop("_test_blank")
+        "ref_low": _per_distinct(
+            values["ref_low"], {"ref_low_reported": parse_number("ref_low"), "_present_ref_low": is_present("ref_low")}
+        ),
+        "ref_high": _per_distinct(
+            values["ref_high"],
+            {"ref_high_reported": parse_number("ref_high"), "_present_ref_high": is_present("ref_high")},
+        ),
+        "result": _per_distinct(
+            values["result"],
+            {
+                "censoring": result.struct.field("1"),
+                "value_reported": result.struct.field("2").cast(pl.Float64, strict=False),
+                "_present_result": is_present("result"),
+            },
+        ),
+    }
+    # Each test's reported analyte as a position among the panel's, to find its (analyte, unit) pair.
+    reported = ref.test_codes["analyte"].unique(maintain_order=True)
+    reported_code = tests.select(_code("analyte_reported", reported)).to_series()
+    units = _with_null(values["unit"])
+    pairs = _unit_pairs(_with_null(reported), units, ref)
 
-    date, datetime = parse_iso_date("collected_at")
+    # Derived columns are computed from the codes alone and stacked beside the input columns: selecting or
+    # adding columns to the wide frame would make polars copy every input column into one chunk.
+    panel_test_code = test_code.filter(in_panel)
+    codes = panel.select(
+        *(_code(c, values[c]) for c in parsed_cols if c != "unit"),
+        _code_test=pl.lit(panel_test_code),
+        _code_pair=pl.lit(reported_code.gather(panel_test_code)) * len(units) + _code("unit", values["unit"]),
+    )
+    derived = codes.select(
+        pl.lit(tests["analyte_reported"]).gather(pl.col("_code_test")).alias("analyte_reported"),
+        *(expr for c, table in tables.items() for expr in _gather(table, pl.col(f"_code_{c}"))),
+        *_gather(pairs, pl.col("_code_pair")),
+    )
     method = pl.col("_method_clean")
     if cfg.ifn_default_method:
         method = (
@@ -161,31 +248,19 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             .then(pl.lit(cfg.ifn_default_method.strip().upper()))
             .otherwise(method)
         )
-    result = pl.col("result").str.extract_groups(_RESULT)
-    panel = panel.with_columns(
-        *_parsed_per_distinct(panel, "method", {"_method_clean": _blank_to_null("method").str.to_uppercase()})
-    )
-    typed = _with_unit_mapping(panel, ref).with_columns(
-        *_parsed_per_distinct(panel, "collected_at", {"collected_date": date, "collected_at_parsed": datetime}),
-        *_parsed_per_distinct(panel, "ref_low", {"ref_low_reported": parse_number("ref_low")}),
-        *_parsed_per_distinct(panel, "ref_high", {"ref_high_reported": parse_number("ref_high")}),
-        method=method,
-        censoring=result.struct.field("1"),
-        value_reported=result.struct.field("2").cast(pl.Float64, strict=False),
-    )
-    analytes = ref.analytes.rename({"canonical_unit": "unit_canonical"})
-    # The accepted-unit list is only read in UNIT_UNKNOWN messages: categorical keeps it at 4 bytes a row.
-    allowed = ref.allowed_units().with_columns(pl.col("allowed_units").cast(pl.Categorical))
     per_uln = pl.col("conversion") == "per_upper_limit"
     scale = pl.when(per_uln).then(1.0 / pl.col("ref_high_reported")).otherwise(pl.col("factor"))
-    candidates = typed.with_columns(
-        unit_canonical=_lookup(pl.col("analyte"), analytes, "analyte", "unit_canonical"),
-        plausible_min=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_min"),
-        plausible_max=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_max"),
-        allowed_units=_lookup(pl.col("analyte_reported"), allowed, "analyte", "allowed_units"),
+    derived = derived.with_columns(
+        method=method,
         value=pl.col("value_reported") * scale,
         ref_low_value=pl.col("ref_low_reported") * scale,
         ref_high_value=pl.col("ref_high_reported") * scale,
+    )
+    verbatim = ("study_id", "subject_id", "site_id", "method")
+    candidates = panel.rename({c: f"_raw_{c}" for c in verbatim}).hstack(
+        # Identifiers are matched without surrounding white space (never otherwise altered); `_raw_<col>`
+        # keeps the verbatim values for the quarantine, which shows rows exactly as they were sent.
+        [_stripped(panel[c]) for c in ("study_id", "subject_id")] + derived.get_columns()
     )
     return Harmonised(candidates=candidates, outside_panel=outside)
 
@@ -213,22 +288,16 @@ HARMONISED_COLUMNS = (
 
 def harmonised_table(accepted: pl.DataFrame) -> pl.DataFrame:
     """Project accepted candidates onto the harmonised-table contract (see docs/output.md)."""
-    return accepted.select(
-        "study_id",
-        "subject_id",
-        "site_id",
-        "analyte",
-        "value",
-        pl.col("unit_canonical").alias("unit"),
-        "censoring",
-        pl.col("ref_low_value").alias("ref_low"),
-        pl.col("ref_high_value").alias("ref_high"),
-        "method",
-        pl.col("collected_at_parsed").alias("collected_at"),
-        "collected_date",
-        pl.col("test").alias("test_reported"),
-        pl.col("result").alias("result_reported"),
-        pl.col("unit").alias("unit_reported"),
-        "source_file",
-        "source_row",
-    )
+    source = {
+        **dict(zip(HARMONISED_COLUMNS, HARMONISED_COLUMNS, strict=True)),
+        "unit": "unit_canonical",
+        "ref_low": "ref_low_value",
+        "ref_high": "ref_high_value",
+        "collected_at": "collected_at_parsed",
+        "test_reported": "test",
+        "result_reported": "result",
+        "unit_reported": "unit",
+    }
+    # A plain column pick and renames: `select` would copy every column into one chunk first.
+    picked = accepted[[source[c] for c in HARMONISED_COLUMNS]]
+    return picked.rename({source[c]: c for c in HARMONISED_COLUMNS if source[c] != c})

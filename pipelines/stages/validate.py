@@ -1,7 +1,8 @@
 """Validate: run every row rule through pandera and split rows into accepted and quarantined.
 
-Each rule is a polars expression that is True for a row that passes. Rules are attached to the table's
-pandera schema as dataframe checks named by their reason code, validated with `lazy=True` on an eager
+Each rule is a polars expression that is True for a row that passes. All rules are evaluated in one query
+(shared sub-expressions run once) into a Boolean column per rule, named by its reason code; each column
+carries a pandera check of the same name in the table's schema, validated with `lazy=True` on an eager
 frame (so data checks really run and every failure is collected), and the failure cases' row indices
 decide the quarantine. A quarantined row keeps its original columns, its primary reason code (the first
 failing rule in the order below), every failing code, and a message naming file, row, column, value and
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandera.polars as pa
 import polars as pl
+from pandera.api.polars.types import PolarsData
 from pandera.errors import SchemaErrors
 
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
 from immunostrat.schemas.inputs import LabCandidate, OutcomeCandidate, SubjectCandidate
-from immunostrat.stages.harmonise import _blank_to_null, parse_iso_date, parse_number
+from immunostrat.stages.harmonise import _blank_to_null, is_present, parse_iso_date, parse_number, with_parsed
 
 QUARANTINE_ORIGINAL_COLUMNS = tuple(dict.fromkeys([*LAB_REQUIRED, *LAB_OPTIONAL, *SUBJECT_REQUIRED, *SUBJECT_OPTIONAL]))
 
@@ -53,8 +55,9 @@ def _text(col: str) -> pl.Expr:
     return pl.col(col).str.strip_chars().fill_null("")
 
 
-def _present(col: str) -> pl.Expr:
-    return _text(col) != ""
+def _filled(col: str) -> pl.Expr:
+    """Not empty, for a column that arrives stripped (harmonise strips lab identifiers)."""
+    return pl.col(col).fill_null("") != ""
 
 
 def _lit(text: str) -> pl.Expr:
@@ -66,17 +69,32 @@ def _lit(text: str) -> pl.Expr:
 # --------------------------------------------------------------------------------------------------
 
 
+def rule_flags(frame: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
+    """Every rule's pass/fail column, named by its code, from one query (shared sub-expressions run once)."""
+    return frame.lazy().select(rule.passes.alias(rule.code) for rule in rules).collect()
+
+
+def _passes(data: PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select(pl.col(data.key))
+
+
 def _schema(model: type[pa.DataFrameModel], rules: Sequence[Rule]) -> pa.DataFrameSchema:
+    """The model's columns plus one Boolean column per rule, checked by a pandera check named by its code."""
     base = model.to_schema()
-    checks = [
-        pa.Check(lambda data, expr=rule.passes: data.lazyframe.select(expr), name=rule.code, error=rule.description)
+    flags = {
+        rule.code: pa.Column(pl.Boolean, pa.Check(_passes, name=rule.code, error=rule.description), nullable=True)
         for rule in rules
-    ]
-    return pa.DataFrameSchema(columns=base.columns, checks=checks, strict=False, name=base.name)
+    }
+    return pa.DataFrameSchema(columns={**base.columns, **flags}, strict=False, name=base.name)
 
 
 def _failures(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequence[Rule]) -> pl.DataFrame:
-    """(index, reason_code) for every failing row and rule, from pandera's failure cases."""
+    """(index, reason_code) for every failing row and rule, from pandera's failure cases.
+
+    `frame` carries each rule's outcome in a column named by its code (see `rule_flags`): pandera runs the
+    checks on those columns, so every rule is evaluated once, in one query, and a failing row costs nothing
+    more than its index.
+    """
     empty = pl.DataFrame(schema={"index": pl.UInt32, "reason_code": pl.String})
     try:
         _schema(model, rules).validate(frame, lazy=True)
@@ -89,16 +107,10 @@ def _failures(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequen
                 f"{model.__name__} failed at the schema level: check {first['check']} on column "
                 f"{first['column']} ({first['failure_case']})"
             ) from errors
-        # With an `error=` text pandera reports the message in `check`; `check_number` is the rule's position.
-        codes = pl.DataFrame(
-            {"check_number": list(range(len(rules))), "reason_code": [r.code for r in rules]},
-            schema={"check_number": pl.Int32, "reason_code": pl.String},
-        )
+        # A rule's failure cases are reported on its own column, named by its code.
         return (
-            cases.filter(pl.col("schema_context") == "DataFrameSchema")
-            .select(pl.col("index").cast(pl.UInt32), pl.col("check_number").cast(pl.Int32))
-            .join(codes, on="check_number", how="inner")
-            .select("index", "reason_code")
+            cases.filter(pl.col("column").is_in([r.code for r in rules]))
+            .select(pl.col("index").cast(pl.UInt32), pl.col("column").alias("reason_code"))
             .unique()
         )
     return empty
@@ -109,14 +121,20 @@ def apply_rules(
     model: type[pa.DataFrameModel],
     rules: Sequence[Rule],
     keep: Sequence[str] | None = None,
+    flags: pl.DataFrame | None = None,
 ) -> Split:
     """Validate `frame` against `model` plus `rules`; split off failing rows with reasons and messages.
 
     `keep` names the columns the accepted rows need downstream (default: all); the helper columns of the
-    checks are then never copied for the (many) accepted rows.
+    checks are then never copied for the (many) accepted rows. `flags` holds outcomes already computed for
+    some of the rules (see `rule_flags`); the others are computed here.
     """
+    known = [] if flags is None else flags.columns
+    computed = rule_flags(frame, [r for r in rules if r.code not in known])
+    if flags is not None:
+        computed = flags.hstack(computed)
     indexed = frame.with_row_index("_idx")
-    failures = _failures(frame, model, rules)
+    failures = _failures(frame.hstack(computed.select(r.code for r in rules)), model, rules)
     priority = pl.DataFrame(
         {"reason_code": [r.code for r in rules], "_priority": list(range(len(rules)))},
         schema={"reason_code": pl.String, "_priority": pl.Int32},
@@ -132,7 +150,8 @@ def apply_rules(
     failing = np.zeros(frame.height, dtype=bool)
     failing[reasons["_idx"].to_numpy()] = True
     mask = pl.Series("_failing", failing)
-    accepted = (frame.select(keep) if keep is not None else frame).filter(~mask)
+    # Plain column picks: `select` would copy every picked column into one chunk first.
+    accepted = (frame[list(keep)] if keep is not None else frame).filter(~mask)
     failed = indexed.filter(mask).join(reasons, on="_idx", how="left", maintain_order="left")
     column = pl.lit(None, pl.String)
     value = pl.lit(None, pl.String)
@@ -211,28 +230,28 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "STUDY_ID_MISSING",
             "study_id",
             "study_id is empty",
-            _present("study_id"),
+            _filled("study_id"),
             _lit("a study identifier"),
         ),
         Rule(
             "SUBJECT_ID_MISSING",
             "subject_id",
             "subject_id is empty",
-            _present("subject_id"),
+            _filled("subject_id"),
             _lit("a subject identifier"),
         ),
         Rule(
             "RESULT_MISSING",
             "result",
             "the result is empty",
-            _present("result"),
+            pl.col("_present_result"),
             _lit("a numeric result, optionally censored (<10, >800)"),
         ),
         Rule(
             "RESULT_NOT_NUMERIC",
             "result",
             "the result is not a number or a censored number",
-            ~_present("result") | pl.col("value_reported").is_not_null(),
+            ~pl.col("_present_result") | pl.col("value_reported").is_not_null(),
             _lit("a number, optionally censored (<10, >800, <=, >=); text results are not quantitative"),
         ),
         Rule(
@@ -271,7 +290,7 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "REF_LOW_INVALID",
             "ref_low",
             "ref_low is not a finite, non-negative number",
-            ~_present("ref_low")
+            ~pl.col("_present_ref_low")
             | (pl.col("ref_low_reported").is_finite() & (pl.col("ref_low_reported") >= 0)).fill_null(False),
             _lit("a plain, finite number >= 0, or empty"),
         ),
@@ -279,7 +298,7 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "REF_HIGH_INVALID",
             "ref_high",
             "ref_high is not a finite, positive number",
-            ~_present("ref_high")
+            ~pl.col("_present_ref_high")
             | (pl.col("ref_high_reported").is_finite() & (pl.col("ref_high_reported") > 0)).fill_null(False),
             _lit("a plain, finite number > 0, or empty"),
         ),
@@ -294,14 +313,14 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "DATE_MISSING",
             "collected_at",
             "collected_at is empty",
-            _present("collected_at"),
+            pl.col("_present_collected_at"),
             _lit("an ISO 8601 collection date"),
         ),
         Rule(
             "DATE_INVALID",
             "collected_at",
             "collected_at is not a valid ISO 8601 date",
-            ~_present("collected_at") | pl.col("collected_date").is_not_null(),
+            ~pl.col("_present_collected_at") | pl.col("collected_date").is_not_null(),
             _lit(
                 "an ISO 8601 date YYYY-MM-DD or date-time YYYY-MM-DDThh:mm[:ss][Z|+hh:mm]; "
                 "partial dates are not accepted"
@@ -365,17 +384,23 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
     ]
 
 
-def _with_duplicate_flags(frame: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
-    """Flag conflicting and repeated measurements among rows that pass every other rule.
+def _repeated(values: pl.Series) -> pl.Series:
+    """`values.is_duplicated()` for integers, by sorting: at millions of rows a sort beats a hash table."""
+    ordered = values.sort()
+    repeated = ordered.filter(ordered == ordered.shift(1)).unique()
+    return values.is_in(repeated.implode())
+
+
+def _with_duplicate_flags(frame: pl.DataFrame, basic_ok: pl.Series) -> pl.DataFrame:
+    """Flag conflicting and repeated measurements among rows that pass every other rule (`basic_ok`).
 
     Duplicates are rare, so rows are first narrowed to those whose key hash occurs more than once (a cheap
     pass); the exact group analysis then runs on that small subset only. Hash collisions can only widen the
-    subset, never change a flag, because the analysis groups on the exact key.
+    subset, never change a flag, because the analysis groups on the exact key. The flags come back as
+    columns stacked beside the wide frame (joined on a bare row position, never the wide frame itself).
     """
-    basic_ok = pl.all_horizontal([r.passes for r in rules if not r.code.startswith("DUPLICATE_")])
-    indexed = frame.with_row_index("_pos").with_columns(_basic_ok=basic_ok)
-    narrow = indexed.select("_pos", "_basic_ok", *_DUP_KEY, "value", "censoring", "source_file", "source_row")
-    maybe = narrow.filter(pl.col("_basic_ok") & pl.struct(_DUP_KEY).hash().is_duplicated())
+    narrow = frame[[*_DUP_KEY, "value", "censoring", "source_file", "source_row"]].with_row_index("_pos")
+    maybe = narrow.filter(basic_ok & _repeated(narrow[_DUP_KEY].hash_rows()))
     analysed = (
         maybe.select("_pos", *_DUP_KEY, "value", "censoring", "source_file", "source_row")
         .with_columns(
@@ -393,11 +418,33 @@ def _with_duplicate_flags(frame: pl.DataFrame, rules: Sequence[Rule]) -> pl.Data
         .filter(pl.col("_dup_conflict") | pl.col("_dup_repeat"))
         .select("_pos", "_dup_conflict", "_dup_repeat", "_dup_first_file", "_dup_first_row", "_dup_rows")
     )
-    return (
-        indexed.join(analysed, on="_pos", how="left", maintain_order="left")
-        .with_columns(pl.col("_dup_conflict").fill_null(False), pl.col("_dup_repeat").fill_null(False))
-        .drop("_pos", "_basic_ok")
+    flags = (
+        narrow.select("_pos")
+        .join(analysed, on="_pos", how="left", maintain_order="left")
+        .select(
+            pl.col("_dup_conflict").fill_null(False),
+            pl.col("_dup_repeat").fill_null(False),
+            "_dup_first_file",
+            "_dup_first_row",
+            "_dup_rows",
+        )
     )
+    return frame.hstack(flags)
+
+
+def _is_enrolled(candidates: pl.DataFrame, enrolled: pl.DataFrame) -> pl.Series:
+    """`_enrolled`: whether each row's (study_id, subject_id) is among the enrolled subjects.
+
+    A subject's rows usually arrive together, so each run of equal identifiers is looked up once (a join
+    of the run starts, not of every row) and the answer spread back over its run. Without runs this is
+    one lookup per row, as a plain join would be.
+    """
+    ids = ["study_id", "subject_id"]
+    run = candidates.select(pl.struct(ids).rle_id()).to_series()
+    starts = candidates[ids].filter((run != run.shift(1)).fill_null(True))
+    keys = enrolled.select(ids).unique().with_columns(_enrolled=pl.lit(True))
+    found = starts.join(keys, on=ids, how="left", nulls_equal=False, maintain_order="left")["_enrolled"]
+    return found.fill_null(False).rechunk().gather(run)
 
 
 def validate_labs(
@@ -406,7 +453,7 @@ def validate_labs(
     """Split harmonised lab candidates into accepted rows and quarantine.
 
     Args:
-        candidates: output of `harmonise_labs`.
+        candidates: output of `harmonise_labs` (stripped identifiers, `_present_<col>` flags, typed columns).
         as_of: the run's as_of date; later collection dates are quarantined.
         ifn_methods: IFN-signature methods with a known cut-off (upper-case).
         enrolled: (study_id, subject_id) of valid subjects; None to skip the enrolment rule.
@@ -414,13 +461,11 @@ def validate_labs(
     if enrolled is None:
         frame = candidates.with_columns(_enrolled=pl.lit(True))
     else:
-        keys = enrolled.select("study_id", "subject_id").unique().with_columns(_enrolled=pl.lit(True))
-        frame = candidates.join(
-            keys, on=["study_id", "subject_id"], how="left", nulls_equal=False, maintain_order="left"
-        ).with_columns(pl.col("_enrolled").fill_null(False))
+        frame = candidates.hstack([_is_enrolled(candidates, enrolled)])
     rules = lab_rules(as_of, ifn_methods)
-    frame = _with_duplicate_flags(frame, rules)
-    return apply_rules(frame, LabCandidate, rules, keep=ACCEPTED_LAB_COLUMNS)
+    flags = rule_flags(frame, [r for r in rules if not r.code.startswith("DUPLICATE_")])
+    frame = _with_duplicate_flags(frame, flags.select(pl.all_horizontal(pl.all())).to_series())
+    return apply_rules(frame, LabCandidate, rules, keep=ACCEPTED_LAB_COLUMNS, flags=flags)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -447,28 +492,41 @@ def _integer(col: str) -> pl.Expr:
 
 
 def parse_subjects(raw: pl.DataFrame) -> pl.DataFrame:
-    """Typed subject fields beside the raw strings (null where the text cannot be read)."""
+    """Typed subject fields beside the raw strings (null where the text cannot be read).
+
+    Each field is parsed once per distinct value (they repeat heavily), and optional fields also get a
+    `_present_<col>` flag (the field is not blank) for their rules.
+    """
     ref_date, _ = parse_iso_date("reference_date")
     exposure, _ = parse_iso_date("first_exposure_date")
     cns = _text("active_cns_lupus").str.to_uppercase()
-    return raw.with_columns(
-        _reference_date=ref_date,
-        _first_exposure_date=exposure,
-        _sex=_text("sex").str.to_uppercase().replace_strict(_SEX, default=None),
-        _age_years=parse_number("age_years"),
-        _sledai_2k=_integer("sledai_2k"),
-        _prior_failures=_integer("prior_immunosuppressant_failures"),
-        _egfr=parse_number("egfr"),
-        _cns=pl.when(cns.is_in(_TRUE)).then(True).when(cns.is_in(_FALSE)).then(False).otherwise(None),
-        _ln_class=pl.when(_text("lupus_nephritis_class").str.to_uppercase().str.contains(_LN_CLASS))
-        .then(_text("lupus_nephritis_class").str.to_uppercase())
-        .otherwise(None),
+    ln_class = _text("lupus_nephritis_class").str.to_uppercase()
+    optional = {
+        "first_exposure_date": {"_first_exposure_date": exposure},
+        "sex": {"_sex": _text("sex").str.to_uppercase().replace_strict(_SEX, default=None)},
+        "age_years": {"_age_years": parse_number("age_years")},
+        "sledai_2k": {"_sledai_2k": _integer("sledai_2k")},
+        "prior_immunosuppressant_failures": {"_prior_failures": _integer("prior_immunosuppressant_failures")},
+        "egfr": {"_egfr": parse_number("egfr")},
+        "active_cns_lupus": {
+            "_cns": pl.when(cns.is_in(_TRUE)).then(True).when(cns.is_in(_FALSE)).then(False).otherwise(None)
+        },
+        "lupus_nephritis_class": {
+            "_ln_class": pl.when(ln_class.str.contains(_LN_CLASS)).then(ln_class).otherwise(None)
+        },
+    }
+    return with_parsed(
+        raw,
+        {
+            "reference_date": {"_reference_date": ref_date},
+            **{col: {**parsed, f"_present_{col}": is_present(col)} for col, parsed in optional.items()},
+        },
     )
 
 
 def _optional(col: str, parsed: str, ok: pl.Expr | None = None) -> pl.Expr:
     good = pl.col(parsed).is_not_null() if ok is None else (pl.col(parsed).is_not_null() & ok.fill_null(False))
-    return ~_present(col) | good
+    return ~pl.col(f"_present_{col}") | good
 
 
 def subject_rules() -> list[Rule]:
@@ -478,14 +536,14 @@ def subject_rules() -> list[Rule]:
             "STUDY_ID_MISSING",
             "study_id",
             "study_id is empty",
-            _present("study_id"),
+            is_present("study_id"),
             _lit("a study identifier"),
         ),
         Rule(
             "SUBJECT_ID_MISSING",
             "subject_id",
             "subject_id is empty",
-            _present("subject_id"),
+            is_present("subject_id"),
             _lit("a subject identifier"),
         ),
         Rule(
@@ -572,24 +630,38 @@ def subject_rules() -> list[Rule]:
     ]
 
 
-def validate_subjects(raw: pl.DataFrame) -> Split:
-    """Split a subjects file into valid subjects (with typed columns) and quarantine."""
+def _subject_duplicate_flags(raw: pl.DataFrame) -> pl.DataFrame:
+    """`_conflict` and `_repeat` for subjects listed more than once (identifiers compared stripped).
+
+    As for lab duplicates, only rows whose key hash repeats are analysed (on the exact key), and the flags
+    come back by row position.
+    """
     contract = [*SUBJECT_REQUIRED, *SUBJECT_OPTIONAL]
     # Compare as the accepted table will hold them (stripped), or " P1" and "P1" would both be accepted.
     key = [_text("study_id"), _text("subject_id")]
-    frame = (
-        parse_subjects(raw)
-        .with_row_index("_pos")
+    rows = raw.select(contract).with_row_index("_pos")
+    analysed = (
+        rows.filter(_repeated(raw.select(key).hash_rows()))
         .with_columns(
             _n_versions=pl.struct([_text(c) for c in contract]).n_unique().over(key),
             _first_pos=pl.col("_pos").min().over(key),
         )
-        .with_columns(
+        .select(
+            "_pos",
             _conflict=pl.col("_n_versions") > 1,
             _repeat=(pl.col("_n_versions") == 1) & (pl.col("_pos") != pl.col("_first_pos")),
         )
-        .drop("_pos", "_n_versions", "_first_pos")
     )
+    return (
+        rows.select("_pos")
+        .join(analysed, on="_pos", how="left", maintain_order="left")
+        .select(pl.col("_conflict").fill_null(False), pl.col("_repeat").fill_null(False))
+    )
+
+
+def validate_subjects(raw: pl.DataFrame) -> Split:
+    """Split a subjects file into valid subjects (with typed columns) and quarantine."""
+    frame = parse_subjects(raw).hstack(_subject_duplicate_flags(raw))
     split = apply_rules(frame, SubjectCandidate, subject_rules())
     typed = split.accepted.select(
         pl.col("study_id").str.strip_chars(),
@@ -628,14 +700,14 @@ def validate_outcomes(raw: pl.DataFrame) -> Split:
             "STUDY_ID_MISSING",
             "study_id",
             "study_id is empty",
-            _present("study_id"),
+            is_present("study_id"),
             _lit("a study identifier"),
         ),
         Rule(
             "SUBJECT_ID_MISSING",
             "subject_id",
             "subject_id is empty",
-            _present("subject_id"),
+            is_present("subject_id"),
             _lit("a subject identifier"),
         ),
         Rule(
