@@ -11,7 +11,7 @@ For each N it generates a native-contract cohort with the shared, independent ge
 - the floor: `peers.py floor` (read, cast `result`, pivot to one row per subject, write Parquet);
 - `immunostrat validate` (ingest, harmonise, validate; no Prefect);
 - `immunostrat stratify --engine local` (every stage, all outputs, imports included) as run by default
-  (streaming above 2M lab rows: partitions split on disk and processed one at a time), and with
+  (streaming above 1M lab rows: partitions split on disk and processed one at a time), and with
   `--no-streaming` (the whole cohort in memory in one pass);
 - with `--prefect-server`: `immunostrat stratify` as a Prefect flow against a `prefect server start` that was
   started (and became healthy) before the timing, as scheduled runs use it;
@@ -186,7 +186,7 @@ def bench(
         results["stratify_one_pass"] = timed(
             [*stratify, "--engine", "local", "--no-streaming", "--out", str(data / "runs-one-pass")], env
         )
-    # The default: streams when the lab rows exceed one partition (2M rows), else one pass.
+    # The default: streams when the lab rows exceed one partition (1M rows), else one pass.
     results["stratify"] = timed([*stratify, "--engine", "local", "--out", str(data / "runs")], env)
     if server_env is not None:
         results["stratify_prefect_server"] = timed(

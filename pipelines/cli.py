@@ -111,7 +111,7 @@ def _add_streaming(p: argparse.ArgumentParser) -> None:
         help="out-of-core: split inputs on disk by subject and process one partition at a time (bounded memory); "
         "default: on above --partition-rows lab rows",
     )
-    p.add_argument("--partition-rows", type=int, help="streaming: target lab rows per partition (default 2,000,000)")
+    p.add_argument("--partition-rows", type=int, help="streaming: target lab rows per partition (default 1,000,000)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -224,10 +224,10 @@ class StratifyParams(_InputFiles):
         "`partition_rows` rows.",
     )
     partition_rows: int = Field(
-        default=2_000_000,
+        default=1_000_000,
         ge=10_000,
         description="Streaming mode: target lab rows per partition (sets the partition count when `partitions` is "
-        "1). About 1 GB of memory per million rows.",
+        "1). About 1.5 GB of memory per million rows.",
     )
 
 

@@ -125,7 +125,7 @@ class PublishConfig(BaseModel):
     )
     report: bool = Field(default=True, description="Write the HTML report into the snapshot (`sponsor/report.html`).")
     chunk_subjects: int = Field(
-        default=1_000_000,
+        default=250_000,
         ge=100,
         description="Runs with more subjects are published chunk by chunk, so memory stays bounded: each study's "
         "data is then written as 16 files by the first hex digit of the pseudonym (together still in pseudonym "

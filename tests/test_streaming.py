@@ -161,7 +161,7 @@ def test_runs_stream_by_default_only_above_one_partition_of_lab_rows(small_cohor
     labs = tmp_path / "labs.parquet"
     pl.concat([pl.read_csv(small_cohort.labs, infer_schema=False)] * 5).write_parquet(labs)  # > 10,000 rows
     base = {"labs": [str(labs)], "subjects": str(small_cohort.subjects), "out": str(tmp_path)}
-    assert not streaming.wanted(StratifyParams(**base))  # the default target is 2M rows
+    assert not streaming.wanted(StratifyParams(**base))  # the default target is 1M rows
     assert streaming.wanted(StratifyParams(**base, partition_rows=10_000))
     assert streaming.wanted(StratifyParams(**{**base, "labs": [str(small_cohort.labs)]}, streaming=True))
     assert not streaming.wanted(StratifyParams(**base, partition_rows=10_000, streaming=False))
