@@ -30,6 +30,8 @@ from immunostrat.config import Protocol, StratifyParams
 from immunostrat.io import (
     LAB_OPTIONAL,
     LAB_REQUIRED,
+    SUBJECT_OPTIONAL,
+    SUBJECT_REQUIRED,
     InputTable,
     ScannedInput,
     atomic_path,
@@ -63,18 +65,19 @@ class SplitInputs:
     subjects: InputTable  # the whole subjects file's provenance (no rows)
     on_disk: dict[int, Path] = field(default_factory=dict)  # lab file index -> folder of its partition files
     in_memory: dict[int, list[InputTable]] = field(default_factory=dict)  # lab file index -> its partitions
-    subject_parts: list[InputTable] = field(default_factory=list)
+    subject_parts: list[InputTable] = field(default_factory=list)  # when the subjects are split in memory
+    subjects_on_disk: Path | None = None  # else the folder of their partition files
 
     def partition(self, k: int) -> Any:
-        """The `Inputs` of partition `k` (its native lab rows are read from disk now)."""
+        """The `Inputs` of partition `k` (rows split on disk are read now)."""
         from immunostrat.run import Inputs
 
         labs = [
-            replace(t, frame=_read_partition(self.on_disk[i], k, t.frame), row_count=None)
-            if i in self.on_disk
-            else self.in_memory[i][k]
+            _from_disk(t, self.on_disk[i], k) if i in self.on_disk else self.in_memory[i][k]
             for i, t in enumerate(self.labs)
         ]
+        if self.subjects_on_disk is not None:
+            return Inputs(labs=labs, subjects=_from_disk(self.subjects, self.subjects_on_disk, k))
         return Inputs(labs=labs, subjects=self.subject_parts[k])
 
     def header(self) -> Any:
@@ -93,6 +96,10 @@ def _read_partition(folder: Path, k: int, empty: pl.DataFrame) -> pl.DataFrame:
     return frame if frame["source_row"].is_sorted() else frame.sort("source_row")
 
 
+def _from_disk(header: InputTable, folder: Path, k: int) -> InputTable:
+    return replace(header, frame=_read_partition(folder, k, header.frame), row_count=None)
+
+
 def _header_only(table: InputTable) -> InputTable:
     return replace(table, frame=table.frame.clear(), rejected=None, detail=None, row_count=table.rows_read)
 
@@ -108,7 +115,7 @@ def wanted(params: StratifyParams) -> bool:
     if params.partitions > 1:  # in-memory partitions (on Dask) were asked for
         return False
     native = [p for p in params.labs if _is_native(p, params.lab_format)]
-    rows = sum(_count_rows(scan_input(p, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")) for p in native)
+    rows = sum(_count_rows(scan_input(p, LAB_REQUIRED, LAB_OPTIONAL, kind=_LABS[0]), _LABS) for p in native)
     return rows > params.partition_rows
 
 
@@ -122,9 +129,9 @@ def partition_count(params: StratifyParams, lab_rows: int) -> int:
 def split_inputs(params: StratifyParams, scratch: Path) -> SplitInputs:
     """Check every input's structure, then cut the inputs into subject partitions.
 
-    Native lab files are checked on their header and split on disk by one streaming pass each; other formats
-    (SDTM, FHIR, expression) and the subjects file are read whole (they are small next to the lab rows) and
-    split in memory.
+    Native files (labs and subjects) are checked on their header and split on disk by one streaming pass each;
+    other formats (SDTM, FHIR, expression) are read whole (they are small next to native lab exports) and split
+    in memory, as are subjects completed from FHIR Patients.
 
     Raises:
         InputError: an input is unusable (before any compute, as in a single-pass run).
@@ -133,53 +140,57 @@ def split_inputs(params: StratifyParams, scratch: Path) -> SplitInputs:
 
     cfg = params.config
     native = [p for p in params.labs if _is_native(p, params.lab_format)]
-    scanned = {p: scan_input(p, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results") for p in native}
+    scanned = {p: scan_input(p, LAB_REQUIRED, LAB_OPTIONAL, kind=_LABS[0]) for p in native}
     others = [p for p in params.labs if p not in scanned]
+    subjects = None
+    if not params.patients and _is_native(params.subjects, None):
+        subjects = scan_input(params.subjects, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind=_SUBJECTS[0])
     eager = read_inputs(
         others,
-        params.subjects,
+        params.subjects if subjects is None else None,
         cfg=cfg,
         lab_format=params.lab_format,
         expression=list(params.expression),
         samples=params.samples,
         patients=params.patients,
     )
-    rows = {p: _count_rows(s) for p, s in scanned.items()}
+    rows = {p: _count_rows(s, _LABS) for p, s in scanned.items()}
     n = partition_count(params, sum(rows.values()) + sum(t.rows_read for t in eager.labs))
     eager_labs = iter(eager.labs)
     ordered = [scanned.get(p) or next(eager_labs) for p in params.labs] + list(eager_labs)  # expression last
-    split = SplitInputs(
-        n=n,
-        labs=[],
-        subjects=_header_only(eager.subjects),
-        subject_parts=split_table(eager.subjects, n),
-    )
+    if subjects is not None:
+        split = SplitInputs(n=n, labs=[], subjects=_scanned_header(subjects, _count_rows(subjects, _SUBJECTS)))
+        split.subjects_on_disk = _split_to_disk(subjects, n, scratch / "subjects", _SUBJECTS)
+    else:
+        assert eager.subjects is not None  # stratify and validate stream only with a subjects file
+        split = SplitInputs(
+            n=n, labs=[], subjects=_header_only(eager.subjects), subject_parts=split_table(eager.subjects, n)
+        )
     for i, table in enumerate(ordered):
         if isinstance(table, ScannedInput):
-            split.on_disk[i] = _split_to_disk(table, n, scratch / f"labs-{i}")
-            empty = table.frame.clear().collect()
-            split.labs.append(
-                InputTable(
-                    path=table.path,
-                    frame=empty,
-                    sha256=table.sha256,
-                    extra_columns=table.extra_columns,
-                    row_count=rows[table.path],
-                )
-            )
+            split.on_disk[i] = _split_to_disk(table, n, scratch / f"labs-{i}", _LABS)
+            split.labs.append(_scanned_header(table, rows[table.path]))
         else:
             split.in_memory[i] = split_table(table, n)
             split.labs.append(_header_only(table))
     return split
 
 
-def _count_rows(scanned: ScannedInput) -> int:
-    with read_errors(Path(scanned.path), scanned.fmt, "lab results", LAB_REQUIRED):
+_LABS, _SUBJECTS = ("lab results", LAB_REQUIRED), ("subjects", SUBJECT_REQUIRED)
+
+
+def _scanned_header(scanned: ScannedInput, rows: int) -> InputTable:
+    empty = scanned.frame.clear().collect()
+    return InputTable(scanned.path, empty, scanned.sha256, scanned.extra_columns, row_count=rows)
+
+
+def _count_rows(scanned: ScannedInput, kind: tuple[str, tuple[str, ...]]) -> int:
+    with read_errors(Path(scanned.path), scanned.fmt, *kind):
         return int(scanned.frame.select(pl.len()).collect().item())
 
 
-def _split_to_disk(scanned: ScannedInput, n: int, folder: Path) -> Path:
-    with read_errors(Path(scanned.path), scanned.fmt, "lab results", LAB_REQUIRED):
+def _split_to_disk(scanned: ScannedInput, n: int, folder: Path, kind: tuple[str, tuple[str, ...]]) -> Path:
+    with read_errors(Path(scanned.path), scanned.fmt, *kind):
         scanned.frame.with_columns(_part=partition_of(n)).sink_ipc(
             pl.PartitionBy(folder, key="_part", include_key=False), mkdir=True, compression=SCRATCH_COMPRESSION
         )
