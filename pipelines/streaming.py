@@ -317,7 +317,8 @@ def run_streaming(run: StreamingRun) -> Any:
         manifest.update(cleaned_up=run.cleaned, partitions=split.n, streaming=True)
         counts = []
         for k in range(split.n):  # pass 1: harmonise and validate
-            prepared = stages.prepare(split.partition(k), cfg)
+            # The per-partition stage callables (one Prefect task per partition and stage, as on Dask).
+            (prepared,) = stages.prepare_each([split.partition(k)], cfg)
             counts.append(prepared.counts)
             scratch.put("harmonised", k, prepared.harmonised, contract="harmonised")
             scratch.put("quarantine", k, prepared.quarantine, contract="quarantine")
@@ -370,7 +371,7 @@ def _score_partitions(run: StreamingRun, n: int, scratch: Scratch, manifest: dic
             outside_panel=pl.DataFrame(),
             subjects=subjects,
         )
-        scored, model_info = run.stages.score(run.stages.build_strata(prepared, run.protocol, cfg), cfg, run.run_id)
+        ((scored, model_info),) = run.stages.score_each([prepared], run.protocol, cfg, run.run_id)
         scratch.put("strata", k, scored, contract="strata")
         del prepared, scored
     # Whole-cohort figures from the few columns they read, never the whole strata table.

@@ -198,3 +198,19 @@ def test_streaming_flow_runs_one_task_per_partition_stage(
         _read(single_pass, "strata.parquet").sort(KEYS["strata.parquet"]),
     )
     assert _run_json(streamed)["counts"] == _run_json(single_pass)["counts"]
+    from collections import Counter
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    # Task runs are named "<task name>-<suffix>": coarse tasks, one per partition and stage, none per subject.
+    assert Counter(t.name.rsplit("-", 1)[0] for t in tasks) == {
+        "split-inputs": 1,
+        "harmonise-validate-partition": 2,
+        "baseline-score-partition": 2,
+        "publish": 1,
+    }
