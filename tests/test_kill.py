@@ -80,13 +80,16 @@ stages = run.Stages(
     prepare=after("after-validate", run.prepare),
     build_strata=after("after-baseline", run.build_strata),
     score=after("after-score", run.score),
+    prepare_each=after("streaming-after-validate", run._prepare_each),  # streaming: after a partition's pass 1
 )
 print(run.stratify(StratifyParams.model_validate_json(params_json), stages).run_dir)
 """
 # Where the harness children stop to be killed: mid-compute (nothing written yet), with the run folder half
 # staged and a temp file torn in half, with the run folder fully staged just before its rename, and with the
 # sponsor snapshot staged inside the (complete, visible) run folder just before its own rename.
-POINTS = ("after-validate", "torn-file", "before-rename", "during-publish")
+# A streaming run (2 partitions) is also stopped after its first partition is validated: its split inputs and
+# scratch tables sit inside the hidden staging folder.
+POINTS = ("after-validate", "torn-file", "before-rename", "during-publish", "streaming-after-validate")
 
 
 def _sha(path: Path) -> str:
@@ -204,6 +207,8 @@ def killed(setup: dict[str, Any]) -> Iterator[dict[str, Any]]:
         out, previous, params = _fresh_out(setup, f"out-{point}")
         marker = base / f"at-{point}"
         stop_at = "after-read" if point == "busy" else point
+        if point.startswith("streaming"):
+            params = params.model_copy(update={"streaming": True, "partitions": 2})
         proc = _spawn([sys.executable, "-c", HARNESS, stop_at, str(marker), params.model_dump_json()])
         harness[point] = (proc, marker, out, previous, params)
     cli = []
@@ -211,7 +216,7 @@ def killed(setup: dict[str, Any]) -> Iterator[dict[str, Any]]:
         out, previous, _ = _fresh_out(setup, f"cli-{i}")
         cmd = [CLI, "stratify", "--engine", "local", "--labs", str(paths["labs"]), "--subjects"]
         cmd += [str(paths["subjects"]), "--out", str(out), "--registry", str(setup["registry"])]
-        cmd += ["--as-of", AS_OF.isoformat()]
+        cmd += ["--as-of", AS_OF.isoformat(), *(["--streaming"] if i else [])]
         cli.append((_spawn(cmd), rng.uniform(0.2, 8.0), out, previous))
     start = time.monotonic()
     try:
@@ -233,10 +238,13 @@ def test_sigkill_mid_run_leaves_nothing_half_written(killed: dict[str, Any]) -> 
     """At every point, the folder holds the previous run and hidden leftovers only; a re-run completes."""
     from immunostrat import run
 
-    for point in ("after-validate", "torn-file"):
+    for point in ("after-validate", "torn-file", "streaming-after-validate"):
         _, _, out, previous, params = killed["harness"][point]
         leftovers = check_output_folder(out, previous, killed["before"])
         assert _runs(out) == [previous], point
+        if point.startswith("streaming"):  # the split inputs and scratch tables live in the hidden staging only
+            (staged,) = out.glob(".*.partial")
+            assert staged.name in leftovers and list((staged / ".parts").rglob("*.ipc"))
         if point == "torn-file":  # the torn file exists only under its temp name, inside the hidden staging
             (staged,) = out.glob(".*.partial")
             assert staged.name in leftovers and not (staged / "quarantine.parquet").exists()
