@@ -39,6 +39,13 @@ class Schedule(_Model):
         "so that each run uses its own day.",
     )
     tags: list[str] = Field(default_factory=list, description="Prefect tags, e.g. the study id.")
+    # Same meaning (and descriptions) as the stratify parameters they are passed to.
+    streaming: bool | None = Field(default=None, description=StratifyParams.model_fields["streaming"].description)
+    partition_rows: int = Field(
+        default=StratifyParams.model_fields["partition_rows"].default,
+        ge=10_000,
+        description=StratifyParams.model_fields["partition_rows"].description,
+    )
 
 
 class ScheduleFile(_Model):
@@ -69,7 +76,13 @@ def load_schedules(path: Path) -> ScheduleFile:
 
 def _params(s: Schedule) -> StratifyParams:
     return StratifyParams(
-        labs=s.labs, subjects=s.subjects, out=s.out, protocol=s.protocol, config=RunConfig.model_validate(s.config)
+        labs=s.labs,
+        subjects=s.subjects,
+        out=s.out,
+        protocol=s.protocol,
+        config=RunConfig.model_validate(s.config),
+        streaming=s.streaming,
+        partition_rows=s.partition_rows,
     )
 
 

@@ -149,3 +149,13 @@ def test_schedules_leave_as_of_to_each_run() -> None:
     params = StratifyParams(labs=["l"], subjects="s", out="o", config=RunConfig.model_validate({}))
     dumped = params.model_dump(mode="json", exclude_unset=True)
     assert "as_of" not in str(dumped)
+
+
+def test_schedules_pass_streaming_options_to_their_runs(tmp_path: Path) -> None:
+    from immunostrat.serve import _params, load_schedules
+
+    text = SCHEDULES + "    streaming: true\n    partition_rows: 500000\n"
+    (schedule,) = load_schedules(_write(tmp_path / "schedules.yaml", text)).schedules
+    params = _params(schedule)
+    assert params.streaming is True and params.partition_rows == 500_000
+    assert _params(load_schedules(_write(tmp_path / "default.yaml", SCHEDULES)).schedules[0]).streaming is None
