@@ -885,13 +885,22 @@ def validate_output(name: str, frame: pl.DataFrame, *, features: Sequence[Featur
     if not isinstance(frame, pl.DataFrame):
         raise TypeError(f"validate_output({name!r}) needs an eager pl.DataFrame (collect it first), got {type(frame)}")
     model = strata_model(features) if table == "strata.parquet" and features is not None else OUTPUT_MODELS[table]
+    return check_contract(table, model, frame)
+
+
+def check_contract(table: str, model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.DataFrame:
+    """Validate an eager frame against an output contract; `OutputContractError` names `table` on failure.
+
+    The one-pass decision (`_conforms`) settles the usual, valid case; pandera runs only to find and report
+    the failures.
+    """
     schema = model.to_schema()
     if schema.unique and not set(schema.unique) <= set(frame.columns):
         # pandera's uniqueness check crashes (polars ShapeError) when a key column is missing; the missing
         # column is reported by the column checks anyway.
         schema = copy.copy(schema)
         schema.unique = None
-    if _conforms(schema, frame):  # the usual case; otherwise pandera finds and reports the failures
+    if _conforms(schema, frame):
         return frame
     try:
         return schema.validate(frame, lazy=True)

@@ -20,27 +20,24 @@ changed and the version did not; docs/schema-changelog.md records every version.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import pandera.polars as pa
 import polars as pl
-from pandera.errors import SchemaErrors
 
 from immunostrat.modeling import DEFAULT_FEATURES, NOT_ASSESSABLE, FeatureSpec
 from immunostrat.schemas.outputs import (
     _FINITE,
     PANEL,
     OutputContractError,
-    _conforms,
-    _contract_error,
     _dated_before,
     _is_finite,
     _is_upper,
     _items_in,
     _values_dated,
+    check_contract,
     strata_model,
 )
 from immunostrat.stages.baseline import CORE_ANALYTES
@@ -284,15 +281,4 @@ def validate_sponsor(frame: pl.DataFrame, *, features: Sequence[FeatureSpec] | N
     """
     if not isinstance(frame, pl.DataFrame):
         raise TypeError(f"validate_sponsor needs an eager pl.DataFrame (collect it first), got {type(frame)}")
-    model = sponsor_model(features or DEFAULT_FEATURES)
-    schema = model.to_schema()
-    if schema.unique and not set(schema.unique) <= set(frame.columns):
-        # pandera's uniqueness check crashes when a key column is missing; the column check reports it.
-        schema = copy.copy(schema)
-        schema.unique = None
-    if _conforms(schema, frame):  # the usual case; otherwise pandera finds and reports the failures
-        return frame
-    try:
-        return schema.validate(frame, lazy=True)
-    except SchemaErrors as errors:
-        raise _contract_error(SPONSOR_TABLE, model, errors.failure_cases) from errors
+    return check_contract(SPONSOR_TABLE, sponsor_model(features or DEFAULT_FEATURES), frame)
