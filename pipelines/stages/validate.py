@@ -529,16 +529,10 @@ def _optional(col: str, parsed: str, ok: pl.Expr | None = None) -> pl.Expr:
     return ~pl.col(f"_present_{col}") | good
 
 
-def subject_rules() -> list[Rule]:
-    """Row rules for the subjects file, in priority order."""
+def _identifier_rules() -> list[Rule]:
+    """The study and subject identifiers are present (subjects and outcomes files)."""
     return [
-        Rule(
-            "STUDY_ID_MISSING",
-            "study_id",
-            "study_id is empty",
-            is_present("study_id"),
-            _lit("a study identifier"),
-        ),
+        Rule("STUDY_ID_MISSING", "study_id", "study_id is empty", is_present("study_id"), _lit("a study identifier")),
         Rule(
             "SUBJECT_ID_MISSING",
             "subject_id",
@@ -546,6 +540,13 @@ def subject_rules() -> list[Rule]:
             is_present("subject_id"),
             _lit("a subject identifier"),
         ),
+    ]
+
+
+def subject_rules() -> list[Rule]:
+    """Row rules for the subjects file, in priority order."""
+    return [
+        *_identifier_rules(),
         Rule(
             "REFERENCE_DATE_INVALID",
             "reference_date",
@@ -696,20 +697,7 @@ def validate_outcomes(raw: pl.DataFrame) -> Split:
         _n=pl.len().over(key),
     )
     rules = [
-        Rule(
-            "STUDY_ID_MISSING",
-            "study_id",
-            "study_id is empty",
-            is_present("study_id"),
-            _lit("a study identifier"),
-        ),
-        Rule(
-            "SUBJECT_ID_MISSING",
-            "subject_id",
-            "subject_id is empty",
-            is_present("subject_id"),
-            _lit("a subject identifier"),
-        ),
+        *_identifier_rules(),
         Rule(
             "RESPONDED_INVALID",
             "responded",
