@@ -116,6 +116,23 @@ def split_inputs(params: StratifyParams, scratch: Path) -> Any:
     return split(params, scratch)
 
 
+# Streaming runs: the same stage names per partition; tables go to scratch files and only counts come back.
+@task(name="harmonise-validate-partition", cache_policy=NO_CACHE)
+def validate_streamed_partition(split: Any, k: int, cfg: RunConfig, scratch: Any) -> dict[str, Any]:
+    """Harmonise and validate one partition of a streaming run."""
+    from immunostrat.streaming import validate_partition
+
+    return validate_partition(split, k, cfg, scratch)
+
+
+@task(name="baseline-score-partition", cache_policy=NO_CACHE)
+def score_streamed_partition(k: int, scratch: Any, protocol: Protocol, cfg: RunConfig, run_id: str) -> dict[str, Any]:
+    """Baseline, eligibility and scoring of one partition of a streaming run."""
+    from immunostrat.streaming import score_partition
+
+    return score_partition(k, scratch, protocol, cfg, run_id)
+
+
 @io_task(name="publish")
 def publish(run_dir: Path, cfg: Any) -> Any:
     """Publish the sponsor snapshot (the pseudonym key is loaded inside, never passed as a task input)."""
@@ -134,6 +151,8 @@ FLOW_STAGES = pipeline.Stages(
     score_each=_score_mapped,
     publish=publish,
     split=split_inputs,
+    validate_partition=validate_streamed_partition,
+    score_partition=score_streamed_partition,
 )
 
 

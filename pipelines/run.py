@@ -476,6 +476,18 @@ def _split(params: StratifyParams, scratch: Path) -> Any:
     return split_inputs(params, scratch)
 
 
+def _validate_partition(split: Any, k: int, cfg: RunConfig, scratch: Any) -> dict[str, Any]:
+    from immunostrat.streaming import validate_partition
+
+    return validate_partition(split, k, cfg, scratch)
+
+
+def _score_partition(k: int, scratch: Any, protocol: Protocol, cfg: RunConfig, run_id: str) -> dict[str, Any]:
+    from immunostrat.streaming import score_partition
+
+    return score_partition(k, scratch, protocol, cfg, run_id)
+
+
 def _publish(run_dir: Path, cfg: Any) -> Any:
     from immunostrat.publish import publish_run
 
@@ -494,6 +506,8 @@ class Stages:
     publish: Callable[[Path, Any], Any] = _publish
     # Streaming runs: structure checks and the on-disk split by subject partition (immunostrat.streaming).
     split: Callable[[StratifyParams, Path], Any] = _split
+    validate_partition: Callable[..., dict[str, Any]] = _validate_partition
+    score_partition: Callable[..., dict[str, Any]] = _score_partition
     # Partitioned runs: the same stages over subject partitions (a loop here; mapped tasks in the flow).
     prepare_each: Callable[[list[Inputs], RunConfig], list[Prepared]] = _prepare_each
     score_each: Callable[[list[Prepared], Protocol, RunConfig, str], list[tuple[pl.DataFrame, dict[str, Any]]]] = (

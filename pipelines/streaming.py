@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from immunostrat.config import Protocol, StratifyParams
+from immunostrat.config import Protocol, RunConfig, StratifyParams
 from immunostrat.io import (
     LAB_OPTIONAL,
     LAB_REQUIRED,
@@ -315,17 +315,8 @@ def run_streaming(run: StreamingRun) -> Any:
         split = stages.split(params, staging / SCRATCH / "inputs")
         manifest = run.base_manifest(split.header(), cfg, run.protocol, run.started)
         manifest.update(cleaned_up=run.cleaned, partitions=split.n, streaming=True)
-        counts = []
-        for k in range(split.n):  # pass 1: harmonise and validate
-            # The per-partition stage callables (one Prefect task per partition and stage, as on Dask).
-            (prepared,) = stages.prepare_each([split.partition(k)], cfg)
-            counts.append(prepared.counts)
-            scratch.put("harmonised", k, prepared.harmonised, contract="harmonised")
-            scratch.put("quarantine", k, prepared.quarantine, contract="quarantine")
-            scratch.put("outside_panel", k, prepared.outside_panel)
-            if prepared.subjects is not None:
-                scratch.put("subjects", k, prepared.subjects)
-            del prepared
+        # Pass 1: harmonise and validate (one Prefect task per partition and stage in a flow).
+        counts = [stages.validate_partition(split, k, cfg, scratch) for k in range(split.n)]
         manifest["counts"] = merge_counts(counts)
         if any(t.fmt == "sdtm" for t in split.labs):
             # Needs every SDTM row's flags beside the whole strata table: a single-pass figure only.
@@ -352,6 +343,38 @@ def run_streaming(run: StreamingRun) -> Any:
     return result
 
 
+def validate_partition(split: SplitInputs, k: int, cfg: RunConfig, scratch: Scratch) -> dict[str, Any]:
+    """Pass 1 of partition `k`: harmonise and validate, keep its tables as scratch files; returns its counts.
+
+    Only counts come back, never frames: a Prefect task keeps its return value in memory for the whole flow
+    run, which would otherwise add up to the whole cohort.
+    """
+    from immunostrat.run import prepare
+
+    prepared = prepare(split.partition(k), cfg)
+    scratch.put("harmonised", k, prepared.harmonised, contract="harmonised")
+    scratch.put("quarantine", k, prepared.quarantine, contract="quarantine")
+    scratch.put("outside_panel", k, prepared.outside_panel)
+    if prepared.subjects is not None:
+        scratch.put("subjects", k, prepared.subjects)
+    return prepared.counts
+
+
+def score_partition(k: int, scratch: Scratch, protocol: Protocol, cfg: RunConfig, run_id: str) -> dict[str, Any]:
+    """Pass 2 of partition `k`: baseline, eligibility and score from its scratch tables; returns the model info."""
+    from immunostrat.run import Prepared, build_strata, score
+
+    prepared = Prepared(
+        harmonised=scratch.get("harmonised", k),
+        lab_quarantine=pl.DataFrame(),
+        outside_panel=pl.DataFrame(),
+        subjects=scratch.get("subjects", k),
+    )
+    scored, model_info = score(build_strata(prepared, protocol, cfg), cfg, run_id)
+    scratch.put("strata", k, scored, contract="strata")
+    return model_info
+
+
 class _DriftFailure(Exception):
     """Carries a DriftError out of scoring so that the run folder is still finished."""
 
@@ -362,18 +385,9 @@ def _score_partitions(run: StreamingRun, n: int, scratch: Scratch, manifest: dic
 
     cfg = run.params.config
     model = run.model_ready.result()  # a refused model (checksum, trusted types, features) stops the run here
-    model_info: dict[str, Any] = {}
-    for k in range(n):  # pass 2: baseline, eligibility, score
-        subjects = scratch.get("subjects", k)
-        prepared = pipeline.Prepared(
-            harmonised=scratch.get("harmonised", k),
-            lab_quarantine=pl.DataFrame(),
-            outside_panel=pl.DataFrame(),
-            subjects=subjects,
-        )
-        ((scored, model_info),) = run.stages.score_each([prepared], run.protocol, cfg, run.run_id)
-        scratch.put("strata", k, scored, contract="strata")
-        del prepared, scored
+    # Pass 2: baseline, eligibility, score.
+    infos = [run.stages.score_partition(k, scratch, run.protocol, cfg, run.run_id) for k in range(n)]
+    model_info = infos[-1]  # the same model scores every partition
     # Whole-cohort figures from the few columns they read, never the whole strata table.
     summary_frame = scratch.scan("strata").select(_summary_columns(run.protocol, model)).collect()
     manifest["drift"] = drift.compare(

@@ -80,7 +80,7 @@ stages = run.Stages(
     prepare=after("after-validate", run.prepare),
     build_strata=after("after-baseline", run.build_strata),
     score=after("after-score", run.score),
-    prepare_each=after("streaming-after-validate", run._prepare_each),  # streaming: after a partition's pass 1
+    validate_partition=after("streaming-after-validate", run._validate_partition),  # after a partition's pass 1
 )
 print(run.stratify(StratifyParams.model_validate_json(params_json), stages).run_dir)
 """
