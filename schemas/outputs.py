@@ -634,28 +634,44 @@ def _strata_model(features: tuple[FeatureSpec, ...]) -> type[pa.DataFrameModel]:
         **_eligibility_columns(),
         **_score_columns(features),
     }
-    annotations: dict[str, Any] = {}
-    namespace: dict[str, Any] = {
-        "__module__": __name__,
-        "__doc__": "One row per valid subject: baseline profile, derived flags, eligibility and responder score "
-        "(`strata.parquet`).",
-        "Config": _StrataConfig,
-    }
-    for name, (dtype, field) in columns.items():
-        annotations[name] = dtype
-        namespace[name] = field
     float_columns = [n for n, (d, _) in columns.items() if d == pl.Float64]
-    namespace["_finite"] = pa.check(*float_columns, name="is_finite", error=_FINITE)(_is_finite)
-    namespace["_upper"] = pa.check("anti_dsdna_method", "ifn_method", name="is_upper", error=_UPPER)(_is_upper)
-    namespace["_missing_known"] = pa.check("missing_analytes", name="items_in", error=_items_text(CORE_ANALYTES))(
-        _items_in(CORE_ANALYTES)
-    )
     names = [f.name for f in features]
-    namespace["_top_known"] = pa.check("top_features", name="items_in", error=_items_text(names))(_items_in(names))
-    namespace.update(_strata_checks(features))
-    namespace["__annotations__"] = annotations
+    checks = {
+        "_finite": pa.check(*float_columns, name="is_finite", error=_FINITE)(_is_finite),
+        "_upper": pa.check("anti_dsdna_method", "ifn_method", name="is_upper", error=_UPPER)(_is_upper),
+        "_missing_known": pa.check("missing_analytes", name="items_in", error=_items_text(CORE_ANALYTES))(
+            _items_in(CORE_ANALYTES)
+        ),
+        "_top_known": pa.check("top_features", name="items_in", error=_items_text(names))(_items_in(names)),
+        **_strata_checks(features),
+    }
+    doc = "One row per valid subject: baseline profile, derived flags, eligibility and responder score "
+    doc += "(`strata.parquet`)."
+    return build_model(
+        "Strata", features, module=__name__, doc=doc, config=_StrataConfig, columns=columns, checks=checks
+    )
+
+
+def build_model(
+    base: str,
+    features: Sequence[FeatureSpec],
+    *,
+    module: str,
+    doc: str,
+    config: type,
+    columns: dict[str, tuple[Any, Any]],
+    checks: dict[str, Any],
+) -> type[pa.DataFrameModel]:
+    """A contract class built per model: `columns` maps names to (dtype, Field), `checks` names pandera checks.
+
+    The class is named `base` for the default features and `<base>CustomFeatures` otherwise.
+    """
+    namespace: dict[str, Any] = {"__module__": module, "__doc__": doc, "Config": config}
+    namespace.update({name: field for name, (_, field) in columns.items()})
+    namespace.update(checks)
+    namespace["__annotations__"] = {name: dtype for name, (dtype, _) in columns.items()}
     is_default = tuple(f.name for f in features) == tuple(f.name for f in DEFAULT_FEATURES)
-    return type("Strata" if is_default else "StrataCustomFeatures", (pa.DataFrameModel,), namespace)
+    return type(base if is_default else f"{base}CustomFeatures", (pa.DataFrameModel,), namespace)
 
 
 def strata_model(features: Sequence[FeatureSpec] = DEFAULT_FEATURES) -> type[pa.DataFrameModel]:

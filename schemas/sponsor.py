@@ -37,6 +37,7 @@ from immunostrat.schemas.outputs import (
     _is_upper,
     _items_in,
     _values_dated,
+    build_model,
     check_contract,
     strata_model,
 )
@@ -243,21 +244,13 @@ def _sponsor_model(features: tuple[FeatureSpec, ...]) -> type[pa.DataFrameModel]
             columns.update(replaced)
         elif name not in _DROPPED:
             columns[name] = _kept_field(name, column)
-    annotations: dict[str, Any] = {}
-    namespace: dict[str, Any] = {
-        "__module__": __name__,
-        "__doc__": "One row per valid subject of a run, pseudonymised for sponsors: no direct identifiers, no "
-        "calendar dates, no free text; ages banded (the sponsor dataset, `sponsor/data/study_id=*/`).",
-        "Config": _SponsorConfig,
-    }
-    for name, (dtype, fld) in columns.items():
-        annotations[name] = dtype
-        namespace[name] = fld
+    doc = "One row per valid subject of a run, pseudonymised for sponsors: no direct identifiers, no "
+    doc += "calendar dates, no free text; ages banded (the sponsor dataset, `sponsor/data/study_id=*/`)."
     floats = [n for n, (d, _) in columns.items() if d == pl.Float64]
-    namespace.update(_checks(features, floats))
-    namespace["__annotations__"] = annotations
-    is_default = tuple(f.name for f in features) == tuple(f.name for f in DEFAULT_FEATURES)
-    return type("Sponsor" if is_default else "SponsorCustomFeatures", (pa.DataFrameModel,), namespace)
+    checks = _checks(features, floats)
+    return build_model(
+        "Sponsor", features, module=__name__, doc=doc, config=_SponsorConfig, columns=columns, checks=checks
+    )
 
 
 def sponsor_model(features: Sequence[FeatureSpec] = DEFAULT_FEATURES) -> type[pa.DataFrameModel]:
