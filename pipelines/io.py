@@ -210,7 +210,6 @@ class ScannedInput:
     path: str
     fmt: str
     frame: pl.LazyFrame  # same columns and types as `InputTable.frame`
-    sha256: str
     extra_columns: tuple[str, ...]
 
 
@@ -245,7 +244,7 @@ def scan_input(path: str | Path, required: Sequence[str], optional: Sequence[str
         pl.lit(str(path), pl.String).alias("source_file"),
         pl.col(row).cast(pl.Int64).alias("source_row"),
     )
-    return ScannedInput(path=str(path), fmt=fmt, frame=lazy, sha256=sha256_file(p), extra_columns=extra)
+    return ScannedInput(path=str(path), fmt=fmt, frame=lazy, extra_columns=extra)
 
 
 def read_labs(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:

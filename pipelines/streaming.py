@@ -181,7 +181,8 @@ _LABS, _SUBJECTS = ("lab results", LAB_REQUIRED), ("subjects", SUBJECT_REQUIRED)
 
 def _scanned_header(scanned: ScannedInput, rows: int) -> InputTable:
     empty = scanned.frame.clear().collect()
-    return InputTable(scanned.path, empty, scanned.sha256, scanned.extra_columns, row_count=rows)
+    # The checksum is taken here, where provenance is recorded (deciding to stream needs none).
+    return InputTable(scanned.path, empty, sha256_file(scanned.path), scanned.extra_columns, row_count=rows)
 
 
 def _count_rows(scanned: ScannedInput, kind: tuple[str, tuple[str, ...]]) -> int:
