@@ -1,7 +1,9 @@
-"""Time each stratify stage in one process; prints one JSON line of seconds per stage (last line).
+"""Time each step of the stratify definition in one process; prints one JSON line of seconds per step (last line).
 
 Usage: python benchmarks/stages.py LABS SUBJECTS OUTDIR
-Called by benchmarks/run.py; useful alone when profiling (e.g. under py-spy or pyinstrument).
+Called by benchmarks/run.py; useful alone when profiling (e.g. under py-spy or pyinstrument). The steps are the
+pipeline definition's own (`immunostrat.definitions.STRATIFY`), run by a runner that times each one: nothing here
+restates their order.
 """
 
 from __future__ import annotations
@@ -10,9 +12,31 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from immunostrat import run as pipeline
-from immunostrat.config import HarmoniseConfig, RunConfig, ValidationConfig, load_protocol
+from immunostrat import launch, run
+from immunostrat.config import HarmoniseConfig, RunConfig, StratifyParams, ValidationConfig
+from immunostrat.engine.execute import LocalRunner
+
+
+class TimingRunner(LocalRunner):
+    """Runs the steps in this process and adds up the seconds each step name takes."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def _timed(self, name: str, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = work()
+        self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - start, 3)
+        return out
+
+    def call(self, name: str, fn: Callable[..., Any], *args: Any, io: bool = False) -> Any:
+        return self._timed(name, lambda: fn(*args))
+
+    def map(self, name: str, fn: Callable[..., Any], items: Sequence[Any], ctx: Any, *, sequential: bool) -> list[Any]:
+        return list(self._timed(name, lambda: [fn(item, ctx) for item in items]))
 
 
 def main() -> int:
@@ -21,35 +45,12 @@ def main() -> int:
         harmonise=HarmoniseConfig(ifn_default_method="MEDIAN_FC_21"),
         validation=ValidationConfig(as_of=dt.date(2026, 11, 1)),
     )
-    protocol = load_protocol()
-    times: dict[str, float] = {}
-
-    def lap(name: str, start: float) -> float:
-        now = time.perf_counter()
-        times[name] = round(now - start, 3)
-        return now
-
-    t = time.perf_counter()
-    inputs = pipeline.read_inputs([labs], subjects)
-    t = lap("ingest", t)
-    prepared = pipeline.prepare(inputs, cfg)
-    t = lap("harmonise_validate", t)
-    strata = pipeline.build_strata(prepared, protocol, cfg)
-    t = lap("baseline_eligibility", t)
-    run_id = pipeline.new_run_id()
-    scored, model = pipeline.score(strata, cfg, run_id)
-    t = lap("score", t)
-    manifest = pipeline.base_manifest(inputs, cfg, protocol, dt.datetime.now(dt.UTC))
-    manifest.update(
-        status="completed", counts=prepared.counts, model=model, summary=pipeline.summary_stats(scored, protocol)
-    )
-    outputs = pipeline.write_run(out, run_id, strata=scored, prepared=prepared, manifest=manifest)
-    t = lap("write", t)
-    from immunostrat.publish import publish_run
-
-    publish_run(outputs.run_dir, cfg.publish)
-    lap("publish", t)
-    print(json.dumps(times))
+    runner = TimingRunner()
+    start = time.perf_counter()
+    plan = launch.plan_stratify(StratifyParams(labs=[labs], subjects=subjects, out=out, config=cfg))
+    runner.times["launch"] = round(time.perf_counter() - start, 3)
+    run.execute(plan, runner)
+    print(json.dumps(runner.times))
     return 0
 
 

@@ -9,21 +9,21 @@ the Prefect UI; `--engine local` runs the same stages without Prefect.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import ValidationError
 
-from immunostrat.config import RunConfig, StratifyParams, TrainParams
+from immunostrat import cli_options
+from immunostrat.config import StratifyParams, TrainParams, read_yaml_mapping, validated
+from immunostrat.errors import EXIT_OK, EXIT_STOPPED, EXIT_UNUSABLE, UserError
 from immunostrat.io import InputError
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
+EXIT_PROBLEMS = EXIT_STOPPED  # `validate` found problems
 
 # Prefect settings for unattended runs on small machines. setdefault: a team's own settings win.
 PREFECT_DEFAULTS = {
@@ -40,80 +40,6 @@ def _configure_prefect_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an ISO date YYYY-MM-DD, got {text!r}") from exc
-
-
-def _run_config(args: argparse.Namespace) -> RunConfig:
-    """RunConfig from an optional YAML file, with command-line flags on top."""
-    data: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"config file {args.config} must hold a mapping")
-        data = loaded
-
-    def put(section: str, key: str, value: Any) -> None:
-        if value is not None:
-            data.setdefault(section, {})[key] = value
-
-    put("validation", "as_of", getattr(args, "as_of", None))
-    put("validation", "max_quarantine_fraction", getattr(args, "max_quarantine_fraction", None))
-    put("harmonise", "alias_file", getattr(args, "alias_file", None))
-    put("harmonise", "ifn_default_method", getattr(args, "ifn_default_method", None))
-    put("scoring", "model", getattr(args, "model", None))
-    put("scoring", "registry", getattr(args, "registry", None))
-    put("scoring", "possible_min", getattr(args, "possible_min", None))
-    put("scoring", "likely_min", getattr(args, "likely_min", None))
-    put("publish", "key_file", getattr(args, "key_file", None))
-    put("publish", "demo_key", getattr(args, "demo_key", None))
-    if getattr(args, "no_publish", None):
-        put("publish", "enabled", False)
-    put("readers", "study_id", getattr(args, "study_id", None))
-    put("readers", "crosswalk", getattr(args, "crosswalk", None))
-    put("readers", "ifn_method", getattr(args, "ifn_method", None))
-    put("readers", "ifn_genes", getattr(args, "ifn_genes", None))
-    put("readers", "ifn_statistic", getattr(args, "ifn_statistic", None))
-    put("readers", "min_controls", getattr(args, "min_controls", None))
-    put("readers", "reference_date_from", getattr(args, "reference_date", None))
-    return RunConfig.model_validate(data)
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labs", nargs="+", required=True, metavar="FILE", help="lab-result files (CSV or Parquet)")
-    p.add_argument("--as-of", type=_date, help="the run's as_of date (default today); later dates are quarantined")
-    p.add_argument("--alias-file", help="extra test aliases CSV (code,analyte)")
-    p.add_argument("--ifn-default-method", help="IFN method assumed for ifn_score rows without one")
-    p.add_argument("--config", help="YAML file with run configuration (see docs/operations.md)")
-    g = p.add_argument_group("other input formats (see docs/input.md)")
-    g.add_argument(
-        "--format", dest="lab_format", choices=["native", "sdtm", "fhir"], help="lab format (default: detect)"
-    )
-    g.add_argument("--study-id", help="study of FHIR rows the crosswalk does not map")
-    g.add_argument("--crosswalk", help="CSV source,source_id,study_id,subject_id joining identifiers across sources")
-    g.add_argument("--expression", nargs="+", default=[], metavar="MATRIX", help="expression matrices -> IFN scores")
-    g.add_argument("--samples", help="sample sheet of the expression matrices")
-    g.add_argument("--ifn-method", help="IFN method for expression scores (default MEDIAN_FC_4)")
-    g.add_argument("--ifn-genes", nargs="+", help="gene set of a custom IFN method")
-    g.add_argument("--ifn-statistic", choices=["median_fc", "mean_z"], help="statistic of a custom IFN method")
-    g.add_argument("--min-controls", type=int, help="fewest healthy controls accepted (default 5)")
-    g.add_argument("--patients", help="FHIR Patient resources filling missing sex and age")
-    g.add_argument("--reference-date", choices=["RFSTDTC", "RFICDTC"], help="SDTM DM anchor date (default RFSTDTC)")
-
-
-def _add_streaming(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--streaming",
-        action=argparse.BooleanOptionalAction,
-        help="out-of-core: split inputs on disk by subject and process one partition at a time (bounded memory); "
-        "default: on above --partition-rows lab rows",
-    )
-    p.add_argument("--partition-rows", type=int, help="streaming: target lab rows per partition (default 1,000,000)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(prog="immunostrat", description=__doc__.splitlines()[0])
@@ -126,14 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
 
     p = sub.add_parser("validate", help="check input files only (no Prefect); exit 0 clean, 1 problems, 2 unusable")
-    _add_common(p)
+    cli_options.add_inputs(p)
     p.add_argument("--subjects", help="subjects file; also checks that every lab row's subject is enrolled")
     p.add_argument("--report", help="write every problem to this file (.csv or .json)")
     p.add_argument("--show", type=int, default=10, help="problems to print (default 10)")
-    _add_streaming(p)
+    cli_options.add_streaming(p)
 
     p = sub.add_parser("stratify", help="run the stratify pipeline and write a run folder")
-    _add_common(p)
+    cli_options.add_inputs(p)
     p.add_argument("--subjects", required=True, help="subjects file")
     p.add_argument("--out", required=True, help="output folder; the run writes OUT/<run_id>/")
     p.add_argument("--model", help="model id or alias (default champion)")
@@ -147,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true", default=None, help="skip the sponsor snapshot")
     p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
     p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
-    _add_streaming(p)
+    cli_options.add_streaming(p)
     p.add_argument(
         "--engine",
         choices=["prefect", "local"],
@@ -156,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("train", help="train a responder model and register it")
-    _add_common(p)
+    cli_options.add_inputs(p)
     p.add_argument("--subjects", required=True, help="subjects file")
     p.add_argument("--outcomes", required=True, help="outcomes file")
     p.add_argument("--registry", help="model registry folder (default: the shipped models)")
@@ -216,25 +142,18 @@ def _print_counts(counts: dict[str, Any]) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from immunostrat import run as pipeline
-    from immunostrat import streaming
+    from immunostrat import run
 
-    cfg = _run_config(args)
-    try:
-        with tempfile.TemporaryDirectory(prefix="immunostrat-validate-") as scratch:
-            # Large inputs stream partition by partition (scratch files only; validate writes no output).
-            params = StratifyParams(
-                labs=list(args.labs), subjects=args.subjects or "", out=scratch, config=cfg, **_format_params(args)
-            ).model_copy(update=_streaming_options(args))
-            if args.subjects and streaming.wanted(params):
-                counts, problems = streaming.prepare_streaming(params, Path(scratch))
-            else:
-                inputs = pipeline.read_inputs(args.labs, args.subjects, **pipeline.input_options(params))
-                prepared = pipeline.prepare(inputs, cfg)
-                counts, problems = prepared.counts, prepared.quarantine
-    except InputError as exc:
-        print(f"unusable input: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
+    params = StratifyParams(
+        labs=list(args.labs),
+        subjects=args.subjects or "",
+        out="",
+        config=cli_options.run_config(args),
+        **cli_options.format_params(args),
+    ).model_copy(update=cli_options.streaming_options(args))
+    # Large inputs stream partition by partition (scratch files only; validate writes no output).
+    checked = run.validate(params)
+    counts, problems = checked.counts, checked.quarantine
     _print_counts(counts)
     if args.report:
         report = Path(args.report)
@@ -278,41 +197,29 @@ def _print_run_summary(run_dir: str) -> None:
     print(run_dir)
 
 
-def _format_params(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "lab_format": args.lab_format,
-        "expression": args.expression,
-        "samples": args.samples,
-        "patients": args.patients,
-    }
-
-
-def _streaming_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"streaming": args.streaming}
-    if args.partition_rows:
-        options["partition_rows"] = args.partition_rows
-    return options
-
-
 def cmd_stratify(args: argparse.Namespace) -> int:
+    from immunostrat import launch
+
     params = StratifyParams(
         labs=list(args.labs),
         subjects=args.subjects,
         out=args.out,
         protocol=args.protocol,
-        config=_run_config(args),
+        config=cli_options.run_config(args),
         partitions=args.partitions,
         dask_address=args.dask_address,
-        **_streaming_options(args),
-        **_format_params(args),
+        **cli_options.streaming_options(args),
+        **cli_options.format_params(args),
     )
     if args.engine == "local":
-        from immunostrat import run as pipeline
+        from immunostrat import run
 
-        run_dir = str(pipeline.stratify(params).run_dir)
+        run_dir = str(run.execute(launch.plan_stratify(params)).run_dir)
     else:
+        # Every launch check before Prefect is imported or a server starts; the flow's own plan loads the model.
+        launch.plan_stratify(params, load_model=False)
         _configure_prefect_env()
-        from immunostrat.flows import run_stratify_flow
+        from immunostrat.flows.stratify import run_stratify_flow
 
         run_dir = run_stratify_flow(params)
     _print_run_summary(run_dir)
@@ -325,13 +232,13 @@ def _training_config(args: argparse.Namespace) -> Any:
 
     data: dict[str, Any] = {}
     if args.training_config:
-        data = yaml.safe_load(Path(args.training_config).read_text(encoding="utf-8")) or {}
+        data = read_yaml_mapping(args.training_config, "training config")
     for key in ("profile", "seed", "cv_folds", "cv_repeats"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.n_bootstrap is not None:
         data.setdefault("evaluation", {})["n_bootstrap"] = args.n_bootstrap
-    return TrainingConfig.model_validate(data)
+    return validated(TrainingConfig, data, f"training config {args.training_config or ''}".strip())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -342,18 +249,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         registry=args.registry,
         alias=args.alias,
         training=_training_config(args),
-        config=_run_config(args),
-        **_format_params(args),
+        config=cli_options.run_config(args),
+        **cli_options.format_params(args),
     )
+    from immunostrat import launch
+
+    launch.plan_labelled(params, params.config)  # launch checks before Prefect is imported
     if args.engine == "local":
         from immunostrat.training import train
 
         model_id = train(params)
     else:
         _configure_prefect_env()
-        from immunostrat.flows import train_flow
+        from immunostrat.flows.train import run_train_flow
 
-        model_id = train_flow(params)
+        model_id = run_train_flow(params)
     from immunostrat.registry import load_model
 
     card = load_model(model_id, args.registry).card
@@ -384,27 +294,24 @@ COMMANDS = {
 }
 
 
-def _reportable_errors() -> tuple[type[BaseException], ...]:
-    """Errors shown as one clear line rather than a traceback (the registry's only if it was imported)."""
-    errors: list[type[BaseException]] = [ValueError, LookupError, RuntimeError, OSError]
-    registry = sys.modules.get("immunostrat.registry")
-    if registry is not None:
-        errors.append(registry.RegistryError)
-    return tuple(errors)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `immunostrat` console script."""
+    """Entry point of the `immunostrat` console script (exit codes: `immunostrat.errors`, docs/operations.md)."""
     args = build_parser().parse_args(argv)
     try:
         handler = COMMANDS.get(args.command) or _extra_commands()[args.command]
         return int(handler(args))
     except InputError as exc:
         print(f"unusable input: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except UserError as exc:
+        # One line naming the problem and what to do; any other exception is a bug and keeps its traceback.
+        print(f"immunostrat {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValidationError as exc:  # a command-line value outside its parameter's range
+        first = exc.errors()[0]
+        setting = ".".join(str(p) for p in first["loc"])
+        print(f"immunostrat {args.command}: {setting}: {first['msg']}", file=sys.stderr)
         return EXIT_UNUSABLE
-    except _reportable_errors() as exc:
-        print(f"immunostrat {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_PROBLEMS
 
 
 if __name__ == "__main__":

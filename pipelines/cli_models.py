@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "cmd_evaluate", "cmd_models", "register"]
+from immunostrat.cli_options import add_inputs, input_files, run_config
+from immunostrat.errors import EXIT_OK, EXIT_UNUSABLE
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
+__all__ = ["COMMANDS", "cmd_evaluate", "cmd_models", "register"]
 
 
 def _eval_options(p: argparse.ArgumentParser) -> None:
@@ -36,13 +37,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers: The object returned by ``parser.add_subparsers(dest="command")`` in ``immunostrat.cli``. It
             must not already hold a ``models`` command (this one replaces the old list/show/promote parser).
     """
-    from immunostrat.cli import _add_common
-
     p = subparsers.add_parser(
         "evaluate",
         help="external validation: score a labelled cohort with a registry model and report metrics with intervals",
     )
-    _add_common(p)
+    add_inputs(p)
     p.add_argument("--model", default="champion", help="model id or alias (default champion)")
     p.add_argument("--drift-threshold", type=float, default=0.2, help="PSI above which a feature is flagged")
     _eval_options(p)
@@ -65,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     q.add_argument("--registry", help="model registry folder")
     q = actions.add_parser("compare", help="two (or more) models' metrics side by side on the same labelled data")
     q.add_argument("models", nargs="+", metavar="MODEL", help="model ids or aliases, the reference first")
-    _add_common(q)
+    add_inputs(q)
     _eval_options(q)
 
 
@@ -103,10 +102,10 @@ def _write_report(path: str, report: dict[str, Any], markdown: str) -> None:
 
 
 def _labelled(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    from immunostrat.cli import _run_config
     from immunostrat.training import labelled_strata
 
-    return labelled_strata(args.labs, args.subjects, args.outcomes, _run_config(args))
+    # The same input options as stratify and train: formats, expression, crosswalk, study, patients.
+    return labelled_strata(input_files(args), None, args.outcomes, run_config(args))
 
 
 def _eval_config(args: argparse.Namespace) -> Any:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import datetime as dt
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from immunostrat.errors import SettingsError
 from immunostrat.modeling import TrainingConfig
 from immunostrat.publish import PublishConfig
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class _Model(BaseModel):
@@ -179,7 +182,7 @@ class RunConfig(_Model):
     )
 
 
-class _InputFiles(_Model):
+class InputFiles(_Model):
     """The input files a run reads (shared by stratify and train)."""
 
     labs: list[str] = Field(min_length=1, description="Lab-result files (CSV or Parquet, native contract).")
@@ -196,7 +199,7 @@ class _InputFiles(_Model):
     )
 
 
-class StratifyParams(_InputFiles):
+class StratifyParams(InputFiles):
     """Inputs and options of one stratify run."""
 
     out: str = Field(description="Output folder; each run writes a new sub-folder named by its run id.")
@@ -231,7 +234,7 @@ class StratifyParams(_InputFiles):
     )
 
 
-class TrainParams(_InputFiles):
+class TrainParams(InputFiles):
     """Inputs and options of one training run."""
 
     outcomes: str = Field(description="Outcomes file: study_id, subject_id, responded, endpoint.")
@@ -308,15 +311,38 @@ def default_protocol_path() -> Path:
     return Path(str(resources.files("immunostrat") / "protocols" / "protocol_default.yaml"))
 
 
-def load_protocol(path: Path | None = None) -> Protocol:
-    """Read and validate a protocol YAML file (the built-in default when `path` is None)."""
-    source = path or default_protocol_path()
+def read_yaml_mapping(path: str | Path, what: str, *, allow_empty: bool = True) -> dict[str, Any]:
+    """A YAML file holding a mapping (an empty file is `{}` when `allow_empty`), or a SettingsError naming the
+    file and the problem."""
     try:
-        raw = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"cannot read protocol file {source}: {exc.strerror}") from exc
+        raise SettingsError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise ValueError(f"protocol file {source} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"protocol file {source} must hold a mapping, got {type(raw).__name__}")
-    return Protocol.model_validate(raw)
+        raise SettingsError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if loaded is None and allow_empty:
+        return {}
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"{what} {path} must hold a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def validated(model: type[ModelT], data: Any, where: str) -> ModelT:
+    """`model.model_validate(data)`, or a SettingsError naming the first bad setting and what was expected."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        setting = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise SettingsError(f"{where}: {setting}: {first['msg']}{more}") from exc
+
+
+def load_protocol(path: Path | None = None) -> Protocol:
+    """Read and validate a protocol YAML file (the built-in default when `path` is None).
+
+    Raises:
+        SettingsError: the file cannot be read, is not YAML holding a mapping, or breaks the protocol's schema.
+    """
+    source = path or default_protocol_path()
+    return validated(Protocol, read_yaml_mapping(source, "protocol file", allow_empty=False), f"protocol file {source}")

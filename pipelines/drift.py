@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from immunostrat.errors import DriftError
+
 if TYPE_CHECKING:
     from immunostrat.registry import LoadedModel
 
@@ -29,10 +31,6 @@ __all__ = ["PSI_FLOOR", "DriftError", "check", "compare", "psi", "reference_prof
 
 #: Proportions are floored at this value in the PSI so an empty bin contributes a large but finite term.
 PSI_FLOOR = 1e-4
-
-
-class DriftError(RuntimeError):
-    """Features drifted beyond the threshold and the run was configured to stop on drift."""
 
 
 def _finite(values: pl.Series) -> np.ndarray:
@@ -176,5 +174,6 @@ def check(result: dict[str, Any], fail_on_drift: bool) -> None:
     if fail_on_drift and result.get("flagged"):
         raise DriftError(
             f"{summary_line(result)}; stopping because scoring.fail_on_drift is set (the model "
-            f"{result['reference_model']} was trained on a different population)"
+            f"{result['reference_model']} was trained on a different population)",
+            manifest={"drift": result},
         )

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from immunostrat.errors import UserError
+
 if TYPE_CHECKING:
     from immunostrat.readers import ReaderOptions
 
@@ -39,7 +41,7 @@ OUTCOME_REQUIRED = ("study_id", "subject_id", "responded", "endpoint")
 OUTCOME_OPTIONAL: tuple[str, ...] = ()
 
 
-class InputError(Exception):
+class InputError(UserError):
     """An input file that cannot be used at all (unreadable, or missing a required column).
 
     The run stops before any compute; `immunostrat validate` exits with status 2.

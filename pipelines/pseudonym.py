@@ -34,6 +34,8 @@ from pathlib import Path
 
 import polars as pl
 
+from immunostrat.errors import UserError
+
 __all__ = [
     "DEMO_KEY_NAME",
     "KEY_ENV",
@@ -64,7 +66,7 @@ _PREFIX = b"immunostrat:v1:"
 _GENERATE = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 
 
-class PseudonymKeyError(RuntimeError):
+class PseudonymKeyError(UserError, RuntimeError):
     """No usable pseudonym key: missing, too short, inside a repository, or readable by others."""
 
 

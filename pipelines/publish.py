@@ -38,6 +38,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from immunostrat import __version__
+from immunostrat.errors import UserError
 from immunostrat.pseudonym import PseudonymKey, date_shifts, load_key, site_pseudonyms, subject_pseudonyms
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ class PublishConfig(BaseModel):
         return edges
 
 
-class PublishError(RuntimeError):
+class PublishError(UserError, RuntimeError):
     """The run cannot be published (not completed, already published, or the key changed for a study)."""
 
 

@@ -26,16 +26,17 @@ import math
 import os
 import platform
 import re
+import threading
 import zipfile
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
-
+from immunostrat.errors import UserError
 from immunostrat.evaluation import render_evaluation_markdown
 from immunostrat.io import atomic_path
 from immunostrat.modeling import FeatureSpec, ResponderEstimator, TrainedModel, linear_logit_parts
@@ -47,6 +48,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRUSTED_TYPES",
     "LoadedModel",
+    "ModelFile",
+    "ModelHandle",
     "ModelIntegrityError",
     "RegistryError",
     "UnknownModelError",
@@ -58,6 +61,7 @@ __all__ = [
     "remove_alias",
     "render_card_markdown",
     "resolve",
+    "resolve_model_file",
     "save_model",
     "set_alias",
 ]
@@ -94,8 +98,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REQUIRED_CARD_EXTRA = ("intended_use", "limitations")
 
 
-class RegistryError(Exception):
-    """Registry is missing, malformed, or an operation on it is invalid."""
+class RegistryError(UserError):
+    """Registry is missing, malformed, or an operation on it is invalid (exit 2)."""
 
 
 class ModelIntegrityError(RegistryError):
@@ -568,6 +572,8 @@ def render_card_markdown(card: Mapping[str, Any]) -> str:
 
 
 def _untrusted_outside_list(data: bytes, where: str) -> list[str]:
+    import skops.io as sio  # imports scikit-learn: paid only when a model is saved or deserialised
+
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # malformed archive/schema: refuse rather than guess
@@ -614,6 +620,8 @@ def save_model(
     root.mkdir(parents=True, exist_ok=True)
     reg = _read_registry(root)
     created = datetime.now(UTC)
+
+    import skops.io as sio
 
     data = sio.dumps(trained.estimator)
     bad = _untrusted_outside_list(data, "model to save")
@@ -676,24 +684,58 @@ def _check_estimator(estimator: Any, path: Path, n_features: int) -> ResponderEs
     return estimator
 
 
-def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
-    """Load and verify a model by alias or id.
+@dataclass(frozen=True)
+class ModelFile:
+    """A model's verified bytes and card: everything checked before deserialising, nothing deserialised yet.
 
-    Checks, in order and all before deserialising: sha256 of ``model.skops`` (and ``card.json``) against
-    ``registry.json``; the file is a skops zip (pickles are refused); every type it needs is trusted by skops
-    or listed in :data:`TRUSTED_TYPES`. Then it loads with ``trusted=TRUSTED_TYPES`` and checks the estimator
-    is the expected pipeline.
+    Checks done: the reference resolves, sha256 of ``model.skops`` (and ``card.json``) match ``registry.json``,
+    the file is a skops zip (pickles are refused), its declared sizes are bounded (no zip bomb), and the card
+    matches the registry's features. These run at a run's launch, before any compute, without importing skops.
+    """
 
-    Args:
-        ref: Alias or model id (default ``champion``).
-        registry_dir: Registry directory; default :func:`default_registry_dir`.
+    model_id: str
+    sha256: str
+    path: Path
+    data: bytes = field(repr=False)
+    card: dict[str, Any] = field(repr=False)
+    features: tuple[FeatureSpec, ...]
+    default_cutoffs: dict[str, float]
 
-    Returns:
-        The verified model.
+    def deserialise(self) -> LoadedModel:
+        """Check the types against :data:`TRUSTED_TYPES`, load with skops, and check the estimator's shape."""
+        if _sha256(self.data) != self.sha256:  # these bytes may have travelled (e.g. to a Dask worker)
+            raise ModelIntegrityError(f"{self.path}: model bytes no longer match their sha256 {self.sha256}")
+        bad = _untrusted_outside_list(self.data, str(self.path))
+        if bad:
+            raise ModelIntegrityError(
+                f"{self.path} holds types outside immunostrat.registry.TRUSTED_TYPES: {bad}; refusing to load. "
+                "Review them and add them to TRUSTED_TYPES only if they are safe."
+            )
+        import skops.io as sio
+
+        try:
+            estimator = sio.loads(self.data, trusted=list(TRUSTED_TYPES))
+        except Exception as exc:
+            raise ModelIntegrityError(
+                f"{self.path}: skops refused or failed to load ({type(exc).__name__}: {exc})"
+            ) from exc
+        _check_estimator(estimator, self.path, len(self.features))
+        return LoadedModel(
+            model_id=self.model_id,
+            sha256=self.sha256,
+            estimator=estimator,
+            features=self.features,
+            card=self.card,
+            default_cutoffs=self.default_cutoffs,
+        )
+
+
+def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | None = None) -> ModelFile:
+    """Resolve an alias or id and verify the model's file and card (see :class:`ModelFile`), without loading it.
 
     Raises:
         UnknownModelError: ``ref`` is not known.
-        ModelIntegrityError: Checksum mismatch, not a skops file, untrusted types, or unexpected estimator.
+        ModelIntegrityError: Checksum mismatch, not a skops file, oversized archive, or a card that does not match.
     """
     root = _root(registry_dir)
     reg = _read_registry(root)
@@ -724,16 +766,6 @@ def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | 
     # Declared sizes bound what skops will decompress: refuse a zip bomb before opening any member.
     if problem := zip_archive_problem(data, max_uncompressed=64 << 20):
         raise ModelIntegrityError(f"{path}: {problem}; refusing to load")
-    bad = _untrusted_outside_list(data, str(path))
-    if bad:
-        raise ModelIntegrityError(
-            f"{path} holds types outside immunostrat.registry.TRUSTED_TYPES: {bad}; refusing to load. Review "
-            "them and add them to TRUSTED_TYPES only if they are safe."
-        )
-    try:
-        estimator = sio.loads(data, trusted=list(TRUSTED_TYPES))
-    except Exception as exc:
-        raise ModelIntegrityError(f"{path}: skops refused or failed to load ({type(exc).__name__}: {exc})") from exc
 
     card_path = _entry_file(root, f"{mid}/{CARD_JSON}", "model card")
     card_bytes = card_path.read_bytes()
@@ -751,13 +783,85 @@ def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | 
         raise ModelIntegrityError(
             f"{card_path}: card features {[f.name for f in features]} differ from registry.json {entry['features']}"
         )
-    _check_estimator(estimator, path, len(features))
     cutoffs = {k: float(v) for k, v in card["default_cutoffs"].items()}
-    return LoadedModel(
-        model_id=mid,
-        sha256=actual,
-        estimator=estimator,
-        features=features,
-        card=card,
-        default_cutoffs=cutoffs,
+    return ModelFile(
+        model_id=mid, sha256=actual, path=path, data=data, card=card, features=features, default_cutoffs=cutoffs
     )
+
+
+def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
+    """Load and verify a model by alias or id.
+
+    Checks, in order and all before deserialising: sha256 of ``model.skops`` (and ``card.json``) against
+    ``registry.json``; the file is a skops zip (pickles are refused); every type it needs is trusted by skops
+    or listed in :data:`TRUSTED_TYPES`. Then it loads with ``trusted=TRUSTED_TYPES`` and checks the estimator
+    is the expected pipeline.
+
+    Args:
+        ref: Alias or model id (default ``champion``).
+        registry_dir: Registry directory; default :func:`default_registry_dir`.
+
+    Returns:
+        The verified model.
+
+    Raises:
+        UnknownModelError: ``ref`` is not known.
+        ModelIntegrityError: Checksum mismatch, not a skops file, untrusted types, or unexpected estimator.
+    """
+    return resolve_model_file(ref, registry_dir).deserialise()
+
+
+class ModelHandle:
+    """The model of one run: resolved and verified once at launch, handed to the phases explicitly.
+
+    Deserialising (importing scikit-learn and skops, checking trusted types) starts in a background thread at
+    launch, so it overlaps with reading and harmonising; the first phase that needs the estimator waits for it.
+    Pickling a handle (a Dask worker in another process) carries only the verified skops bytes, their sha256 and
+    the card, never a fitted estimator: the worker checks the checksum again and deserialises with the same
+    trusted-type list.
+    """
+
+    def __init__(self, file: ModelFile) -> None:
+        self.file = file
+        self._lock = threading.Lock()
+        self._future: Future[LoadedModel] | None = None
+        self._loaded: LoadedModel | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.file.model_id
+
+    @property
+    def sha256(self) -> str:
+        return self.file.sha256
+
+    @property
+    def features(self) -> tuple[FeatureSpec, ...]:
+        return self.file.features
+
+    @property
+    def default_cutoffs(self) -> dict[str, float]:
+        return self.file.default_cutoffs
+
+    def start_loading(self) -> ModelHandle:
+        """Deserialise in a background thread (returns at once)."""
+        with self._lock:
+            if self._future is None and self._loaded is None:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+                self._future = pool.submit(self.file.deserialise)
+                pool.shutdown(wait=False)  # leaving a `with` block would wait for the load and undo the overlap
+        return self
+
+    def loaded(self) -> LoadedModel:
+        """The deserialised model (waits for the background load; raises ModelIntegrityError if it was refused)."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._future.result() if self._future is not None else self.file.deserialise()
+                self._future = None
+            return self._loaded
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"file": self.file}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["file"])  # type: ignore[misc]

@@ -45,6 +45,8 @@ from urllib.parse import quote
 
 import polars as pl
 
+from immunostrat.errors import UserError
+
 if TYPE_CHECKING:
     from immunostrat.config import StratifyParams
 
@@ -88,7 +90,7 @@ TMP_MIN_AGE_SECONDS = 3600.0
 # --------------------------------------------------------------------------------------------------
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError, RuntimeError):
     """Another immunostrat run holds the output folder's lock."""
 
     def __init__(self, out_dir: Path, holder: Mapping[str, Any] | None) -> None:
@@ -251,8 +253,8 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-class PathEscapeError(ValueError):
-    """A configured path resolves outside every configured data root."""
+class PathEscapeError(UserError, ValueError):
+    """A configured path resolves outside every configured data root (exit 2, before any compute)."""
 
 
 def data_roots_from_env(env: Mapping[str, str] | None = None) -> list[Path]:

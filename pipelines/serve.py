@@ -115,7 +115,7 @@ def serve_schedules(path: Path) -> int:
     from prefect import serve
     from prefect.schedules import Cron
 
-    from immunostrat.flows import stratify_flow
+    from immunostrat.flows.stratify import stratify_flow
 
     deployments = []
     # Runs started from the UI with edited parameters are checked against the same roots by run.stratify.

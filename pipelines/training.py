@@ -12,9 +12,11 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat import run as pipeline
-from immunostrat.config import Protocol, RunConfig, TrainParams, load_protocol
+from immunostrat import run
+from immunostrat.config import InputFiles, RunConfig, TrainParams
+from immunostrat.engine.execute import LocalRunner, Runner
 from immunostrat.io import read_outcomes
+from immunostrat.launch import plan_labelled
 from immunostrat.modeling import (
     DEFAULT_FEATURES,
     TrainedModel,
@@ -23,10 +25,12 @@ from immunostrat.modeling import (
     train_responder_model,
 )
 from immunostrat.registry import save_model
+from immunostrat.run import Labelled
 from immunostrat.stages.validate import validate_outcomes
 
 __all__ = [
     "SYNTHETIC_LIMITATIONS",
+    "join_outcomes",
     "labelled_strata",
     "resolve_training_config",
     "train",
@@ -44,35 +48,13 @@ SYNTHETIC_LIMITATIONS = [
 _PARAM_OVERRIDES = ("seed", "cv_folds", "cv_repeats")
 
 
-def labelled_strata(
-    labs: Sequence[str | Path],
-    subjects: str | Path,
-    outcomes: str | Path,
-    cfg: RunConfig,
-    protocol: Protocol | None = None,
-    *,
-    input_options: dict[str, Any] | None = None,
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Baseline strata joined with valid outcomes, plus a data summary (checksums, counts) for cards and reports.
-
-    Args:
-        labs: Lab-result files.
-        subjects: Subjects file.
-        outcomes: Outcomes file (study_id, subject_id, responded, endpoint).
-        cfg: Harmonisation, validation and baseline options (as in stratify).
-        protocol: Eligibility protocol (default: the built-in one).
-        input_options: `read_inputs` options for other formats (see `immunostrat.run.input_options`).
-
-    Returns:
-        ``(joined, summary)``: one row per subject with a valid outcome; summary holds input paths, SHA-256 and
-        row counts, lab row accounting, subjects with outcome, quarantined outcomes, endpoints, studies, as_of.
-    """
-    inputs = pipeline.read_inputs(labs, subjects, **(input_options or {}))
+def join_outcomes(labelled: Labelled, outcomes: str | Path, cfg: RunConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Strata joined with the valid outcomes, plus a data summary (checksums, counts) for cards and reports."""
     outcomes_table = read_outcomes(outcomes)
-    prepared = pipeline.prepare(inputs, cfg)
-    strata = pipeline.build_strata(prepared, protocol or load_protocol(), cfg)
     checked = validate_outcomes(outcomes_table.frame)
+    strata = labelled.strata
     joined = strata.join(checked.accepted, on=["study_id", "subject_id"], how="inner")
+    inputs = labelled.inputs
     files = [{"path": t.path, "sha256": t.sha256, "rows": t.rows_read} for t in inputs.labs]
     if inputs.subjects is not None:
         subj = inputs.subjects
@@ -80,7 +62,7 @@ def labelled_strata(
     files.append({"path": outcomes_table.path, "sha256": outcomes_table.sha256, "rows": outcomes_table.rows_read})
     summary = {
         "inputs": files,
-        "lab_counts": {k: prepared.counts[k] for k in ("rows_read", "accepted", "outside_panel", "quarantined")},
+        "lab_counts": {k: labelled.counts[k] for k in ("rows_read", "accepted", "outside_panel", "quarantined")},
         "subjects_in_strata": strata.height,
         "subjects_with_outcome": joined.height,
         "outcomes_quarantined": checked.quarantine.height,
@@ -92,11 +74,39 @@ def labelled_strata(
     return joined, summary
 
 
-def training_table(params: TrainParams) -> tuple[pl.DataFrame, dict[str, Any]]:
+def labelled_strata(
+    labs: Sequence[str | Path] | InputFiles,
+    subjects: str | Path | None,
+    outcomes: str | Path,
+    cfg: RunConfig,
+    protocol: str | None = None,
+    *,
+    runner: Runner | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Baseline strata joined with valid outcomes, plus a data summary (checksums, counts) for cards and reports.
+
+    Args:
+        labs: Lab-result files, or the whole input parameters (`InputFiles`: other formats, expression, patients).
+        subjects: Subjects file (ignored when `labs` is an `InputFiles`).
+        outcomes: Outcomes file (study_id, subject_id, responded, endpoint).
+        cfg: Harmonisation, validation and baseline options (as in stratify).
+        protocol: Eligibility protocol file (default: the built-in one).
+        runner: How the `LABELLED` steps run (Prefect tasks in the train flow; in this process by default).
+
+    Returns:
+        ``(joined, summary)``: one row per subject with a valid outcome; summary holds input paths, SHA-256 and
+        row counts, lab row accounting, subjects with outcome, quarantined outcomes, endpoints, studies, as_of.
+    """
+    files = labs if isinstance(labs, InputFiles) else run.files_of(labs, subjects or "")
+    runner = runner or LocalRunner()
+    labelled = run.labelled_steps(plan_labelled(files, cfg, protocol), runner)
+    joined: tuple[pl.DataFrame, dict[str, Any]] = runner.call("label", join_outcomes, labelled, outcomes, cfg, io=True)
+    return joined
+
+
+def training_table(params: TrainParams, runner: Runner | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Baseline strata joined with valid outcomes, plus the data summary for the model card."""
-    return labelled_strata(
-        params.labs, params.subjects, params.outcomes, params.config, input_options=pipeline.input_options(params)
-    )
+    return labelled_strata(params, None, params.outcomes, params.config, runner=runner)
 
 
 def resolve_training_config(params: TrainParams, training: TrainingConfig | None = None) -> TrainingConfig:
@@ -124,24 +134,39 @@ def train_model(joined: pl.DataFrame, config: TrainingConfig) -> tuple[TrainedMo
     return trained, notes
 
 
-def train(params: TrainParams, limitations: list[str] | None = None, training: TrainingConfig | None = None) -> str:
-    """Fit, validate (repeated grouped CV, bootstrap intervals), and register a responder model; returns its id.
-
-    Args:
-        params: Input files, registry, alias, intended use, run config (and, once it carries one, ``training``).
-        limitations: Card limitations (default: the synthetic-data ones).
-        training: Training config; overrides ``params.training`` (see :func:`resolve_training_config`).
-    """
-    config = resolve_training_config(params, training)
-    joined, summary = training_table(params)
-    trained, notes = train_model(joined, config)
+def register(
+    trained: TrainedModel, params: TrainParams, summary: dict[str, Any], limitations: list[str] | None = None
+) -> str:
+    """Save the model, its card and checksums in the registry (and point the alias at it); returns its id."""
     return save_model(
         trained,
         Path(params.registry) if params.registry else None,
         card_extra={
             "intended_use": params.intended_use,
             "limitations": limitations or SYNTHETIC_LIMITATIONS,
-            "training_data": {**summary, **notes},
+            "training_data": summary,
         },
         alias=params.alias,
     )
+
+
+def train(
+    params: TrainParams,
+    limitations: list[str] | None = None,
+    training: TrainingConfig | None = None,
+    *,
+    runner: Runner | None = None,
+) -> str:
+    """Fit, validate (repeated grouped CV, bootstrap intervals), and register a responder model; returns its id.
+
+    Args:
+        params: Input files, registry, alias, intended use, run config (and, once it carries one, ``training``).
+        limitations: Card limitations (default: the synthetic-data ones).
+        training: Training config; overrides ``params.training`` (see :func:`resolve_training_config`).
+        runner: How the steps run: Prefect tasks in the train flow, in this process by default.
+    """
+    runner = runner or LocalRunner()
+    config = resolve_training_config(params, training)
+    joined, summary = training_table(params, runner)
+    trained, notes = runner.call("fit-validate", train_model, joined, config)
+    return str(runner.call("register", register, trained, params, {**summary, **notes}, limitations, io=True))

@@ -15,6 +15,7 @@ from immunostrat.config import (
     BaselineConfig,
     Criterion,
     HarmoniseConfig,
+    InputFiles,
     Protocol,
     ReadersConfig,
     RunConfig,
@@ -25,6 +26,7 @@ from immunostrat.config import (
     default_protocol_path,
     load_protocol,
 )
+from immunostrat.errors import SettingsError
 from immunostrat.publish import PublishConfig
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
@@ -35,6 +37,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     BaselineConfig,
     ScoringConfig,
     RunConfig,
+    InputFiles,
     StratifyParams,
     TrainParams,
     Criterion,
@@ -371,22 +374,22 @@ def test_load_valid_protocol_file(tmp_path: Path) -> None:
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
-    """A missing file is a ValueError naming the path."""
+    """A missing file is a SettingsError (exit 2) naming the path."""
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(ValueError, match=r"cannot read protocol file .*nope\.yaml"):
+    with pytest.raises(SettingsError, match=r"cannot read protocol file .*nope\.yaml"):
         load_protocol(missing)
 
 
 def test_load_non_yaml(tmp_path: Path) -> None:
     """Unparseable text is reported as not valid YAML."""
-    with pytest.raises(ValueError, match="is not valid YAML"):
+    with pytest.raises(SettingsError, match="is not valid YAML"):
         load_protocol(_write(tmp_path, "protocol_id: [unclosed\n  - : :\n"))
 
 
 @pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "list"), ("just text\n", "str"), ("", "NoneType")])
 def test_load_non_mapping(tmp_path: Path, text: str, kind: str) -> None:
     """A YAML list, scalar or empty file is rejected: the file must hold a mapping."""
-    with pytest.raises(ValueError, match=f"must hold a mapping, got {kind}"):
+    with pytest.raises(SettingsError, match=f"must hold a mapping, got {kind}"):
         load_protocol(_write(tmp_path, text))
 
 
@@ -405,6 +408,6 @@ def test_load_non_mapping(tmp_path: Path, text: str, kind: str) -> None:
     ],
 )
 def test_load_invalid_protocol(tmp_path: Path, text: str, message: str) -> None:
-    """Structurally invalid protocols fail validation with a clear message."""
-    with pytest.raises(ValidationError, match=message):
+    """Structurally invalid protocols fail validation with a clear message naming the file and setting."""
+    with pytest.raises(SettingsError, match=message):
         load_protocol(_write(tmp_path, text))

@@ -8,10 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat import run as pipeline
 from immunostrat.config import RunConfig, StratifyParams, TrainParams, ValidationConfig, load_protocol
+from immunostrat.definitions import build_strata, prepare
 from immunostrat.evaluation import METRICS
-from immunostrat.modeling import TrainingConfig, linear_logit_parts
+from immunostrat.inputs import read_inputs
+from immunostrat.modeling import TrainingConfig, linear_logit_parts, score_strata
 from immunostrat.registry import default_registry_dir, list_models, load_model
 from immunostrat.synth import SynthConfig, generate_cohort, oracle_auroc, write_cohort
 from immunostrat.training import train
@@ -65,8 +66,8 @@ def test_observed_response_rate_rises_across_groups_on_held_out_subjects(tmp_pat
         config=RunConfig(validation=ValidationConfig(as_of=AS_OF)),
     )
     cfg = params.config
-    prepared = pipeline.prepare(pipeline.read_inputs(params.labs, params.subjects), cfg)
-    scored, _ = pipeline.score(pipeline.build_strata(prepared, load_protocol(), cfg), cfg, "test")
+    prepared = prepare(read_inputs(params.labs, params.subjects), cfg)
+    scored = score_strata(build_strata(prepared, load_protocol(), cfg), load_model())
     rates = (
         scored.join(cohort.outcomes.select("study_id", "subject_id", "responded"), on=["study_id", "subject_id"])
         .filter(pl.col("responder_group") != "not_assessable")

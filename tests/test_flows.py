@@ -69,8 +69,8 @@ def test_stratify_flow_writes_a_complete_run_and_accounts_for_every_row(
 def test_stratify_flow_fails_loudly_above_the_quarantine_ceiling(
     prefect_harness: None, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
 ) -> None:
-    from immunostrat.flows import stratify_flow
-    from immunostrat.run import QuarantineCeilingError
+    from immunostrat.errors import QuarantineCeilingError
+    from immunostrat.flows import run_stratify_flow
 
     params = _params(small_cohort, tmp_path / "runs", trained_registry)
     strict = params.model_copy(
@@ -81,7 +81,7 @@ def test_stratify_flow_fails_loudly_above_the_quarantine_ceiling(
         }
     )
     with pytest.raises(QuarantineCeilingError, match="max_quarantine_fraction"):
-        stratify_flow(strict)
+        run_stratify_flow(strict)
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "failed" and "ceiling" in manifest["error"]

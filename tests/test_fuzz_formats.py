@@ -40,9 +40,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from immunostrat.config import RunConfig, ValidationConfig
+from immunostrat.definitions import Prepared, prepare
+from immunostrat.inputs import Inputs
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError, read_labs
 from immunostrat.reference import ReferenceTables, load_reference
-from immunostrat.run import Inputs, Prepared, prepare
 
 from .fixtures_labs import AS_OF
 from .test_properties import lab_tables

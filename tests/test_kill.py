@@ -51,15 +51,27 @@ def stop(name):
         marker.touch()
         time.sleep(300)
 
-from immunostrat import run
+from immunostrat import launch, run
 from immunostrat.config import StratifyParams
+from immunostrat.engine.execute import LocalRunner
 
-def after(name, fn):
-    def wrapped(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        stop(name)
+# Points named after a pipeline step stop right after that step's first partition.
+STEP_OF = {"after-validate": "harmonise-validate", "streaming-after-validate": "harmonise-validate"}
+
+class StopAfter(LocalRunner):
+    def call(self, name, fn, *args, io=False):
+        out = fn(*args)
+        if point == "after-read" and name in ("read-inputs", "split-inputs"):
+            stop(point)
         return out
-    return wrapped
+
+    def map(self, name, fn, items, ctx, *, sequential):
+        results = []
+        for item in items:
+            results.append(fn(item, ctx))
+            if STEP_OF.get(point) == name:
+                stop(point)
+        return results
 
 real_replace = os.replace
 def replace(src, dst, *args, **kwargs):
@@ -75,14 +87,8 @@ def replace(src, dst, *args, **kwargs):
     return real_replace(src, dst, *args, **kwargs)
 os.replace = replace
 
-stages = run.Stages(
-    read_inputs=after("after-read", run.read_inputs),
-    prepare=after("after-validate", run.prepare),
-    build_strata=after("after-baseline", run.build_strata),
-    score=after("after-score", run.score),
-    validate_partition=after("streaming-after-validate", run._validate_partition),  # after a partition's pass 1
-)
-print(run.stratify(StratifyParams.model_validate_json(params_json), stages).run_dir)
+plan = launch.plan_stratify(StratifyParams.model_validate_json(params_json))
+print(run.execute(plan, StopAfter()).run_dir)
 """
 # Where the harness children stop to be killed: mid-compute (nothing written yet), with the run folder half
 # staged and a temp file torn in half, with the run folder fully staged just before its rename, and with the
@@ -295,5 +301,5 @@ def test_second_run_on_a_busy_folder_fails_fast(
          "--out", str(out), "--registry", str(setup["registry"]), "--as-of", AS_OF.isoformat()]
     )  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 1 and f"pid {holder.pid}" in err and "in use by another immunostrat run" in err, err
+    assert code == 2 and f"pid {holder.pid}" in err and "in use by another immunostrat run" in err, err
     assert time.monotonic() - started < 5

@@ -10,9 +10,10 @@ import polars as pl
 import pytest
 
 from immunostrat.config import RunConfig, ValidationConfig, load_protocol
+from immunostrat.definitions import Prepared, build_strata, prepare
+from immunostrat.inputs import Inputs
 from immunostrat.io import read_labs, read_subjects
 from immunostrat.readers import ReaderOptions, baseline_flag_agreement, merge_reader_quarantine, read_crosswalk
-from immunostrat.run import Inputs, Prepared, build_strata, prepare
 
 from .support import AS_OF
 

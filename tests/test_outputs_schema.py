@@ -16,8 +16,9 @@ import pytest
 from pandera.errors import SchemaErrors
 
 from immunostrat import datadict
-from immunostrat import run as pipeline
 from immunostrat.config import RunConfig, ValidationConfig, load_protocol
+from immunostrat.definitions import build_strata, prepare
+from immunostrat.inputs import read_inputs
 from immunostrat.modeling import DEFAULT_FEATURES, FeatureSpec, TrainConfig, build_feature_frame, score_strata
 from immunostrat.modeling import train_responder_model as fit
 from immunostrat.registry import LoadedModel
@@ -47,8 +48,8 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pl.DataFrame]
     """harmonised, quarantine and strata frames of a 40-subject synthetic run."""
     paths = write_cohort(generate_cohort(SynthConfig(n_subjects=40, seed=3)), tmp_path_factory.mktemp("c"), fmt="csv")
     cfg = RunConfig(validation=ValidationConfig(as_of=AS_OF))
-    prepared = pipeline.prepare(pipeline.read_inputs([paths["labs"]], paths["subjects"]), cfg)
-    strata = pipeline.build_strata(prepared, load_protocol(), cfg)
+    prepared = prepare(read_inputs([paths["labs"]], paths["subjects"]), cfg)
+    strata = build_strata(prepared, load_protocol(), cfg)
     features = build_feature_frame(strata, DEFAULT_FEATURES)
     labels = np.random.default_rng(0).integers(0, 2, strata.height)
     trained = fit(features, labels, TrainConfig(cv_folds=2))

@@ -10,6 +10,7 @@ from polars.testing import assert_frame_equal
 
 from immunostrat import run as pipeline
 from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.inputs import read_inputs
 from immunostrat.partition import partition_of, split_inputs
 
 from .support import AS_OF, Cohort
@@ -38,7 +39,7 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
 
 
 def test_partitions_split_by_subject_and_lose_no_row(small_cohort: Cohort) -> None:
-    inputs = pipeline.read_inputs([small_cohort.labs], small_cohort.subjects)
+    inputs = read_inputs([small_cohort.labs], small_cohort.subjects)
     parts = split_inputs(inputs, 4)
     assert sum(p.labs[0].frame.height for p in parts) == inputs.labs[0].frame.height
     keys = [set(p.labs[0].frame["subject_id"].str.strip_chars().to_list()) for p in parts]

@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from immunostrat.config import HarmoniseConfig, RunConfig, ValidationConfig
+from immunostrat.definitions import prepare
+from immunostrat.inputs import Inputs
 from immunostrat.io import InputError, read_input, read_labs
 from immunostrat.readers import (
     READER_REASONS,
@@ -27,7 +29,6 @@ from immunostrat.readers import (
 )
 from immunostrat.readers.crosswalk import crosswalk_from_frame
 from immunostrat.reference import load_reference
-from immunostrat.run import Inputs, prepare
 from immunostrat.stages.harmonise import harmonise_labs, parse_iso_date
 
 from .fixtures_labs import LAB_COLUMNS

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from immunostrat.config import RunConfig, ValidationConfig, load_protocol
+from immunostrat.definitions import build_strata, prepare
+from immunostrat.inputs import Inputs
 from immunostrat.io import InputError, read_labs, read_subjects
 from immunostrat.readers import (
     ReaderOptions,
@@ -25,7 +27,6 @@ from immunostrat.readers import (
     sniff,
 )
 from immunostrat.reference import load_reference
-from immunostrat.run import Inputs, build_strata, prepare
 
 from .fixtures_labs import LAB_COLUMNS
 

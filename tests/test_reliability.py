@@ -6,7 +6,6 @@ need a call to `immunostrat.safety` in a module owned elsewhere (see docs/reliab
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import json
@@ -203,7 +202,7 @@ def test_two_runs_at_once_never_interleave(
     refused = [r for r in results if r[0] != 0]
     assert completed, results
     for code, _, err in refused:
-        assert code == 1 and "is in use by another immunostrat run" in err, err
+        assert code == 2 and "is in use by another immunostrat run" in err, err
     runs = sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(runs) == len(completed)
     for run_dir in runs:
@@ -243,13 +242,13 @@ class _State:
     ],
 )
 def test_retry_transient_retries_only_os_errors(exc: BaseException | None, retry: bool) -> None:
-    from immunostrat.flows import _retry_transient
+    from immunostrat.flows.runner import _retry_transient
 
     assert _retry_transient(None, None, _State(exc)) is retry
 
 
 def test_os_error_inside_the_reader_stays_retryable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from immunostrat.flows import _retry_transient
+    from immunostrat.flows.runner import _retry_transient
     from immunostrat.io import read_labs
 
     path = tmp_path / "labs.csv"
@@ -275,17 +274,18 @@ def test_cli_reports_os_errors_without_a_traceback(
     args = ["stratify", "--engine", "local", "--labs", str(tiny_cohort["labs"])]
     args += ["--subjects", str(tiny_cohort["subjects"]), "--out", str(blocker / "runs")]
     args += ["--registry", str(trained_registry), "--as-of", AS_OF.isoformat()]
-    assert main(args) == 1
+    assert main(args) == 2  # found at launch, before any compute
     assert str(blocker) in capsys.readouterr().err
 
 
 @pytest.fixture
 def flaky_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Make lab reads fail with EIO (`failures` times; -1 for always) and make ingest retry without delay."""
-    from immunostrat import flows, run
+    from immunostrat import inputs
+    from immunostrat.flows import runner
 
     state: dict[str, Any] = {"failures": 1, "calls": 0}
-    real = run.read_labs
+    real = inputs.read_labs
 
     def read(path: Any, *args: Any, **kwargs: Any) -> Any:
         state["calls"] += 1
@@ -293,9 +293,8 @@ def flaky_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             raise OSError(errno.EIO, "Input/output error", str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(run, "read_labs", read)
-    fast = flows.ingest.with_options(retry_delay_seconds=0)
-    monkeypatch.setattr(flows, "FLOW_STAGES", dataclasses.replace(flows.FLOW_STAGES, read_inputs=fast))
+    monkeypatch.setattr(inputs, "read_labs", read)
+    monkeypatch.setattr(runner, "IO_RETRY_DELAYS", [0, 0])
     return state
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
-import inspect
 import io
 import json
 import os
@@ -474,13 +473,12 @@ def test_prefect_artifacts_carry_no_identifiers(
     pii_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The run summary and group table published to Prefect hold counts, never subject identifiers."""
-    from immunostrat import flows
+    from immunostrat.flows import stratify as flow
 
     published: list[str] = []
-    monkeypatch.setattr(flows, "create_markdown_artifact", lambda **kw: published.append(json.dumps(kw)))
-    monkeypatch.setattr(flows, "create_table_artifact", lambda **kw: published.append(json.dumps(kw)))
-    extra = {"min_cell_count": 5} if "min_cell_count" in inspect.signature(flows._publish_artifacts).parameters else {}
-    flows._publish_artifacts(pii_run["result"], **extra)
+    monkeypatch.setattr(flow, "create_markdown_artifact", lambda **kw: published.append(json.dumps(kw)))
+    monkeypatch.setattr(flow, "create_table_artifact", lambda **kw: published.append(json.dumps(kw)))
+    flow.publish_artifacts(pii_run["result"], min_cell_count=5)
     assert published
     blob = tmp_path / "artifacts.txt"
     blob.write_text("\n".join(published))

@@ -11,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from immunostrat import launch
 from immunostrat import run as pipeline
-from immunostrat import streaming
 from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.engine.execute import merge_counts
+from immunostrat.errors import QuarantineCeilingError
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError, read_input, scan_input
-from immunostrat.streaming import merge_counts, partition_count
+from immunostrat.partition import partition_count
 
 from .support import AS_OF, Cohort
 
@@ -94,7 +96,7 @@ def test_streaming_run_over_the_quarantine_ceiling_leaves_a_failed_run_folder(
         partitions=2,
         validation=ValidationConfig(as_of=AS_OF, max_quarantine_fraction=0.0),
     )
-    with pytest.raises(pipeline.QuarantineCeilingError):
+    with pytest.raises(QuarantineCeilingError):
         pipeline.stratify(params)
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     manifest = _run_json(run_dir)
@@ -151,21 +153,24 @@ def test_partition_counts_add_up_and_keep_the_single_pass_order() -> None:
 
 
 def test_partition_count_follows_the_row_target(tmp_path: Path) -> None:
-    params = StratifyParams(labs=["l"], subjects="s", out=str(tmp_path), streaming=True, partition_rows=1_000_000)
-    assert partition_count(params, 10_000_000) == 10
-    assert partition_count(params, 1) == 1
-    assert partition_count(params.model_copy(update={"partitions": 7}), 10_000_000) == 7
+    assert partition_count(1, 1_000_000, 10_000_000) == 10
+    assert partition_count(1, 1_000_000, 1) == 1
+    assert partition_count(7, 1_000_000, 10_000_000) == 7
+
+
+def _streams(params: StratifyParams) -> bool:
+    return launch.choose_executor(params, params)[0].name == "streaming"
 
 
 def test_runs_stream_by_default_only_above_one_partition_of_lab_rows(small_cohort: Cohort, tmp_path: Path) -> None:
     labs = tmp_path / "labs.parquet"
     pl.concat([pl.read_csv(small_cohort.labs, infer_schema=False)] * 5).write_parquet(labs)  # > 10,000 rows
     base = {"labs": [str(labs)], "subjects": str(small_cohort.subjects), "out": str(tmp_path)}
-    assert not streaming.wanted(StratifyParams(**base))  # the default target is 1M rows
-    assert streaming.wanted(StratifyParams(**base, partition_rows=10_000))
-    assert streaming.wanted(StratifyParams(**{**base, "labs": [str(small_cohort.labs)]}, streaming=True))
-    assert not streaming.wanted(StratifyParams(**base, partition_rows=10_000, streaming=False))
-    assert not streaming.wanted(StratifyParams(**base, partition_rows=10_000, partitions=4))  # in memory, on Dask
+    assert not _streams(StratifyParams(**base))  # the default target is 1M rows
+    assert _streams(StratifyParams(**base, partition_rows=10_000))
+    assert _streams(StratifyParams(**{**base, "labs": [str(small_cohort.labs)]}, streaming=True))
+    assert not _streams(StratifyParams(**base, partition_rows=10_000, streaming=False))
+    assert not _streams(StratifyParams(**base, partition_rows=10_000, partitions=4))  # in memory, on Dask
 
 
 def test_streamed_validate_reports_exactly_what_one_pass_reports(
@@ -189,6 +194,8 @@ def test_streamed_validate_reports_exactly_what_one_pass_reports(
 def test_streaming_flow_runs_one_task_per_partition_stage(
     prefect_harness: None, single_pass: Path, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
 ) -> None:
+    from immunostrat.definitions import STRATIFY
+    from immunostrat.engine.definition import Phase
     from immunostrat.flows import run_stratify_flow
 
     params = _params(small_cohort.labs, small_cohort.subjects, tmp_path, trained_registry, streaming=True, partitions=2)
@@ -207,10 +214,8 @@ def test_streaming_flow_runs_one_task_per_partition_stage(
     with get_client(sync_client=True) as client:
         (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-    # Task runs are named "<task name>-<suffix>": coarse tasks, one per partition and stage, none per subject.
-    assert Counter(t.name.rsplit("-", 1)[0] for t in tasks) == {
-        "split-inputs": 1,
-        "harmonise-validate-partition": 2,
-        "baseline-score-partition": 2,
-        "publish": 1,
-    }
+    # Task runs are named "<task name>-<suffix>": the definition's steps, one task per phase and partition (never
+    # per subject), one per gate, then write and publish.
+    expected = Counter({"split-inputs": 1, "write": 1, **{f.name: 1 for f in STRATIFY.finish}})
+    expected.update({s.name: 2 if isinstance(s, Phase) else 1 for s in STRATIFY.steps})
+    assert Counter(t.name.rsplit("-", 1)[0] for t in tasks) == expected

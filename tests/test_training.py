@@ -11,9 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat import cli_models
-from immunostrat import run as pipeline
-from immunostrat.config import RunConfig, ScoringConfig, TrainParams, ValidationConfig, load_protocol
+from immunostrat import cli_models, launch
+from immunostrat.config import RunConfig, ScoringConfig, TrainParams, ValidationConfig
 from immunostrat.modeling import TrainingConfig, cv_splits
 from immunostrat.registry import load_model, resolve
 from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
@@ -196,10 +195,8 @@ def test_models_list_show_promote_compare_unalias(
     assert run(["models", "promote", second, "--alias", "champion", "--registry", str(root)]) == 0
     assert capsys.readouterr().out.strip() == f"champion -> {second} (was {first})"
     assert resolve("champion", root) == second and load_model(first, root).model_id == first
-    prepared = pipeline.prepare(pipeline.read_inputs([train_cohort.labs], train_cohort.subjects), CFG)
-    strata = pipeline.build_strata(prepared, load_protocol(), CFG)
-    _, info = pipeline.score(strata, CFG.model_copy(update={"scoring": ScoringConfig(registry=root)}), "run-1")
-    assert info["model_id"] == second
+    model = launch.resolve_model(CFG.model_copy(update={"scoring": ScoringConfig(registry=root)}), load=False)
+    assert model.model_id == second
 
     report_path = tmp_path / "compare.md"
     assert (

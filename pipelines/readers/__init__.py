@@ -38,7 +38,8 @@ from immunostrat.readers.sdtm import baseline_flag_agreement, read_sdtm_dm, read
 from immunostrat.reference import ReferenceTables, load_reference
 
 if TYPE_CHECKING:
-    from immunostrat.run import Inputs, Prepared
+    from immunostrat.definitions import Prepared
+    from immunostrat.inputs import Inputs
 
 __all__ = [
     "KINDS",

@@ -10,10 +10,11 @@ from __future__ import annotations
 import polars as pl
 
 from immunostrat.config import Criterion, Protocol
+from immunostrat.errors import SettingsError
 from immunostrat.stages.baseline import names_where
 
 
-class ProtocolError(ValueError):
+class ProtocolError(SettingsError, ValueError):
     """The protocol cannot be evaluated on this table (e.g. it reads a column no input provides)."""
 
 

@@ -1,0 +1,542 @@
+"""The selection pipelines, each defined once: `STRATIFY`, `VALIDATE` (its prefix) and `LABELLED` (train/evaluate).
+
+    stratify: read-inputs | split-inputs
+              -> harmonise-validate        (per partition: map, parse, convert, validate; accounting)
+              -> quarantine-ceiling        (gate: the quarantined fraction of panel rows, over all partitions)
+              -> baseline-score            (per partition: baseline, eligibility, score)
+              -> baseline-flag-agreement   (gate: SDTM's own baseline flags against ours; never stops)
+              -> drift                     (gate: features against the model's training reference)
+              -> summarise                 (gate: eligibility, groups and the funnel for run.json)
+              -> write (run folder) -> publish (sponsor snapshot)
+
+The phase and gate functions here compose the pure stages of `immunostrat.stages`; executors and runners
+(`immunostrat.engine`) run them, and the Prefect flows (`immunostrat.flows`) show each step as one task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from immunostrat import __version__
+from immunostrat.config import Protocol, RunConfig
+from immunostrat.engine.definition import Finish, Gate, Output, Phase, PhaseResult, Pipeline, Source, Tables, View
+from immunostrat.errors import QuarantineCeilingError
+from immunostrat.inputs import Inputs, read_run_inputs
+from immunostrat.partition import in_source_order, split_inputs, split_on_disk
+from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.stages.baseline import derive_baseline, missing_counts
+from immunostrat.stages.eligibility import assess_eligibility, funnel
+from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
+from immunostrat.stages.validate import validate_labs, validate_subjects
+
+PACKAGES = ("polars", "pandera", "prefect", "scikit-learn", "pyarrow", "skops", "numpy", "pydantic")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of a run reads besides its tables: resolved once at launch (`immunostrat.launch`)."""
+
+    run_id: str
+    files: Any  # the input parameters (`immunostrat.config.InputFiles`)
+    cfg: RunConfig
+    reference: ReferenceTables
+    protocol: Protocol | None = None
+    model: Any = None  # `immunostrat.registry.ModelHandle`, verified at launch; None when nothing is scored
+    partitions: int = 1  # partitions of an on-disk split (decided at launch from the inputs' size)
+    started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def cutoffs(self) -> dict[str, float]:
+        """Group cut-offs: the run's parameters when both are set, else the model card's."""
+        s = self.cfg.scoring
+        if s.possible_min is not None and s.likely_min is not None:
+            return {"possible_min": s.possible_min, "likely_min": s.likely_min}
+        return dict(self.model.default_cutoffs) if self.model is not None else {}
+
+    def model_info(self) -> dict[str, Any]:
+        """The run.json `model` entry (known at launch)."""
+        overridden = self.cfg.scoring.possible_min is not None and self.cfg.scoring.likely_min is not None
+        return {
+            "model_id": self.model.model_id,
+            "sha256": self.model.sha256,
+            "requested": self.cfg.scoring.model,
+            "features": [f.name for f in self.model.features],
+            "cutoffs": self.cutoffs,
+            "cutoffs_source": "run parameters" if overridden else "model card",
+        }
+
+
+# ------------------------------------------------------------------------------------------ harmonise + validate
+
+
+@dataclass
+class Prepared:
+    """Harmonised and validated inputs, and their accounting."""
+
+    harmonised: pl.DataFrame
+    lab_quarantine: pl.DataFrame
+    outside_panel: pl.DataFrame
+    subjects: pl.DataFrame | None
+    subject_quarantine: pl.DataFrame | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quarantine(self) -> pl.DataFrame:
+        """Every quarantined row: lab rows first, then subject rows."""
+        if self.subject_quarantine is None or self.subject_quarantine.height == 0:
+            return self.lab_quarantine
+        return pl.concat([self.lab_quarantine, self.subject_quarantine], how="diagonal_relaxed")
+
+
+def _count_by_file(frame: pl.DataFrame) -> dict[str, int]:
+    if frame.height == 0:
+        return {}
+    counts = frame.group_by("source_file").len()
+    return dict(zip(counts["source_file"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def count_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    """A frequency table: most frequent first, ties by name."""
+    if frame.height == 0:
+        return {}
+    counts = frame.group_by(column).len().sort("len", column, descending=[True, False])
+    return {str(k): int(v) for k, v in zip(counts[column].to_list(), counts["len"].to_list(), strict=True)}
+
+
+def accounting(
+    inputs: Inputs,
+    *,
+    harmonised: pl.DataFrame,
+    outside: pl.DataFrame,
+    lab_quarantine: pl.DataFrame,
+    subjects: pl.DataFrame | None,
+    subject_quarantine: pl.DataFrame | None,
+) -> dict[str, Any]:
+    """Per-file and total counts, each from its own source (never one derived from the others)."""
+    accepted = _count_by_file(harmonised)
+    out = _count_by_file(outside)
+    quarantined = _count_by_file(lab_quarantine)
+    per_file: dict[str, dict[str, Any]] = {}
+    for table in inputs.labs:
+        per_file[table.path] = {
+            "kind": "labs",
+            "rows_read": table.rows_read,
+            "accepted": accepted.get(table.path, 0),
+            "outside_panel": out.get(table.path, 0),
+            "quarantined": quarantined.get(table.path, 0),
+        }
+    totals = {
+        k: sum(int(f[k]) for f in per_file.values()) for k in ("rows_read", "accepted", "outside_panel", "quarantined")
+    }
+    counts: dict[str, Any] = {
+        **totals,
+        "per_file": per_file,
+        "outside_panel_by_test": count_by(outside, "test"),
+        "quarantined_by_reason": count_by(lab_quarantine, "reason_code"),
+    }
+    if inputs.subjects is not None and subjects is not None and subject_quarantine is not None:
+        counts["subjects"] = {
+            "path": inputs.subjects.path,
+            "rows_read": inputs.subjects.rows_read,
+            "accepted": subjects.height,
+            "quarantined": subject_quarantine.height,
+            "quarantined_by_reason": count_by(subject_quarantine, "reason_code"),
+        }
+    return counts
+
+
+def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) -> Prepared:
+    """Harmonise and validate: the ingest-to-quarantine half of a run (`ref`: the run's mapping tables)."""
+    ref = ref or load_reference(cfg.harmonise.alias_file, cfg.baseline.ifn_methods_file)
+    raw = pl.concat([t.frame for t in inputs.labs], how="vertical") if inputs.labs else pl.DataFrame()
+    parts = harmonise_labs(raw, ref, cfg.harmonise)
+    subject_split = validate_subjects(inputs.subjects.frame) if inputs.subjects is not None else None
+    enrolled = subject_split.accepted if subject_split is not None and cfg.validation.require_enrolled_subject else None
+    lab_split = validate_labs(
+        parts.candidates, cfg.validation.as_of, ref.ifn_methods["method"].to_list(), enrolled=enrolled
+    )
+    harmonised = harmonised_table(lab_split.accepted)
+    subjects = subject_split.accepted if subject_split is not None else None
+    subject_quarantine = subject_split.quarantine if subject_split is not None else None
+    prepared = Prepared(
+        harmonised=harmonised,
+        lab_quarantine=lab_split.quarantine,
+        outside_panel=parts.outside_panel,
+        subjects=subjects,
+        subject_quarantine=subject_quarantine,
+        counts=accounting(
+            inputs,
+            harmonised=harmonised,
+            outside=parts.outside_panel,
+            lab_quarantine=lab_split.quarantine,
+            subjects=subjects,
+            subject_quarantine=subject_quarantine,
+        ),
+    )
+    if any(t.rejected is not None for t in inputs.labs) or (inputs.subjects and inputs.subjects.rejected is not None):
+        from immunostrat.readers import merge_reader_quarantine
+
+        # Records a reader refused (e.g. FHIR entered-in-error) join the quarantine and the counts.
+        prepared = merge_reader_quarantine(inputs, prepared)
+    return prepared
+
+
+def harmonise_validate(tables: Tables, ctx: RunContext) -> PhaseResult:
+    """Phase: map, parse, convert and validate one partition; rows accepted, outside the panel or quarantined."""
+    prepared = prepare(tables["inputs"], ctx.cfg, ctx.reference)
+    return PhaseResult(
+        tables={
+            "harmonised": prepared.harmonised,
+            "quarantine": prepared.quarantine,
+            "outside_panel": prepared.outside_panel,
+            "subjects": prepared.subjects,
+        },
+        counts=prepared.counts,
+    )
+
+
+def check_quarantine_ceiling(counts: Mapping[str, Any], ceiling: float) -> None:
+    """Raise when the quarantined fraction of panel rows exceeds the configured ceiling."""
+    panel_rows = int(counts["accepted"]) + int(counts["quarantined"])
+    if panel_rows == 0:
+        return
+    fraction = int(counts["quarantined"]) / panel_rows
+    if fraction > ceiling:
+        top = ", ".join(f"{k}: {v}" for k, v in list(counts["quarantined_by_reason"].items())[:5])
+        raise QuarantineCeilingError(
+            f"{counts['quarantined']} of {panel_rows} panel rows ({fraction:.1%}) were quarantined, above the "
+            f"ceiling of {ceiling:.1%} (validation.max_quarantine_fraction). Most common reasons: {top}. "
+            "See quarantine.parquet in the run folder."
+        )
+
+
+def quarantine_ceiling(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Gate: stop the run when too large a fraction of panel rows was quarantined (over all partitions)."""
+    check_quarantine_ceiling(view.counts, ctx.cfg.validation.max_quarantine_fraction)
+    return {}
+
+
+# --------------------------------------------------------------------------------- baseline, eligibility, score
+
+
+def baseline_and_eligibility(
+    harmonised: pl.DataFrame, subjects: pl.DataFrame | None, ref: ReferenceTables, cfg: RunConfig, protocol: Protocol
+) -> pl.DataFrame:
+    """Baseline and eligibility: one row per valid subject."""
+    if subjects is None:
+        raise ValueError("stratify needs a subjects file (reference dates anchor the baseline window)")
+    return assess_eligibility(derive_baseline(harmonised, subjects, ref, cfg.baseline), protocol)
+
+
+def build_strata(
+    prepared: Prepared, protocol: Protocol, cfg: RunConfig, ref: ReferenceTables | None = None
+) -> pl.DataFrame:
+    """Baseline and eligibility of prepared inputs (a plain function for notebooks and tests)."""
+    ref = ref or load_reference(cfg.harmonise.alias_file, cfg.baseline.ifn_methods_file)
+    return baseline_and_eligibility(prepared.harmonised, prepared.subjects, ref, cfg, protocol)
+
+
+def _strata(tables: Tables, ctx: RunContext) -> pl.DataFrame:
+    assert ctx.protocol is not None
+    return baseline_and_eligibility(tables["harmonised"], tables["subjects"], ctx.reference, ctx.cfg, ctx.protocol)
+
+
+def score(strata: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
+    """Probabilities, groups and per-feature contributions from the run's model (verified at launch)."""
+    from immunostrat.modeling import score_strata
+
+    scored = score_strata(strata, ctx.model.loaded(), cutoffs=ctx.cutoffs)
+    return scored.with_columns(run_id=pl.lit(ctx.run_id))
+
+
+def baseline_eligibility(tables: Tables, ctx: RunContext) -> PhaseResult:
+    """Phase: baseline profile and eligibility of one partition's subjects (the features a model learns from)."""
+    return PhaseResult(tables={"strata": _strata(tables, ctx)})
+
+
+def baseline_score(tables: Tables, ctx: RunContext) -> PhaseResult:
+    """Phase: baseline, eligibility and responder score of one partition's subjects."""
+    return PhaseResult(tables={"strata": score(_strata(tables, ctx), ctx)})
+
+
+def baseline_flag_agreement(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Gate (never stops): how often our baseline choice agrees with SDTM's own LBBLFL / LBLOBXFL flags."""
+    labs = view.source.labs
+    if not any(t.fmt == "sdtm" for t in labs):
+        return {}
+    if not view.whole:
+        # Needs every SDTM row's flags beside the whole strata table: a single-pass figure only.
+        return {"counts": {"sdtm_baseline_flags": {"not_computed": "streaming mode"}}}
+    from immunostrat.readers import baseline_flag_agreement as agreement
+
+    return {"counts": {"sdtm_baseline_flags": agreement(view.frame("harmonised"), view.frame("strata"), labs)}}
+
+
+_STRATA_FOR_SUMMARY = ("eligible", "responder_group", "missing_analytes")
+
+
+def summary_columns(ctx: RunContext) -> list[str]:
+    """The strata columns the whole-run figures read (never the whole strata table)."""
+    criteria = [f"criterion_{c.id}" for c in ctx.protocol.criteria] if ctx.protocol is not None else []
+    features = [f.source for f in ctx.model.features] if ctx.model is not None else []
+    return list(dict.fromkeys([*_STRATA_FOR_SUMMARY, *criteria, *features]))
+
+
+def drift(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Gate: the cohort's feature distributions against the model's training reference; stops on drift when
+    `scoring.fail_on_drift` is set."""
+    from immunostrat import drift as drift_checks
+
+    s = ctx.cfg.scoring
+    frame = view.frame("strata", summary_columns(ctx))
+    # The same model object that scored the partitions (loaded once per run).
+    result = drift_checks.compare(
+        frame, ctx.model.loaded(), s.drift_threshold, missing_threshold=s.drift_missing_threshold
+    )
+    drift_checks.check(result, s.fail_on_drift)  # DriftError carries `result` into run.json
+    return {"drift": result}
+
+
+def summary_stats(strata: pl.DataFrame, protocol: Protocol) -> dict[str, Any]:
+    """Counts a reader wants first: eligibility, groups, missing analytes, funnel."""
+    eligible = strata["eligible"]
+    groups = count_by(strata, "responder_group") if "responder_group" in strata.columns else {}
+    return {
+        "subjects": strata.height,
+        "eligible": {
+            "true": int((eligible == True).sum()),  # noqa: E712
+            "false": int((eligible == False).sum()),  # noqa: E712
+            "not_assessable": int(eligible.is_null().sum()),
+        },
+        "responder_groups": groups,
+        "missing_baseline_by_analyte": missing_counts(strata),
+        "eligibility_funnel": funnel(strata, protocol),
+    }
+
+
+def summarise(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Gate (never stops): the figures run.json and the summary lead with."""
+    from immunostrat import drift as drift_checks
+
+    assert ctx.protocol is not None
+    summary = summary_stats(view.frame("strata", summary_columns(ctx)), ctx.protocol)
+    summary["drift"] = drift_checks.summary_line(manifest["drift"])
+    return {"summary": summary}
+
+
+# -------------------------------------------------------------------------------------------------- provenance
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of immunostrat, Python and the pinned stack, for provenance."""
+    found = {"immunostrat": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def describe_inputs(inputs: Inputs, ctx: RunContext) -> dict[str, Any]:
+    """The provenance part of run.json: parameters, protocol, every input file with its checksum, versions."""
+    files = [
+        {
+            "path": t.path,
+            "kind": "labs",
+            "format": t.fmt,
+            "sha256": t.sha256,
+            "rows": t.rows_read,
+            "extra_columns": list(t.extra_columns),
+            "notes": t.notes,
+        }
+        for t in inputs.labs
+    ]
+    if inputs.subjects is not None:
+        s = inputs.subjects
+        files.append(
+            {
+                "path": s.path,
+                "kind": "subjects",
+                "format": s.fmt,
+                "sha256": s.sha256,
+                "rows": s.rows_read,
+                "notes": s.notes,
+            }
+        )
+    record: dict[str, Any] = {
+        "started_at": ctx.started.isoformat(),
+        "as_of": ctx.cfg.validation.as_of.isoformat(),
+        "parameters": json.loads(ctx.cfg.model_dump_json()),
+    }
+    if ctx.protocol is not None:
+        record["protocol"] = {"protocol_id": ctx.protocol.protocol_id, "version": ctx.protocol.version}
+    record.update(inputs=files, versions=package_versions(), command=sys.argv)
+    if ctx.model is not None:
+        record["model"] = ctx.model_info()
+    return record
+
+
+# ------------------------------------------------------------------------------------- order of merged partitions
+
+
+def _file_order(view: View) -> dict[str, int]:
+    return {t.path: i for i, t in enumerate(view.source.labs)}
+
+
+def _labs_in_source_order(frame: pl.DataFrame, view: View, ctx: RunContext) -> pl.DataFrame:
+    return in_source_order(frame, _file_order(view))
+
+
+def _subjects_in_source_order(frame: pl.DataFrame, view: View, ctx: RunContext) -> pl.DataFrame:
+    return frame.sort("source_row")
+
+
+def _strata_in_subject_order(frame: pl.DataFrame, view: View, ctx: RunContext) -> pl.DataFrame:
+    key = ["study_id", "subject_id"]
+    order = view.frame("subjects", [*key, "source_row"])
+    return frame.join(order, on=key, how="left").sort("source_row").drop("source_row")
+
+
+# Single-pass order of each merged table: lab rows by input file then row; quarantine lab rows first, then
+# subject rows (the subjects file is not among the lab files, so it sorts last); strata in subjects-file order.
+ORDER = {
+    "harmonised": _labs_in_source_order,
+    "outside_panel": _labs_in_source_order,
+    "quarantine": _labs_in_source_order,
+    "subjects": _subjects_in_source_order,
+    "strata": _strata_in_subject_order,
+}
+
+
+# --------------------------------------------------------------------------------------------------- pipelines
+
+
+def _publish(run_dir: Path, ctx: RunContext) -> Any:
+    from immunostrat.publish import publish_run
+
+    # The pseudonym key is loaded inside, never passed around.
+    return publish_run(run_dir, ctx.cfg.publish)
+
+
+SOURCE = Source(
+    read=lambda ctx: read_run_inputs(ctx.files, ctx.cfg),
+    split=split_inputs,
+    split_on_disk=lambda ctx, folder: split_on_disk(ctx.files, ctx.cfg, folder, ctx.partitions),
+    describe=describe_inputs,
+)
+
+HARMONISE_VALIDATE = Phase(
+    name="harmonise-validate",
+    stages=("harmonise", "validate"),
+    description="map tests onto the panel, parse results and dates, convert units; pandera checks split rows "
+    "into accepted, outside the panel and quarantined (with a reason code and a readable message)",
+    reads=("inputs",),
+    writes=("harmonised", "quarantine", "outside_panel", "subjects"),
+    run=harmonise_validate,
+)
+QUARANTINE_CEILING = Gate(
+    name="quarantine-ceiling",
+    stages=("quarantine ceiling",),
+    description="stop the run (status failed, quarantine written) when more than "
+    "validation.max_quarantine_fraction of panel rows were quarantined, over all partitions",
+    reads=(),
+    run=quarantine_ceiling,
+)
+
+STRATIFY = Pipeline(
+    name="stratify",
+    description="ingest, validate, baseline, eligibility, responder score; write a run folder and publish it",
+    source=SOURCE,
+    steps=(
+        HARMONISE_VALIDATE,
+        QUARANTINE_CEILING,
+        Phase(
+            name="baseline-score",
+            stages=("baseline", "eligibility", "score"),
+            description="per subject: the baseline measurement per analyte and derived flags, protocol "
+            "eligibility, then the responder probability, group and per-feature contributions",
+            reads=("harmonised", "subjects"),
+            writes=("strata",),
+            run=baseline_score,
+        ),
+        Gate(
+            name="baseline-flag-agreement",
+            stages=(),
+            description="SDTM inputs only: agreement of our baseline choice with the sponsor's own baseline flags",
+            reads=("harmonised", "strata"),
+            run=baseline_flag_agreement,
+        ),
+        Gate(
+            name="drift",
+            stages=("drift gate",),
+            description="PSI and missingness of the model's features against its training reference; stops the "
+            "run only when scoring.fail_on_drift is set",
+            reads=("strata",),
+            run=drift,
+        ),
+        Gate(
+            name="summarise",
+            stages=(),
+            description="eligibility, responder groups, missing analytes and the eligibility funnel for run.json",
+            reads=("strata",),
+            run=summarise,
+        ),
+    ),
+    outputs=(
+        Output("harmonised.parquet", "harmonised", contract="harmonised"),
+        Output("quarantine.parquet", "quarantine", contract="quarantine"),
+        Output("outside_panel.parquet", "outside_panel"),
+        Output("strata.parquet", "strata", contract="strata", on_failure=False),
+    ),
+    finish=(
+        Finish(
+            name="publish",
+            stages=("publish",),
+            description="the pseudonymised sponsor snapshot, its manifest, data dictionary and report",
+            run=_publish,
+            when=lambda ctx: ctx.cfg.publish.enabled,
+        ),
+    ),
+    order=ORDER,
+    kept=("subjects",),  # the strata's order rule reads the subjects' file order
+)
+
+VALIDATE = STRATIFY.prefix(
+    "harmonise-validate",
+    name="validate",
+    description="what a site runs before sending data: ingest, harmonise and validate, every problem reported",
+    kept=("quarantine",),
+)
+
+LABELLED = Pipeline(
+    name="labelled-strata",
+    description="the features a model learns from and is evaluated on, derived exactly as stratify derives them",
+    source=SOURCE,
+    steps=(
+        HARMONISE_VALIDATE,
+        QUARANTINE_CEILING,
+        Phase(
+            name="baseline-eligibility",
+            stages=("baseline", "eligibility"),
+            description="per subject: the baseline measurement per analyte, derived flags and eligibility",
+            reads=("harmonised", "subjects"),
+            writes=("strata",),
+            run=baseline_eligibility,
+        ),
+    ),
+    order=ORDER,
+    kept=("strata", "subjects"),
+)
+
+PIPELINES = {p.name: p for p in (STRATIFY, VALIDATE, LABELLED)}

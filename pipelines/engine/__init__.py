@@ -1,0 +1,1 @@
+"""The pipeline mechanism: definitions (`definition`), executors (`executors`), the run (`execute`), run folders."""

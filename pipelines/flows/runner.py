@@ -1,0 +1,139 @@
+"""Run a pipeline definition's steps as Prefect tasks: one task per step, mapped over partitions, never per subject.
+
+Tasks are coarse and never persist their results (frames pass between tasks in memory; the run folder on disk is
+the record). Tasks that read or write files retry transient OS errors (1 s, then 5 s); a bad input is not retried.
+A user error inside a task (`immunostrat.errors.UserError`) fails the task with its one-line message as the state
+message, without a traceback: the flow then fails with the same message, which the UI shows and the command line
+prints, with the error's exit code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect import Task, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
+
+from immunostrat.errors import UserError, as_payload, from_payload, is_payload
+from immunostrat.io import InputError
+
+#: Seconds before the first and second retry of a task that reads or writes files.
+IO_RETRY_DELAYS = [1, 5]
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry OS-level failures (a share that blinked); never retry a structurally bad input."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def run_step(fn: Callable[..., Any], *args: Any) -> Any:
+    """The body of every step's task: a user error becomes a Failed state with its message (no traceback)."""
+    try:
+        return fn(*args)
+    except UserError as exc:
+        return Failed(message=str(exc), data=as_payload(exc))
+
+
+def run_partition(fn: Callable[..., Any], partition: Any, ctx: Any) -> Any:
+    """The body of a phase's task when partitions are mapped onto the task runner (named parameters to map)."""
+    return run_step(fn, partition, ctx)
+
+
+def result_of(state: State[Any]) -> Any:
+    """A task's or flow's result; a user error is raised again as itself, any other failure with its traceback."""
+    if state.is_failed():
+        data = state.result(raise_on_failure=False)
+        if is_payload(data):
+            raise from_payload(data)
+    return state.result()
+
+
+class _NoEmptyTraceback(logging.Filter):
+    """Prefect logs a failed state with exc_info outside any exception, which prints 'NoneType: None'."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
+
+
+def quiet_user_errors() -> None:
+    """Install the filter above on Prefect's run loggers (once)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoEmptyTraceback) for f in logger.filters):
+            logger.addFilter(_NoEmptyTraceback())
+
+
+class PrefectRunner:
+    """`immunostrat.engine.execute.Runner` on Prefect: each step a task named after it, partitions mapped."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[tuple[str, bool], Task[..., Any]] = {}
+        quiet_user_errors()
+
+    def _task(self, name: str, io: bool) -> Task[..., Any]:
+        if (name, io) not in self._tasks:
+            options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE, "persist_result": False}
+            if io:
+                options.update(
+                    retries=len(IO_RETRY_DELAYS),
+                    retry_delay_seconds=IO_RETRY_DELAYS,
+                    retry_condition_fn=_retry_transient,
+                )
+            self._tasks[(name, io)] = task(**options)(run_step)
+        return self._tasks[(name, io)]
+
+    def call(self, name: str, fn: Callable[..., Any], *args: Any, io: bool = False) -> Any:
+        state: State[Any] = self._task(name, io)(fn, *args, return_state=True)  # type: ignore[assignment]
+        return result_of(state)
+
+    def map(self, name: str, fn: Callable[..., Any], items: Sequence[Any], ctx: Any, *, sequential: bool) -> list[Any]:
+        if sequential or len(items) <= 1:
+            # One partition at a time (streaming bounds memory this way): one task run each, in order.
+            return [self.call(name, fn, item, ctx) for item in items]
+        mapped = task(name=name, cache_policy=NO_CACHE, persist_result=False)(run_partition)
+        futures = mapped.map(fn=unmapped(fn), partition=list(items), ctx=unmapped(ctx))
+        futures.wait()
+        return [result_of(f.state) for f in futures]
+
+
+def flow_run_name(flow_name: str) -> Callable[[], str]:
+    """A first name for a flow run: the flow, the deployment (or 'ad-hoc') and the UTC time; renamed after launch."""
+
+    def name() -> str:
+        from prefect.runtime import deployment
+
+        where = deployment.name or "ad-hoc"
+        return f"{flow_name}-{where}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+    return name
+
+
+def rename_flow_run(flow_name: str, run_id: str) -> None:
+    """Name the running flow run after what ran: flow, run id and, when scheduled, the deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import deployment, flow_run
+
+    if not flow_run.id:
+        return
+    name = f"{flow_name}-{run_id}" + (f"-{deployment.name}" if deployment.name else "")
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, name=name)
+
+
+def failed(exc: UserError) -> State[Any]:
+    """The final state of a flow stopped by a user error: its one-line message, its exit code as data."""
+    return Failed(message=str(exc), data=as_payload(exc))

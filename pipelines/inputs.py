@@ -1,0 +1,86 @@
+"""A run's input files: read whole (`read_inputs`), with the reader options of the other formats.
+
+`immunostrat.partition` cuts the same inputs into subject partitions, in memory or on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from immunostrat.config import RunConfig
+from immunostrat.io import InputTable, read_labs, read_subjects
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Every input file of a run, read and checked for structure (before any compute)."""
+
+    labs: list[InputTable]
+    subjects: InputTable | None
+
+
+def reader_options(cfg: RunConfig, samples: str | Path | None = None) -> Any:
+    """`immunostrat.readers.ReaderOptions` from the run configuration."""
+    from immunostrat.readers import ReaderOptions
+
+    r = cfg.readers
+    return ReaderOptions(
+        study_id=r.study_id,
+        crosswalk=r.crosswalk,
+        samples=samples,
+        ifn_method=r.ifn_method,
+        ifn_genes=tuple(r.ifn_genes) if r.ifn_genes else None,
+        ifn_statistic=r.ifn_statistic,
+        min_controls=r.min_controls,
+        log2_max=r.log2_max,
+        reference_date_from=r.reference_date_from,
+        alias_file=cfg.harmonise.alias_file,
+    )
+
+
+def read_inputs(
+    lab_paths: Sequence[str | Path],
+    subjects_path: str | Path | None,
+    *,
+    cfg: RunConfig | None = None,
+    lab_format: str | None = None,
+    expression: Sequence[str | Path] = (),
+    samples: str | Path | None = None,
+    patients: str | Path | None = None,
+) -> Inputs:
+    """Read all inputs; raises `InputError` on the first unusable file, before any compute.
+
+    Lab files may be native, SDTM (LB/CP) or FHIR (detected from content unless `lab_format` names it);
+    expression matrices become IFN-score rows; FHIR Patients fill missing sex and age of the subjects.
+    """
+    options = reader_options(cfg, samples) if cfg is not None else None
+    labs = [read_labs(p, lab_format, options) for p in lab_paths]
+    labs += [read_labs(m, "expression", options) for m in expression]
+    subjects = read_subjects(subjects_path, None, options) if subjects_path is not None else None
+    if patients is not None and subjects is not None:
+        from immunostrat.readers import add_patient_demographics, read_fhir_patients
+
+        r = cfg.readers if cfg is not None else None
+        found = read_fhir_patients(patients, study_id=r.study_id if r else None, crosswalk=r.crosswalk if r else None)
+        subjects = add_patient_demographics(subjects, found)
+    return Inputs(labs=labs, subjects=subjects)
+
+
+def input_options(files: Any, cfg: RunConfig) -> dict[str, Any]:
+    """Keyword options of `read_inputs` for a run's input parameters (`immunostrat.config.InputFiles`)."""
+    options: dict[str, Any] = {"cfg": cfg}
+    if files.lab_format:
+        options["lab_format"] = files.lab_format
+    if files.expression:
+        options.update(expression=list(files.expression), samples=files.samples)
+    if files.patients:
+        options["patients"] = files.patients
+    return options
+
+
+def read_run_inputs(files: Any, cfg: RunConfig) -> Inputs:
+    """Read every input a run's parameters name (labs, expression matrices, subjects, FHIR Patients)."""
+    return read_inputs(files.labs, files.subjects or None, **input_options(files, cfg))

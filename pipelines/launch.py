@@ -1,0 +1,230 @@
+"""Launch checks: everything that can be checked before compute, checked before any Prefect server starts.
+
+A plan (`Plan`) is what a run needs to start: its pipeline definition, an executor, and a `RunContext` holding the
+resolved protocol, reference tables and the model (resolved, checksummed and loading in the background). Building
+one raises a `immunostrat.errors.UserError` (exit 2) naming the problem and what to do for:
+
+- a path outside the data roots (`$IMMUNOSTRAT_DATA_ROOTS`);
+- a protocol, alias file or IFN methods file that cannot be used;
+- a missing pseudonym key when the run publishes;
+- an unknown model, or a model or card whose checksum does not match the registry;
+- an IFN method without a cut-off (expression inputs, or `harmonise.ifn_default_method`);
+- a missing input file, an empty one, or a native file whose header lacks a required column or is not UTF-8.
+
+Nothing here imports Prefect, scikit-learn or skops.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from immunostrat.config import Protocol, RunConfig, load_protocol
+from immunostrat.definitions import LABELLED, STRATIFY, VALIDATE, RunContext
+from immunostrat.engine.definition import Pipeline
+from immunostrat.engine.executors import InMemory, Streaming
+from immunostrat.engine.runfolder import new_run_id
+from immunostrat.errors import SettingsError
+from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED, InputError, scan_input
+from immunostrat.partition import is_native, partition_count
+from immunostrat.reference import ReferenceTables, load_reference
+
+#: Bytes of a native lab CSV row, for deciding to stream without reading the file: the synthetic cohort and
+#: the site samples take 87 bytes a row; a lower figure over-estimates rows, so a borderline file streams.
+CSV_BYTES_PER_ROW = 64
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run that passed its launch checks: what to run, how, and with what."""
+
+    pipeline: Pipeline
+    executor: InMemory | Streaming
+    ctx: RunContext
+    out: Path | None = None
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+
+def check_data_roots(files: Any, cfg: RunConfig, *, out: str | None = None, protocol: str | None = None) -> None:
+    """Every path a run reads or writes stays inside `$IMMUNOSTRAT_DATA_ROOTS`, when that is set."""
+    from immunostrat import safety
+
+    roots = safety.data_roots_from_env()
+    if not roots:
+        return
+    candidates: list[tuple[str, Any]] = [
+        *((f"labs[{i}]", p) for i, p in enumerate(files.labs)),
+        ("subjects", files.subjects),
+        *((f"expression[{i}]", p) for i, p in enumerate(files.expression)),
+        ("samples", files.samples),
+        ("patients", files.patients),
+        ("out", out),
+        ("protocol", protocol),
+        ("harmonise.alias_file", cfg.harmonise.alias_file),
+        ("baseline.ifn_methods_file", cfg.baseline.ifn_methods_file),
+        ("scoring.registry", cfg.scoring.registry),
+        ("readers.crosswalk", cfg.readers.crosswalk),
+    ]
+    for what, value in candidates:
+        if value is not None and os.fspath(value) != "":
+            safety.confine(value, roots, what=what)
+
+
+def load_protocol_at(path: str | None) -> Protocol:
+    """The eligibility protocol (the built-in one when `path` is None); SettingsError when unusable."""
+    return load_protocol(Path(path) if path else None)
+
+
+def checked_reference(cfg: RunConfig) -> ReferenceTables:
+    """The mapping tables (with the run's alias and IFN methods files), or a SettingsError naming the file."""
+    try:
+        return load_reference(cfg.harmonise.alias_file, cfg.baseline.ifn_methods_file)
+    except OSError as exc:
+        raise SettingsError(f"cannot read a mapping file: {exc}") from exc
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def check_ifn_methods(files: Any, cfg: RunConfig, ref: ReferenceTables) -> None:
+    """An IFN method the run will assign must have a cut-off: else every IFN score would be quarantined."""
+    known = set(ref.ifn_methods["method"].to_list())
+    table = cfg.baseline.ifn_methods_file or "the built-in schemas/reference/ifn_methods.csv"
+    wanted = []
+    if files.expression:
+        wanted.append(("readers.ifn_method (--ifn-method)", cfg.readers.ifn_method))
+    if cfg.harmonise.ifn_default_method:
+        wanted.append(("harmonise.ifn_default_method (--ifn-default-method)", cfg.harmonise.ifn_default_method))
+    for setting, method in wanted:
+        if method.strip().upper() not in known:
+            raise SettingsError(
+                f"{setting} is {method!r}, which has no cut-off in {table}; add a row (method,high_cutoff,inclusive) "
+                f"to a copy of it and pass it as baseline.ifn_methods_file, or use one of: {', '.join(sorted(known))}"
+            )
+
+
+def check_key(cfg: RunConfig) -> None:
+    """A run that publishes needs the pseudonym key (its value never leaves `immunostrat.pseudonym`)."""
+    if cfg.publish.enabled:
+        from immunostrat.pseudonym import load_key
+
+        load_key(cfg.publish.key_file, demo=cfg.publish.demo_key)
+
+
+def resolve_model(cfg: RunConfig, *, load: bool = True) -> Any:
+    """The run's model: resolved and checksummed now, deserialised in the background (a `ModelHandle`)."""
+    from immunostrat.registry import ModelHandle, resolve_model_file
+
+    handle = ModelHandle(resolve_model_file(cfg.scoring.model, cfg.scoring.registry))
+    return handle.start_loading() if load else handle
+
+
+def check_inputs(files: Any) -> None:
+    """Every input exists and is not empty; native files' headers hold the required columns (rows unread)."""
+    for path in [*files.labs, *files.expression]:
+        _exists(path, "lab results" if path in files.labs else "expression matrix")
+        if path in files.labs and is_native(path, files.lab_format):
+            scan_input(path, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")
+    for path, kind in ((files.subjects, "subjects"), (files.samples, "sample sheet"), (files.patients, "patients")):
+        if path:
+            _exists(path, kind)
+    if files.subjects and is_native(files.subjects, None):
+        scan_input(files.subjects, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
+
+
+def check_out_folder(out: str | Path) -> None:
+    """The output folder exists or can be created (a run folder is staged inside it)."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"output folder {out} cannot be created ({exc.strerror or exc}); choose another --out"
+        ) from exc
+    if not os.access(out, os.W_OK):
+        raise SettingsError(f"output folder {out} is not writable; choose another --out")
+
+
+def _exists(path: str, kind: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, f"{kind} file not found")
+    if p.stat().st_size == 0:
+        raise InputError(p, f"{kind} file is empty (0 bytes)")
+
+
+def estimated_lab_rows(files: Any) -> int:
+    """Native lab rows, without reading a CSV: Parquet from its metadata, CSV from its size (`CSV_BYTES_PER_ROW`)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for path in files.labs:
+        if not is_native(path, files.lab_format):
+            continue
+        p = Path(path)
+        with p.open("rb") as fh:
+            parquet = fh.read(4) == b"PAR1"
+        rows += pq.ParquetFile(p).metadata.num_rows if parquet else math.ceil(p.stat().st_size / CSV_BYTES_PER_ROW)
+    return rows
+
+
+def choose_executor(params: Any, files: Any) -> tuple[InMemory | Streaming, int]:
+    """Streaming as configured, else when the native lab rows exceed one partition; in-memory partitions when
+    asked for (`partitions` > 1, e.g. on Dask). Returns the executor and the partition count of a split."""
+    partitions = getattr(params, "partitions", 1)
+    streaming = getattr(params, "streaming", False)
+    partition_rows = getattr(params, "partition_rows", 1_000_000)
+    if streaming is False or (streaming is None and partitions > 1):
+        return InMemory(partitions), partitions
+    rows = estimated_lab_rows(files)
+    if streaming is None and rows <= partition_rows:
+        return InMemory(1), 1
+    return Streaming(), partition_count(partitions, partition_rows, rows)
+
+
+# ------------------------------------------------------------------------------------------------------- plans
+
+
+def _context(files: Any, cfg: RunConfig, **fields: Any) -> RunContext:
+    started = dt.datetime.now(dt.UTC)
+    ref = checked_reference(cfg)
+    check_ifn_methods(files, cfg, ref)
+    return RunContext(run_id=new_run_id(started), files=files, cfg=cfg, reference=ref, started=started, **fields)
+
+
+def plan_stratify(params: Any, *, load_model: bool = True) -> Plan:
+    """Launch checks of a stratify run (see the module docstring); the model starts loading in the background
+    (unless `load_model` is False: the checks only, before a Prefect flow makes its own plan)."""
+    cfg = params.config
+    check_data_roots(params, cfg, out=params.out, protocol=params.protocol)
+    protocol = load_protocol_at(params.protocol)
+    check_key(cfg)
+    check_inputs(params)
+    check_out_folder(params.out)
+    executor, n = choose_executor(params, params)
+    ctx = _context(params, cfg, protocol=protocol, model=resolve_model(cfg, load=load_model), partitions=n)
+    return Plan(STRATIFY, executor, ctx, out=Path(params.out))
+
+
+def plan_validate(params: Any) -> Plan:
+    """Launch checks of `immunostrat validate` (inputs and mapping tables only: no model, key or protocol)."""
+    cfg = params.config
+    check_data_roots(params, cfg)
+    check_inputs(params)
+    executor, n = choose_executor(params, params) if params.subjects else (InMemory(1), 1)
+    return Plan(VALIDATE, executor, _context(params, cfg, partitions=n))
+
+
+def plan_labelled(files: Any, cfg: RunConfig, protocol: str | None = None) -> Plan:
+    """Launch checks of the labelled strata behind train, evaluate and models compare (one pass in memory)."""
+    check_data_roots(files, cfg, protocol=protocol)
+    check_inputs(files)
+    return Plan(LABELLED, InMemory(1), _context(files, cfg, protocol=load_protocol_at(protocol)))
+
+
+def with_run_id(plan: Plan, run_id: str) -> Plan:
+    return replace(plan, ctx=replace(plan.ctx, run_id=run_id))
