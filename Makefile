@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= data/demo
 SUBJECTS ?= 500
 
-.PHONY: demo test lint typecheck check install demo-model datadict bench clean
+.PHONY: demo test lint typecheck imports check install demo-model datadict bench clean
 
 $(BIN)/immunostrat: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/immunostrat stratify --labs $(DEMO)/input/labs.parquet --subjects $(DEMO)/input/subjects.parquet \
 		--out $(DEMO)/runs --demo-key
 
-## test: lint, type-check, data-dictionary drift check, then the test suite
-test: install lint typecheck
+## test: lint, type-check, the import contract, data-dictionary drift check, then the test suite
+test: install lint typecheck imports
 	$(BIN)/python -m immunostrat.datadict --check
 	$(BIN)/pytest
 
@@ -32,6 +32,10 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy pipelines schemas benchmarks
+
+## imports: the layers and forbidden imports declared in pyproject.toml ([tool.importlinter]); no cycles
+imports: install
+	$(BIN)/lint-imports
 
 ## demo-model: retrain the shipped demo model reproducibly (fixed seeds, full training profile: 5x5 CV grouped
 ## by site, Platt calibration, 1,000 bootstrap resamples) and make it champion; earlier versions stay registered

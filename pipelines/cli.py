@@ -228,7 +228,7 @@ def cmd_stratify(args: argparse.Namespace) -> int:
 
 def _training_config(args: argparse.Namespace) -> Any:
     """TrainingConfig from an optional YAML file, with command-line flags on top."""
-    from immunostrat.modeling import TrainingConfig
+    from immunostrat.config import TrainingConfig
 
     data: dict[str, Any] = {}
     if args.training_config:

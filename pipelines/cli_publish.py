@@ -126,7 +126,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`immunostrat report RUN_DIR`."""
-    from immunostrat.report import write_report
+    from immunostrat.publish import write_report
 
     path = write_report(args.run_dir, args.out, publish_config(args))
     print(f"report: {path}")

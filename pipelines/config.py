@@ -7,6 +7,8 @@ Every field carries a description: Prefect renders these models as the run form,
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -15,14 +17,268 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from immunostrat.errors import SettingsError
-from immunostrat.modeling import TrainingConfig
-from immunostrat.publish import PublishConfig
+from immunostrat.features import DEFAULT_FEATURES
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+Subgroup = Literal["sex", "age_band", "site_id", "study_id", "ifn_high"]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Publishing, evaluation and training settings (their modules re-export them)
+# --------------------------------------------------------------------------------------------------
+
+
+class PublishConfig(BaseModel):
+    """How a run is published for sponsors: pseudonym key, what is coarsened, the report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="Publish the sponsor snapshot (data, manifest, dictionary, report) at the end of every "
+        "completed stratify run. `immunostrat publish RUN` publishes an existing run.",
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="File holding the project's pseudonym key, outside any repository and readable by its owner "
+        "only (mode 0600). Used when $IMMUNOSTRAT_PSEUDONYM_KEY is not set; $IMMUNOSTRAT_PSEUDONYM_KEY_FILE is "
+        "the fallback. Without a key, publishing stops with an error.",
+    )
+    demo_key: bool = Field(
+        default=False,
+        description="Demo only: when no key is configured, create a local key file on first use "
+        "($XDG_CONFIG_HOME or ~/.config, then immunostrat/demo-pseudonym.key) and use it. Never for real data.",
+    )
+    site: Literal["pseudonymise", "keep", "drop"] = Field(
+        default="pseudonymise",
+        description="Site in the sponsor data: `pseudonymise` (keyed hash per study and site; default, since a "
+        "site of a small trial can identify a subject), `keep` (site id as sent) or `drop` (null).",
+    )
+    dates: Literal["study_day", "shift"] = Field(
+        default="study_day",
+        description="Dates are always published as study days counted from the reference date (`*_day`); "
+        "`shift` also publishes the reference date moved by a keyed per-subject offset "
+        "(`reference_date_shifted`).",
+    )
+    max_shift_days: int = Field(
+        default=182,
+        ge=1,
+        le=3650,
+        description="With `dates: shift`: the per-subject offset is drawn uniformly within +/- this many days.",
+    )
+    age_bands: tuple[int, ...] = Field(
+        default=(18, 30, 40, 50, 60, 65),
+        min_length=1,
+        description="Lower edges of the age bands, strictly increasing, in years: the default gives `<18`, "
+        "`18-29`, `30-39`, `40-49`, `50-59`, `60-64` and `65+`.",
+    )
+    min_cell_count: int = Field(
+        default=5,
+        ge=1,
+        description="The report suppresses any count of subjects from 1 up to this value minus one (shown as "
+        "`<5`), and any further cell that would let a reader recompute one from a total (shown as `*`).",
+    )
+    report: bool = Field(default=True, description="Write the HTML report into the snapshot (`sponsor/report.html`).")
+    chunk_subjects: int = Field(
+        default=250_000,
+        ge=100,
+        description="Runs with more subjects are published chunk by chunk, so memory stays bounded: each study's "
+        "data is then written as 16 files by the first hex digit of the pseudonym (together still in pseudonym "
+        "order).",
+    )
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing(cls, edges: tuple[int, ...]) -> tuple[int, ...]:
+        if edges[0] < 1 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"age_bands must be strictly increasing whole years from 1 up, got {list(edges)}")
+        return edges
+
+
+class EvaluationConfig(BaseModel):
+    """How predictions are evaluated: bootstrap, subgroups, calibration table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_bootstrap: int = Field(
+        default=1000,
+        ge=0,
+        description="Bootstrap resamples for the 95 % intervals (0: point estimates only). The full default is "
+        "1,000; the small CI profile uses 200.",
+    )
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1.0, description="Coverage of the percentile intervals.")
+    seed: int = Field(default=0, ge=0, description="Seed of the bootstrap resampling.")
+    subgroups: tuple[Subgroup, ...] = Field(
+        default=("sex", "age_band", "site_id", "ifn_high"),
+        description="Subgroup variables reported separately (sex, age_band, site_id, study_id, ifn_high); a "
+        "variable whose column the data lacks is skipped and noted.",
+    )
+    age_band_edges: tuple[float, ...] = Field(
+        default=(30.0, 45.0, 60.0),
+        description="Ages (years) where age bands start: (30, 45, 60) gives <30, 30 to <45, 45 to <60, >=60.",
+    )
+    calibration_bins: int = Field(
+        default=10, ge=2, le=100, description="Bins (equal-count, by predicted probability) of the calibration table."
+    )
+
+    @field_validator("age_band_edges")
+    @classmethod
+    def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"age_band_edges must be strictly increasing, got {value}")
+        return value
+
+    @field_validator("subgroups")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"subgroups must be unique, got {value}")
+        return value
+
+
+_PROFILES: dict[str, dict[str, Any]] = {
+    # Full: what `immunostrat train` does by default and what the shipped demo model uses.
+    "full": {},
+    # Small: for CI and tests; the same procedure with one CV repeat, 3 inner folds and 200 resamples.
+    "small": {"cv_repeats": 1, "inner_cv_folds": 3, "evaluation": {"n_bootstrap": 200}},
+}
+
+
+class TrainingConfig(BaseModel):
+    """The typed training configuration: estimator, features, validation, calibration, cut-offs, evaluation.
+
+    ``profile`` fills in the fields you do not set: ``full`` (default; 5x5 repeated grouped CV, 1,000 bootstrap
+    resamples) or ``small`` (1 repeat, 3 inner folds, 200 resamples) for CI. Fields you set always win.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: Literal["full", "small"] = Field(
+        default="full",
+        description="Preset for the fields left unset: full (5 CV repeats, 5 inner folds, 1,000 bootstrap "
+        "resamples) or small (1 repeat, 3 inner folds, 200 resamples; for CI and tests).",
+    )
+    estimator: Literal["logistic"] = Field(
+        default="logistic",
+        description="Estimator family. Only 'logistic' (standardised, penalised logistic regression): scoring "
+        "reports exact additive per-feature logit contributions, which only a linear logit model gives.",
+    )
+    features: tuple[str, ...] = Field(
+        default=tuple(f.name for f in DEFAULT_FEATURES),
+        description="Names of the features the model uses, in column order (default: all DEFAULT_FEATURES).",
+    )
+    missing: Literal["complete_case"] = Field(
+        default="complete_case",
+        description="Missing-value strategy. complete_case: subjects missing any feature are left out of fitting "
+        "and are 'not_assessable' when scored (nothing is imputed).",
+    )
+    C: float = Field(default=1.0, gt=0, description="Inverse regularisation strength of the logistic regression.")
+    l1_ratio: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Elastic-net mixing: 0 = L2 (ridge, newton-cholesky solver), 1 = L1 (lasso), in between = "
+        "elastic net (saga solver).",
+    )
+    tuning_grid: tuple[float, ...] = Field(
+        default=(),
+        description="Values of C to tune over by inner grouped CV (nested inside every outer fold); empty = no "
+        "tuning, C is used as given.",
+    )
+    tuning_scoring: Literal["neg_log_loss", "roc_auc", "neg_brier_score"] = Field(
+        default="neg_log_loss", description="scikit-learn scorer that picks C when tuning_grid is given."
+    )
+    calibration: Literal["sigmoid", "none"] = Field(
+        default="sigmoid",
+        description="Probability calibration: sigmoid = Platt scaling fitted on inner out-of-fold decision values "
+        "(CalibratedClassifierCV, ensemble=False); the model stays linear on the logit scale, so per-feature "
+        "contributions still add up exactly. none = the logistic regression's own probabilities.",
+    )
+    cv_folds: int = Field(default=5, ge=2, description="Folds of the outer (validation) cross-validation.")
+    cv_repeats: int = Field(
+        default=5,
+        ge=1,
+        description="Repeats of the outer CV, each with a new shuffle; out-of-fold probabilities are averaged over "
+        "repeats.",
+    )
+    inner_cv_folds: int = Field(
+        default=5,
+        ge=2,
+        description="Folds of the inner CV used for calibration and tuning (capped by the number of groups and "
+        "of subjects in the smaller class).",
+    )
+    group_by: Literal["site_id", "study_id"] | None = Field(
+        default="site_id",
+        description="Column whose values never straddle training and validation folds (StratifiedGroupKFold); "
+        "None = subjects are the only unit (StratifiedKFold). Used when the training data has the column.",
+    )
+    seed: int = Field(default=0, ge=0, description="Random seed of fold shuffling (CV, inner CV) and solvers.")
+    group_quantiles: tuple[float, float] = Field(
+        default=(1 / 3, 2 / 3),
+        description="Quantiles of the out-of-fold probability that become the possible_min and likely_min "
+        "cut-offs (rounded to 2 decimals).",
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
+        description="Bootstrap intervals, subgroups and calibration table of the internal validation.",
+    )
+    drift_bins: int = Field(
+        default=10, ge=2, le=50, description="Equal-count bins of the per-feature training reference used for drift."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        preset = _PROFILES.get(str(data.get("profile", "full")), {})
+        merged = dict(data)
+        for key, value in preset.items():
+            if key == "evaluation":
+                given = merged.get("evaluation")
+                if isinstance(given, EvaluationConfig):
+                    given = given.model_dump(exclude_unset=True)
+                merged["evaluation"] = {**value, **(given or {})}
+            else:
+                merged.setdefault(key, value)
+        return merged
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one feature is required")
+        if len(set(value)) != len(value):
+            raise ValueError(f"feature names must be unique, got {list(value)}")
+        return value
+
+    @field_validator("tuning_grid")
+    @classmethod
+    def _positive_grid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(c <= 0 for c in value):
+            raise ValueError(f"tuning_grid values (C) must be > 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered_quantiles(self) -> TrainingConfig:
+        low, high = self.group_quantiles
+        if not 0.0 < low < high < 1.0:
+            raise ValueError(f"group_quantiles must satisfy 0 < low < high < 1, got {self.group_quantiles}")
+        return self
+
+
+#: Former name, kept for callers written before TrainingConfig grew validation and evaluation settings.
+TrainConfig = TrainingConfig
+
+
+# --------------------------------------------------------------------------------------------------
+# Run configuration
+# --------------------------------------------------------------------------------------------------
 
 
 class HarmoniseConfig(_Model):

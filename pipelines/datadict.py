@@ -24,7 +24,7 @@ from typing import Any
 
 import pandera.polars as pa
 
-from immunostrat.modeling import DEFAULT_FEATURES, FeatureSpec
+from immunostrat.features import DEFAULT_FEATURES, FeatureSpec
 from immunostrat.schemas.outputs import OUTPUT_MODELS
 from immunostrat.schemas.sponsor import (
     PARTITION_COLUMN,

@@ -253,7 +253,7 @@ def _strata(tables: Tables, ctx: RunContext) -> pl.DataFrame:
 
 def score(strata: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
     """Probabilities, groups and per-feature contributions from the run's model (verified at launch)."""
-    from immunostrat.modeling import score_strata
+    from immunostrat.scoring import score_strata  # imports numpy only when a run scores
 
     scored = score_strata(strata, ctx.model.loaded(), cutoffs=ctx.cutoffs)
     return scored.with_columns(run_id=pl.lit(ctx.run_id))

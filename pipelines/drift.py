@@ -111,7 +111,8 @@ def compare(
         has no reference (models trained before drift support), ``reference_available`` is False and nothing is
         flagged.
     """
-    from immunostrat.modeling import build_feature_frame, missing_feature_sources
+    from immunostrat.features import build_feature_frame
+    from immunostrat.scoring import missing_feature_sources
 
     result: dict[str, Any] = {
         "reference_model": model.model_id,

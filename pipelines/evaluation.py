@@ -21,11 +21,12 @@ import itertools
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from immunostrat.config import EvaluationConfig
 
 # scikit-learn and SciPy are imported inside the functions that use them: EvaluationConfig (and TrainingConfig,
 # which nests it) must be importable by immunostrat.config without their ~2 s import cost.
@@ -57,7 +58,6 @@ METRICS: tuple[str, ...] = ("auroc", "auprc", "brier", "calibration_intercept", 
 
 #: Subgroup variables :func:`subgroup_labels` knows how to derive from a strata frame.
 SUBGROUPS: tuple[str, ...] = ("sex", "age_band", "site_id", "study_id", "ifn_high")
-Subgroup = Literal["sex", "age_band", "site_id", "study_id", "ifn_high"]
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before the logit (calibration intercept/slope).
 _EPS = 1e-12
@@ -66,47 +66,6 @@ _BATCH_CELLS = 4_000_000
 _NEWTON_MAX_ITER = 50
 _NEWTON_TOL = 1e-9
 UNKNOWN = "unknown"
-
-
-class EvaluationConfig(BaseModel):
-    """How predictions are evaluated: bootstrap, subgroups, calibration table."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_bootstrap: int = Field(
-        default=1000,
-        ge=0,
-        description="Bootstrap resamples for the 95 % intervals (0: point estimates only). The full default is "
-        "1,000; the small CI profile uses 200.",
-    )
-    ci_level: float = Field(default=0.95, gt=0.5, lt=1.0, description="Coverage of the percentile intervals.")
-    seed: int = Field(default=0, ge=0, description="Seed of the bootstrap resampling.")
-    subgroups: tuple[Subgroup, ...] = Field(
-        default=("sex", "age_band", "site_id", "ifn_high"),
-        description="Subgroup variables reported separately (sex, age_band, site_id, study_id, ifn_high); a "
-        "variable whose column the data lacks is skipped and noted.",
-    )
-    age_band_edges: tuple[float, ...] = Field(
-        default=(30.0, 45.0, 60.0),
-        description="Ages (years) where age bands start: (30, 45, 60) gives <30, 30 to <45, 45 to <60, >=60.",
-    )
-    calibration_bins: int = Field(
-        default=10, ge=2, le=100, description="Bins (equal-count, by predicted probability) of the calibration table."
-    )
-
-    @field_validator("age_band_edges")
-    @classmethod
-    def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(b <= a for a, b in itertools.pairwise(value)):
-            raise ValueError(f"age_band_edges must be strictly increasing, got {value}")
-        return value
-
-    @field_validator("subgroups")
-    @classmethod
-    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"subgroups must be unique, got {value}")
-        return value
 
 
 # ------------------------------------------------------------------------------------ point estimates
@@ -601,7 +560,8 @@ def evaluate_model(
         :func:`evaluate_predictions` output plus ``model`` (id, sha256), ``cutoffs``, ``not_assessable`` (subjects
         the model could not score, left out of every metric) and ``drift``.
     """
-    from immunostrat.modeling import GROUP_LEVELS, NOT_ASSESSABLE, score_strata
+    from immunostrat.features import GROUP_LEVELS, NOT_ASSESSABLE
+    from immunostrat.scoring import score_strata
 
     config = config or EvaluationConfig()
     y_all = _labelled(labelled)
@@ -652,7 +612,8 @@ def compare_models(
         ``{"n", "n_events", "n_subjects", "not_assessable_by_any", "models": [{model_id, sha256, metrics}],
         "differences": [{model_id, versus, metrics: {name: {estimate, ci_low, ci_high}}}], "bootstrap"}``.
     """
-    from immunostrat.modeling import NOT_ASSESSABLE, score_strata
+    from immunostrat.features import NOT_ASSESSABLE
+    from immunostrat.scoring import score_strata
 
     if len(models) < 2:
         raise ValueError("compare needs at least two models")

@@ -11,7 +11,41 @@ from pathlib import Path
 from typing import Any
 
 from immunostrat.config import RunConfig
-from immunostrat.io import InputTable, read_labs, read_subjects
+from immunostrat.io import (
+    LAB_OPTIONAL,
+    LAB_REQUIRED,
+    SUBJECT_OPTIONAL,
+    SUBJECT_REQUIRED,
+    InputTable,
+    read_input,
+)
+from immunostrat.readers import ReaderOptions, read_labs_as, read_subjects_as
+from immunostrat.readers.detect import detect_kind
+
+
+def read_labs(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:
+    """Read a lab-results file: the native contract, or SDTM LB/CP, FHIR Observations, or an expression matrix.
+
+    Args:
+        path: the file.
+        fmt: `native`, `sdtm`, `fhir` or `expression`; None detects it from the file's content (an expression
+            matrix is never detected: name it, and give its sample sheet in `options`).
+        options: format options (study id, crosswalk, sample sheet, IFN method, ...); see `ReaderOptions`.
+    """
+    if fmt is None:
+        fmt = detect_kind(path)
+    if fmt.strip().lower() == "native":
+        return read_input(path, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")
+    return read_labs_as(path, fmt, options)
+
+
+def read_subjects(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:
+    """Read a subjects file: the native contract or SDTM DM (`fmt` None detects it from the content)."""
+    if fmt is None:
+        fmt = detect_kind(path)
+    if fmt.strip().lower() == "native":
+        return read_input(path, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
+    return read_subjects_as(path, fmt, options)
 
 
 @dataclass(frozen=True)
@@ -24,8 +58,6 @@ class Inputs:
 
 def reader_options(cfg: RunConfig, samples: str | Path | None = None) -> Any:
     """`immunostrat.readers.ReaderOptions` from the run configuration."""
-    from immunostrat.readers import ReaderOptions
-
     r = cfg.readers
     return ReaderOptions(
         study_id=r.study_id,

@@ -21,7 +21,7 @@ import polars as pl
 from immunostrat.errors import UserError
 
 if TYPE_CHECKING:
-    from immunostrat.readers import ReaderOptions
+    pass
 
 LAB_REQUIRED = ("study_id", "subject_id", "test", "result", "unit", "collected_at")
 LAB_OPTIONAL = ("site_id", "method", "ref_low", "ref_high")
@@ -247,39 +247,6 @@ def scan_input(path: str | Path, required: Sequence[str], optional: Sequence[str
         pl.col(row).cast(pl.Int64).alias("source_row"),
     )
     return ScannedInput(path=str(path), fmt=fmt, frame=lazy, extra_columns=extra)
-
-
-def read_labs(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:
-    """Read a lab-results file: the native contract, or SDTM LB/CP, FHIR Observations, or an expression matrix.
-
-    Args:
-        path: the file.
-        fmt: `native`, `sdtm`, `fhir` or `expression`; None detects it from the file's content (an expression
-            matrix is never detected: name it, and give its sample sheet in `options`).
-        options: format options (study id, crosswalk, sample sheet, IFN method, ...); see `ReaderOptions`.
-    """
-    if fmt is None:
-        from immunostrat.readers.detect import detect_kind
-
-        fmt = detect_kind(path)
-    if fmt.strip().lower() == "native":
-        return read_input(path, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")
-    from immunostrat.readers import read_labs_as
-
-    return read_labs_as(path, fmt, options)
-
-
-def read_subjects(path: str | Path, fmt: str | None = None, options: ReaderOptions | None = None) -> InputTable:
-    """Read a subjects file: the native contract or SDTM DM (`fmt` None detects it from the content)."""
-    if fmt is None:
-        from immunostrat.readers.detect import detect_kind
-
-        fmt = detect_kind(path)
-    if fmt.strip().lower() == "native":
-        return read_input(path, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
-    from immunostrat.readers import read_subjects_as
-
-    return read_subjects_as(path, fmt, options)
 
 
 def read_outcomes(path: str | Path) -> InputTable:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,18 @@ class Plan:
 # ------------------------------------------------------------------------------------------------------ checks
 
 
-def check_data_roots(files: Any, cfg: RunConfig, *, out: str | None = None, protocol: str | None = None) -> None:
-    """Every path a run reads or writes stays inside `$IMMUNOSTRAT_DATA_ROOTS`, when that is set."""
+def check_data_roots(
+    files: Any,
+    cfg: RunConfig,
+    *,
+    out: str | None = None,
+    protocol: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Every path a run reads or writes stays inside `$IMMUNOSTRAT_DATA_ROOTS` (or `env`'s), when that is set."""
     from immunostrat import safety
 
-    roots = safety.data_roots_from_env()
+    roots = safety.data_roots_from_env(env)
     if not roots:
         return
     candidates: list[tuple[str, Any]] = [

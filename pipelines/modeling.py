@@ -13,26 +13,42 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from immunostrat.evaluation import EvaluationConfig, evaluate_predictions, subgroup_labels
+from immunostrat.config import TrainConfig, TrainingConfig
+from immunostrat.evaluation import evaluate_predictions, subgroup_labels
+from immunostrat.features import (
+    DEFAULT_FEATURES,
+    GROUP_LEVELS,
+    LOG2_FLOOR,
+    NOT_ASSESSABLE,
+    SCORE_COLUMNS,
+    FeatureSpec,
+    build_feature_frame,
+)
+from immunostrat.scoring import (
+    FeatureUnavailableError,
+    LinearLogit,
+    ResponderEstimator,
+    assign_groups,
+    check_model_inputs,
+    contributions,
+    linear_logit_parts,
+    missing_feature_sources,
+    score_strata,
+)
 
 # scikit-learn is imported inside the functions that use it, so that TrainingConfig (and FeatureSpec,
 # GROUP_LEVELS, ...) import without its ~2 s cost: immunostrat.config carries TrainingConfig in TrainParams.
 
 if TYPE_CHECKING:  # registry imports this module; a runtime import would be circular.
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    from immunostrat.registry import LoadedModel
 
 __all__ = [
     "DEFAULT_FEATURES",
@@ -59,281 +75,6 @@ __all__ = [
     "score_strata",
     "train_responder_model",
 ]
-
-#: What the registry stores: the scaler + logistic pipeline, or that pipeline Platt-calibrated. (A typing alias
-#: only: at run time it is ``Any``, so that importing this module does not import scikit-learn.)
-if TYPE_CHECKING:
-    ResponderEstimator: TypeAlias = Pipeline | CalibratedClassifierCV
-else:
-    ResponderEstimator = Any
-
-Transform = Literal["identity", "log2", "log10p1"]
-
-#: Ratios are clipped below at this value before log2, so an undetectable result (ratio 0) maps to a
-#: finite, bounded feature (log2(0.01) ≈ -6.64) instead of -inf.
-LOG2_FLOOR = 0.01
-
-#: Responder groups, lowest to highest, and the label for subjects the model cannot score.
-GROUP_LEVELS: tuple[str, str, str] = ("unlikely", "possible", "likely")
-NOT_ASSESSABLE = "not_assessable"
-
-#: Fixed columns added by :func:`score_strata` (``contrib_*`` columns come on top).
-SCORE_COLUMNS: tuple[str, ...] = (
-    "responder_probability",
-    "responder_group",
-    "top_features",
-    "contrib_intercept",
-    "model_id",
-    "model_sha256",
-)
-
-_CUTOFF_KEYS = ("possible_min", "likely_min")
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One model feature, derived from one strata column.
-
-    Attributes:
-        name: Feature name as seen by the model (and in ``contrib_<name>``).
-        source: Column of the strata frame it is computed from.
-        transform: ``identity``; ``log2`` (log2 of the value clipped below at :data:`LOG2_FLOOR`);
-            ``log10p1`` (log10(value + 1), for counts that can be 0).
-        unit: Unit of the feature after the transform.
-        description: What the feature means, for model cards and docs.
-    """
-
-    name: str
-    source: str
-    transform: Transform
-    unit: str
-    description: str
-
-    def __post_init__(self) -> None:
-        if self.transform not in ("identity", "log2", "log10p1"):
-            raise ValueError(f"FeatureSpec {self.name!r}: unknown transform {self.transform!r}")
-
-    def to_dict(self) -> dict[str, str]:
-        """Return the spec as a JSON-ready dict (used in model cards)."""
-        return {
-            "name": self.name,
-            "source": self.source,
-            "transform": self.transform,
-            "unit": self.unit,
-            "description": self.description,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
-        """Build a spec from :meth:`to_dict` output."""
-        return cls(
-            name=str(data["name"]),
-            source=str(data["source"]),
-            transform=data["transform"],
-            unit=str(data["unit"]),
-            description=str(data["description"]),
-        )
-
-
-DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
-    FeatureSpec(
-        "log2_anti_dsdna_ratio",
-        "anti_dsdna_ratio",
-        "log2",
-        "log2(x positivity cut-off)",
-        "log2 of baseline anti-dsDNA as a multiple of its positivity cut-off (ratio clipped below at 0.01)",
-    ),
-    FeatureSpec("c3", "c3", "identity", "g/L", "Baseline complement C3"),
-    FeatureSpec("c4", "c4", "identity", "g/L", "Baseline complement C4"),
-    FeatureSpec(
-        "log2_ifn_ratio",
-        "ifn_ratio",
-        "log2",
-        "log2(x high cut-off)",
-        "log2 of the baseline interferon score over its method's high cut-off (ratio clipped below at 0.01)",
-    ),
-    FeatureSpec(
-        "log10_cd19_b_cells",
-        "cd19_b_cells",
-        "log10p1",
-        "log10(cells/uL + 1)",
-        "log10 of baseline CD19+ B-cell count + 1",
-    ),
-    FeatureSpec("cd4_cd8_ratio", "cd4_cd8_ratio", "identity", "ratio", "Baseline CD4+/CD8+ T-cell ratio"),
-)
-
-_DEFAULT_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in DEFAULT_FEATURES)
-
-
-def _feature_expr(spec: FeatureSpec) -> pl.Expr:
-    x = pl.col(spec.source).cast(pl.Float64)
-    # Non-finite inputs become null before the transform, so NaN/inf never turn into a number.
-    x = pl.when(x.is_finite()).then(x).otherwise(None)
-    if spec.transform == "log2":
-        x = x.clip(lower_bound=LOG2_FLOOR).log(2.0)
-    elif spec.transform == "log10p1":
-        x = (x + 1.0).log(10.0)
-    # ...and again after it (e.g. log10 of a count below -1 is NaN).
-    return pl.when(x.is_finite()).then(x).otherwise(None).cast(pl.Float64).alias(spec.name)
-
-
-def build_feature_frame(strata: pl.DataFrame, features: Sequence[FeatureSpec]) -> pl.DataFrame:
-    """Derive the model's feature columns from a strata frame.
-
-    Args:
-        strata: One row per subject; must hold every ``spec.source`` column.
-        features: Feature specs, in model column order.
-
-    Returns:
-        A frame with one Float64 column per feature (named ``spec.name``), same row order as ``strata``;
-        null where the source is null or non-finite, or the transform is not finite.
-
-    Raises:
-        KeyError: A source column is missing from ``strata``.
-        ValueError: Feature names are not unique.
-    """
-    names = [f.name for f in features]
-    if len(set(names)) != len(names):
-        raise ValueError(f"feature names must be unique, got {names}")
-    missing = sorted({f.source for f in features} - set(strata.columns))
-    if missing:
-        raise KeyError(f"strata frame lacks feature source column(s) {missing}")
-    return strata.select([_feature_expr(f) for f in features])
-
-
-_PROFILES: dict[str, dict[str, Any]] = {
-    # Full: what `immunostrat train` does by default and what the shipped demo model uses.
-    "full": {},
-    # Small: for CI and tests; the same procedure with one CV repeat, 3 inner folds and 200 resamples.
-    "small": {"cv_repeats": 1, "inner_cv_folds": 3, "evaluation": {"n_bootstrap": 200}},
-}
-
-
-class TrainingConfig(BaseModel):
-    """The typed training configuration: estimator, features, validation, calibration, cut-offs, evaluation.
-
-    ``profile`` fills in the fields you do not set: ``full`` (default; 5x5 repeated grouped CV, 1,000 bootstrap
-    resamples) or ``small`` (1 repeat, 3 inner folds, 200 resamples) for CI. Fields you set always win.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    profile: Literal["full", "small"] = Field(
-        default="full",
-        description="Preset for the fields left unset: full (5 CV repeats, 5 inner folds, 1,000 bootstrap "
-        "resamples) or small (1 repeat, 3 inner folds, 200 resamples; for CI and tests).",
-    )
-    estimator: Literal["logistic"] = Field(
-        default="logistic",
-        description="Estimator family. Only 'logistic' (standardised, penalised logistic regression): scoring "
-        "reports exact additive per-feature logit contributions, which only a linear logit model gives.",
-    )
-    features: tuple[str, ...] = Field(
-        default=_DEFAULT_FEATURE_NAMES,
-        description="Names of the features the model uses, in column order (default: all DEFAULT_FEATURES).",
-    )
-    missing: Literal["complete_case"] = Field(
-        default="complete_case",
-        description="Missing-value strategy. complete_case: subjects missing any feature are left out of fitting "
-        "and are 'not_assessable' when scored (nothing is imputed).",
-    )
-    C: float = Field(default=1.0, gt=0, description="Inverse regularisation strength of the logistic regression.")
-    l1_ratio: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        description="Elastic-net mixing: 0 = L2 (ridge, newton-cholesky solver), 1 = L1 (lasso), in between = "
-        "elastic net (saga solver).",
-    )
-    tuning_grid: tuple[float, ...] = Field(
-        default=(),
-        description="Values of C to tune over by inner grouped CV (nested inside every outer fold); empty = no "
-        "tuning, C is used as given.",
-    )
-    tuning_scoring: Literal["neg_log_loss", "roc_auc", "neg_brier_score"] = Field(
-        default="neg_log_loss", description="scikit-learn scorer that picks C when tuning_grid is given."
-    )
-    calibration: Literal["sigmoid", "none"] = Field(
-        default="sigmoid",
-        description="Probability calibration: sigmoid = Platt scaling fitted on inner out-of-fold decision values "
-        "(CalibratedClassifierCV, ensemble=False); the model stays linear on the logit scale, so per-feature "
-        "contributions still add up exactly. none = the logistic regression's own probabilities.",
-    )
-    cv_folds: int = Field(default=5, ge=2, description="Folds of the outer (validation) cross-validation.")
-    cv_repeats: int = Field(
-        default=5,
-        ge=1,
-        description="Repeats of the outer CV, each with a new shuffle; out-of-fold probabilities are averaged over "
-        "repeats.",
-    )
-    inner_cv_folds: int = Field(
-        default=5,
-        ge=2,
-        description="Folds of the inner CV used for calibration and tuning (capped by the number of groups and "
-        "of subjects in the smaller class).",
-    )
-    group_by: Literal["site_id", "study_id"] | None = Field(
-        default="site_id",
-        description="Column whose values never straddle training and validation folds (StratifiedGroupKFold); "
-        "None = subjects are the only unit (StratifiedKFold). Used when the training data has the column.",
-    )
-    seed: int = Field(default=0, ge=0, description="Random seed of fold shuffling (CV, inner CV) and solvers.")
-    group_quantiles: tuple[float, float] = Field(
-        default=(1 / 3, 2 / 3),
-        description="Quantiles of the out-of-fold probability that become the possible_min and likely_min "
-        "cut-offs (rounded to 2 decimals).",
-    )
-    evaluation: EvaluationConfig = Field(
-        default_factory=EvaluationConfig,
-        description="Bootstrap intervals, subgroups and calibration table of the internal validation.",
-    )
-    drift_bins: int = Field(
-        default=10, ge=2, le=50, description="Equal-count bins of the per-feature training reference used for drift."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_profile(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        preset = _PROFILES.get(str(data.get("profile", "full")), {})
-        merged = dict(data)
-        for key, value in preset.items():
-            if key == "evaluation":
-                given = merged.get("evaluation")
-                if isinstance(given, EvaluationConfig):
-                    given = given.model_dump(exclude_unset=True)
-                merged["evaluation"] = {**value, **(given or {})}
-            else:
-                merged.setdefault(key, value)
-        return merged
-
-    @field_validator("features")
-    @classmethod
-    def _unique_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one feature is required")
-        if len(set(value)) != len(value):
-            raise ValueError(f"feature names must be unique, got {list(value)}")
-        return value
-
-    @field_validator("tuning_grid")
-    @classmethod
-    def _positive_grid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(c <= 0 for c in value):
-            raise ValueError(f"tuning_grid values (C) must be > 0, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _ordered_quantiles(self) -> TrainingConfig:
-        low, high = self.group_quantiles
-        if not 0.0 < low < high < 1.0:
-            raise ValueError(f"group_quantiles must satisfy 0 < low < high < 1, got {self.group_quantiles}")
-        return self
-
-
-#: Former name, kept for callers written before TrainingConfig grew validation and evaluation settings.
-TrainConfig = TrainingConfig
 
 
 @dataclass
@@ -381,38 +122,6 @@ class TrainedModel:
     calibration: dict[str, Any] = field(default_factory=dict)
     tuning: dict[str, Any] = field(default_factory=dict)
     duration_seconds: float = 0.0
-
-
-def _check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
-    missing = [k for k in _CUTOFF_KEYS if k not in cutoffs]
-    if missing:
-        raise ValueError(f"cutoffs lack {missing}; expected keys {list(_CUTOFF_KEYS)}, got {dict(cutoffs)}")
-    possible_min, likely_min = float(cutoffs["possible_min"]), float(cutoffs["likely_min"])
-    if not 0.0 <= possible_min <= likely_min <= 1.0:
-        raise ValueError(f"cutoffs must satisfy 0 <= possible_min <= likely_min <= 1, got {dict(cutoffs)}")
-    return {"possible_min": possible_min, "likely_min": likely_min}
-
-
-def assign_groups(probability: np.ndarray, cutoffs: Mapping[str, float]) -> np.ndarray:
-    """Map probabilities to responder groups.
-
-    ``likely`` if p >= likely_min, ``possible`` if p >= possible_min, else ``unlikely``.
-
-    Args:
-        probability: Responder probabilities (finite).
-        cutoffs: ``possible_min`` and ``likely_min``.
-
-    Returns:
-        Array of group labels (``unlikely``/``possible``/``likely``).
-    """
-    return np.array(GROUP_LEVELS)[_group_codes(probability, cutoffs)]
-
-
-def _group_codes(probability: np.ndarray, cutoffs: Mapping[str, float]) -> np.ndarray:
-    """Index into GROUP_LEVELS of each probability's responder group (see :func:`assign_groups`)."""
-    c = _check_cutoffs(cutoffs)
-    p = np.asarray(probability, dtype=float)
-    return np.where(p >= c["likely_min"], 2, np.where(p >= c["possible_min"], 1, 0))
 
 
 def _as_binary_labels(responded: pl.Series | np.ndarray, n_rows: int) -> np.ndarray:
@@ -793,196 +502,3 @@ def train_responder_model(
 
 def _group_name(groups: Any) -> str:
     return str(groups.name) if isinstance(groups, pl.Series) else "groups"
-
-
-@dataclass(frozen=True)
-class LinearLogit:
-    """The responder model as one linear function on the logit scale.
-
-    ``logit p = intercept + sum_j coef_j * (x_j - mean_j) / scale_j``. For a Platt-calibrated model,
-    ``logit p = platt_intercept + platt_slope * (b0 + sum_j w_j * z_j)``, which is again linear: ``coef_j =
-    platt_slope * w_j`` and ``intercept = platt_intercept + platt_slope * b0``.
-
-    Attributes:
-        scaler: The fitted StandardScaler (gives z_j).
-        coef: Effective coefficients on the standardised features (after calibration).
-        intercept: Effective intercept (after calibration).
-        raw_coef: Coefficients of the logistic regression itself.
-        raw_intercept: Its intercept.
-        platt_slope: Platt slope (None when not calibrated).
-        platt_intercept: Platt intercept (None when not calibrated).
-    """
-
-    scaler: StandardScaler
-    coef: np.ndarray
-    intercept: float
-    raw_coef: np.ndarray
-    raw_intercept: float
-    platt_slope: float | None
-    platt_intercept: float | None
-
-
-def _pipeline_parts(pipe: Any) -> tuple[StandardScaler, LogisticRegression]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    steps = getattr(pipe, "named_steps", {})
-    scaler, clf = steps.get("scale"), steps.get("clf")
-    if not (isinstance(pipe, Pipeline) and isinstance(scaler, StandardScaler) and isinstance(clf, LogisticRegression)):
-        raise TypeError("expected Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)])")
-    if clf.coef_.shape[0] != 1:
-        raise TypeError("only binary logistic models are supported")
-    return scaler, clf
-
-
-def linear_logit_parts(estimator: Any) -> LinearLogit:
-    """Decompose a responder estimator into its linear logit (see :class:`LinearLogit`).
-
-    Args:
-        estimator: A fitted scaler + logistic pipeline, or that pipeline in a sigmoid ``CalibratedClassifierCV``
-            with ``ensemble=False`` (one calibrated classifier).
-
-    Raises:
-        TypeError: Any other estimator (its logit would not decompose exactly).
-    """
-    from sklearn.calibration import CalibratedClassifierCV
-
-    if isinstance(estimator, CalibratedClassifierCV):
-        fitted = getattr(estimator, "calibrated_classifiers_", [])
-        if estimator.method != "sigmoid" or len(fitted) != 1 or len(fitted[0].calibrators) != 1:
-            raise TypeError("only a sigmoid CalibratedClassifierCV with ensemble=False keeps the logit linear")
-        scaler, clf = _pipeline_parts(fitted[0].estimator)
-        platt = fitted[0].calibrators[0]
-        # sklearn's sigmoid calibrator returns expit(-(a * d + b)), so logit p = -a * d - b.
-        slope, offset = -float(platt.a_), -float(platt.b_)
-        raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
-        return LinearLogit(scaler, slope * raw_coef, offset + slope * raw_b0, raw_coef, raw_b0, slope, offset)
-    scaler, clf = _pipeline_parts(estimator)
-    raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
-    return LinearLogit(scaler, raw_coef, raw_b0, raw_coef, raw_b0, None, None)
-
-
-def contributions(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
-    """Exact per-subject logit attributions of the (calibrated) standardised logistic model.
-
-    ``contribution_j = coef_j * (x_j - mean_j) / scale_j`` with the effective (post-calibration) coefficients of
-    :func:`linear_logit_parts`; summed over features plus the intercept this equals the logit of
-    ``estimator.predict_proba(X)[:, 1]``.
-
-    Args:
-        estimator: Fitted responder estimator (see :func:`linear_logit_parts`).
-        X: Raw (unscaled) feature matrix, shape (n_subjects, n_features), no missing values.
-
-    Returns:
-        ``(contrib, intercept)``: contrib has shape (n_subjects, n_features).
-
-    Raises:
-        TypeError: The estimator is not a supported linear logit model.
-    """
-    parts = linear_logit_parts(estimator)
-    x_std = parts.scaler.transform(np.asarray(X, dtype=np.float64))
-    return x_std * parts.coef, parts.intercept
-
-
-class FeatureUnavailableError(ValueError):
-    """The model needs a strata column that no input can supply, so it cannot score this data at all."""
-
-
-def missing_feature_sources(model: LoadedModel, columns: Sequence[str]) -> list[str]:
-    """Strata columns the model's features are computed from that are absent from ``columns`` (sorted)."""
-    return sorted({f.source for f in model.features} - set(columns))
-
-
-def check_model_inputs(model: LoadedModel, columns: Sequence[str]) -> None:
-    """Refuse a model whose features the strata schema cannot supply at all.
-
-    A column that exists but is null for a subject is fine (that subject is ``not_assessable``); a column that
-    does not exist means no input file can ever produce the feature, so every subject would be unscorable.
-
-    Raises:
-        FeatureUnavailableError: With the model id, the missing columns and the features that need them.
-    """
-    missing = missing_feature_sources(model, columns)
-    if missing:
-        needs = sorted(f"{f.name} (from {f.source})" for f in model.features if f.source in missing)
-        raise FeatureUnavailableError(
-            f"model {model.model_id!r} cannot score this data: it needs strata column(s) {missing} for feature(s) "
-            f"{needs}, and no input produces them. Choose a model whose features this pipeline derives "
-            "(`immunostrat models list`), or retrain."
-        )
-
-
-def _drop_previous_scores(strata: pl.DataFrame) -> pl.DataFrame:
-    # Re-scoring replaces every earlier score column, so contributions of two models never mix.
-    stale = [c for c in strata.columns if c in SCORE_COLUMNS or c.startswith("contrib_")]
-    return strata.drop(stale)
-
-
-def score_strata(
-    strata: pl.DataFrame,
-    model: LoadedModel,
-    cutoffs: Mapping[str, float] | None = None,
-    top_k: int = 3,
-) -> pl.DataFrame:
-    """Score every subject of the strata frame with a registry model.
-
-    Args:
-        strata: One row per subject holding the model's feature source columns.
-        model: Model loaded from the registry (:func:`immunostrat.registry.load_model`).
-        cutoffs: ``possible_min``/``likely_min``; None uses the model card's defaults.
-        top_k: Number of features listed in ``top_features`` (largest absolute contribution first).
-
-    Returns:
-        ``strata`` (earlier score columns dropped) plus ``responder_probability`` (Float64, null when not
-        assessable), ``responder_group`` (``likely``/``possible``/``unlikely``/``not_assessable``),
-        ``contrib_<feature>`` and ``contrib_intercept`` (Float64; sum = logit of the probability),
-        ``top_features`` (List[String], null when not assessable), ``model_id`` and ``model_sha256``.
-
-    Raises:
-        FeatureUnavailableError: A feature source column is missing from ``strata`` (no subject could be scored).
-        ValueError: Invalid cut-offs or ``top_k``.
-    """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    check_model_inputs(model, strata.columns)
-    cut = _check_cutoffs(model.default_cutoffs if cutoffs is None else cutoffs)
-    specs = tuple(model.features)
-    names = [s.name for s in specs]
-    base = _drop_previous_scores(strata)
-    feats = build_feature_frame(base, specs)
-    complete = feats.select(pl.all_horizontal(pl.all().is_not_null())).to_series().to_numpy()
-    n, k = base.height, len(names)
-
-    proba = np.full(n, np.nan)
-    contrib = np.full((n, k), np.nan)
-    intercept = np.full(n, np.nan)
-    if complete.any():
-        X = feats.filter(pl.Series(complete)).to_numpy().astype(np.float64)
-        proba[complete] = model.estimator.predict_proba(X)[:, 1]
-        c, b = contributions(model.estimator, X)
-        contrib[complete] = c
-        intercept[complete] = b
-
-    # Top features: order columns by name, then a stable sort on -|contribution| breaks ties by name.
-    by_name = np.argsort(np.array(names))
-    n_top = min(top_k, k)
-    order = np.argsort(-np.abs(contrib[:, by_name]), axis=1, kind="stable")[:, :n_top]
-    # Names are gathered by index in polars: converting a numpy string array to a Series is far slower.
-    top_series = pl.Series(np.array(names)[by_name]).gather(order.ravel()).reshape((n, n_top)).cast(pl.List(pl.String))
-
-    group_labels = pl.Series([*GROUP_LEVELS, NOT_ASSESSABLE])
-    group = np.where(complete, _group_codes(np.nan_to_num(proba, nan=0.0), cut), len(GROUP_LEVELS))
-
-    def _float(values: np.ndarray, name: str) -> pl.Series:
-        return pl.Series(name, values, dtype=pl.Float64).fill_nan(None)
-
-    return base.with_columns(
-        _float(proba, "responder_probability"),
-        group_labels.gather(group).alias("responder_group"),
-        pl.when(pl.Series(complete, dtype=pl.Boolean)).then(top_series).alias("top_features"),
-        *[_float(contrib[:, j], f"contrib_{name}") for j, name in enumerate(names)],
-        _float(intercept, "contrib_intercept"),
-        pl.lit(model.model_id, dtype=pl.String).alias("model_id"),
-        pl.lit(model.sha256, dtype=pl.String).alias("model_sha256"),
-    )

@@ -31,18 +31,19 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from immunostrat import __version__
+from immunostrat.config import PublishConfig
 from immunostrat.errors import UserError
 from immunostrat.pseudonym import PseudonymKey, date_shifts, load_key, site_pseudonyms, subject_pseudonyms
+from immunostrat.snapshot import DATA_DIR, SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
 
 if TYPE_CHECKING:
-    from immunostrat.modeling import FeatureSpec
+    from immunostrat.features import FeatureSpec
 
 __all__ = [
     "CURRENT_MANIFEST",
@@ -58,12 +59,10 @@ __all__ = [
     "read_snapshot",
     "run_features",
     "sponsor_table",
+    "write_report",
 ]
 
-SNAPSHOT_DIR = "sponsor"
-DATA_DIR = "data"
 PART_FILE = "part-0.parquet"
-SNAPSHOT_MANIFEST = "manifest.json"
 DICTIONARY_JSON = "data_dictionary.json"
 DICTIONARY_MD = "data_dictionary.md"
 REPORT_FILE = "report.html"
@@ -72,73 +71,6 @@ SNAPSHOT_FORMAT = "immunostrat-sponsor-snapshot/1"
 CURRENT_FORMAT = "immunostrat-sponsor-current/1"
 #: run.json parameters that hold local paths: only their file name is published.
 _PATH_PARAMETERS = frozenset({"alias_file", "ifn_methods_file", "registry", "key_file"})
-
-
-class PublishConfig(BaseModel):
-    """How a run is published for sponsors: pseudonym key, what is coarsened, the report."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(
-        default=True,
-        description="Publish the sponsor snapshot (data, manifest, dictionary, report) at the end of every "
-        "completed stratify run. `immunostrat publish RUN` publishes an existing run.",
-    )
-    key_file: Path | None = Field(
-        default=None,
-        description="File holding the project's pseudonym key, outside any repository and readable by its owner "
-        "only (mode 0600). Used when $IMMUNOSTRAT_PSEUDONYM_KEY is not set; $IMMUNOSTRAT_PSEUDONYM_KEY_FILE is "
-        "the fallback. Without a key, publishing stops with an error.",
-    )
-    demo_key: bool = Field(
-        default=False,
-        description="Demo only: when no key is configured, create a local key file on first use "
-        "($XDG_CONFIG_HOME or ~/.config, then immunostrat/demo-pseudonym.key) and use it. Never for real data.",
-    )
-    site: Literal["pseudonymise", "keep", "drop"] = Field(
-        default="pseudonymise",
-        description="Site in the sponsor data: `pseudonymise` (keyed hash per study and site; default, since a "
-        "site of a small trial can identify a subject), `keep` (site id as sent) or `drop` (null).",
-    )
-    dates: Literal["study_day", "shift"] = Field(
-        default="study_day",
-        description="Dates are always published as study days counted from the reference date (`*_day`); "
-        "`shift` also publishes the reference date moved by a keyed per-subject offset "
-        "(`reference_date_shifted`).",
-    )
-    max_shift_days: int = Field(
-        default=182,
-        ge=1,
-        le=3650,
-        description="With `dates: shift`: the per-subject offset is drawn uniformly within +/- this many days.",
-    )
-    age_bands: tuple[int, ...] = Field(
-        default=(18, 30, 40, 50, 60, 65),
-        min_length=1,
-        description="Lower edges of the age bands, strictly increasing, in years: the default gives `<18`, "
-        "`18-29`, `30-39`, `40-49`, `50-59`, `60-64` and `65+`.",
-    )
-    min_cell_count: int = Field(
-        default=5,
-        ge=1,
-        description="The report suppresses any count of subjects from 1 up to this value minus one (shown as "
-        "`<5`), and any further cell that would let a reader recompute one from a total (shown as `*`).",
-    )
-    report: bool = Field(default=True, description="Write the HTML report into the snapshot (`sponsor/report.html`).")
-    chunk_subjects: int = Field(
-        default=250_000,
-        ge=100,
-        description="Runs with more subjects are published chunk by chunk, so memory stays bounded: each study's "
-        "data is then written as 16 files by the first hex digit of the pseudonym (together still in pseudonym "
-        "order).",
-    )
-
-    @field_validator("age_bands")
-    @classmethod
-    def _increasing(cls, edges: tuple[int, ...]) -> tuple[int, ...]:
-        if edges[0] < 1 or any(b <= a for a, b in itertools.pairwise(edges)):
-            raise ValueError(f"age_bands must be strictly increasing whole years from 1 up, got {list(edges)}")
-        return edges
 
 
 class PublishError(UserError, RuntimeError):
@@ -193,7 +125,7 @@ def _age_band(column: str, edges: Sequence[int]) -> pl.Expr:
 
 def run_features(run: dict[str, Any]) -> tuple[FeatureSpec, ...]:
     """The scoring model's features of a run: the defaults, or the specs from its model card."""
-    from immunostrat.modeling import DEFAULT_FEATURES, FeatureSpec
+    from immunostrat.features import DEFAULT_FEATURES, FeatureSpec
 
     names = list(run.get("model", {}).get("features", []))
     if not names or names == [f.name for f in DEFAULT_FEATURES]:
@@ -231,7 +163,7 @@ def sponsor_table(
     Raises:
         OutputContractError: The result does not meet the sponsor contract.
     """
-    from immunostrat.modeling import DEFAULT_FEATURES
+    from immunostrat.features import DEFAULT_FEATURES
     from immunostrat.schemas.sponsor import validate_sponsor
 
     features = tuple(features or DEFAULT_FEATURES)
@@ -246,7 +178,7 @@ def sponsor_rows(
     features: Sequence[FeatureSpec] | None = None,
 ) -> pl.DataFrame:
     """The sponsor table's rows for these strata rows, in their order, not yet checked: see `sponsor_table`."""
-    from immunostrat.modeling import DEFAULT_FEATURES
+    from immunostrat.features import DEFAULT_FEATURES
     from immunostrat.schemas.sponsor import DAY_COLUMNS, sponsor_model
 
     cfg = cfg or PublishConfig()
@@ -707,11 +639,37 @@ def publish_run(
 # --------------------------------------------------------------------------------------------------
 
 
-def read_snapshot(snapshot_dir: str | Path) -> pl.DataFrame:
-    """One run's whole sponsor table (every study), `study_id` read from the hive folders as text."""
-    return pl.read_parquet(
-        Path(snapshot_dir) / DATA_DIR / "**" / "*.parquet", hive_partitioning=True, hive_schema={"study_id": pl.String}
-    )
+def write_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    cfg: PublishConfig | None = None,
+    *,
+    key: PseudonymKey | None = None,
+) -> Path:
+    """Render a run's report to a file (default ``RUN/report.html``).
+
+    The sponsor table comes from the run's published snapshot when there is one (no key needed), else it is
+    built from ``strata.parquet`` with the pseudonym key (``cfg.key_file`` / ``cfg.demo_key`` / the environment).
+    A run without strata (failed) gets a report of its accounting and quarantine only.
+    """
+    from immunostrat.io import write_text_atomic
+    from immunostrat.report import render_report
+
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    cfg = cfg or publish_config_of(run)
+    snapshot = run_dir / SNAPSHOT_DIR
+    provenance: dict[str, Any] | None = None
+    sponsor: pl.DataFrame | None = None
+    if (snapshot / SNAPSHOT_MANIFEST).is_file():
+        provenance = json.loads((snapshot / SNAPSHOT_MANIFEST).read_text(encoding="utf-8"))
+        sponsor = read_snapshot(snapshot)
+    elif (run_dir / "strata.parquet").is_file():
+        key = key or load_key(cfg.key_file, demo=cfg.demo_key)
+        features = run_features(run)
+        sponsor = sponsor_table(read_strata_for_sponsor(run_dir / "strata.parquet", features), key, cfg, features)
+    html = render_report(run_dir, sponsor=sponsor, min_cell_count=cfg.min_cell_count, provenance=provenance)
+    return write_text_atomic(html, Path(out) if out is not None else run_dir / "report.html")
 
 
 def read_current(out_dir: str | Path, studies: Sequence[str] | None = None, *, verify: bool = True) -> pl.DataFrame:

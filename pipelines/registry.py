@@ -34,12 +34,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from immunostrat.errors import UserError
 from immunostrat.evaluation import render_evaluation_markdown
+from immunostrat.features import FeatureSpec
 from immunostrat.io import atomic_path
-from immunostrat.modeling import FeatureSpec, ResponderEstimator, TrainedModel, linear_logit_parts
+from immunostrat.scoring import ResponderEstimator, linear_logit_parts
+
+if TYPE_CHECKING:
+    from immunostrat.modeling import TrainedModel
 
 __all__ = [
     "CARD_SCHEMA_VERSION",

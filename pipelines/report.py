@@ -34,13 +34,12 @@ import numpy as np
 import polars as pl
 
 from immunostrat import __version__
+from immunostrat.snapshot import SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from immunostrat.pseudonym import PseudonymKey
-    from immunostrat.publish import PublishConfig
 
 __all__ = [
     "GROUPS",
@@ -48,7 +47,6 @@ __all__ = [
     "artifact_summary",
     "render_report",
     "suppress",
-    "write_report",
 ]
 
 #: Section ids, in page order (the browser test checks each one).
@@ -880,48 +878,6 @@ def render_report(
     )
 
 
-def write_report(
-    run_dir: str | Path,
-    out: str | Path | None = None,
-    cfg: PublishConfig | None = None,
-    *,
-    key: PseudonymKey | None = None,
-) -> Path:
-    """Render a run's report to a file (default ``RUN/report.html``).
-
-    The sponsor table comes from the run's published snapshot when there is one (no key needed), else it is
-    built from ``strata.parquet`` with the pseudonym key (``cfg.key_file`` / ``cfg.demo_key`` / the environment).
-    A run without strata (failed) gets a report of its accounting and quarantine only.
-    """
-    from immunostrat.io import write_text_atomic
-    from immunostrat.pseudonym import load_key
-    from immunostrat.publish import (
-        SNAPSHOT_DIR,
-        SNAPSHOT_MANIFEST,
-        publish_config_of,
-        read_snapshot,
-        read_strata_for_sponsor,
-        run_features,
-        sponsor_table,
-    )
-
-    run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    cfg = cfg or publish_config_of(run)
-    snapshot = run_dir / SNAPSHOT_DIR
-    provenance: dict[str, Any] | None = None
-    sponsor: pl.DataFrame | None = None
-    if (snapshot / SNAPSHOT_MANIFEST).is_file():
-        provenance = json.loads((snapshot / SNAPSHOT_MANIFEST).read_text(encoding="utf-8"))
-        sponsor = read_snapshot(snapshot)
-    elif (run_dir / "strata.parquet").is_file():
-        key = key or load_key(cfg.key_file, demo=cfg.demo_key)
-        features = run_features(run)
-        sponsor = sponsor_table(read_strata_for_sponsor(run_dir / "strata.parquet", features), key, cfg, features)
-    html = render_report(run_dir, sponsor=sponsor, min_cell_count=cfg.min_cell_count, provenance=provenance)
-    return write_text_atomic(html, Path(out) if out is not None else run_dir / "report.html")
-
-
 # --------------------------------------------------------------------------------------------------
 # Prefect artifacts
 # --------------------------------------------------------------------------------------------------
@@ -939,8 +895,6 @@ def artifact_summary(
         (markdown, rows), rows as ``{"study_id", "responder_group", "subjects"}`` where ``subjects`` is an int or
         a suppressed ``"<5"`` / ``"*"``; the last rows (``study_id`` ``all studies``) are the totals per group.
     """
-    from immunostrat.publish import SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
-
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     k = min_cell_count

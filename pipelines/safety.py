@@ -7,8 +7,8 @@ Everything here is small and dependency-light so that the pipeline, the CLI and 
   the lock when its holder dies, so a killed run never leaves a stale lock. While the lock is held,
   `RunLock.remove_stale_staging` removes what killed runs left behind (hidden ``.<run_id>.partial`` folders
   and ``.tmp-*`` files).
-- `confine` / `check_stratify_paths`: a path from a config or schedules file (or from a Prefect UI parameter)
-  must resolve, symlinks followed, inside one of the configured data roots.
+- `confine` (used by `immunostrat.launch.check_data_roots`): a path from a config or schedules file (or from a
+  Prefect UI parameter) must resolve, symlinks followed, inside one of the configured data roots.
 - `csv_safe`: neutralise spreadsheet formulas (cells starting with ``=``, ``+``, ``-``, ``@``, tab or CR get a
   leading single quote) before a frame is written as CSV for people to open.
 - `scan_for_identifiers`: a byte-level search of files (Parquet decoded too, zip and gzip opened) for raw
@@ -48,7 +48,7 @@ import polars as pl
 from immunostrat.errors import UserError
 
 if TYPE_CHECKING:
-    from immunostrat.config import StratifyParams
+    pass
 
 __all__ = [
     "DATA_ROOTS_ENV",
@@ -57,7 +57,6 @@ __all__ = [
     "PathEscapeError",
     "RunLock",
     "RunLockedError",
-    "check_stratify_paths",
     "confine",
     "csv_safe",
     "csv_safe_text",
@@ -298,30 +297,6 @@ def confine(path: str | os.PathLike[str], roots: Sequence[str | os.PathLike[str]
     shown = ", ".join(str(r) for r in resolved_roots)
     via = "" if str(target) == os.fspath(path) else f" (it resolves to {target})"
     raise PathEscapeError(f"{what} {os.fspath(path)!r} is outside the configured data roots{via}; allowed: {shown}")
-
-
-def check_stratify_paths(params: StratifyParams, roots: Sequence[str | os.PathLike[str]]) -> None:
-    """Require every path a stratify run reads or writes to lie inside ``roots`` (see `confine`).
-
-    Checks ``labs``, ``subjects``, ``out``, ``protocol``, ``config.harmonise.alias_file``,
-    ``config.baseline.ifn_methods_file`` and ``config.scoring.registry`` (each when set).
-
-    Raises:
-        PathEscapeError: The first path outside the roots.
-    """
-    cfg = params.config
-    candidates: list[tuple[str, str | os.PathLike[str] | None]] = [
-        *((f"labs[{i}]", p) for i, p in enumerate(params.labs)),
-        ("subjects", params.subjects),
-        ("out", params.out),
-        ("protocol", params.protocol),
-        ("harmonise.alias_file", cfg.harmonise.alias_file),
-        ("baseline.ifn_methods_file", cfg.baseline.ifn_methods_file),
-        ("scoring.registry", cfg.scoring.registry),
-    ]
-    for what, value in candidates:
-        if value is not None and os.fspath(value) != "":
-            confine(value, roots, what=what)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`immunostrat serve`: turn a schedules file into Prefect deployments of the stratify flow and serve them.
+"""`immunostrat serve`: turn a schedules file into Prefect deployments of the flows it names, and serve them.
 
 Schedules need a Prefect server that outlives this process (the temporary server of an ad-hoc run dies with
 it), so `serve` refuses to start without `PREFECT_API_URL` pointing at a healthy server.
@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, field_validator
 
-from immunostrat.config import RunConfig, StratifyParams, _Model
+from immunostrat.config import StratifyParams, _Model, read_yaml_mapping, validated
+from immunostrat.launch import check_data_roots
+from immunostrat.safety import DATA_ROOTS_ENV
 
 START_SERVER_HINT = (
     "Start one in another terminal with `prefect server start`, then "
@@ -23,67 +24,66 @@ START_SERVER_HINT = (
 )
 
 
-class Schedule(_Model):
-    """One scheduled stratify run of a study."""
+class _ScheduleBase(_Model):
+    """What every schedule has, whichever flow it runs."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Deployment name (lowercase, digits, dashes).")
     cron: str = Field(description="Cron expression, e.g. '0 2 * * *' for 02:00 daily.")
     timezone: str = Field(default="UTC", description="IANA time zone the cron expression is read in.")
-    labs: list[str] = Field(min_length=1, description="Lab-result files read at each run.")
-    subjects: str = Field(description="Subjects file read at each run.")
-    out: str = Field(description="Output folder; each run adds a <run_id> sub-folder.")
-    protocol: str | None = Field(default=None, description="Eligibility protocol YAML; built-in if empty.")
-    config: dict[str, Any] = Field(
-        default_factory=dict,
-        description="RunConfig overrides (harmonise, validation, baseline, scoring). Leave validation.as_of unset "
-        "so that each run uses its own day.",
-    )
     tags: list[str] = Field(default_factory=list, description="Prefect tags, e.g. the study id.")
-    # Same meaning (and descriptions) as the stratify parameters they are passed to.
-    streaming: bool | None = Field(default=None, description=StratifyParams.model_fields["streaming"].description)
-    partition_rows: int = Field(
-        default=StratifyParams.model_fields["partition_rows"].default,
-        ge=10_000,
-        description=StratifyParams.model_fields["partition_rows"].description,
+
+
+class StratifySchedule(_ScheduleBase):
+    """A scheduled stratify run: the stratify flow's full parameters (`StratifyParams`)."""
+
+    flow: Literal["stratify"] = Field(description="The flow this schedule runs.")
+    parameters: StratifyParams = Field(
+        description="The stratify flow's parameters. Leave config.validation.as_of unset so that each run uses "
+        "its own day."
     )
+
+
+# One variant per flow, told apart by `flow` (a discriminated union once `flow: monitor` joins).
+Schedule = StratifySchedule
+
+#: Keys of a schedule in the flat layout of schedules files written before `flow:` (read as stratify).
+_FLAT_KEYS = frozenset(StratifyParams.model_fields)
+
+
+def _upgrade_flat(entry: Any) -> Any:
+    """A flat schedule (stratify parameters beside `cron`, as before `flow:` existed) in today's layout."""
+    if not isinstance(entry, dict) or "flow" in entry or "parameters" in entry:
+        return entry
+    base = {k: v for k, v in entry.items() if k not in _FLAT_KEYS}
+    return {**base, "flow": "stratify", "parameters": {k: v for k, v in entry.items() if k in _FLAT_KEYS}}
 
 
 class ScheduleFile(_Model):
-    """The schedules file: the data roots, and a list of scheduled runs."""
+    """The schedules file: the data roots, and a list of scheduled flow runs."""
 
     data_roots: list[str] = Field(
         min_length=1,
         description="Folders every input, output, registry and protocol path must stay inside (no '..', no links "
         "out). Kept out of the runs' parameters, which anyone who can start a deployment may edit.",
     )
-    schedules: list[Schedule] = Field(min_length=1, description="Scheduled stratify runs.")
+    schedules: list[Schedule] = Field(min_length=1, description="Scheduled flow runs, each naming its flow.")
+
+    @field_validator("schedules", mode="before")
+    @classmethod
+    def _flat_is_stratify(cls, value: Any) -> Any:
+        return [_upgrade_flat(e) for e in value] if isinstance(value, list) else value
 
 
 def load_schedules(path: Path) -> ScheduleFile:
-    """Read and validate a schedules YAML file (and each run's config)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read schedules file {path}: {exc.strerror}") from exc
-    parsed = ScheduleFile.model_validate(raw)
-    from immunostrat.safety import check_stratify_paths
-
+    """Read and validate a schedules YAML file (and each run's parameters and paths)."""
+    raw = read_yaml_mapping(path, "schedules file", allow_empty=False)
+    parsed = validated(ScheduleFile, raw, f"schedules file {path}")
+    roots = {DATA_ROOTS_ENV: os.pathsep.join(parsed.data_roots)}
     for schedule in parsed.schedules:
-        # Fail at launch, not at 02:00: the config must validate and every path must stay in the data roots.
-        check_stratify_paths(_params(schedule), parsed.data_roots)
+        # Fail at launch, not at 02:00: the parameters must validate and every path must stay in the data roots.
+        check_data_roots(schedule.parameters, schedule.parameters.config, out=schedule.parameters.out,
+                         protocol=schedule.parameters.protocol, env=roots)  # fmt: skip
     return parsed
-
-
-def _params(s: Schedule) -> StratifyParams:
-    return StratifyParams(
-        labs=s.labs,
-        subjects=s.subjects,
-        out=s.out,
-        protocol=s.protocol,
-        config=RunConfig.model_validate(s.config),
-        streaming=s.streaming,
-        partition_rows=s.partition_rows,
-    )
 
 
 def _server_problem() -> str | None:
@@ -103,11 +103,7 @@ def _server_problem() -> str | None:
 
 def serve_schedules(path: Path) -> int:
     """Validate the schedules, check the server, then serve the deployments (blocks until stopped)."""
-    try:
-        schedules = load_schedules(path)
-    except (ValueError, ValidationError) as exc:
-        print(f"schedules file {path} is invalid: {exc}", file=sys.stderr)
-        return 2
+    schedules = load_schedules(path)  # a SettingsError (exit 2) names the file and the setting
     problem = _server_problem()
     if problem:
         print(f"{problem} {START_SERVER_HINT}", file=sys.stderr)
@@ -121,9 +117,8 @@ def serve_schedules(path: Path) -> int:
     # Runs started from the UI with edited parameters are checked against the same roots by run.stratify.
     os.environ["IMMUNOSTRAT_DATA_ROOTS"] = os.pathsep.join(schedules.data_roots)
     for s in schedules.schedules:
-        params = _params(s)
         # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
-        parameters = {"params": params.model_dump(mode="json", exclude_unset=True)}
+        parameters = {"params": s.parameters.model_dump(mode="json", exclude_unset=True)}
         deployments.append(
             stratify_flow.to_deployment(
                 name=s.name, schedules=[Cron(s.cron, timezone=s.timezone)], parameters=parameters, tags=s.tags

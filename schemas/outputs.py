@@ -29,7 +29,7 @@ from pandera.api.polars.types import PolarsData
 from pandera.constants import CHECK_OUTPUT_KEY
 from pandera.errors import SchemaErrors
 
-from immunostrat.modeling import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.features import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
 from immunostrat.readers import READER_REASONS
 from immunostrat.reference import load_reference
 from immunostrat.stages.baseline import CORE_ANALYTES

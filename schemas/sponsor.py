@@ -27,7 +27,7 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 
-from immunostrat.modeling import DEFAULT_FEATURES, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.features import DEFAULT_FEATURES, NOT_ASSESSABLE, FeatureSpec
 from immunostrat.schemas.outputs import (
     _FINITE,
     PANEL,

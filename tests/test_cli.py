@@ -151,11 +151,48 @@ def test_schedules_leave_as_of_to_each_run() -> None:
     assert "as_of" not in str(dumped)
 
 
-def test_schedules_pass_streaming_options_to_their_runs(tmp_path: Path) -> None:
-    from immunostrat.serve import _params, load_schedules
+def test_flat_schedules_pass_streaming_options_to_their_stratify_runs(tmp_path: Path) -> None:
+    """A schedules file written before `flow:` existed is read as stratify schedules, options and all."""
+    from immunostrat.serve import load_schedules
 
     text = SCHEDULES + "    streaming: true\n    partition_rows: 500000\n"
     (schedule,) = load_schedules(_write(tmp_path / "schedules.yaml", text)).schedules
-    params = _params(schedule)
-    assert params.streaming is True and params.partition_rows == 500_000
-    assert _params(load_schedules(_write(tmp_path / "default.yaml", SCHEDULES)).schedules[0]).streaming is None
+    assert schedule.flow == "stratify"
+    assert schedule.parameters.streaming is True and schedule.parameters.partition_rows == 500_000
+    assert schedule.parameters.config.scoring.model == "champion"
+    assert load_schedules(_write(tmp_path / "default.yaml", SCHEDULES)).schedules[0].parameters.streaming is None
+
+
+NAMED_FLOW = """
+data_roots: [/data]
+schedules:
+  - name: sle-cart-01-nightly
+    cron: "0 2 * * *"
+    flow: stratify
+    parameters:
+      labs: [/data/labs.parquet]
+      subjects: /data/subjects.parquet
+      out: /data/runs
+      partitions: 4
+      dask_address: tcp://10.0.0.5:8786
+      config: {scoring: {model: champion}}
+"""
+
+
+def test_a_schedule_names_its_flow_and_takes_that_flows_full_parameters(tmp_path: Path) -> None:
+    from immunostrat.serve import load_schedules
+
+    (schedule,) = load_schedules(_write(tmp_path / "schedules.yaml", NAMED_FLOW)).schedules
+    assert schedule.flow == "stratify" and schedule.parameters.partitions == 4
+    assert schedule.parameters.dask_address == "tcp://10.0.0.5:8786"
+    dumped = schedule.parameters.model_dump(mode="json", exclude_unset=True)
+    assert "as_of" not in str(dumped) and dumped["partitions"] == 4
+
+
+def test_a_schedule_of_an_unknown_flow_is_refused_naming_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _write(tmp_path / "schedules.yaml", NAMED_FLOW.replace("flow: stratify", "flow: stratfy"))
+    assert main(["serve", "--schedules", str(bad)]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err.strip()
+    assert "schedules.0.flow" in err and "stratify" in err and len(err.splitlines()) == 1, err

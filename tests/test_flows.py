@@ -86,3 +86,81 @@ def test_stratify_flow_fails_loudly_above_the_quarantine_ceiling(
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "failed" and "ceiling" in manifest["error"]
     assert (run_dir / "quarantine.parquet").exists() and not (run_dir / "strata.parquet").exists()
+
+
+def test_flow_runs_are_named_after_what_ran_and_show_the_definitions_steps(
+    prefect_harness: None, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
+) -> None:
+    from collections import Counter
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from immunostrat.definitions import STRATIFY
+    from immunostrat.flows import run_stratify_flow
+
+    run_dir = Path(run_stratify_flow(_params(small_cohort, tmp_path / "runs", trained_registry)))
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    assert flow_run.name == f"stratify-{run_dir.name}"
+    expected = Counter({"read-inputs": 1, "write": 1, **{s.name: 1 for s in (*STRATIFY.steps, *STRATIFY.finish)}})
+    assert Counter(t.name.rsplit("-", 1)[0] for t in tasks) == expected
+
+
+def _cli_args(labs: Path, subjects: Path, out: Path, registry: Path) -> list[str]:
+    """`immunostrat stratify` on the Prefect engine (the default), without publishing."""
+    return [
+        "stratify", "--labs", str(labs), "--subjects", str(subjects), "--out", str(out), "--registry", str(registry),
+        "--as-of", AS_OF.isoformat(), "--no-publish",
+    ]  # fmt: skip
+
+
+def _stderr_and_logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
+    return capfd.readouterr().err + "\n".join(
+        r.getMessage() + (str(r.exc_info) if r.exc_info else "") for r in caplog.records
+    )
+
+
+def test_prefect_engine_over_the_ceiling_exits_1_with_the_message_and_no_traceback(  # noqa: PLR0917
+    prefect_harness: None,
+    small_cohort: Cohort,
+    trained_registry: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from immunostrat.cli import main
+
+    args = _cli_args(small_cohort.labs, small_cohort.subjects, tmp_path / "runs", trained_registry)
+    assert main([*args, "--max-quarantine-fraction", "0"]) == 1
+    seen = _stderr_and_logs(capfd, caplog)
+    assert "validation.max_quarantine_fraction" in seen and "Traceback" not in seen and "NoneType: None" not in seen
+
+
+def test_prefect_engine_refuses_a_file_that_is_not_utf8_in_one_line(  # noqa: PLR0917
+    prefect_harness: None,
+    small_cohort: Cohort,
+    trained_registry: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bad byte past the part launch samples is found while reading, inside the flow run: it fails with the
+    one-line message as its state, exit 2, and no traceback in the terminal or the logs."""
+    from immunostrat.cli import main
+
+    text = small_cohort.labs.read_text(encoding="utf-8")
+    header, *rows = text.splitlines()
+    labs = tmp_path / "labs.csv"
+    body = "\n".join(rows * (1 + 70_000 // len(text)))
+    labs.write_bytes(f"{header}\n{body}\n".encode() + rows[0].encode() + b"\xb5\n")  # a Latin-1 micro sign
+    assert labs.stat().st_size > 1 << 16
+    assert main(_cli_args(labs, small_cohort.subjects, tmp_path / "runs", trained_registry)) == 2
+    err = capfd.readouterr().err
+    # Prefect logs the task's and the flow's final state (the same line); the command prints it once, no traceback.
+    shown = [line for line in err.splitlines() if line.startswith("immunostrat stratify:")]
+    assert len(shown) == 1 and str(labs) in shown[0] and "UTF-8" in shown[0], err
+    logs = "\n".join(r.getMessage() + (str(r.exc_info) if r.exc_info else "") for r in caplog.records)
+    assert "Traceback" not in err + logs and "NoneType: None" not in err + logs

@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 
 from immunostrat.config import RunConfig, ValidationConfig
 from immunostrat.definitions import Prepared, prepare
-from immunostrat.inputs import Inputs
-from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError, read_labs
+from immunostrat.inputs import Inputs, read_labs
+from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError
 from immunostrat.reference import ReferenceTables, load_reference
 
 from .fixtures_labs import AS_OF

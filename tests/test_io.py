@@ -10,12 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from immunostrat.inputs import read_labs, read_subjects
 from immunostrat.io import (
     InputError,
     atomic_path,
-    read_labs,
     read_outcomes,
-    read_subjects,
     write_json_atomic,
     write_parquet_atomic,
     write_text_atomic,

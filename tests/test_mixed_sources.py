@@ -11,8 +11,7 @@ import pytest
 
 from immunostrat.config import RunConfig, ValidationConfig, load_protocol
 from immunostrat.definitions import Prepared, build_strata, prepare
-from immunostrat.inputs import Inputs
-from immunostrat.io import read_labs, read_subjects
+from immunostrat.inputs import Inputs, read_labs, read_subjects
 from immunostrat.readers import ReaderOptions, baseline_flag_agreement, merge_reader_quarantine, read_crosswalk
 
 from .support import AS_OF

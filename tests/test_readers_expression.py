@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.io import InputError, read_labs
+from immunostrat.inputs import read_labs
+from immunostrat.io import InputError
 from immunostrat.readers import ExpressionError, ReaderOptions, ifn_method, read_crosswalk, read_expression
 from immunostrat.readers.expression import CONTROL_TEST, builtin_methods
 

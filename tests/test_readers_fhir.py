@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from immunostrat.config import HarmoniseConfig, RunConfig, ValidationConfig
 from immunostrat.definitions import prepare
-from immunostrat.inputs import Inputs
-from immunostrat.io import InputError, read_input, read_labs
+from immunostrat.inputs import Inputs, read_labs
+from immunostrat.io import InputError, read_input
 from immunostrat.readers import (
     READER_REASONS,
     ReaderOptions,

@@ -16,8 +16,8 @@ from polars.testing import assert_frame_equal
 
 from immunostrat.config import RunConfig, ValidationConfig, load_protocol
 from immunostrat.definitions import build_strata, prepare
-from immunostrat.inputs import Inputs
-from immunostrat.io import InputError, read_labs, read_subjects
+from immunostrat.inputs import Inputs, read_labs, read_subjects
+from immunostrat.io import InputError
 from immunostrat.readers import (
     ReaderOptions,
     baseline_flag_agreement,

@@ -249,7 +249,7 @@ def test_retry_transient_retries_only_os_errors(exc: BaseException | None, retry
 
 def test_os_error_inside_the_reader_stays_retryable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from immunostrat.flows.runner import _retry_transient
-    from immunostrat.io import read_labs
+    from immunostrat.inputs import read_labs
 
     path = tmp_path / "labs.csv"
     path.write_text("study_id,subject_id,test,result,unit,collected_at\n")

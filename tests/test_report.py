@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat.report import SECTIONS, artifact_summary, render_report, suppress, write_report
+from immunostrat.publish import write_report
+from immunostrat.report import SECTIONS, artifact_summary, render_report, suppress
 
 from .test_publish import Demo, build_demo
 

@@ -249,10 +249,17 @@ def _params(data: Path, **overrides: Any) -> StratifyParams:
     ],
 )
 def test_every_stratify_path_is_checked(roots: tuple[Path, Path], field: str, make: Any) -> None:
+    from immunostrat.launch import check_data_roots
+
     data, secret = roots
-    safety.check_stratify_paths(_params(data), [data])  # the base parameters are fine
+    env = {safety.DATA_ROOTS_ENV: str(data)}
+
+    def check(params: StratifyParams) -> None:
+        check_data_roots(params, params.config, out=params.out, protocol=params.protocol, env=env)
+
+    check(_params(data))  # the base parameters are fine
     with pytest.raises(PathEscapeError, match="^" + re.escape(field) + " "):
-        safety.check_stratify_paths(_params(data, **make(data, secret)), [data])
+        check(_params(data, **make(data, secret)))
 
 
 def test_stratify_refuses_paths_outside_the_data_roots(
@@ -289,7 +296,7 @@ def test_schedules_cannot_escape_the_data_roots(roots: tuple[Path, Path], tmp_pa
             }
         )
     )
-    with pytest.raises(ValueError, match="outside the configured data roots"):
+    with pytest.raises(PathEscapeError, match="outside the configured data roots"):
         load_schedules(path)
 
 
