@@ -356,42 +356,56 @@ def _calibration_info(estimator: ResponderEstimator) -> dict[str, Any]:
     return {"method": "sigmoid", "slope": parts.platt_slope, "intercept": parts.platt_intercept}
 
 
-def train_responder_model(
+@dataclass(frozen=True)
+class TrainingData:
+    """The complete-case rows a model is fitted and validated on (see :func:`training_data`)."""
+
+    names: tuple[str, ...]
+    specs: tuple[FeatureSpec, ...]
+    frame: pl.DataFrame  # every row's features (Float64, non-finite as null): the drift reference
+    X: np.ndarray
+    y: np.ndarray
+    g: np.ndarray | None
+    complete: np.ndarray
+    group_by: str | None
+    strata: pl.DataFrame | None  # complete rows only, for subgroup results
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Internal validation by repeated (grouped) CV: out-of-fold probabilities, cut-offs chosen on them, metrics."""
+
+    oof: np.ndarray
+    fold_ids: Any
+    aurocs: np.ndarray
+    briers: np.ndarray
+    cutoffs: dict[str, float]
+    evaluation: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FinalFit:
+    """The estimator fitted on every complete row (tuning and calibration as in each CV fold)."""
+
+    estimator: Any
+    tuning: dict[str, Any]
+    apparent_auroc: float
+
+
+def training_data(
     features: pl.DataFrame,
     responded: pl.Series | np.ndarray,
-    config: TrainingConfig | None = None,
+    config: TrainingConfig,
     *,
     feature_specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
     groups: pl.Series | np.ndarray | Sequence[Any] | None = None,
     strata: pl.DataFrame | None = None,
-) -> TrainedModel:
-    """Fit the responder model, validate it by repeated (grouped) CV, and choose its cut-offs on OOF data.
-
-    Steps: complete-case rows; repeated stratified K-fold (StratifiedGroupKFold when ``groups`` is given) where
-    every training fold runs :func:`fit_procedure` (tuning and calibration nested inside); the OOF probabilities
-    (mean over repeats) give the metrics with bootstrap intervals, the subgroup results and the group cut-offs;
-    finally :func:`fit_procedure` on all complete rows gives the model.
-
-    Args:
-        features: Output of :func:`build_feature_frame`, one row per subject.
-        responded: Binary outcome per row of ``features`` (1 = responder), no nulls.
-        config: Training settings; defaults to ``TrainingConfig()`` (the full profile).
-        feature_specs: Specs to look ``config.features`` up in (for units/descriptions).
-        groups: Group per row (e.g. the ``site_id`` column) for grouped CV; None = ungrouped.
-        strata: Row-aligned strata frame for subgroup results (sex, age, site, IFN); None = overall only.
-
-    Returns:
-        The fitted model with validation metrics, OOF probabilities, cut-offs, reference and data summary.
+) -> TrainingData:
+    """Check features and labels and keep the complete rows.
 
     Raises:
-        ValueError: Unknown/missing features, bad labels, too few subjects per class or groups for the folds.
+        ValueError: Unknown/missing features, bad labels, too few subjects per class for the folds.
     """
-    from sklearn.metrics import brier_score_loss, roc_auc_score
-
-    from immunostrat.drift import reference_profile
-
-    started = time.perf_counter()
-    config = config or TrainingConfig()
     spec_by_name = {s.name: s for s in feature_specs}
     unknown = [n for n in config.features if n not in spec_by_name]
     if unknown:
@@ -410,94 +424,153 @@ def train_responder_model(
     frame = features.select([pl.col(n).cast(pl.Float64) for n in names])
     frame = frame.select([pl.when(pl.col(n).is_finite()).then(pl.col(n)).alias(n) for n in names])
     complete = frame.select(pl.all_horizontal(pl.all().is_not_null()).alias("ok")).to_series().to_numpy()
-    X = frame.filter(pl.Series(complete)).to_numpy().astype(np.float64)
     y = y_all[complete]
-    g = None if groups_all is None else groups_all[complete]
-    n_dropped = int((~complete).sum())
-
     n_pos = int(y.sum())
     n_neg = int(y.shape[0] - n_pos)
     if min(n_pos, n_neg) < config.cv_folds:
         raise ValueError(
             f"need at least cv_folds={config.cv_folds} responders and non-responders among complete rows, "
             f"got {n_pos} responders and {n_neg} non-responders "
-            f"({n_dropped} rows dropped for missing features)"
+            f"({int((~complete).sum())} rows dropped for missing features)"
         )
+    g = None if groups_all is None else groups_all[complete]
+    return TrainingData(
+        names=names,
+        specs=tuple(spec_by_name[n] for n in names),
+        frame=frame,
+        X=frame.filter(pl.Series(complete)).to_numpy().astype(np.float64),
+        y=y,
+        g=g,
+        complete=complete,
+        group_by=_group_name(groups) if g is not None else None,
+        strata=strata.filter(pl.Series(complete)) if strata is not None else None,
+    )
 
+
+def cross_validate(data: TrainingData, config: TrainingConfig) -> CrossValidation:
+    """Repeated stratified (grouped) K-fold with tuning and calibration inside every training fold; the
+    out-of-fold probabilities (mean over repeats) give the metrics with bootstrap intervals and the cut-offs."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    y, g = data.y, data.g
     splits = cv_splits(y, g, config.cv_folds, config.cv_repeats, config.seed)
-    oof_by_repeat, fold_ids = out_of_fold_probability(X, y, g, splits, config)
+    oof_by_repeat, fold_ids = out_of_fold_probability(data.X, y, g, splits, config)
     aurocs = np.array([roc_auc_score(y, p) for p in oof_by_repeat])
     briers = np.array([brier_score_loss(y, p) for p in oof_by_repeat])
     oof = oof_by_repeat.mean(axis=0)
 
-    estimator, tuning = fit_procedure(X, y, g, config, _derived_seed(config.seed, 1_000_003))
-    apparent = float(roc_auc_score(y, estimator.predict_proba(X)[:, 1]))
-
     # Cut-offs on OOF probabilities: training-fit probabilities are optimistic and would shift the bands.
     q_low, q_high = np.quantile(oof, config.group_quantiles)
     cutoffs = {"possible_min": round(float(q_low), 2), "likely_min": round(float(q_high), 2)}
-    groups_oof = assign_groups(oof, cutoffs)
-
-    labels = None
-    if strata is not None:
-        labels, _ = subgroup_labels(strata.filter(pl.Series(complete)), config.evaluation)
+    labels = subgroup_labels(data.strata, config.evaluation)[0] if data.strata is not None else None
     evaluation = evaluate_predictions(
         y,
         oof,
-        predicted_group=groups_oof,
+        predicted_group=assign_groups(oof, cutoffs),
         group_levels=GROUP_LEVELS,
         subgroups=labels,
         config=config.evaluation,
         kind=f"internal: out-of-fold, {config.cv_repeats}x{config.cv_folds}-fold "
-        + (f"CV grouped by {_group_name(groups)}" if g is not None else "stratified CV"),
+        + (f"CV grouped by {data.group_by}" if g is not None else "stratified CV"),
     )
     evaluation["cv"] = {
         "folds": config.cv_folds,
         "repeats": config.cv_repeats,
-        "grouped_by": _group_name(groups) if g is not None else None,
+        "grouped_by": data.group_by,
         "n_groups": len(np.unique(g)) if g is not None else None,
         "per_repeat_auroc": aurocs.tolist(),
         "per_repeat_brier": briers.tolist(),
     }
+    return CrossValidation(oof, fold_ids, aurocs, briers, cutoffs, evaluation)
+
+
+def fit_final(data: TrainingData, config: TrainingConfig) -> FinalFit:
+    """The model: :func:`fit_procedure` on every complete row."""
+    from sklearn.metrics import roc_auc_score
+
+    estimator, tuning = fit_procedure(data.X, data.y, data.g, config, _derived_seed(config.seed, 1_000_003))
+    apparent = float(roc_auc_score(data.y, estimator.predict_proba(data.X)[:, 1]))
+    return FinalFit(estimator, tuning, apparent)
+
+
+def trained_model(
+    data: TrainingData, cv: CrossValidation, fit: FinalFit, config: TrainingConfig, duration_seconds: float = 0.0
+) -> TrainedModel:
+    """Everything the registry writes into a model card, from the data, its validation and the final fit."""
+    from immunostrat.drift import reference_profile
 
     metrics: dict[str, float] = {}
     for name in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
-        cell = evaluation["metrics"][name]
+        cell = cv.evaluation["metrics"][name]
         metrics[f"cv_{name}"] = math.nan if cell["estimate"] is None else cell["estimate"]
         metrics[f"cv_{name}_ci_low"] = math.nan if cell["ci_low"] is None else cell["ci_low"]
         metrics[f"cv_{name}_ci_high"] = math.nan if cell["ci_high"] is None else cell["ci_high"]
     metrics |= {
-        "cv_auroc_sd": float(aurocs.std(ddof=1)) if aurocs.size > 1 else 0.0,
-        "cv_brier_sd": float(briers.std(ddof=1)) if briers.size > 1 else 0.0,
-        "apparent_auroc": apparent,
+        "cv_auroc_sd": float(cv.aurocs.std(ddof=1)) if cv.aurocs.size > 1 else 0.0,
+        "cv_brier_sd": float(cv.briers.std(ddof=1)) if cv.briers.size > 1 else 0.0,
+        "apparent_auroc": fit.apparent_auroc,
         "cv_folds": float(config.cv_folds),
         "cv_repeats": float(config.cv_repeats),
         "n_bootstrap": float(config.evaluation.n_bootstrap),
     }
+    n_pos = int(data.y.sum())
     return TrainedModel(
-        estimator=estimator,
-        feature_names=names,
-        feature_specs=tuple(spec_by_name[n] for n in names),
+        estimator=fit.estimator,
+        feature_names=data.names,
+        feature_specs=data.specs,
         config=config,
         metrics=metrics,
-        cutoffs=cutoffs,
-        oof_probability=oof,
-        oof_group_response=evaluation["group_response"],
-        n_train=int(y.shape[0]),
-        n_dropped_missing=n_dropped,
+        cutoffs=cv.cutoffs,
+        oof_probability=cv.oof,
+        oof_group_response=cv.evaluation["group_response"],
+        n_train=int(data.y.shape[0]),
+        n_dropped_missing=int((~data.complete).sum()),
         class_balance={
             "n_responders": n_pos,
-            "n_non_responders": n_neg,
-            "responder_fraction": n_pos / y.shape[0],
+            "n_non_responders": int(data.y.shape[0] - n_pos),
+            "responder_fraction": n_pos / data.y.shape[0],
         },
-        evaluation=evaluation,
-        reference=reference_profile(frame, config.drift_bins),
-        fold_ids=fold_ids,
-        group_by=_group_name(groups) if g is not None else None,
-        calibration=_calibration_info(estimator),
-        tuning=tuning,
-        duration_seconds=time.perf_counter() - started,
+        evaluation=cv.evaluation,
+        reference=reference_profile(data.frame, config.drift_bins),
+        fold_ids=cv.fold_ids,
+        group_by=data.group_by,
+        calibration=_calibration_info(fit.estimator),
+        tuning=fit.tuning,
+        duration_seconds=duration_seconds,
     )
+
+
+def train_responder_model(
+    features: pl.DataFrame,
+    responded: pl.Series | np.ndarray,
+    config: TrainingConfig | None = None,
+    *,
+    feature_specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+    groups: pl.Series | np.ndarray | Sequence[Any] | None = None,
+    strata: pl.DataFrame | None = None,
+) -> TrainedModel:
+    """Fit the responder model, validate it by repeated (grouped) CV, and choose its cut-offs on OOF data.
+
+    The named steps, in order: :func:`training_data` (complete rows), :func:`cross_validate`, :func:`fit_final`
+    and :func:`trained_model` (the train flow runs the middle two as tasks of their own).
+
+    Args:
+        features: Output of :func:`build_feature_frame`, one row per subject.
+        responded: Binary outcome per row of ``features`` (1 = responder), no nulls.
+        config: Training settings; defaults to ``TrainingConfig()`` (the full profile).
+        feature_specs: Specs to look ``config.features`` up in (for units/descriptions).
+        groups: Group per row (e.g. the ``site_id`` column) for grouped CV; None = ungrouped.
+        strata: Row-aligned strata frame for subgroup results (sex, age, site, IFN); None = overall only.
+
+    Raises:
+        ValueError: Unknown/missing features, bad labels, too few subjects per class or groups for the folds.
+    """
+    started = time.perf_counter()
+    config = config or TrainingConfig()
+    data = training_data(features, responded, config, feature_specs=feature_specs, groups=groups, strata=strata)
+    cv = cross_validate(data, config)
+    fit = fit_final(data, config)
+    return trained_model(data, cv, fit, config, time.perf_counter() - started)
 
 
 def _group_name(groups: Any) -> str:

@@ -6,6 +6,7 @@ and model comparison, so a model is always evaluated on features derived exactly
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ from immunostrat.modeling import (
     TrainedModel,
     TrainingConfig,
     build_feature_frame,
-    train_responder_model,
+    cross_validate,
+    fit_final,
+    trained_model,
+    training_data,
 )
 from immunostrat.registry import save_model
 from immunostrat.run import Labelled
@@ -119,8 +123,16 @@ def resolve_training_config(params: TrainParams, training: TrainingConfig | None
     return TrainingConfig.model_validate({**base.model_dump(), **overrides})
 
 
-def train_model(joined: pl.DataFrame, config: TrainingConfig) -> tuple[TrainedModel, dict[str, Any]]:
-    """Fit on a labelled strata frame; returns the :class:`~immunostrat.modeling.TrainedModel` and fit notes."""
+def train_model(
+    joined: pl.DataFrame, config: TrainingConfig, runner: Runner | None = None
+) -> tuple[TrainedModel, dict[str, Any]]:
+    """Fit on a labelled strata frame; returns the :class:`~immunostrat.modeling.TrainedModel` and fit notes.
+
+    Cross-validation and the final fit are steps of their own (`cross-validate`, `fit`: Prefect tasks in the
+    train flow); the model is the one :func:`~immunostrat.modeling.train_responder_model` gives.
+    """
+    runner = runner or LocalRunner()
+    started = time.perf_counter()
     features = build_feature_frame(joined, DEFAULT_FEATURES)
     groups = None
     notes: dict[str, Any] = {"group_by": None}
@@ -130,8 +142,10 @@ def train_model(joined: pl.DataFrame, config: TrainingConfig) -> tuple[TrainedMo
             notes["group_by"] = config.group_by
         else:
             notes["group_by_note"] = f"column {config.group_by!r} absent: folds are not grouped"
-    trained = train_responder_model(features, joined["responded"], config, groups=groups, strata=joined)
-    return trained, notes
+    data = training_data(features, joined["responded"], config, groups=groups, strata=joined)
+    cv = runner.call("cross-validate", cross_validate, data, config)
+    fit = runner.call("fit", fit_final, data, config)
+    return trained_model(data, cv, fit, config, time.perf_counter() - started), notes
 
 
 def register(
@@ -168,5 +182,5 @@ def train(
     runner = runner or LocalRunner()
     config = resolve_training_config(params, training)
     joined, summary = training_table(params, runner)
-    trained, notes = runner.call("fit-validate", train_model, joined, config)
+    trained, notes = train_model(joined, config, runner)
     return str(runner.call("register", register, trained, params, {**summary, **notes}, limitations, io=True))

@@ -164,3 +164,34 @@ def test_prefect_engine_refuses_a_file_that_is_not_utf8_in_one_line(  # noqa: PL
     assert len(shown) == 1 and str(labs) in shown[0] and "UTF-8" in shown[0], err
     logs = "\n".join(r.getMessage() + (str(r.exc_info) if r.exc_info else "") for r in caplog.records)
     assert "Traceback" not in err + logs and "NoneType: None" not in err + logs
+
+
+def test_train_flow_shows_its_steps_as_tasks(prefect_harness: None, small_cohort: Cohort, tmp_path: Path) -> None:
+    from collections import Counter
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from immunostrat.config import TrainingConfig, TrainParams
+    from immunostrat.definitions import LABELLED
+    from immunostrat.flows import run_train_flow
+    from immunostrat.registry import resolve
+
+    params = TrainParams(
+        labs=[str(small_cohort.labs)],
+        subjects=str(small_cohort.subjects),
+        outcomes=str(small_cohort.outcomes),
+        registry=str(tmp_path / "registry"),
+        training=TrainingConfig(profile="small", cv_folds=3),
+        config=RunConfig(validation=ValidationConfig(as_of=AS_OF)),
+    )
+    (tmp_path / "registry").mkdir()
+    model_id = run_train_flow(params)
+    assert resolve(model_id, tmp_path / "registry") == model_id
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    expected = Counter({"read-inputs": 1, **{s.name: 1 for s in LABELLED.steps}})
+    expected.update({"label": 1, "cross-validate": 1, "fit": 1, "register": 1})
+    assert Counter(t.name.rsplit("-", 1)[0] for t in tasks) == expected

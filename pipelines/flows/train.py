@@ -1,4 +1,4 @@
-"""The `train` flow: the `LABELLED` definition's steps, then label, fit-validate and register, one task each."""
+"""The `train` flow: the `LABELLED` definition's steps, then label, cross-validate, fit and register, a task each."""
 
 from __future__ import annotations
 
