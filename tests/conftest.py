@@ -6,27 +6,54 @@ Most tests call plain stage functions and never touch Prefect. The few flow test
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Before anything imports prefect: no telemetry (no network) and room for a slow server start.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-# Sponsor snapshots need a pseudonym key. Tests use a fixed, test-only key in a file outside the repository,
-# given through the lowest-precedence source, so tests that pass their own key file or variable still win.
-if "IMMUNOSTRAT_PSEUDONYM_KEY_FILE" not in os.environ:
-    _key_dir = Path(tempfile.mkdtemp(prefix="immunostrat-test-key-"))
-    _key_file = _key_dir / "pseudonym.key"
-    _key_file.write_text("immunostrat-tests-only-" + "0" * 41 + "\n", encoding="utf-8")
-    _key_file.chmod(0o600)
-    os.environ["IMMUNOSTRAT_PSEUDONYM_KEY_FILE"] = str(_key_file)
+from .support import AS_OF, Cohort  # constants only: imports nothing of the project
 
-from .support import AS_OF, Cohort
+# ---------------------------------------------------------------------------------------------------------------
+# The test session's environment, decided in this one place at import time (before anything imports prefect, which
+# reads its settings once). Tests must not depend on the shell they run in: an ambient pseudonym key, registry,
+# data roots, Prefect profile or API URL would change what the code under test does (issue 11). Subprocesses that
+# tests start inherit os.environ, so they see the same isolated environment.
+# ---------------------------------------------------------------------------------------------------------------
+
+# The project's own variables (IMMUNOSTRAT_PSEUDONYM_KEY, IMMUNOSTRAT_PSEUDONYM_KEY_FILE, IMMUNOSTRAT_DATA_ROOTS,
+# IMMUNOSTRAT_MODEL_REGISTRY: read in pipelines/) and any other IMMUNOSTRAT_* variable are dropped, except these
+# knobs that only tests read, to reproduce a failure. tests/test_environment.py checks the list against pipelines/.
+TEST_KNOBS = ("IMMUNOSTRAT_KILL_SEED", "IMMUNOSTRAT_PROPERTY_EXAMPLES")
+for _name in list(os.environ):
+    # Every PREFECT_* setting (PREFECT_API_URL, PREFECT_API_KEY, PREFECT_PROFILE, PREFECT_HOME, ...) goes too:
+    # flows run against a temporary server or Prefect's ephemeral mode, never the user's server or profiles.
+    if _name.startswith("PREFECT_") or (_name.startswith("IMMUNOSTRAT_") and _name not in TEST_KNOBS):
+        del os.environ[_name]
+
+_session_dir = Path(tempfile.mkdtemp(prefix="immunostrat-tests-"))
+atexit.register(shutil.rmtree, _session_dir, ignore_errors=True)
+
+# A private Prefect home per session (profiles, local storage, the ephemeral server's database) and settings for
+# small machines: no telemetry (no network), room for a slow server start.
+(_session_dir / "prefect").mkdir()
+os.environ["PREFECT_HOME"] = str(_session_dir / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+# The demo key lives under $XDG_CONFIG_HOME: a private config home, so no test reads or creates the user's.
+(_session_dir / "config").mkdir()
+os.environ["XDG_CONFIG_HOME"] = str(_session_dir / "config")
+# Sponsor snapshots need a pseudonym key: a fixed, test-only key in a file outside the repository, given through
+# the lowest-precedence source, so that tests passing their own key file or $IMMUNOSTRAT_PSEUDONYM_KEY still win.
+(_session_dir / "key").mkdir(mode=0o700)
+TEST_KEY_FILE = _session_dir / "key" / "pseudonym.key"
+TEST_KEY_FILE.write_text("immunostrat-tests-only-" + "0" * 41 + "\n", encoding="utf-8")
+TEST_KEY_FILE.chmod(0o600)
+os.environ["IMMUNOSTRAT_PSEUDONYM_KEY_FILE"] = str(TEST_KEY_FILE)
 
 
 def _write_cohort(out: Path, n: int, seed: int, fmt: str = "parquet") -> Cohort:

@@ -49,8 +49,12 @@ def test_engine_equals_sklearn_on_explicit_resamples() -> None:
         idx = np.repeat(np.arange(n), weights[b].astype(int))
         expected = point_metrics(y[idx], p[idx])
         for name in METRICS:
-            assert dist[name][b] == pytest.approx(expected[name], abs=1e-8), name
+            # Two solvers of the same quantity (the engine's vectorised Newton on weighted rows vs brentq /
+            # sklearn's newton-cholesky on repeated rows) agree to ~4e-10 on the calibration slope, whatever the
+            # BLAS kernel; 1e-6 relative (absolute 1e-8 near zero) is well above that and far below a real error.
+            assert dist[name][b] == pytest.approx(expected[name], rel=1e-6, abs=1e-8), name
         for k in range(3):
+            # Ratios of integer counts (exact in floating point): only the division rounds.
             assert dist[f"rate_{k}"][b] == pytest.approx(y[idx][codes[idx] == k].mean(), abs=1e-12)
 
 
@@ -172,7 +176,10 @@ def test_subgroup_point_estimates_match_fairlearn_metricframe() -> None:
     )
     for site, row in frame.by_group.iterrows():
         for m in METRICS:
-            assert ev["subgroups"]["site_id"][site]["metrics"][m]["estimate"] == pytest.approx(row[m], abs=1e-9)
+            # The same metric recomputed from the same rows: only summation order can differ between machines.
+            assert ev["subgroups"]["site_id"][site]["metrics"][m]["estimate"] == pytest.approx(
+                row[m], rel=1e-6, abs=1e-9
+            )
 
 
 def test_undefined_resamples_are_skipped_and_counted() -> None:

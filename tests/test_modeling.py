@@ -233,6 +233,8 @@ def test_contributions_add_up_to_logit(data: tuple[pl.DataFrame, np.ndarray], ca
     contrib, intercept = contributions(est, X)
     assert contrib.shape == X.shape
     total = contrib.sum(axis=1) + intercept
+    # Identities on one machine, summed in another order (and through expit/logit): logits of a few units agree
+    # to ~1e-13 whatever the BLAS kernel; 1e-9 absolute is far above that and far below a wrong term.
     np.testing.assert_allclose(total, logit(est.predict_proba(X)[:, 1]), rtol=0, atol=1e-9)
     parts = linear_logit_parts(est)
     if calibration == "sigmoid":
@@ -270,7 +272,7 @@ def test_score_strata_columns_groups_and_not_assessable(trained: TrainedModel) -
 
     ok = out.filter(pl.col("responder_group") != NOT_ASSESSABLE)
     assert ok.height == 79
-    # Contributions add up to the logit of the reported probability.
+    # Contributions add up to the logit of the reported probability (to rounding, as above: absolute 1e-9).
     logits = ok.select(pl.sum_horizontal([f"contrib_{n}" for n in names]) + pl.col("contrib_intercept"))
     np.testing.assert_allclose(logits.to_series().to_numpy(), logit(ok["responder_probability"].to_numpy()), atol=1e-9)
     # Groups are monotone in probability and follow the card cut-offs.

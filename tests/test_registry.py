@@ -5,8 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pickle
 import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from immunostrat import registry
 from immunostrat.modeling import (
     DEFAULT_FEATURES,
     TrainedModel,
@@ -327,3 +334,108 @@ def test_path_escape_and_card_extra_checks(saved: tuple[Path, str], trained: Tra
         save_model(trained, root, card_extra={"intended_use": "demo"})
     with pytest.raises(RegistryError, match="invalid model id"):
         save_model(trained, root, model_id="../x", card_extra=CARD_EXTRA)
+
+
+# ---------------------------------------------------------------------------------------- concurrent writes
+
+# Changes one alias per call, many times, from a separate process (argv: registry, model id, alias prefix, count,
+# a file to create once imported, a file to wait for before starting).
+ALIAS_WRITER = """
+import sys, time
+from pathlib import Path
+from immunostrat.registry import set_alias
+root, model_id, prefix, count, ready, go = sys.argv[1:]
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.002)
+for i in range(int(count)):
+    set_alias(f"{prefix}-{i}", model_id, root)
+"""
+
+
+def test_concurrent_alias_changes_from_processes_keep_every_update(saved: tuple[Path, str], tmp_path: Path) -> None:
+    """Two processes promoting at the same moment: each read-modify-write of registry.json waits for the other."""
+    root, model_id = saved
+    go, count = tmp_path / "go", 25
+    ready = [tmp_path / f"ready-{n}" for n in range(2)]
+    args = [sys.executable, "-c", ALIAS_WRITER, str(root), model_id]
+    procs = [subprocess.Popen([*args, f"p{n}", str(count), str(r), str(go)]) for n, r in enumerate(ready)]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), "a writer exited before it started"
+        time.sleep(0.01)
+    go.touch()  # both start writing at the same moment
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert set(_registry(root)["aliases"]) == {"champion"} | {f"p{n}-{i}" for n in range(2) for i in range(count)}
+
+
+def test_concurrent_saves_and_alias_changes_from_threads_keep_every_update(
+    saved: tuple[Path, str], trained: TrainedModel
+) -> None:
+    """Two trainings saving and a promote at the same time (threads: flock also excludes one process's threads)."""
+    root, first = saved
+    start = threading.Barrier(4)
+
+    def save(name: str) -> None:
+        start.wait()
+        save_model(trained, root, model_id=name, card_extra=CARD_EXTRA, alias=f"{name}-alias")
+
+    def promote(prefix: str) -> None:
+        start.wait()
+        for i in range(20):
+            set_alias(f"{prefix}-{i}", first, root)
+        remove_alias(f"{prefix}-0", root)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        jobs = [
+            pool.submit(save, "m-one"),
+            pool.submit(save, "m-two"),
+            pool.submit(promote, "a"),
+            pool.submit(promote, "b"),
+        ]
+        for job in jobs:
+            job.result(timeout=120)
+    reg = _registry(root)
+    assert set(reg["models"]) == {first, "m-one", "m-two"}
+    assert reg["aliases"] == {
+        "champion": first,
+        "m-one-alias": "m-one",
+        "m-two-alias": "m-two",
+        **{f"{p}-{i}": first for p in "ab" for i in range(1, 20)},
+    }
+    assert load_model("m-two-alias", root).model_id == "m-two"
+
+
+def test_a_held_lock_makes_writers_wait_and_names_its_holder(saved: tuple[Path, str]) -> None:
+    root, model_id = saved
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with registry._registry_lock(root):
+            holder = json.loads((root / registry.LOCK_FILE).read_text())
+            assert holder["pid"] == os.getpid()
+            held = rf"pid {os.getpid()} on host .* not released its lock within 0.2 s"
+            with pytest.raises(RegistryError, match=held), registry._registry_lock(root, timeout=0.2):
+                pass  # pragma: no cover - never reached
+            # A writer that starts now waits for the lock, and succeeds once it is released.
+            waiting = pool.submit(set_alias, "late", model_id, root)
+            time.sleep(0.3)
+            assert not waiting.done()
+        waiting.result(timeout=30)
+    assert _registry(root)["aliases"]["late"] == model_id
+    assert (root / registry.LOCK_FILE).read_text() == ""  # released: no holder recorded
+
+
+def test_the_lock_file_is_never_a_model(saved: tuple[Path, str], trained: TrainedModel, tmp_path: Path) -> None:
+    root, model_id = saved
+    second = save_model(trained, root, model_id="responder-lr-second", card_extra=CARD_EXTRA)
+    set_alias("challenger", second, root)
+    remove_alias("challenger", root)
+    assert (root / registry.LOCK_FILE).is_file()  # created once and kept (deleting it would break the exclusion)
+    assert [m["model_id"] for m in list_models(root)] == [model_id, second]
+    with pytest.raises(UnknownModelError):
+        resolve(registry.LOCK_FILE, root)
+    with pytest.raises(RegistryError, match="invalid"):
+        set_alias(registry.LOCK_FILE, model_id, root)
+    # Aliases are never set on a registry folder that does not exist (and no lock file is created for one).
+    with pytest.raises(RegistryError, match="does not exist"):
+        set_alias("champion", model_id, tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
