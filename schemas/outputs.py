@@ -160,7 +160,8 @@ class HarmonisedLab(pa.DataFrameModel):
         "becomes its `_pct` analyte; a kit-specific anti-dsDNA unit becomes `anti_dsdna_xuln`.",
     )
     value: float = pa.Field(
-        description="Numeric result converted to `unit`; for a censored result, the number after the comparator.",
+        description="Numeric result converted to `unit`, to the precision it was reported with (docs/input.md, "
+        "*Precision of converted values*); for a censored result, the number after the comparator.",
         metadata={"unit": "the row's `unit`"},
     )
     unit: str = pa.Field(
