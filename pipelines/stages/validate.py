@@ -56,7 +56,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Split:
-    """Rows that passed every refusing rule, and the quarantine: refused rows, then field records."""
+    """Rows that passed every refusing rule, and the quarantine: refused rows and field records, in file order."""
 
     accepted: pl.DataFrame
     quarantine: pl.DataFrame
