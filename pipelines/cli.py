@@ -136,7 +136,8 @@ def _print_counts(counts: dict[str, Any]) -> None:
     )
     if "subjects" in counts:
         s = counts["subjects"]
-        print(f"subjects: {s['rows_read']} read, {s['accepted']} valid, {s['quarantined']} quarantined")
+        fields = f"; {s['fields_quarantined']} bad optional field(s) emptied" if s.get("fields_quarantined") else ""
+        print(f"subjects: {s['rows_read']} read, {s['accepted']} valid, {s['quarantined']} quarantined{fields}")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

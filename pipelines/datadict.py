@@ -384,7 +384,9 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
     (
         "counts.subjects",
         "object",
-        "The subjects file: `path`, `rows_read`, `accepted`, `quarantined`, `quarantined_by_reason`.",
+        "The subjects file: `path`, `rows_read`, `accepted`, `quarantined` (refused rows; rows_read = accepted + "
+        "quarantined), `quarantined_by_reason`, `fields_quarantined` and `fields_quarantined_by_reason` (bad optional "
+        "fields emptied on accepted rows, each quarantined alone).",
     ),
     ("model", "object", "The scoring model (completed runs)."),
     ("model.model_id", "string", "Registry id of the model used (also in `strata.parquet` `model_id`)."),

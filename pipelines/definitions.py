@@ -37,7 +37,7 @@ from immunostrat.reference import ReferenceTables, load_reference
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
-from immunostrat.stages.validate import validate_labs, validate_subjects
+from immunostrat.stages.validate import subject_quarantine_counts, validate_labs, validate_subjects
 
 PACKAGES = ("polars", "pandera", "prefect", "scikit-learn", "pyarrow", "skops", "numpy", "pydantic")
 
@@ -149,8 +149,8 @@ def accounting(
             "path": inputs.subjects.path,
             "rows_read": inputs.subjects.rows_read,
             "accepted": subjects.height,
-            "quarantined": subject_quarantine.height,
-            "quarantined_by_reason": count_by(subject_quarantine, "reason_code"),
+            # Refused rows, and field records (a bad optional field quarantined alone) apart from them.
+            **subject_quarantine_counts(subject_quarantine),
         }
     return counts
 
@@ -163,7 +163,11 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
     subject_split = validate_subjects(inputs.subjects.frame) if inputs.subjects is not None else None
     enrolled = subject_split.accepted if subject_split is not None and cfg.validation.require_enrolled_subject else None
     lab_split = validate_labs(
-        parts.candidates, cfg.validation.as_of, ref.ifn_methods["method"].to_list(), enrolled=enrolled
+        parts.candidates,
+        cfg.validation.as_of,
+        ref.ifn_methods["method"].to_list(),
+        enrolled=enrolled,
+        refused=subject_split.quarantine if subject_split is not None else None,  # their lab rows say why
     )
     harmonised = harmonised_table(lab_split.accepted)
     subjects = subject_split.accepted if subject_split is not None else None

@@ -45,7 +45,13 @@ class LabCandidate(pa.DataFrameModel):
 
 
 class SubjectCandidate(pa.DataFrameModel):
-    """A subject row as read, awaiting validation."""
+    """A subject row as read, awaiting validation.
+
+    `study_id`, `subject_id` and `reference_date` are required: a bad one refuses the row, as does an unreadable
+    `first_exposure_date` or a repeated subject. A bad value in any other field (sex, age, SLEDAI-2K, prior
+    failures, nephritis class, eGFR, CNS lupus) is quarantined as that field only: the subject is kept with it
+    empty (`immunostrat.stages.validate.subject_rules`).
+    """
 
     study_id: str = pa.Field(nullable=True, description="Study identifier.")
     subject_id: str = pa.Field(nullable=True, description="Subject identifier within the study.")

@@ -33,7 +33,12 @@ from immunostrat.features import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE,
 from immunostrat.readers import READER_REASONS
 from immunostrat.reference import load_reference
 from immunostrat.stages.baseline import CORE_ANALYTES
-from immunostrat.stages.validate import QUARANTINE_ORIGINAL_COLUMNS, lab_rules, subject_rules
+from immunostrat.stages.validate import (
+    QUARANTINE_ORIGINAL_COLUMNS,
+    SUBJECT_FIELD_CODES,
+    lab_rules,
+    subject_rules,
+)
 
 __all__ = [
     "CENSORING",
@@ -160,7 +165,8 @@ class HarmonisedLab(pa.DataFrameModel):
         "becomes its `_pct` analyte; a kit-specific anti-dsDNA unit becomes `anti_dsdna_xuln`.",
     )
     value: float = pa.Field(
-        description="Numeric result converted to `unit`; for a censored result, the number after the comparator.",
+        description="Numeric result converted to `unit`, to the precision it was reported with (docs/input.md, "
+        "*Precision of converted values*); for a censored result, the number after the comparator.",
         metadata={"unit": "the row's `unit`"},
     )
     unit: str = pa.Field(
@@ -283,13 +289,16 @@ def _original_description(column: str) -> str:
 
 
 class _QuarantineBase(pa.DataFrameModel):
-    """One rejected input row with every rule it failed; the original input columns follow (`quarantine.parquet`)."""
+    """One rejected input row with every rule it failed, or one bad optional field of an accepted subject row (a
+    field record); the original input columns follow (`quarantine.parquet`)."""
 
     source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
     source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
     reason_code: str = pa.Field(
         isin=list(REASON_CODES),
-        description="Primary reason: the first failed rule in priority order (see *Reason codes*).",
+        description="Primary reason: the first failed rule in priority order (see *Reason codes*). A subject "
+        f"field code ({', '.join(f'`{c}`' for c in SUBJECT_FIELD_CODES)}) marks a field record: the subject row "
+        "was accepted with that field empty, and each bad field has its own record.",
     )
     reason_codes: pl.List(pl.String) = pa.Field(  # type: ignore[valid-type]
         description="Every failed rule, in priority order; the first is `reason_code`."

@@ -122,9 +122,15 @@ def harmonise(
 
 
 def validate(
-    rows: Sequence[Row], enrolled: Sequence[tuple[str, str]] | None = None, as_of: dt.date = AS_OF
+    rows: Sequence[Row],
+    enrolled: Sequence[tuple[str, str]] | None = None,
+    as_of: dt.date = AS_OF,
+    refused: pl.DataFrame | None = None,
 ) -> tuple[Harmonised, Split]:
-    """Harmonise then validate hand-written lab rows; `enrolled` lists (study_id, subject_id) pairs."""
+    """Harmonise then validate hand-written lab rows; `enrolled` lists (study_id, subject_id) pairs.
+
+    `refused` is a subjects quarantine (`validate_subjects(...).quarantine`).
+    """
     parts = harmonise(rows)
     enrolled_frame = (
         None
@@ -134,7 +140,7 @@ def validate(
             schema={"study_id": pl.String, "subject_id": pl.String},
         )
     )
-    return parts, validate_labs(parts.candidates, as_of, list(IFN_METHODS), enrolled=enrolled_frame)
+    return parts, validate_labs(parts.candidates, as_of, list(IFN_METHODS), enrolled=enrolled_frame, refused=refused)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str | None]], bom: bool = False) -> Path:

@@ -157,7 +157,15 @@ LAB_CASES = [
         {"subject_id": "P3"},
         "subject_id",
         "P3",
-        "a (study_id, subject_id) present among the valid rows of the subjects file",
+        "a (study_id, subject_id) present in the subjects file",
+    ),
+    _case(
+        "SUBJECT_REFUSED",
+        {"subject_id": " P3 "},
+        "subject_id",
+        " P3 ",  # shown verbatim, as sent
+        "a subject accepted from the subjects file, but subject S1/P3 was refused "
+        "(subjects.csv row 1: REFERENCE_DATE_INVALID, reference_date '2025-02-30')",
     ),
     _case(
         "DUPLICATE_CONFLICT",
@@ -188,7 +196,7 @@ LAB_CASES = [
 def test_lab_cases_cover_every_lab_rule() -> None:
     """Every reason code of `lab_rules` has at least one case below."""
     codes = [r.code for r in lab_rules(AS_OF, IFN_METHODS)]
-    assert len(codes) == 19
+    assert len(codes) == 20
     assert {c.values[0].code for c in LAB_CASES} == set(codes)
 
 
@@ -201,8 +209,12 @@ def test_lab_rule_quarantines_only_the_bad_row(case: Case) -> None:
         lab_row(**{"subject_id": "P3", **case.overrides}),
         lab_row(subject_id="P4", test="cd19_b_cells", result="120", unit="cells/uL", ref_low=None, ref_high=None),
     ]
-    enrolled = [("S1", "P1"), ("S1", "P2"), ("S1", "P4")] if case.code == "SUBJECT_NOT_ENROLLED" else None
-    parts, split = validate(rows, enrolled=enrolled)
+    enrolment = case.code in {"SUBJECT_NOT_ENROLLED", "SUBJECT_REFUSED"}
+    enrolled = [("S1", "P1"), ("S1", "P2"), ("S1", "P4")] if enrolment else None
+    # The subjects file refused P3 (a reference date that does not exist), or, for SUBJECT_NOT_ENROLLED, P9.
+    refused_id = "P3" if case.code == "SUBJECT_REFUSED" else "P9"
+    refused = validate_subjects(raw_subjects([subject_row(subject_id=refused_id, reference_date="2025-02-30")]))
+    parts, split = validate(rows, enrolled=enrolled, refused=refused.quarantine)
     assert parts.outside_panel.height == 0
     _assert_case(split, case, len(rows), "labs.csv")
 
@@ -371,8 +383,22 @@ SUBJECT_CASES = [
         "03/01/2025",
         "an ISO 8601 date YYYY-MM-DD or empty",
     ),
+    _case(
+        "SUBJECT_CONFLICT",
+        {"subject_id": "P1", "sex": "M"},
+        "subject_id",
+        "P1",
+        "one row per (study_id, subject_id)",
+        rows=(1, 3),
+    ),
+    _case("SUBJECT_DUPLICATE", {"subject_id": "P1"}, "subject_id", "P1", "one row per (study_id, subject_id)"),
+]
+
+# Bad optional fields: the subject is kept with the field empty (tests/test_subject_fields.py).
+SUBJECT_FIELD_CASES = [
     _case("SEX_INVALID", {"sex": "X"}, "sex", "X", "F, M, U or UNDIFFERENTIATED"),
     _case("AGE_INVALID", {"age_years": "130"}, "age_years", "130", "a number of years between 0 and 120"),
+    _case("AGE_INVALID", {"age_years": "-23"}, "age_years", "-23", "a number of years between 0 and 120"),
     _case("AGE_INVALID", {"age_years": "thirty"}, "age_years", "thirty", "a number of years between 0 and 120"),
     _case("SLEDAI_INVALID", {"sledai_2k": "4.5"}, "sledai_2k", "4.5", "a whole number between 0 and 105"),
     _case("SLEDAI_INVALID", {"sledai_2k": "106"}, "sledai_2k", "106", "a whole number between 0 and 105"),
@@ -392,33 +418,50 @@ SUBJECT_CASES = [
         "VII",
         "NONE, I, II, III, IV, V, VI, III+V or IV+V",
     ),
-    _case(
-        "SUBJECT_CONFLICT",
-        {"subject_id": "P1", "sex": "M"},
-        "subject_id",
-        "P1",
-        "one row per (study_id, subject_id)",
-        rows=(1, 3),
-    ),
-    _case("SUBJECT_DUPLICATE", {"subject_id": "P1"}, "subject_id", "P1", "one row per (study_id, subject_id)"),
 ]
 
 
 def test_subject_cases_cover_every_subject_rule() -> None:
-    """Every reason code of `subject_rules` has at least one case below."""
-    assert {c.values[0].code for c in SUBJECT_CASES} == {r.code for r in subject_rules()}
+    """Every reason code of `subject_rules` has at least one case below: refusing rules, then field rules."""
+    rules = subject_rules()
+    assert {c.values[0].code for c in SUBJECT_CASES} == {r.code for r in rules if r.nulls is None}
+    assert {c.values[0].code for c in SUBJECT_FIELD_CASES} == {r.code for r in rules if r.nulls is not None}
+    assert [r.nulls is None for r in rules] == sorted((r.nulls is None for r in rules), reverse=True)
 
 
-@pytest.mark.parametrize("case", SUBJECT_CASES)
-def test_subject_rule_quarantines_only_the_bad_row(case: Case) -> None:
-    """One bad subject row among good ones: only it is quarantined, with its code and a full message."""
-    rows = [
+def _subject_rows(case: Case) -> list[dict[str, str | None]]:
+    """Four subjects; the third carries the case's overrides."""
+    return [
         subject_row(subject_id="P1"),
         subject_row(subject_id="P2", sex="male", lupus_nephritis_class=None, first_exposure_date=None),
         subject_row(**{"subject_id": "P3", **case.overrides}),
         subject_row(subject_id="P4", age_years="", egfr=""),
     ]
+
+
+@pytest.mark.parametrize("case", SUBJECT_CASES)
+def test_subject_rule_quarantines_only_the_bad_row(case: Case) -> None:
+    """One bad subject row among good ones: only it is quarantined, with its code and a full message."""
+    rows = _subject_rows(case)
     _assert_case(validate_subjects(raw_subjects(rows)), case, len(rows), "subjects.csv")
+
+
+@pytest.mark.parametrize("case", SUBJECT_FIELD_CASES)
+def test_bad_optional_subject_field_is_quarantined_as_that_field(case: Case) -> None:
+    """The subject stays, with that field null; one field record names its row, column, value and reason."""
+    rows = _subject_rows(case)
+    split = validate_subjects(raw_subjects(rows))
+    assert split.accepted["source_row"].to_list() == [1, 2, 3, 4]
+    kept = split.accepted.row(2, named=True)
+    assert kept[case.column] is None
+    assert (kept["subject_id"], kept["reference_date"]) == ("P3", dt.date(2025, 2, 1))
+    assert split.quarantine.columns[: len(QUARANTINE_HEAD)] == QUARANTINE_HEAD
+    assert split.quarantine.height == 1
+    bad = _bad_row(split)
+    assert (bad["reason_code"], bad["reason_codes"]) == (case.code, [case.code])
+    assert (bad["column"], bad["value"], bad[case.column]) == (case.column, case.value, case.value)
+    _assert_message(bad["message"], "subjects.csv", 3, column=case.column, value=case.value, expected=case.expected)
+    assert bad["message"].endswith(f"; the row is kept with {case.column} empty")
 
 
 def test_subject_fields_are_typed() -> None:
@@ -532,7 +575,7 @@ def test_rule_flags_match_each_rule_evaluated_alone() -> None:
     """The one-query evaluation of all rules gives what each rule gives on its own."""
     rows = [lab_row(), lab_row(subject_id="P2", result="abc", unit="furlongs", ref_low="x", collected_at="")]
     parts, _ = validate(rows)
-    frame = parts.candidates.with_columns(_enrolled=pl.lit(True))
+    frame = parts.candidates.with_columns(_enrolled=pl.lit(True), _refused=pl.lit(False))
     rules = [r for r in lab_rules(AS_OF, IFN_METHODS) if not r.code.startswith("DUPLICATE_")]
     flags = rule_flags(frame, rules)
     for rule in rules:

@@ -22,6 +22,14 @@ _NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
 # ISO 8601 calendar date, optionally with a time and offset. The offset is read but not applied: the
 # collection date is the lab's local calendar date, as written.
 _ISO = r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
+#: Converted values keep at most this many significant digits: the binary error of a product or quotient is
+#: near the 16th digit, far below it (docs/input.md, "Precision of converted values").
+SIGNIFICANT_DIGITS = 12
+# Rounding to `places` decimals is exact in float64 only while 10**|places| and the scaled value are exact.
+_MAX_PLACES = 15
+_POWERS_OF_TEN = pl.Series("power", [10.0**k for k in range(_MAX_PLACES + 1)], dtype=pl.Float64)
+# log10 of a power of ten is not always exact in floating point (log10(1000) = 2.9999999999999996).
+_LOG_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,65 @@ def parse_number(col: str) -> pl.Expr:
     """A plain number from a string column; null when empty or not a plain number."""
     text = pl.col(col).str.strip_chars()
     return pl.when(text.str.contains(_NUMBER)).then(text.cast(pl.Float64, strict=False)).otherwise(None)
+
+
+def decimals_of(number: pl.Expr) -> pl.Expr:
+    """The decimal places a plain number is written with: digits after the point, less the exponent.
+
+    `35` 0, `0.35` 2, `12.` 0, `.5` 1, `2.50` 2, `1.5e3` -2, `2.5E-2` 3. Null for null, and for an exponent too
+    large to read (such a number is not finite anyway).
+    """
+    text = number.str.strip_chars()
+    fraction = text.str.extract(r"\.(\d*)", 1).str.len_chars().fill_null(0).cast(pl.Int64)
+    exponent_text = text.str.extract(r"[eE]([+-]?\d+)$", 1)
+    exponent = pl.when(exponent_text.is_null()).then(0).otherwise(exponent_text.cast(pl.Int64, strict=False))
+    return pl.when(text.is_not_null()).then(fraction - exponent).cast(pl.Int32, strict=False)
+
+
+def round_to_places(value: pl.Expr, places: pl.Expr) -> pl.Expr:
+    """`value` rounded (halves away from zero) to `places` decimals, row by row, then to 12 significant digits.
+
+    Negative places round to tens, hundreds, ... A value is rounded to its places only where that is exact in
+    float64 (|places| <= 15 and the scaled value below 2**52); elsewhere, and where `places` is null, only the
+    significant-digit cap applies. Non-finite values are returned unchanged.
+    """
+    shift = places.abs()
+    power = pl.lit(_POWERS_OF_TEN).gather(shift.clip(0, _MAX_PLACES))
+    up = (value * power).round(0, mode="half_away_from_zero") / power
+    down = (value / power).round(0, mode="half_away_from_zero") * power
+    scaled = pl.when(places >= 0).then(value * power).otherwise(value).abs()
+    exact = (shift <= _MAX_PLACES) & (scaled < 2.0**52)
+    rounded = pl.when(exact & (places >= 0)).then(up).when(exact).then(down).otherwise(value)
+    return pl.when(value.is_finite()).then(rounded.round_sig_figs(SIGNIFICANT_DIGITS)).otherwise(value)
+
+
+def places_added(factor: pl.Expr) -> pl.Expr:
+    """Decimal places a multiplication by `factor` adds: 0.01 adds 2, 1000 adds -3 (-floor(log10 factor))."""
+    return -(factor.log10() + _LOG_SLACK).floor().cast(pl.Int32, strict=False)
+
+
+def multiplied(numbers: pl.DataFrame, factors: pl.Series) -> pl.Series:
+    """Every number (`number`, and the `places` it was written with) times every factor, at `i * len(factors) + f`.
+
+    Each product is rounded to the reported resolution in the new unit, `places` + `places_added(factor)`:
+    35 mg/dL x 0.01 = 0.35 g/L (not 0.35000000000000003), 0.05 10^9/L x 1000 = 50 cells/uL. With the
+    power-of-ten factors of units.csv this is the exact decimal product. Numbers are the distinct values of a
+    column and factors a handful, so the grid is small; rows then pick their product by position.
+    """
+    grid = numbers.join(factors.alias("factor").to_frame(), how="cross", maintain_order="left_right")
+    places = pl.col("places") + places_added(pl.col("factor"))
+    return grid.select(round_to_places(pl.col("number") * pl.col("factor"), places)).to_series()
+
+
+def per_upper_limit(number: pl.Expr, places: pl.Expr, upper: pl.Expr, upper_places: pl.Expr) -> pl.Expr:
+    """A kit-unit number as a multiple of the lab's upper limit, rounded to what both were reported with.
+
+    Places: the larger of the number's and the limit's decimals, plus ceil(log10 limit): 120 U/mL over 100 is
+    1.2, 100 over 300 is 0.333. One reported unit over the limit is never finer than that, so a result above,
+    at or below the limit stays above, at or below 1 x ULN after rounding.
+    """
+    shift = (upper.log10() - _LOG_SLACK).ceil().cast(pl.Int32, strict=False)
+    return round_to_places(number / upper, pl.max_horizontal(places, upper_places) + shift)
 
 
 def parse_iso_date(col: str) -> tuple[pl.Expr, pl.Expr]:
@@ -118,8 +185,10 @@ def _stripped(column: pl.Series) -> pl.Series:
     return column if stripped.equals(column) else stripped
 
 
-def _unit_pairs(reported: pl.Series, units: pl.Series, ref: ReferenceTables) -> pl.DataFrame:
+def _unit_pairs(reported: pl.Series, units: pl.Series, ref: ReferenceTables, factors: pl.Series) -> pl.DataFrame:
     """Conversion and analyte facts for every (reported analyte, unit) pair, at row `a * len(units) + u`.
+
+    `_factor_code` is the position of a multiplying pair's factor among `factors` (null for other pairs).
 
     Reported analytes come from the panel (a few dozen) and units repeat heavily, so the whole grid is
     small: rows then find their pair by arithmetic on two positions instead of a join of the wide frame.
@@ -151,11 +220,39 @@ def _unit_pairs(reported: pl.Series, units: pl.Series, ref: ReferenceTables) -> 
         "analyte",
         "conversion",
         "factor",
+        _factor_code=pl.when(pl.col("conversion") == "multiply").then(
+            pl.col("factor").replace_strict(factors, pl.Series(range(factors.len()), dtype=pl.UInt32), default=None)
+        ),
         unit_canonical=_lookup(pl.col("analyte"), analytes, "analyte", "unit_canonical"),
         plausible_min=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_min"),
         plausible_max=_lookup(pl.col("analyte"), analytes, "analyte", "plausible_max"),
         allowed_units=_lookup(pl.col("analyte_reported"), allowed, "analyte", "allowed_units"),
     )
+
+
+#: Reported number -> its value in the canonical unit.
+_CONVERTED = {"result": "value", "ref_low": "ref_low_value", "ref_high": "ref_high_value"}
+
+
+def _per_upper_limit_rows(derived: pl.DataFrame, codes: pl.DataFrame, numbers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """`derived` with the values of kit-unit rows (conversion `per_upper_limit`) set: result / ref_high.
+
+    These are few (anti-dsDNA in U/mL or AU/mL), so they are computed on their own rows and scattered in.
+    """
+    rows = (derived["conversion"] == "per_upper_limit").fill_null(False).arg_true()
+    if rows.len() == 0:
+        return derived
+    picked = codes.select(pl.col(f"_code_{c}").gather(rows) for c in _CONVERTED)
+
+    def spread(c: str, field: str) -> pl.Expr:
+        return pl.lit(numbers[c][field]).gather(pl.col(f"_code_{c}"))
+
+    upper, upper_places = spread("ref_high", "number"), spread("ref_high", "places")
+    ratios = picked.select(
+        per_upper_limit(spread(c, "number"), spread(c, "places"), upper, upper_places).alias(name)
+        for c, name in _CONVERTED.items()
+    )
+    return derived.with_columns(derived[name].clone().scatter(rows, ratios[name]) for name in _CONVERTED.values())
 
 
 def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig) -> Harmonised:
@@ -165,7 +262,8 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     position (see `_per_distinct`); the wide frame is never joined or copied beyond the panel filter, and
     each step is one parallel `select`. Besides the typed columns, candidates carry `_present_<col>` (the
     field is not blank) for result, ref_low, ref_high and collected_at, and `_raw_<col>` verbatim copies
-    of the identifiers, site and method for the quarantine.
+    of the identifiers, site and method for the quarantine. Converted numbers keep the precision they were
+    reported with, without binary artefacts (`multiplied`, `per_upper_limit`; docs/input.md).
 
     Args:
         raw: lab rows as read by `immunostrat.io.read_labs` (all String, plus source_file/source_row).
@@ -226,7 +324,25 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     reported = ref.test_codes["analyte"].unique(maintain_order=True)
     reported_code = tests.select(_code("analyte_reported", reported)).to_series()
     units = _with_null(values["unit"])
-    pairs = _unit_pairs(_with_null(reported), units, ref)
+    factors = ref.units.filter(pl.col("conversion") == "multiply")["factor"].unique().sort()
+    pairs = _unit_pairs(_with_null(reported), units, ref, factors)
+    # The numbers converted with the unit, once per distinct value: the number and its decimal places.
+    numbers = {
+        "result": _per_distinct(
+            values["result"],
+            {
+                "number": result.struct.field("2").cast(pl.Float64, strict=False),
+                "places": decimals_of(result.struct.field("2")),
+            },
+        ),
+        **{
+            c: _per_distinct(values[c], {"number": parse_number(c), "places": decimals_of(pl.col(c))})
+            for c in ("ref_low", "ref_high")
+        },
+    }
+    # Each number times each multiplying factor (rounded; see `multiplied`): rows pick theirs by position.
+    products = {c: multiplied(table, factors) for c, table in numbers.items()}
+    factor_code = pl.lit(pairs["_factor_code"]).gather(pl.col("_code_pair"))
 
     # Derived columns are computed from the codes alone and stacked beside the input columns: selecting or
     # adding columns to the wide frame would make polars copy every input column into one chunk.
@@ -239,7 +355,11 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     derived = codes.select(
         pl.lit(tests["analyte_reported"]).gather(pl.col("_code_test")).alias("analyte_reported"),
         *(expr for c, table in tables.items() for expr in _gather(table, pl.col(f"_code_{c}"))),
-        *_gather(pairs, pl.col("_code_pair")),
+        *_gather(pairs.drop("_factor_code"), pl.col("_code_pair")),
+        *(
+            pl.lit(products[c]).gather(pl.col(f"_code_{c}") * factors.len() + factor_code).alias(name)
+            for c, name in _CONVERTED.items()
+        ),
     )
     method = pl.col("_method_clean")
     if cfg.ifn_default_method:
@@ -248,14 +368,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             .then(pl.lit(cfg.ifn_default_method.strip().upper()))
             .otherwise(method)
         )
-    per_uln = pl.col("conversion") == "per_upper_limit"
-    scale = pl.when(per_uln).then(1.0 / pl.col("ref_high_reported")).otherwise(pl.col("factor"))
-    derived = derived.with_columns(
-        method=method,
-        value=pl.col("value_reported") * scale,
-        ref_low_value=pl.col("ref_low_reported") * scale,
-        ref_high_value=pl.col("ref_high_reported") * scale,
-    )
+    derived = _per_upper_limit_rows(derived.with_columns(method=method), codes, numbers)
     verbatim = ("study_id", "subject_id", "site_id", "method")
     candidates = panel.rename({c: f"_raw_{c}" for c in verbatim}).hstack(
         # Identifiers are matched without surrounding white space (never otherwise altered); `_raw_<col>`

@@ -7,13 +7,19 @@ frame (so data checks really run and every failure is collected), and the failur
 decide the quarantine. A quarantined row keeps its original columns, its primary reason code (the first
 failing rule in the order below), every failing code, and a message naming file, row, column, value and
 what was expected.
+
+Most rules refuse the row. A rule about an optional field (a subject's age, sex, SLEDAI-2K, ...) instead
+sets that field to null and keeps the row: the quarantine then holds a *field record* for it (one per bad
+field, its reason code being the field's own) and the row is accepted. A refused row's primary reason is
+always a refusing rule; its `reason_codes` also list the bad optional fields.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandera.polars as pa
@@ -34,18 +40,23 @@ class ContractError(Exception):
 
 @dataclass(frozen=True)
 class Rule:
-    """One row rule. `passes` must be True or False for every row (never null)."""
+    """One row rule. `passes` must be True or False for every row (never null).
+
+    `nulls` names the typed column of an optional field: a failure then sets it to null and keeps the row
+    (with a field record in the quarantine) instead of refusing the row.
+    """
 
     code: str
     column: str
     description: str
     passes: pl.Expr
     expected: pl.Expr
+    nulls: str | None = None
 
 
 @dataclass(frozen=True)
 class Split:
-    """Rows that passed every rule, and the quarantined rest."""
+    """Rows that passed every refusing rule, and the quarantine: refused rows and field records, in file order."""
 
     accepted: pl.DataFrame
     quarantine: pl.DataFrame
@@ -116,34 +127,51 @@ def _failures(frame: pl.DataFrame, model: type[pa.DataFrameModel], rules: Sequen
     return empty
 
 
+def _ranked_failures(failures: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
+    """Failures with each rule's `_priority`: the rules' order, refusing rules before field rules."""
+    ordered = [r.code for r in rules if r.nulls is None] + [r.code for r in rules if r.nulls is not None]
+    priority = pl.DataFrame(
+        {"reason_code": ordered, "_priority": list(range(len(ordered)))},
+        schema={"reason_code": pl.String, "_priority": pl.Int32},
+    )
+    return failures.join(priority, on="reason_code", how="left").sort("index", "_priority")
+
+
 def apply_rules(
     frame: pl.DataFrame,
     model: type[pa.DataFrameModel],
     rules: Sequence[Rule],
+    *,
     keep: Sequence[str] | None = None,
     flags: pl.DataFrame | None = None,
+    annotate: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> Split:
     """Validate `frame` against `model` plus `rules`; split off failing rows with reasons and messages.
 
     `keep` names the columns the accepted rows need downstream (default: all); the helper columns of the
     checks are then never copied for the (many) accepted rows. `flags` holds outcomes already computed for
-    some of the rules (see `rule_flags`); the others are computed here.
+    some of the rules (see `rule_flags`); the others are computed here. A row failing only field rules
+    (`Rule.nulls`) is accepted with those columns null, and each bad field gets a quarantine record of its
+    own. `annotate` may add columns to the quarantined rows before the messages are built (the rules'
+    `expected` may read them).
     """
     known = [] if flags is None else flags.columns
     computed = rule_flags(frame, [r for r in rules if r.code not in known])
     if flags is not None:
         computed = flags.hstack(computed)
     indexed = frame.with_row_index("_idx")
-    failures = _failures(frame.hstack(computed.select(r.code for r in rules)), model, rules)
-    priority = pl.DataFrame(
-        {"reason_code": [r.code for r in rules], "_priority": list(range(len(rules)))},
-        schema={"reason_code": pl.String, "_priority": pl.Int32},
-    )
+    ranked = _ranked_failures(_failures(frame.hstack(computed.select(r.code for r in rules)), model, rules), rules)
+    field_rules = [r for r in rules if r.nulls is not None]
+    fields = ranked.clear()
+    if field_rules:
+        # A row whose first failure (in priority order) is a field rule fails field rules only.
+        first = ranked.group_by("index", maintain_order=True).agg(pl.col("reason_code").first())
+        kept = first.filter(pl.col("reason_code").is_in([r.code for r in field_rules]))["index"]
+        fields = ranked.filter(pl.col("index").is_in(kept.implode()))
+        ranked = ranked.filter(~pl.col("index").is_in(kept.implode()))
     reasons = (
-        failures.join(priority, on="reason_code", how="left")
-        .sort("index", "_priority")
-        .group_by("index", maintain_order=True)
-        .agg(pl.col("reason_code").first(), pl.col("reason_code").alias("reason_codes"))
+        ranked.group_by("index", maintain_order=True)
+        .agg(pl.col("reason_code").first(), pl.col("reason_code").alias("reason_codes"), pl.col("_priority").first())
         .rename({"index": "_idx"})
     )
     # A positional mask, not joins: joining the wide frame on a row index gathers every column.
@@ -152,7 +180,25 @@ def apply_rules(
     mask = pl.Series("_failing", failing)
     # Plain column picks: `select` would copy every picked column into one chunk first.
     accepted = (frame[list(keep)] if keep is not None else frame).filter(~mask)
-    failed = indexed.filter(mask).join(reasons, on="_idx", how="left", maintain_order="left")
+    if fields.height:
+        nulled = [r for r in field_rules if r.nulls in accepted.columns]
+        good = computed.select(r.code for r in nulled).filter(~mask)
+        accepted = accepted.hstack(good.select(pl.all().name.prefix("_ok_"))).with_columns(
+            pl.when(pl.col(f"_ok_{r.code}")).then(pl.col(str(r.nulls))).otherwise(None).alias(str(r.nulls))
+            for r in nulled
+        )
+        accepted = accepted.drop([f"_ok_{r.code}" for r in nulled])
+    failed = indexed.filter(mask).join(reasons, on="_idx", how="left", maintain_order="left").with_columns(_field=False)
+    if fields.height:
+        # One record per bad field: its row, repeated for each field that row got wrong.
+        records = indexed.select(pl.all().gather(fields["index"])).hstack(
+            fields.select(
+                "reason_code", pl.concat_list("reason_code").alias("reason_codes"), "_priority", _field=True
+            ).get_columns()
+        )
+        failed = pl.concat([failed, records])
+    if annotate is not None:
+        failed = annotate(failed)
     column = pl.lit(None, pl.String)
     value = pl.lit(None, pl.String)
     expected = pl.lit(None, pl.String)
@@ -162,20 +208,20 @@ def apply_rules(
         shown = f"_raw_{rule.column}" if f"_raw_{rule.column}" in frame.columns else rule.column
         value = pl.when(hit).then(pl.col(shown).cast(pl.String).fill_null("")).otherwise(value)
         expected = pl.when(hit).then(rule.expected).otherwise(expected)
+    message = pl.format(
+        "{} row {}, column '{}': value '{}' rejected ({}); expected {}",
+        "source_file",
+        "source_row",
+        "column",
+        "value",
+        "reason_code",
+        "_expected",
+    )
+    kept_note = pl.format("; the row is kept with {} empty", "column")
     quarantine = (
         failed.with_columns(column=column, value=value, _expected=expected)
-        .with_columns(
-            message=pl.format(
-                "{} row {}, column '{}': value '{}' rejected ({}); expected {}",
-                "source_file",
-                "source_row",
-                "column",
-                "value",
-                "reason_code",
-                "_expected",
-            )
-        )
-        .sort("_idx")
+        .with_columns(message=pl.when("_field").then(pl.concat_str(message, kept_note)).otherwise(message))
+        .sort("_idx", "_priority")
     )
     original = [
         pl.col(f"_raw_{c}").alias(c) if f"_raw_{c}" in frame.columns else pl.col(c)
@@ -360,8 +406,15 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "SUBJECT_NOT_ENROLLED",
             "subject_id",
             "the subject is not in the subjects file",
-            pl.col("_enrolled"),
-            _lit("a (study_id, subject_id) present among the valid rows of the subjects file"),
+            pl.col("_enrolled") | pl.col("_refused"),
+            _lit("a (study_id, subject_id) present in the subjects file"),
+        ),
+        Rule(
+            "SUBJECT_REFUSED",
+            "subject_id",
+            "the subject's row of the subjects file was refused",
+            pl.col("_enrolled") | ~pl.col("_refused"),
+            pl.format("a subject accepted from the subjects file, but {}", "_refusal"),
         ),
         Rule(
             "DUPLICATE_CONFLICT",
@@ -432,8 +485,8 @@ def _with_duplicate_flags(frame: pl.DataFrame, basic_ok: pl.Series) -> pl.DataFr
     return frame.hstack(flags)
 
 
-def _is_enrolled(candidates: pl.DataFrame, enrolled: pl.DataFrame) -> pl.Series:
-    """`_enrolled`: whether each row's (study_id, subject_id) is among the enrolled subjects.
+def _enrolment(candidates: pl.DataFrame, enrolled: pl.DataFrame, refused: pl.DataFrame) -> list[pl.Series]:
+    """`_enrolled` and `_refused`: whether each row's (study_id, subject_id) is an accepted or a refused subject.
 
     A subject's rows usually arrive together, so each run of equal identifiers is looked up once (a join
     of the run starts, not of every row) and the answer spread back over its run. Without runs this is
@@ -442,13 +495,47 @@ def _is_enrolled(candidates: pl.DataFrame, enrolled: pl.DataFrame) -> pl.Series:
     ids = ["study_id", "subject_id"]
     run = candidates.select(pl.struct(ids).rle_id()).to_series()
     starts = candidates[ids].filter((run != run.shift(1)).fill_null(True))
-    keys = enrolled.select(ids).unique().with_columns(_enrolled=pl.lit(True))
-    found = starts.join(keys, on=ids, how="left", nulls_equal=False, maintain_order="left")["_enrolled"]
-    return found.fill_null(False).rechunk().gather(run)
+    flags = []
+    for name, subjects in (("_enrolled", enrolled), ("_refused", refused)):
+        keys = subjects.select(ids).unique().with_columns(pl.lit(True).alias(name))
+        found = starts.join(keys, on=ids, how="left", nulls_equal=False, maintain_order="left")[name]
+        flags.append(found.fill_null(False).rechunk().gather(run))
+    return flags
+
+
+def subject_refusals(quarantine: pl.DataFrame | None) -> pl.DataFrame:
+    """(study_id, subject_id, _refusal) of every subject the subjects file refused, and why, in words.
+
+    From the subjects file's quarantine (`validate_subjects(...).quarantine`; field records are not
+    refusals). Identifiers are stripped, as lab rows match them. `_refusal` reads, e.g., "subject SLE-01/017
+    was refused (subjects.csv row 18: REFERENCE_DATE_INVALID, reference_date '2025-02-30')"; a subject refused
+    on several rows (SUBJECT_CONFLICT) names each.
+    """
+    empty = pl.DataFrame(schema={"study_id": pl.String, "subject_id": pl.String, "_refusal": pl.String})
+    if quarantine is None or quarantine.height == 0 or "subject_id" not in quarantine.columns:
+        return empty
+    key = [_text("study_id").alias("study_id"), _text("subject_id").alias("subject_id")]
+    where = pl.format("{} row {}: {}, {} '{}'", "source_file", "source_row", "reason_code", "column", "value")
+    return (
+        quarantine.filter(~pl.col("reason_code").is_in(SUBJECT_FIELD_CODES))
+        .select(*key, where.alias("_where"))
+        .filter((pl.col("study_id") != "") & (pl.col("subject_id") != ""))
+        .group_by("study_id", "subject_id", maintain_order=True)
+        .agg(pl.col("_where").str.join("; "))
+        .select(
+            "study_id",
+            "subject_id",
+            pl.format("subject {}/{} was refused ({})", "study_id", "subject_id", "_where").alias("_refusal"),
+        )
+    )
 
 
 def validate_labs(
-    candidates: pl.DataFrame, as_of: dt.date, ifn_methods: Sequence[str], enrolled: pl.DataFrame | None = None
+    candidates: pl.DataFrame,
+    as_of: dt.date,
+    ifn_methods: Sequence[str],
+    enrolled: pl.DataFrame | None = None,
+    refused: pl.DataFrame | None = None,
 ) -> Split:
     """Split harmonised lab candidates into accepted rows and quarantine.
 
@@ -456,16 +543,24 @@ def validate_labs(
         candidates: output of `harmonise_labs` (stripped identifiers, `_present_<col>` flags, typed columns).
         as_of: the run's as_of date; later collection dates are quarantined.
         ifn_methods: IFN-signature methods with a known cut-off (upper-case).
-        enrolled: (study_id, subject_id) of valid subjects; None to skip the enrolment rule.
+        enrolled: (study_id, subject_id) of valid subjects; None to skip the enrolment rules.
+        refused: the subjects file's quarantine (`validate_subjects(...).quarantine`), read with `enrolled`:
+            the rows of a subject refused there are SUBJECT_REFUSED, and their message names the subject's
+            row and reason. Without it every subject missing from `enrolled` is SUBJECT_NOT_ENROLLED.
     """
+    refusals = subject_refusals(refused)
     if enrolled is None:
-        frame = candidates.with_columns(_enrolled=pl.lit(True))
+        frame = candidates.with_columns(_enrolled=pl.lit(True), _refused=pl.lit(False))
     else:
-        frame = candidates.hstack([_is_enrolled(candidates, enrolled)])
+        frame = candidates.hstack(_enrolment(candidates, enrolled, refusals))
     rules = lab_rules(as_of, ifn_methods)
     flags = rule_flags(frame, [r for r in rules if not r.code.startswith("DUPLICATE_")])
     frame = _with_duplicate_flags(frame, flags.select(pl.all_horizontal(pl.all())).to_series())
-    return apply_rules(frame, LabCandidate, rules, keep=ACCEPTED_LAB_COLUMNS, flags=flags)
+
+    def why_refused(failed: pl.DataFrame) -> pl.DataFrame:
+        return failed.join(refusals, on=["study_id", "subject_id"], how="left", maintain_order="left")
+
+    return apply_rules(frame, LabCandidate, rules, keep=ACCEPTED_LAB_COLUMNS, flags=flags, annotate=why_refused)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -544,7 +639,14 @@ def _identifier_rules() -> list[Rule]:
 
 
 def subject_rules() -> list[Rule]:
-    """Row rules for the subjects file, in priority order."""
+    """Row rules for the subjects file, in priority order.
+
+    The rules up to SUBJECT_DUPLICATE refuse the subject. The rest are about optional fields: a bad value
+    is set to null (`Rule.nulls`) and the subject kept, so criteria that need it are not assessable, never
+    failed, and the subject's lab rows still count. `first_exposure_date` is optional too, but refuses the
+    subject when unreadable: an empty one means "not exposed yet", so nulling a bad one would let
+    post-infusion measurements into the baseline.
+    """
     return [
         *_identifier_rules(),
         Rule(
@@ -562,59 +664,6 @@ def subject_rules() -> list[Rule]:
             _lit("an ISO 8601 date YYYY-MM-DD or empty"),
         ),
         Rule(
-            "SEX_INVALID",
-            "sex",
-            "sex is not a CDISC SEX value",
-            _optional("sex", "_sex"),
-            _lit("F, M, U or UNDIFFERENTIATED (or Female/Male/Unknown), or empty"),
-        ),
-        Rule(
-            "AGE_INVALID",
-            "age_years",
-            "age_years is not a plausible age",
-            _optional("age_years", "_age_years", pl.col("_age_years").is_between(0, 120)),
-            _lit("a number of years between 0 and 120, or empty"),
-        ),
-        Rule(
-            "SLEDAI_INVALID",
-            "sledai_2k",
-            "sledai_2k is not a SLEDAI-2K score",
-            _optional("sledai_2k", "_sledai_2k", pl.col("_sledai_2k").is_between(0, 105)),
-            _lit("a whole number between 0 and 105, or empty"),
-        ),
-        Rule(
-            "PRIOR_FAILURES_INVALID",
-            "prior_immunosuppressant_failures",
-            "the count of failed therapies is invalid",
-            _optional(
-                "prior_immunosuppressant_failures",
-                "_prior_failures",
-                pl.col("_prior_failures").is_between(0, 50),
-            ),
-            _lit("a whole number between 0 and 50, or empty"),
-        ),
-        Rule(
-            "EGFR_INVALID",
-            "egfr",
-            "egfr is not a plausible eGFR",
-            _optional("egfr", "_egfr", pl.col("_egfr").is_between(0, 300)),
-            _lit("a number between 0 and 300 mL/min/1.73 m2, or empty"),
-        ),
-        Rule(
-            "CNS_FLAG_INVALID",
-            "active_cns_lupus",
-            "active_cns_lupus is not a yes/no value",
-            _optional("active_cns_lupus", "_cns"),
-            _lit("true or false (yes/no, y/n, 1/0), or empty"),
-        ),
-        Rule(
-            "LN_CLASS_INVALID",
-            "lupus_nephritis_class",
-            "lupus_nephritis_class is not an ISN/RPS class",
-            _optional("lupus_nephritis_class", "_ln_class"),
-            _lit("NONE, I, II, III, IV, V, VI, III+V or IV+V, or empty"),
-        ),
-        Rule(
             "SUBJECT_CONFLICT",
             "subject_id",
             "the subject appears more than once with different values",
@@ -628,7 +677,101 @@ def subject_rules() -> list[Rule]:
             ~pl.col("_repeat"),
             _lit("one row per (study_id, subject_id)"),
         ),
+        Rule(
+            "SEX_INVALID",
+            "sex",
+            "sex is not a CDISC SEX value",
+            _optional("sex", "_sex"),
+            _lit("F, M, U or UNDIFFERENTIATED (or Female/Male/Unknown), or empty"),
+            nulls="_sex",
+        ),
+        Rule(
+            "AGE_INVALID",
+            "age_years",
+            "age_years is not a plausible age",
+            _optional("age_years", "_age_years", pl.col("_age_years").is_between(0, 120)),
+            _lit("a number of years between 0 and 120, or empty"),
+            nulls="_age_years",
+        ),
+        Rule(
+            "SLEDAI_INVALID",
+            "sledai_2k",
+            "sledai_2k is not a SLEDAI-2K score",
+            _optional("sledai_2k", "_sledai_2k", pl.col("_sledai_2k").is_between(0, 105)),
+            _lit("a whole number between 0 and 105, or empty"),
+            nulls="_sledai_2k",
+        ),
+        Rule(
+            "PRIOR_FAILURES_INVALID",
+            "prior_immunosuppressant_failures",
+            "the count of failed therapies is invalid",
+            _optional(
+                "prior_immunosuppressant_failures",
+                "_prior_failures",
+                pl.col("_prior_failures").is_between(0, 50),
+            ),
+            _lit("a whole number between 0 and 50, or empty"),
+            nulls="_prior_failures",
+        ),
+        Rule(
+            "EGFR_INVALID",
+            "egfr",
+            "egfr is not a plausible eGFR",
+            _optional("egfr", "_egfr", pl.col("_egfr").is_between(0, 300)),
+            _lit("a number between 0 and 300 mL/min/1.73 m2, or empty"),
+            nulls="_egfr",
+        ),
+        Rule(
+            "CNS_FLAG_INVALID",
+            "active_cns_lupus",
+            "active_cns_lupus is not a yes/no value",
+            _optional("active_cns_lupus", "_cns"),
+            _lit("true or false (yes/no, y/n, 1/0), or empty"),
+            nulls="_cns",
+        ),
+        Rule(
+            "LN_CLASS_INVALID",
+            "lupus_nephritis_class",
+            "lupus_nephritis_class is not an ISN/RPS class",
+            _optional("lupus_nephritis_class", "_ln_class"),
+            _lit("NONE, I, II, III, IV, V, VI, III+V or IV+V, or empty"),
+            nulls="_ln_class",
+        ),
     ]
+
+
+#: Reason codes of the subjects' optional fields: a quarantine record with one of them is a field record (the
+#: subject row itself was accepted with that field empty), not a refused row.
+SUBJECT_FIELD_CODES: tuple[str, ...] = tuple(r.code for r in subject_rules() if r.nulls is not None)
+
+
+def subject_quarantine_counts(quarantine: pl.DataFrame) -> dict[str, Any]:
+    """Accounting of a subjects file's quarantine: refused rows and field records, counted apart.
+
+    Every subject row read ends in exactly one place, so `rows_read` = `accepted` + `quarantined`, where
+    `quarantined` counts refused rows only. A subject accepted with a bad optional field set to null is
+    counted in `accepted`; each such field is one of `fields_quarantined` (a row can have several).
+    """
+    field = (
+        quarantine["reason_code"].is_in(SUBJECT_FIELD_CODES)
+        if quarantine.height
+        else pl.Series("reason_code", [], pl.Boolean)
+    )
+    refused, fields = quarantine.filter(~field), quarantine.filter(field)
+    return {
+        "quarantined": refused.height,
+        "quarantined_by_reason": _count_by_reason(refused),
+        "fields_quarantined": fields.height,
+        "fields_quarantined_by_reason": _count_by_reason(fields),
+    }
+
+
+def _count_by_reason(frame: pl.DataFrame) -> dict[str, int]:
+    """Rows per `reason_code`, most frequent first, ties by code (as the run's other `*_by_reason` counts)."""
+    if frame.height == 0:
+        return {}
+    counts = frame.group_by("reason_code").len().sort("len", "reason_code", descending=[True, False])
+    return dict(zip(counts["reason_code"].to_list(), counts["len"].to_list(), strict=True))
 
 
 def _subject_duplicate_flags(raw: pl.DataFrame) -> pl.DataFrame:
@@ -661,7 +804,11 @@ def _subject_duplicate_flags(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def validate_subjects(raw: pl.DataFrame) -> Split:
-    """Split a subjects file into valid subjects (with typed columns) and quarantine."""
+    """Split a subjects file into valid subjects (with typed columns) and quarantine.
+
+    The quarantine holds the refused rows, then one field record per bad optional field of an accepted row
+    (its subject is in `accepted` with that field null); see `subject_quarantine_counts` for the accounting.
+    """
     frame = parse_subjects(raw).hstack(_subject_duplicate_flags(raw))
     split = apply_rules(frame, SubjectCandidate, subject_rules())
     typed = split.accepted.select(
