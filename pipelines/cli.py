@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from immunostrat import cli_options
 from immunostrat.config import StratifyParams, TrainParams, read_yaml_mapping, validated
 from immunostrat.errors import EXIT_OK, EXIT_STOPPED, EXIT_UNUSABLE, UserError
-from immunostrat.io import InputError
 
 EXIT_PROBLEMS = EXIT_STOPPED  # `validate` found problems
 
@@ -301,12 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = COMMANDS.get(args.command) or _extra_commands()[args.command]
         return int(handler(args))
-    except InputError as exc:
-        print(f"unusable input: {exc}", file=sys.stderr)
-        return exc.exit_code
     except UserError as exc:
         # One line naming the problem and what to do; any other exception is a bug and keeps its traceback.
-        print(f"immunostrat {args.command}: {exc}", file=sys.stderr)
+        print(f"{exc.label or f'immunostrat {args.command}'}: {exc}", file=sys.stderr)
         return exc.exit_code
     except ValidationError as exc:  # a command-line value outside its parameter's range
         first = exc.errors()[0]

@@ -29,6 +29,8 @@ class UserError(Exception):
     """A problem the user can fix: reported in one line with exit code `exit_code`, never with a traceback."""
 
     exit_code: ClassVar[int] = EXIT_UNUSABLE
+    #: How the command line introduces the message ("unusable input" for a bad file); empty: the command's name.
+    label: ClassVar[str] = ""
 
 
 class SettingsError(UserError):
@@ -63,6 +65,7 @@ def as_payload(error: UserError) -> dict[str, Any]:
         "message": str(error),
         "stopped": isinstance(error, RunStopped),
         "kind": type(error).__name__,
+        "label": error.label,
     }
     if isinstance(error, RunStopped):
         payload["manifest"] = error.manifest
@@ -79,6 +82,8 @@ def from_payload(payload: dict[str, Any]) -> UserError:
     )
     if error.exit_code != payload["exit_code"]:
         error.exit_code = payload["exit_code"]  # type: ignore[misc]
+    if payload.get("label"):
+        error.label = payload["label"]  # type: ignore[misc]
     return error
 
 

@@ -47,6 +47,8 @@ class InputError(UserError):
     The run stops before any compute; `immunostrat validate` exits with status 2.
     """
 
+    label = "unusable input"
+
     def __init__(self, path: str | Path, problem: str, column: str | None = None) -> None:
         self.path = str(path)
         self.column = column

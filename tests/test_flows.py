@@ -160,7 +160,7 @@ def test_prefect_engine_refuses_a_file_that_is_not_utf8_in_one_line(  # noqa: PL
     assert main(_cli_args(labs, small_cohort.subjects, tmp_path / "runs", trained_registry)) == 2
     err = capfd.readouterr().err
     # Prefect logs the task's and the flow's final state (the same line); the command prints it once, no traceback.
-    shown = [line for line in err.splitlines() if line.startswith("immunostrat stratify:")]
+    shown = [line for line in err.splitlines() if line.startswith("unusable input:")]
     assert len(shown) == 1 and str(labs) in shown[0] and "UTF-8" in shown[0], err
     logs = "\n".join(r.getMessage() + (str(r.exc_info) if r.exc_info else "") for r in caplog.records)
     assert "Traceback" not in err + logs and "NoneType: None" not in err + logs
