@@ -2,8 +2,8 @@
 
 The descriptors, their weights and kinds are data (`schemas/reference/sledai_2k.csv`, after Gladman 2002; the
 sources are in the facts file behind issue 12; a user's file with the same columns replaces it). A descriptor
-nobody assessed is *unknown*, never absent: the total is reported only when every descriptor is known, beside a lower bound (the
-known present ones), an upper bound (unknown ones counted as present) and the number of unknown descriptors.
+nobody assessed is *unknown*, never absent: the total is reported only when every descriptor is known, beside
+a lower bound (the known present ones), an upper bound (unknown ones counted as present) and the number of unknown descriptors.
 `clinical_sledai_2k` leaves out the two serology descriptors (DORIS uses it); a protocol's own exclusions are a
 separate score the protocol names.
 
