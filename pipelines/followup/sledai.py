@@ -1,11 +1,12 @@
 """SLEDAI-2K per visit from its 24 descriptors, three-valued: present, absent or unknown.
 
-The descriptors, their weights and kinds are data (`schemas/reference/sledai_2k.csv`, after Gladman 2002; the
-sources are in the facts file behind issue 12; a user's file with the same columns replaces it). A descriptor
-nobody assessed is *unknown*, never absent: the total is reported only when every descriptor is known, beside
-a lower bound (the known present ones), an upper bound (unknown ones counted as present) and the number of unknown descriptors.
-`clinical_sledai_2k` leaves out the two serology descriptors (DORIS uses it); a protocol's own exclusions are a
-separate score the protocol names.
+The descriptors, their weights and kinds are data (`schemas/reference/sledai_2k.csv`, after Gladman 2002;
+the sources are in the facts file behind issue 12); a user's file with the same columns replaces it.
+
+A descriptor nobody assessed is *unknown*, never absent: the total is reported only when every descriptor is
+known, beside a lower bound (the known present ones), an upper bound (unknown ones counted as present) and the
+number of unknown descriptors. `clinical_sledai_2k` leaves out the two serology descriptors (DORIS uses it); a
+protocol's own exclusions are a separate score the protocol names.
 
 Sites export descriptors as booleans (true/false, 1/0, yes/no, Y/N) or as their weight (0 or the weight);
 `parse_descriptor` reads either, as told, and never guesses between them. An empty cell is unknown.
