@@ -75,8 +75,9 @@ __all__ = [
 LOCK_NAME = ".immunostrat.lock"
 DATA_ROOTS_ENV = "IMMUNOSTRAT_DATA_ROOTS"
 
-# What `immunostrat.run.write_run` (a hidden staging folder per run id) and `immunostrat.io.atomic_path` (hidden
-# temp files, e.g. of OUT/sponsor-manifest.json) leave behind when a process is killed.
+# What `immunostrat.engine.runfolder.staged_run_folder` (a hidden staging folder per run id) and
+# `immunostrat.io.atomic_path` (hidden temp files, e.g. of OUT/sponsor-manifest.json) leave behind when a process
+# is killed.
 _PARTIAL_RE = re.compile(r"^\.\d{8}T\d{6}Z-[0-9a-f]+\.partial$")
 _TMP_RE = re.compile(r"^\.tmp-")
 #: A top-level temp file younger than this may belong to a live writer that does not take the run lock

@@ -114,7 +114,7 @@ def serve_schedules(path: Path) -> int:
     from immunostrat.flows.stratify import stratify_flow
 
     deployments = []
-    # Runs started from the UI with edited parameters are checked against the same roots by run.stratify.
+    # Runs started from the UI with edited parameters are checked against the same roots at their launch.
     os.environ["IMMUNOSTRAT_DATA_ROOTS"] = os.pathsep.join(schedules.data_roots)
     for s in schedules.schedules:
         # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
