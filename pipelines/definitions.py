@@ -37,7 +37,7 @@ from immunostrat.reference import ReferenceTables, load_reference
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
-from immunostrat.stages.validate import subject_quarantine_counts, validate_labs, validate_subjects
+from immunostrat.stages.validate import count_by, subject_quarantine_counts, validate_labs, validate_subjects
 
 PACKAGES = ("polars", "pandera", "prefect", "scikit-learn", "pyarrow", "skops", "numpy", "pydantic")
 
@@ -103,14 +103,6 @@ def _count_by_file(frame: pl.DataFrame) -> dict[str, int]:
         return {}
     counts = frame.group_by("source_file").len()
     return dict(zip(counts["source_file"].to_list(), counts["len"].to_list(), strict=True))
-
-
-def count_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
-    """A frequency table: most frequent first, ties by name."""
-    if frame.height == 0:
-        return {}
-    counts = frame.group_by(column).len().sort("len", column, descending=[True, False])
-    return {str(k): int(v) for k, v in zip(counts[column].to_list(), counts["len"].to_list(), strict=True)}
 
 
 def accounting(
@@ -226,7 +218,7 @@ def check_quarantine_ceiling(counts: Mapping[str, Any], ceiling: float) -> None:
 
 def quarantine_ceiling(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Gate: stop the run when too large a fraction of panel rows was quarantined (over all partitions)."""
-    check_quarantine_ceiling(view.counts, ctx.cfg.validation.max_quarantine_fraction)
+    check_quarantine_ceiling(manifest["counts"], ctx.cfg.validation.max_quarantine_fraction)
     return {}
 
 

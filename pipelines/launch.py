@@ -20,9 +20,11 @@ import datetime as dt
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from immunostrat.config import Protocol, RunConfig, load_protocol
 from immunostrat.definitions import LABELLED, STRATIFY, VALIDATE, RunContext
@@ -30,7 +32,15 @@ from immunostrat.engine.definition import Pipeline
 from immunostrat.engine.executors import InMemory, Streaming
 from immunostrat.engine.runfolder import new_run_id
 from immunostrat.errors import SettingsError
-from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED, InputError, scan_input
+from immunostrat.io import (
+    LAB_OPTIONAL,
+    LAB_REQUIRED,
+    SUBJECT_OPTIONAL,
+    SUBJECT_REQUIRED,
+    InputError,
+    detect_format,
+    scan_input,
+)
 from immunostrat.partition import is_native, partition_count
 from immunostrat.reference import ReferenceTables, load_reference
 
@@ -134,10 +144,12 @@ def resolve_model(cfg: RunConfig, *, load: bool = True) -> Any:
 
 def check_inputs(files: Any) -> None:
     """Every input exists and is not empty; native files' headers hold the required columns (rows unread)."""
-    for path in [*files.labs, *files.expression]:
-        _exists(path, "lab results" if path in files.labs else "expression matrix")
-        if path in files.labs and is_native(path, files.lab_format):
+    for path in files.labs:
+        _exists(path, "lab results")  # before `is_native` reads the file's start to detect its format
+        if is_native(path, files.lab_format):  # the header, and the first 64 KiB's encoding
             scan_input(path, LAB_REQUIRED, LAB_OPTIONAL, kind="lab results")
+    for path in files.expression:
+        _exists(path, "expression matrix")
     for path, kind in ((files.subjects, "subjects"), (files.samples, "sample sheet"), (files.patients, "patients")):
         if path:
             _exists(path, kind)
@@ -167,20 +179,19 @@ def _exists(path: str, kind: str) -> None:
 
 def estimated_lab_rows(files: Any) -> int:
     """Native lab rows, without reading a CSV: Parquet from its metadata, CSV from its size (`CSV_BYTES_PER_ROW`)."""
-    import pyarrow.parquet as pq
-
     rows = 0
     for path in files.labs:
         if not is_native(path, files.lab_format):
             continue
         p = Path(path)
-        with p.open("rb") as fh:
-            parquet = fh.read(4) == b"PAR1"
-        rows += pq.ParquetFile(p).metadata.num_rows if parquet else math.ceil(p.stat().st_size / CSV_BYTES_PER_ROW)
+        if detect_format(p) == "parquet":
+            rows += int(pl.scan_parquet(p).select(pl.len()).collect().item())  # from the footer's metadata
+        else:
+            rows += math.ceil(p.stat().st_size / CSV_BYTES_PER_ROW)
     return rows
 
 
-def choose_executor(params: Any, files: Any) -> tuple[InMemory | Streaming, int]:
+def choose_executor(params: Any) -> tuple[InMemory | Streaming, int]:
     """Streaming as configured, else when the native lab rows exceed one partition; in-memory partitions when
     asked for (`partitions` > 1, e.g. on Dask). Returns the executor and the partition count of a split."""
     partitions = getattr(params, "partitions", 1)
@@ -188,7 +199,7 @@ def choose_executor(params: Any, files: Any) -> tuple[InMemory | Streaming, int]
     partition_rows = getattr(params, "partition_rows", 1_000_000)
     if streaming is False or (streaming is None and partitions > 1):
         return InMemory(partitions), partitions
-    rows = estimated_lab_rows(files)
+    rows = estimated_lab_rows(params)
     if streaming is None and rows <= partition_rows:
         return InMemory(1), 1
     return Streaming(), partition_count(partitions, partition_rows, rows)
@@ -213,7 +224,7 @@ def plan_stratify(params: Any, *, load_model: bool = True) -> Plan:
     check_key(cfg)
     check_inputs(params)
     check_out_folder(params.out)
-    executor, n = choose_executor(params, params)
+    executor, n = choose_executor(params)
     ctx = _context(params, cfg, protocol=protocol, model=resolve_model(cfg, load=load_model), partitions=n)
     return Plan(STRATIFY, executor, ctx, out=Path(params.out))
 
@@ -223,7 +234,7 @@ def plan_validate(params: Any) -> Plan:
     cfg = params.config
     check_data_roots(params, cfg)
     check_inputs(params)
-    executor, n = choose_executor(params, params) if params.subjects else (InMemory(1), 1)
+    executor, n = choose_executor(params) if params.subjects else (InMemory(1), 1)
     return Plan(VALIDATE, executor, _context(params, cfg, partitions=n))
 
 
@@ -232,7 +243,3 @@ def plan_labelled(files: Any, cfg: RunConfig, protocol: str | None = None) -> Pl
     check_data_roots(files, cfg, protocol=protocol)
     check_inputs(files)
     return Plan(LABELLED, InMemory(1), _context(files, cfg, protocol=load_protocol_at(protocol)))
-
-
-def with_run_id(plan: Plan, run_id: str) -> Plan:
-    return replace(plan, ctx=replace(plan.ctx, run_id=run_id))

@@ -191,10 +191,10 @@ def split_on_disk(files: Any, cfg: Any, folder: Path, n: int) -> SplitInputs:
     eager_labs = iter(eager.labs)
     ordered = [scanned.get(p) or next(eager_labs) for p in files.labs] + list(eager_labs)  # expression last
     if subjects is not None:
-        split = SplitInputs(n=n, labs=[], subjects=InputTable(subjects.path, pl.DataFrame(), "", ()))
         rows = _split_to_disk(subjects, n, folder / "subjects", _SUBJECTS)
-        split.subjects = _scanned_header(subjects, rows)
-        split.subjects_on_disk = folder / "subjects"
+        split = SplitInputs(
+            n=n, labs=[], subjects=_scanned_header(subjects, rows), subjects_on_disk=folder / "subjects"
+        )
     else:
         assert eager.subjects is not None  # stratify and validate stream only with a subjects file
         split = SplitInputs(

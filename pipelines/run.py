@@ -11,7 +11,6 @@ folder and return its tables.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,10 +88,3 @@ def labelled_steps(plan: Plan, runner: Runner | None = None) -> Labelled:
     if steps.stop is not None:
         raise steps.stop
     return Labelled(strata=steps.view.frame("strata"), counts=steps.manifest["counts"], inputs=steps.view.source)
-
-
-def files_of(labs: Sequence[str | Path], subjects: str | Path, **formats: Any) -> Any:
-    """Input parameters (`immunostrat.config.InputFiles`) for plain lists of files."""
-    from immunostrat.config import InputFiles
-
-    return InputFiles(labs=[str(p) for p in labs], subjects=str(subjects), **formats)

@@ -101,7 +101,9 @@ def labelled_strata(
         ``(joined, summary)``: one row per subject with a valid outcome; summary holds input paths, SHA-256 and
         row counts, lab row accounting, subjects with outcome, quarantined outcomes, endpoints, studies, as_of.
     """
-    files = labs if isinstance(labs, InputFiles) else run.files_of(labs, subjects or "")
+    files = (
+        labs if isinstance(labs, InputFiles) else InputFiles(labs=[str(p) for p in labs], subjects=str(subjects or ""))
+    )
     runner = runner or LocalRunner()
     labelled = run.labelled_steps(plan_labelled(files, cfg, protocol), runner)
     joined: tuple[pl.DataFrame, dict[str, Any]] = runner.call("label", join_outcomes, labelled, outcomes, cfg, io=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,3 +17,15 @@ class Cohort:
     labs: Path
     subjects: Path
     outcomes: Path
+
+
+def latest_flow_run_tasks() -> tuple[str, Counter[str]]:
+    """The newest flow run's name and its task runs per task name (runs are named `<task name>-<suffix>`)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    return flow_run.name, Counter(t.name.rsplit("-", 1)[0] for t in tasks)

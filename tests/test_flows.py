@@ -11,7 +11,7 @@ import pytest
 from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
 from immunostrat.schemas.outputs import validate_output
 
-from .support import AS_OF, Cohort
+from .support import AS_OF, Cohort, latest_flow_run_tasks
 
 pytestmark = pytest.mark.flow
 
@@ -93,20 +93,14 @@ def test_flow_runs_are_named_after_what_ran_and_show_the_definitions_steps(
 ) -> None:
     from collections import Counter
 
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
-
     from immunostrat.definitions import STRATIFY
     from immunostrat.flows import run_stratify_flow
 
     run_dir = Path(run_stratify_flow(_params(small_cohort, tmp_path / "runs", trained_registry)))
-    with get_client(sync_client=True) as client:
-        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-    assert flow_run.name == f"stratify-{run_dir.name}"
+    name, tasks = latest_flow_run_tasks()
+    assert name == f"stratify-{run_dir.name}"
     expected = Counter({"read-inputs": 1, "write": 1, **{s.name: 1 for s in (*STRATIFY.steps, *STRATIFY.finish)}})
-    assert Counter(t.name.rsplit("-", 1)[0] for t in tasks) == expected
+    assert tasks == expected
 
 
 def _cli_args(labs: Path, subjects: Path, out: Path, registry: Path) -> list[str]:
@@ -169,10 +163,6 @@ def test_prefect_engine_refuses_a_file_that_is_not_utf8_in_one_line(  # noqa: PL
 def test_train_flow_shows_its_steps_as_tasks(prefect_harness: None, small_cohort: Cohort, tmp_path: Path) -> None:
     from collections import Counter
 
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
-
     from immunostrat.config import TrainingConfig, TrainParams
     from immunostrat.definitions import LABELLED
     from immunostrat.flows import run_train_flow
@@ -189,9 +179,6 @@ def test_train_flow_shows_its_steps_as_tasks(prefect_harness: None, small_cohort
     (tmp_path / "registry").mkdir()
     model_id = run_train_flow(params)
     assert resolve(model_id, tmp_path / "registry") == model_id
-    with get_client(sync_client=True) as client:
-        (flow_run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     expected = Counter({"read-inputs": 1, **{s.name: 1 for s in LABELLED.steps}})
     expected.update({"label": 1, "cross-validate": 1, "fit": 1, "register": 1})
-    assert Counter(t.name.rsplit("-", 1)[0] for t in tasks) == expected
+    assert latest_flow_run_tasks()[1] == expected

@@ -36,10 +36,8 @@ class PhaseResult:
 
 
 class View(Protocol):
-    """The whole run as a gate sees it: merged counts and merged tables, read column by column."""
-
-    @property
-    def counts(self) -> dict[str, Any]: ...
+    """The whole run as a gate sees it: merged tables, read column by column (merged counts are in the run.json
+    entries a gate is given)."""
 
     @property
     def whole(self) -> bool:

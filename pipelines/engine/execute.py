@@ -122,7 +122,6 @@ def run_steps(pipeline: Pipeline, executor: Executor, runner: Runner, ctx: Any, 
             partitions = [r.partition for r in results]
             deep_update(manifest["counts"], merge_counts([r.counts for r in results]))
             view = executor.view(pipeline, produced, partitions, ctx)
-            view.counts.update(manifest["counts"])
         elif _runs(step, ctx):
             try:
                 deep_update(manifest, runner.call(step.name, step.run, view, ctx, manifest))

@@ -84,7 +84,6 @@ class _MergedView:
         self._pipeline, self._partitions, self._ctx = pipeline, partitions, ctx
         self._source = produced.source
         self._merged: dict[str, pl.DataFrame] = {}
-        self.counts: dict[str, Any] = {}
 
     @property
     def whole(self) -> bool:
@@ -186,7 +185,6 @@ class _ScratchView:
 
     def __init__(self, produced: Produced, scratch: Path, n: int) -> None:
         self._source, self._scratch, self._n = produced.source, scratch, n
-        self.counts: dict[str, Any] = {}
 
     @property
     def whole(self) -> bool:

@@ -81,11 +81,12 @@ class PrefectRunner:
     """`immunostrat.engine.execute.Runner` on Prefect: each step a task named after it, partitions mapped."""
 
     def __init__(self) -> None:
-        self._tasks: dict[tuple[str, bool], Task[..., Any]] = {}
+        self._tasks: dict[tuple[str, bool, Callable[..., Any]], Task[..., Any]] = {}
         quiet_user_errors()
 
-    def _task(self, name: str, io: bool) -> Task[..., Any]:
-        if (name, io) not in self._tasks:
+    def _task(self, name: str, io: bool, body: Callable[..., Any] = run_step) -> Task[..., Any]:
+        key = (name, io, body)
+        if key not in self._tasks:
             options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE, "persist_result": False}
             if io:
                 options.update(
@@ -93,8 +94,8 @@ class PrefectRunner:
                     retry_delay_seconds=IO_RETRY_DELAYS,
                     retry_condition_fn=_retry_transient,
                 )
-            self._tasks[(name, io)] = task(**options)(run_step)
-        return self._tasks[(name, io)]
+            self._tasks[key] = task(**options)(body)
+        return self._tasks[key]
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any, io: bool = False) -> Any:
         state: State[Any] = self._task(name, io)(fn, *args, return_state=True)  # type: ignore[assignment]
@@ -104,8 +105,8 @@ class PrefectRunner:
         if sequential or len(items) <= 1:
             # One partition at a time (streaming bounds memory this way): one task run each, in order.
             return [self.call(name, fn, item, ctx) for item in items]
-        mapped = task(name=name, cache_policy=NO_CACHE, persist_result=False)(run_partition)
-        futures = mapped.map(fn=unmapped(fn), partition=list(items), ctx=unmapped(ctx))
+        # Mapped with named parameters: `run_step`'s `*args` cannot be mapped over.
+        futures = self._task(name, False, run_partition).map(fn=unmapped(fn), partition=list(items), ctx=unmapped(ctx))
         futures.wait()
         return [result_of(f.state) for f in futures]
 

@@ -760,18 +760,18 @@ def subject_quarantine_counts(quarantine: pl.DataFrame) -> dict[str, Any]:
     refused, fields = quarantine.filter(~field), quarantine.filter(field)
     return {
         "quarantined": refused.height,
-        "quarantined_by_reason": _count_by_reason(refused),
+        "quarantined_by_reason": count_by(refused, "reason_code"),
         "fields_quarantined": fields.height,
-        "fields_quarantined_by_reason": _count_by_reason(fields),
+        "fields_quarantined_by_reason": count_by(fields, "reason_code"),
     }
 
 
-def _count_by_reason(frame: pl.DataFrame) -> dict[str, int]:
-    """Rows per `reason_code`, most frequent first, ties by code (as the run's other `*_by_reason` counts)."""
+def count_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    """A frequency table of `column`: most frequent first, ties by name (every `*_by_*` count of a run)."""
     if frame.height == 0:
         return {}
-    counts = frame.group_by("reason_code").len().sort("len", "reason_code", descending=[True, False])
-    return dict(zip(counts["reason_code"].to_list(), counts["len"].to_list(), strict=True))
+    counts = frame.group_by(column).len().sort("len", column, descending=[True, False])
+    return {str(k): int(v) for k, v in zip(counts[column].to_list(), counts["len"].to_list(), strict=True)}
 
 
 def _subject_duplicate_flags(raw: pl.DataFrame) -> pl.DataFrame:
