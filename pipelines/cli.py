@@ -254,7 +254,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     from immunostrat import launch
 
-    launch.plan_labelled(params, params.config)  # launch checks before Prefect is imported
+    launch.plan_labelled(params, params.config, outcomes=params.outcomes)  # launch checks before Prefect
     if args.engine == "local":
         from immunostrat.training import train
 

@@ -35,6 +35,8 @@ from immunostrat.errors import SettingsError
 from immunostrat.io import (
     LAB_OPTIONAL,
     LAB_REQUIRED,
+    OUTCOME_OPTIONAL,
+    OUTCOME_REQUIRED,
     SUBJECT_OPTIONAL,
     SUBJECT_REQUIRED,
     InputError,
@@ -238,8 +240,11 @@ def plan_validate(params: Any) -> Plan:
     return Plan(VALIDATE, executor, _context(params, cfg, partitions=n))
 
 
-def plan_labelled(files: Any, cfg: RunConfig, protocol: str | None = None) -> Plan:
-    """Launch checks of the labelled strata behind train, evaluate and models compare (one pass in memory)."""
+def plan_labelled(files: Any, cfg: RunConfig, protocol: str | None = None, *, outcomes: str | None = None) -> Plan:
+    """Launch checks of the labelled strata behind train, evaluate and models compare (one pass in memory); the
+    outcomes file, when given, is checked on its header too."""
     check_data_roots(files, cfg, protocol=protocol)
     check_inputs(files)
+    if outcomes is not None:
+        scan_input(outcomes, OUTCOME_REQUIRED, OUTCOME_OPTIONAL, kind="outcomes")
     return Plan(LABELLED, InMemory(1), _context(files, cfg, protocol=load_protocol_at(protocol)))

@@ -105,7 +105,7 @@ def labelled_strata(
         labs if isinstance(labs, InputFiles) else InputFiles(labs=[str(p) for p in labs], subjects=str(subjects or ""))
     )
     runner = runner or LocalRunner()
-    labelled = run.labelled_steps(plan_labelled(files, cfg, protocol), runner)
+    labelled = run.labelled_steps(plan_labelled(files, cfg, protocol, outcomes=str(outcomes)), runner)
     joined: tuple[pl.DataFrame, dict[str, Any]] = runner.call("label", join_outcomes, labelled, outcomes, cfg, io=True)
     return joined
 

@@ -194,3 +194,12 @@ def test_models_compare_reads_fhir_and_sdtm_with_the_crosswalk_and_study(
     assert code == 0, capsys.readouterr().err
     data = json.loads(report.read_text())["data"]
     assert data["lab_counts"]["accepted"] == 8 + 3 + 5
+
+
+def test_train_with_a_missing_outcomes_file_exits_2_at_launch(
+    small_cohort: Cohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The outcomes file is checked with the other inputs, before the (default) Prefect engine starts."""
+    args = ["train", "--labs", str(small_cohort.labs), "--subjects", str(small_cohort.subjects)]
+    assert main([*args, "--outcomes", str(tmp_path / "missing.csv"), "--registry", str(tmp_path)]) == EXIT_UNUSABLE
+    assert "outcomes file not found" in _one_line(capsys.readouterr().err)
