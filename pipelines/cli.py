@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from immunostrat import cli_options
 from immunostrat.config import StratifyParams, TrainParams, read_yaml_mapping, validated
-from immunostrat.errors import EXIT_OK, EXIT_STOPPED, EXIT_UNUSABLE, UserError
+from immunostrat.errors import EXIT_OK, EXIT_STOPPED, EXIT_UNUSABLE, SettingsError, UserError
 
 EXIT_PROBLEMS = EXIT_STOPPED  # `validate` found problems
 
@@ -35,8 +35,22 @@ PREFECT_DEFAULTS = {
 
 
 def _configure_prefect_env() -> None:
+    """Prefect's defaults for small machines, and a Prefect home it can write (checked before it starts)."""
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"Prefect's home folder {home} cannot be created ({exc.strerror or exc}): set PREFECT_HOME to a writable "
+            "folder, or run with --engine local"
+        ) from exc
+    if not os.access(home, os.W_OK):
+        raise SettingsError(
+            f"Prefect's home folder {home} is not writable: set PREFECT_HOME to a writable folder, or run with "
+            "--engine local"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

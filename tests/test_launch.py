@@ -203,3 +203,16 @@ def test_train_with_a_missing_outcomes_file_exits_2_at_launch(
     args = ["train", "--labs", str(small_cohort.labs), "--subjects", str(small_cohort.subjects)]
     assert main([*args, "--outcomes", str(tmp_path / "missing.csv"), "--registry", str(tmp_path)]) == EXIT_UNUSABLE
     assert "outcomes file not found" in _one_line(capsys.readouterr().err)
+
+
+def test_an_unwritable_prefect_home_exits_2_before_a_server_starts(
+    small_cohort: Cohort, trained_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("PREFECT_HOME", str(blocker / "prefect"))  # inside a file: cannot be created
+    args = _stratify_args(small_cohort, tmp_path / "runs", trained_registry, "--no-publish")
+    assert main(args) == EXIT_UNUSABLE
+    line = _one_line(capsys.readouterr().err)
+    assert "PREFECT_HOME" in line and "--engine local" in line
