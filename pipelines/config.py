@@ -295,6 +295,34 @@ class HarmoniseConfig(_Model):
         "known methods). Leave empty to quarantine such scores (IFN_METHOD_UNKNOWN): scores from different "
         "methods are on different scales and are never guessed or pooled.",
     )
+    urine_tntc_above: float = Field(
+        default=50.0,
+        gt=0,
+        description="Urine sediment counts (urine_rbc, urine_wbc, urine_casts) reported as TNTC (too numerous to "
+        "count) are read as above this value (censoring `>`): above any threshold at or below it. A choice, not a "
+        "clinical fact.",
+    )
+    urine_count_words: dict[str, tuple[float, float | None]] = Field(
+        default_factory=dict,
+        description="How words in urine sediment counts are read, word -> [low, high] per field (high null: no "
+        'upper bound), e.g. {"few": [1, 5], "many": [20, null]}; matched case-insensitively. Empty by default: '
+        "a word is never guessed, and an unmapped word is quarantined (RESULT_WORD_UNMAPPED).",
+    )
+
+    @field_validator("urine_count_words")
+    @classmethod
+    def _words_are_intervals(
+        cls, words: dict[str, tuple[float, float | None]]
+    ) -> dict[str, tuple[float, float | None]]:
+        for word, (low, high) in words.items():  # a handful of configured words
+            if not word.strip():
+                raise ValueError("a urine count word must not be empty")
+            if low < 0 or (high is not None and high < low):
+                raise ValueError(f"urine count word {word!r}: need 0 <= low <= high, got [{low}, {high}]")
+        return words
+
+
+PanelGroup = Literal["selection", "follow_up"]
 
 
 class ValidationConfig(_Model):
@@ -309,9 +337,25 @@ class ValidationConfig(_Model):
         default=0.25,
         ge=0.0,
         le=1.0,
-        description="Fail the run when more than this fraction of panel rows (rows not outside the panel) is "
-        "quarantined.",
+        description="Fail the run when more than this fraction of a panel group's rows (rows not outside the "
+        "panel) is quarantined. The ceiling applies per analyte group (`panel_group` of analytes.csv): stratify, "
+        "validate and train check the selection group, so messy follow-up analytes never stop a selection run.",
     )
+    max_quarantine_fraction_by_group: dict[PanelGroup, float] = Field(
+        default_factory=dict,
+        description="A ceiling per panel group (`selection`, `follow_up`), in place of max_quarantine_fraction for "
+        "that group. A group named here is checked by every run, including runs that would not check it otherwise "
+        "(e.g. {follow_up: 0.25} makes stratify stop on messy follow-up analytes too).",
+    )
+
+    @field_validator("max_quarantine_fraction_by_group")
+    @classmethod
+    def _fractions(cls, ceilings: dict[str, float]) -> dict[str, float]:
+        for group, fraction in ceilings.items():
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"ceiling of {group}: must be between 0 and 1, got {fraction}")
+        return ceilings
+
     require_enrolled_subject: bool = Field(
         default=True,
         description="Quarantine lab rows whose (study_id, subject_id) is not in the subjects file, when one is given.",

@@ -372,6 +372,12 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
     ("counts.outside_panel_by_test", "object", "Outside-panel rows per reported test, most frequent first."),
     ("counts.quarantined_by_reason", "object", "Quarantined lab rows per primary `reason_code`, most frequent first."),
     (
+        "counts.panel_groups",
+        "object",
+        "Per analyte group (`selection`, `follow_up`; `panel_group` of analytes.csv): `panel_rows`, `accepted` and "
+        "`quarantined` lab rows. The quarantine ceiling is checked per group (docs/input.md).",
+    ),
+    (
         "counts.reader_quarantined",
         "object",
         "Readers of other formats only: records a reader itself quarantined, per file (included in `quarantined`).",

@@ -2,7 +2,8 @@
 
     stratify: read-inputs | split-inputs
               -> harmonise-validate        (per partition: map, parse, convert, validate; accounting)
-              -> quarantine-ceiling        (gate: the quarantined fraction of panel rows, over all partitions)
+              -> quarantine-ceiling        (gate: the quarantined fraction of selection-panel rows, over all
+                                            partitions; the ceiling applies per analyte group)
               -> baseline-score            (per partition: baseline, eligibility, score)
               -> baseline-flag-agreement   (gate: SDTM's own baseline flags against ours; never stops)
               -> drift                     (gate: features against the model's training reference)
@@ -19,7 +20,7 @@ import datetime as dt
 import json
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -28,12 +29,12 @@ from typing import Any
 import polars as pl
 
 from immunostrat import __version__
-from immunostrat.config import Protocol, RunConfig
+from immunostrat.config import Protocol, RunConfig, ValidationConfig
 from immunostrat.engine.definition import Finish, Gate, Output, Phase, PhaseResult, Pipeline, Source, Tables, View
 from immunostrat.errors import QuarantineCeilingError
 from immunostrat.inputs import Inputs, read_run_inputs
 from immunostrat.partition import in_source_order, split_inputs, split_on_disk
-from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.reference import PANEL_GROUPS, SELECTION, ReferenceTables, load_reference
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
@@ -147,6 +148,32 @@ def accounting(
     return counts
 
 
+def panel_group_counts(harmonised: pl.DataFrame, lab_quarantine: pl.DataFrame, ref: ReferenceTables) -> dict[str, Any]:
+    """Per analyte group (`panel_group` of analytes.csv): `panel_rows`, `accepted` and `quarantined` lab rows.
+
+    An accepted row counts in its analyte's group; a quarantined row in the group of its reported test (a unit
+    conversion never changes the group). A quarantined row whose test maps to no analyte (an empty test, or a
+    reader's rejected record) cannot be attributed and counts in the selection group, as the stricter choice.
+    """
+    group_of = ref.panel_group_of()
+    accepted = count_by(harmonised.select(pl.col("analyte").replace_strict(group_of, default=SELECTION)), "analyte")
+    if lab_quarantine.height and "test" in lab_quarantine.columns:
+        test_key = pl.col("test").str.strip_chars().str.to_uppercase()
+        analyte = test_key.replace_strict(ref.test_codes["code_key"], ref.test_codes["analyte"], default=None)
+        group = analyte.replace_strict(group_of, default=SELECTION).fill_null(SELECTION)
+        quarantined = count_by(lab_quarantine.select(group.alias("group")), "group")
+    else:
+        quarantined = {SELECTION: lab_quarantine.height} if lab_quarantine.height else {}
+    return {
+        g: {
+            "panel_rows": accepted.get(g, 0) + quarantined.get(g, 0),
+            "accepted": accepted.get(g, 0),
+            "quarantined": quarantined.get(g, 0),
+        }
+        for g in PANEL_GROUPS
+    }
+
+
 def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) -> Prepared:
     """Harmonise and validate: the ingest-to-quarantine half of a run (`ref`: the run's mapping tables)."""
     ref = ref or load_reference(cfg.harmonise.alias_file, cfg.baseline.ifn_methods_file)
@@ -184,6 +211,8 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
 
         # Records a reader refused (e.g. FHIR entered-in-error) join the quarantine and the counts.
         prepared = merge_reader_quarantine(inputs, prepared)
+    # Counted last, so that readers' rejected records are in (their tests name the group where they map).
+    prepared.counts["panel_groups"] = panel_group_counts(prepared.harmonised, prepared.lab_quarantine, ref)
     return prepared
 
 
@@ -201,25 +230,53 @@ def harmonise_validate(tables: Tables, ctx: RunContext) -> PhaseResult:
     )
 
 
-def check_quarantine_ceiling(counts: Mapping[str, Any], ceiling: float) -> None:
-    """Raise when the quarantined fraction of panel rows exceeds the configured ceiling."""
-    panel_rows = int(counts["accepted"]) + int(counts["quarantined"])
-    if panel_rows == 0:
-        return
-    fraction = int(counts["quarantined"]) / panel_rows
-    if fraction > ceiling:
-        top = ", ".join(f"{k}: {v}" for k, v in list(counts["quarantined_by_reason"].items())[:5])
+def check_quarantine_ceiling(
+    counts: Mapping[str, Any], validation: ValidationConfig, groups: Sequence[str] = (SELECTION,)
+) -> None:
+    """Raise when a panel group's quarantined fraction exceeds its ceiling.
+
+    Checked: `groups` (the groups the run depends on) and every group with its own ceiling in
+    `validation.max_quarantine_fraction_by_group`; each against that ceiling, else
+    `validation.max_quarantine_fraction`. `counts["panel_groups"]` comes from `panel_group_counts`.
+    """
+    by_group = counts["panel_groups"]
+    overrides = validation.max_quarantine_fraction_by_group
+    for group in dict.fromkeys([*groups, *overrides]):  # two groups at most
+        tally = by_group.get(group, {})
+        panel_rows, quarantined = int(tally.get("panel_rows", 0)), int(tally.get("quarantined", 0))
+        ceiling = overrides.get(group, validation.max_quarantine_fraction)
+        if panel_rows == 0 or quarantined / panel_rows <= ceiling:
+            continue
+        setting = (
+            f"validation.max_quarantine_fraction_by_group.{group}"
+            if group in overrides
+            else "validation.max_quarantine_fraction"
+        )
+        top = ", ".join(f"{k}: {v}" for k, v in list(counts.get("quarantined_by_reason", {}).items())[:5])
         raise QuarantineCeilingError(
-            f"{counts['quarantined']} of {panel_rows} panel rows ({fraction:.1%}) were quarantined, above the "
-            f"ceiling of {ceiling:.1%} (validation.max_quarantine_fraction). Most common reasons: {top}. "
-            "See quarantine.parquet in the run folder."
+            f"{quarantined} of {panel_rows} {group} panel rows ({quarantined / panel_rows:.1%}) were quarantined, "
+            f"above the ceiling of {ceiling:.1%} ({setting}; the ceiling applies per analyte group). Most common "
+            f"reasons over all lab rows: {top}. See quarantine.parquet in the run folder."
         )
 
 
-def quarantine_ceiling(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Gate: stop the run when too large a fraction of panel rows was quarantined (over all partitions)."""
-    check_quarantine_ceiling(manifest["counts"], ctx.cfg.validation.max_quarantine_fraction)
-    return {}
+def quarantine_ceiling_gate(groups: Sequence[str]) -> Gate:
+    """The quarantine-ceiling gate of a pipeline depending on the analyte `groups` (`check_quarantine_ceiling`)."""
+
+    def quarantine_ceiling(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Gate: stop the run when too large a fraction of a group's panel rows was quarantined (all partitions)."""
+        check_quarantine_ceiling(manifest["counts"], ctx.cfg.validation, groups)
+        return {}
+
+    return Gate(
+        name="quarantine-ceiling",
+        stages=("quarantine ceiling",),
+        description=f"stop the run (status failed, quarantine written) when more than "
+        f"validation.max_quarantine_fraction of the rows of an analyte group ({', '.join(groups)}, and any group "
+        "with its own ceiling) were quarantined, over all partitions",
+        reads=(),
+        run=quarantine_ceiling,
+    )
 
 
 # --------------------------------------------------------------------------------- baseline, eligibility, score
@@ -441,14 +498,10 @@ HARMONISE_VALIDATE = Phase(
     writes=("harmonised", "quarantine", "outside_panel", "subjects"),
     run=harmonise_validate,
 )
-QUARANTINE_CEILING = Gate(
-    name="quarantine-ceiling",
-    stages=("quarantine ceiling",),
-    description="stop the run (status failed, quarantine written) when more than "
-    "validation.max_quarantine_fraction of panel rows were quarantined, over all partitions",
-    reads=(),
-    run=quarantine_ceiling,
-)
+#: Selection pipelines depend on the selection panel only: messy follow-up analytes never stop them.
+QUARANTINE_CEILING = quarantine_ceiling_gate((SELECTION,))
+#: For pipelines that read the follow-up analytes too (monitor): every group is checked.
+QUARANTINE_CEILING_ALL_GROUPS = quarantine_ceiling_gate(PANEL_GROUPS)
 
 STRATIFY = Pipeline(
     name="stratify",

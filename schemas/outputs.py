@@ -4,8 +4,9 @@ One pandera `DataFrameModel` per table. Every column carries a description (and 
 `metadata={"unit": ...}` where it has one); `immunostrat.datadict` renders them into docs/output.md, so the
 schema is the single source of the data dictionary.
 
-The strata table is wide and depends on reference data: per panel analyte `A` of
-`schemas/reference/analytes.csv` it has `A`, `A_date` and `A_censoring`, and per model feature `contrib_<name>`.
+The strata table is wide and depends on reference data: per selection-panel analyte `A` of
+`schemas/reference/analytes.csv` (`panel_group` selection) it has `A`, `A_date` and `A_censoring`, and per model
+feature `contrib_<name>`. The harmonised table holds every analyte, follow-up ones included.
 `strata_model` generates those columns when it builds the class, so there is still one `DataFrameModel` with
 every column described. The `criterion_<id>` columns depend on the eligibility protocol: they are declared as
 ONE regex column (`^criterion_.+$`, nullable Boolean, at least one required), and the model stays strict, so
@@ -41,9 +42,12 @@ from immunostrat.stages.validate import (
 )
 
 __all__ = [
+    "ANALYTES",
     "CENSORING",
+    "EGFR_SOURCES",
     "LN_CLASSES",
     "OUTPUT_MODELS",
+    "OUTPUT_SCHEMA_VERSION",
     "PANEL",
     "REASON_CODES",
     "RESPONDER_GROUPS",
@@ -60,16 +64,24 @@ __all__ = [
 # Reference values the checks use
 # --------------------------------------------------------------------------------------------------
 
+#: Version of the run-folder tables' contract (harmonised, quarantine and strata parquet; semantic versioning, see
+#: docs/schema-changelog.md).
+OUTPUT_SCHEMA_VERSION = "2.0.0"
+
 _ANALYTES = load_reference().analytes
-#: Canonical panel analytes, in the order of schemas/reference/analytes.csv.
-PANEL: tuple[str, ...] = tuple(_ANALYTES["analyte"].to_list())
-_UNIT: dict[str, str] = dict(zip(PANEL, _ANALYTES["canonical_unit"].to_list(), strict=True))
-_MIN: dict[str, float] = dict(zip(PANEL, _ANALYTES["plausible_min"].to_list(), strict=True))
-_MAX: dict[str, float] = dict(zip(PANEL, _ANALYTES["plausible_max"].to_list(), strict=True))
+#: Every canonical analyte (selection and follow-up), in the order of schemas/reference/analytes.csv.
+ANALYTES: tuple[str, ...] = tuple(_ANALYTES["analyte"].to_list())
+#: The selection panel (`panel_group` selection): the analytes with baseline columns in the strata table.
+PANEL: tuple[str, ...] = tuple(_ANALYTES.filter(pl.col("panel_group") == "selection")["analyte"].to_list())
+_UNIT: dict[str, str] = dict(zip(ANALYTES, _ANALYTES["canonical_unit"].to_list(), strict=True))
+_MIN: dict[str, float] = dict(zip(ANALYTES, _ANALYTES["plausible_min"].to_list(), strict=True))
+_MAX: dict[str, float] = dict(zip(ANALYTES, _ANALYTES["plausible_max"].to_list(), strict=True))
 _LABEL: dict[str, str] = {
     a: (d[0].lower() + d[1:] if d[1:2].islower() else d)
-    for a, d in zip(PANEL, _ANALYTES["description"].to_list(), strict=True)
+    for a, d in zip(ANALYTES, _ANALYTES["description"].to_list(), strict=True)
 }
+#: Where the strata `egfr` came from.
+EGFR_SOURCES: tuple[str, ...] = ("subjects", "labs")
 
 CENSORING: tuple[str, ...] = ("<", "<=", ">", ">=")
 #: Responder groups, highest first, then the label of subjects the model cannot score.
@@ -160,13 +172,22 @@ class HarmonisedLab(pa.DataFrameModel):
     )
     site_id: str = pa.Field(nullable=True, description="Site identifier, as sent (trimmed); optional input column.")
     analyte: str = pa.Field(
-        isin=list(PANEL),
-        description="Canonical panel analyte (schemas/reference/analytes.csv). A percent result of a cell count "
-        "becomes its `_pct` analyte; a kit-specific anti-dsDNA unit becomes `anti_dsdna_xuln`.",
+        isin=list(ANALYTES),
+        description="Canonical analyte (schemas/reference/analytes.csv; selection panel and follow-up). A percent "
+        "result of a cell count becomes its `_pct` analyte; a kit-specific anti-dsDNA unit becomes "
+        "`anti_dsdna_xuln`; a WBC count per high-power field becomes `urine_wbc`.",
     )
     value: float = pa.Field(
         description="Numeric result converted to `unit`, to the precision it was reported with (docs/input.md, "
-        "*Precision of converted values*); for a censored result, the number after the comparator.",
+        "*Precision of converted values*); for a censored result, the number after the comparator; for an "
+        "interval (a urine sediment range such as 3-5), its lower bound.",
+        metadata={"unit": "the row's `unit`"},
+    )
+    value_high: float = pa.Field(
+        nullable=True,
+        description="Upper bound of an interval result: the semi-quantitative urine counts (`urine_rbc`, "
+        "`urine_wbc`, `urine_casts`) reported as a range (3-5 gives `value` 3 and `value_high` 5) or as a word "
+        "mapped to a range (`harmonise.urine_count_words`). Null for a single number and for every other analyte.",
         metadata={"unit": "the row's `unit`"},
     )
     unit: str = pa.Field(
@@ -207,7 +228,7 @@ class HarmonisedLab(pa.DataFrameModel):
     source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
     source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
 
-    _finite = pa.check("value", "ref_low", "ref_high", name="is_finite", error=_FINITE)(_is_finite)
+    _finite = pa.check("value", "value_high", "ref_low", "ref_high", name="is_finite", error=_FINITE)(_is_finite)
     _upper = pa.check("method", name="is_upper", error=_UPPER)(_is_upper)
 
     @pa.dataframe_check(name="unit_is_canonical", error="`unit` is the canonical unit of `analyte`")
@@ -224,6 +245,12 @@ class HarmonisedLab(pa.DataFrameModel):
         low = pl.col("analyte").replace_strict(_MIN, default=None, return_dtype=pl.Float64)
         high = pl.col("analyte").replace_strict(_MAX, default=None, return_dtype=pl.Float64)
         return data.lazyframe.select(pl.col("value").is_between(low, high).fill_null(False))
+
+    @pa.dataframe_check(name="interval_ordered", error="`value_high` is null or not below `value`, and uncensored")
+    @classmethod
+    def _interval_ordered(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        high = pl.col("value_high")
+        return data.lazyframe.select(high.is_null() | ((high >= pl.col("value")) & pl.col("censoring").is_null()))
 
     @pa.dataframe_check(name="ref_range_ordered", error="`ref_low` is not above `ref_high`")
     @classmethod
@@ -380,7 +407,23 @@ def _subject_columns() -> dict[str, Any]:
             in_range={"min_value": 0, "max_value": 50},
         ),
         "lupus_nephritis_class": _col(pl.String, "ISN/RPS lupus nephritis class, upper-case.", isin=list(LN_CLASSES)),
-        "egfr": _col(pl.Float64, "Estimated GFR.", "mL/min/1.73 m2", in_range={"min_value": 0, "max_value": 300}),
+        "egfr": _col(
+            pl.Float64,
+            "Estimated GFR: the subjects file's `egfr`, else the exact baseline lab `egfr` (see `egfr_source`).",
+            "mL/min/1.73 m2",
+            in_range={"min_value": 0, "max_value": 300},
+        ),
+        "egfr_source": _col(
+            pl.String,
+            "Where `egfr` came from: `subjects` (the subjects file, which wins) or `labs` (the uncensored lab `egfr` "
+            "chosen by the baseline rule, when the subjects file had none); null when `egfr` is.",
+            isin=list(EGFR_SOURCES),
+        ),
+        "egfr_equation": _col(
+            pl.String,
+            "The equation of a lab eGFR, from its row's `method` (upper-case, e.g. CKD-EPI 2021); null when not given "
+            "or when `egfr` came from the subjects file.",
+        ),
         "active_cns_lupus": _col(pl.Boolean, "Active CNS lupus."),
     }
 
@@ -586,6 +629,11 @@ def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
         total = pl.col("n_baseline_analytes") + pl.col("missing_analytes").list.len()
         return data.lazyframe.select(total == len(CORE_ANALYTES))
 
+    def egfr_source_matches(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
+        sourced = pl.col("egfr").is_null() == pl.col("egfr_source").is_null()
+        equation = pl.col("egfr_equation").is_null() | (pl.col("egfr_source") == "labs").fill_null(False)
+        return data.lazyframe.select(sourced & equation)
+
     def check(fn: Callable[..., pl.LazyFrame], name: str, error: str) -> Any:
         return pa.dataframe_check(name=name, error=error)(fn)
 
@@ -619,6 +667,11 @@ def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
         ),
         "_before_exposure": check(
             before_exposure, "baseline_before_exposure", "every baseline date is before `first_exposure_date`"
+        ),
+        "_egfr_source": check(
+            egfr_source_matches,
+            "egfr_source_matches",
+            "`egfr_source` is null exactly when `egfr` is; `egfr_equation` only with `egfr_source` labs",
         ),
         "_completeness": check(
             completeness_adds_up,

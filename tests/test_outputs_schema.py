@@ -221,11 +221,16 @@ def test_every_column_of_every_contract_is_described() -> None:
 
 def test_strata_columns_are_generated_from_reference_and_features() -> None:
     columns = Strata.to_schema().columns
-    analytes = pl.read_csv(ROOT / "schemas" / "reference" / "analytes.csv", infer_schema=False)["analyte"]
-    assert tuple(analytes.to_list()) == PANEL
+    analytes = pl.read_csv(ROOT / "schemas" / "reference" / "analytes.csv", infer_schema=False)
+    selection = analytes.filter(pl.col("panel_group") == "selection")["analyte"]
+    assert tuple(selection.to_list()) == PANEL
     for analyte in PANEL:
         for name in (analyte, f"{analyte}_date", f"{analyte}_censoring"):
             assert name in columns, name
+    # Follow-up analytes are in the harmonised table only: the strata keep the selection panel.
+    for analyte in ("platelets", "urine_rbc", "car_t_cells", "creatinine"):
+        assert analyte not in columns and f"{analyte}_date" not in columns, analyte
+    assert "platelets" in HarmonisedLab.to_schema().columns["analyte"].checks[0].statistics["allowed_values"]
     for feature in (*DEFAULT_FEATURES, None):
         assert f"contrib_{feature.name if feature else 'intercept'}" in columns
     assert columns["c3"].metadata == {"unit": "g/L"}

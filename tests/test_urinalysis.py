@@ -1,4 +1,4 @@
-"""Semi-quantitative urinalysis against the SLEDAI threshold (> 5 /HPF): intervals, TNTC, words only if mapped."""
+"""Semi-quantitative urinalysis: reading counts (intervals, TNTC, words only if mapped) and the SLEDAI threshold."""
 
 from __future__ import annotations
 
@@ -7,43 +7,101 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from immunostrat.followup.urinalysis import above_threshold
+from immunostrat.followup.urinalysis import (
+    RANGE_REVERSED,
+    UNREADABLE,
+    WORD_UNMAPPED,
+    above_threshold,
+    parse_count,
+)
 
 WORDS = {"few": (1.0, 5.0), "Many": (20.0, None), "moderate": (3.0, 10.0)}
 
 
-def _read(cells: list[str | None], words: dict[str, tuple[float, float | None]] | None = None) -> list[tuple]:
-    above, invalid = above_threshold(pl.col("c"), 5, words)
+def _parse(cells: list[str | None], words: dict[str, tuple[float, float | None]] | None = None) -> list[tuple]:
+    """(value, value_high, censoring, problem) per cell."""
+    reading = parse_count(pl.col("c"), words, tntc_above=50)
     frame = pl.DataFrame({"c": cells}, schema={"c": pl.String})
-    return frame.select(above.alias("above"), invalid.alias("invalid")).rows()
+    return frame.select(
+        reading.value.alias("value"),
+        reading.value_high.alias("value_high"),
+        reading.censoring.alias("censoring"),
+        reading.problem.alias("problem"),
+    ).rows()
+
+
+def _above(cells: list[str | None], words: dict[str, tuple[float, float | None]] | None = None) -> list:
+    """Read each cell, then compare it with the SLEDAI-2K hematuria threshold (> 5 /HPF)."""
+    reading = parse_count(pl.col("c"), words, tntc_above=50)
+    frame = pl.DataFrame({"c": cells}, schema={"c": pl.String})
+    read = frame.select(v=reading.value, h=reading.value_high, s=reading.censoring)
+    return read.select(above_threshold(pl.col("v"), pl.col("h"), pl.col("s"), 5)).to_series().to_list()
 
 
 @pytest.mark.parametrize(
     ("cell", "expected"),
     [
-        ("12", (True, False)), ("5", (False, False)), ("5.5", (True, False)), ("0", (False, False)),
-        ("6-10", (True, False)),  # lower bound 6 > 5: every value allowed is above
-        ("3-5", (False, False)),  # upper bound 5 <= 5: none is above
-        ("3 - 8", (None, False)),  # straddles 5: unknown
-        ("0-2", (False, False)), (">50", (True, False)), (">5", (True, False)), (">3", (None, False)),
-        ("<1", (False, False)), ("<=5", (False, False)), ("<10", (None, False)),
-        ("TNTC", (True, False)), ("too numerous to count", (True, False)),
-        ("", (None, False)), (None, (None, False)), ("  ", (None, False)),
-        ("few", (None, True)),  # a word without a mapping is never guessed
-        ("positive", (None, True)), ("10-3", (None, True)), ("5/hpf", (None, True)),
-        ("\x1f", (None, True)),  # a control character is not a blank cell
+        ("12", (12.0, None, None, None)), ("5.5", (5.5, None, None, None)), ("0", (0.0, None, None, None)),
+        ("3-5", (3.0, 5.0, None, None)), ("6–10", (6.0, 10.0, None, None)), ("3 - 8", (3.0, 8.0, None, None)),
+        ("<1", (1.0, None, "<", None)), ("<=5", (5.0, None, "<=", None)), (">50", (50.0, None, ">", None)),
+        (">= 6", (6.0, None, ">=", None)),
+        ("TNTC", (50.0, None, ">", None)), ("too numerous to count", (50.0, None, ">", None)),
+        ("", (None, None, None, None)), (None, (None, None, None, None)), ("  ", (None, None, None, None)),
+        ("10-3", (None, None, None, RANGE_REVERSED)),  # a typo, not an interval
+        ("few", (None, None, None, WORD_UNMAPPED)),  # a word without a mapping is never guessed
+        ("positive", (None, None, None, WORD_UNMAPPED)),
+        ("5/hpf", (None, None, None, UNREADABLE)), ("-3", (None, None, None, UNREADABLE)),
+        ("\x1f", (None, None, None, UNREADABLE)),  # a control character is not a blank cell
     ],
 )  # fmt: skip
-def test_each_reported_form(cell: str | None, expected: tuple) -> None:
-    assert _read([cell]) == [expected]
+def test_each_reported_form_is_read(cell: str | None, expected: tuple) -> None:
+    assert _parse([cell]) == [expected]
 
 
 @pytest.mark.parametrize(
     ("cell", "expected"),
-    [("few", (False, False)), ("MANY", (True, False)), ("moderate", (None, False)), ("lots", (None, True))],
+    [
+        ("few", (1.0, 5.0, None, None)),
+        ("MANY", (20.0, None, ">=", None)),  # no upper bound: at least 20
+        ("moderate", (3.0, 10.0, None, None)),
+        ("lots", (None, None, None, WORD_UNMAPPED)),
+    ],
 )
-def test_words_through_a_configured_mapping(cell: str, expected: tuple) -> None:
-    assert _read([cell], WORDS) == [expected]
+def test_words_are_read_through_the_configured_mapping(cell: str, expected: tuple) -> None:
+    assert _parse([cell], WORDS) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("12", True), ("5", False), ("5.5", True), ("0", False),
+        ("6-10", True),  # lower bound 6 > 5: every value allowed is above
+        ("3-5", False),  # upper bound 5 <= 5: none is above
+        ("3 - 8", None),  # straddles 5: unknown
+        ("0-2", False), (">50", True), (">5", True), (">3", None), (">=5", None), (">=6", True),
+        ("<1", False), ("<=5", False), ("<10", None),
+        ("TNTC", True),  # read as > 50: above any threshold at or below 50
+        ("", None), (None, None), ("few", None), ("10-3", None),
+    ],
+)  # fmt: skip
+def test_counts_against_the_hematuria_threshold(cell: str | None, expected: bool | None) -> None:
+    assert _above([cell]) == [expected]
+
+
+@pytest.mark.parametrize(("cell", "expected"), [("few", False), ("MANY", True), ("moderate", None)])
+def test_mapped_words_against_the_threshold(cell: str, expected: bool | None) -> None:
+    # few = 1-5: not above 5; many = at least 20: above; moderate = 3-10: straddles 5.
+    assert _above([cell], WORDS) == [expected]
+
+
+def test_casts_count_when_any_qualifying_cast_is_seen() -> None:
+    frame = pl.DataFrame(
+        {"v": [0.0, 1.0, 0.0, 0.0], "h": [None, None, 2.0, None], "s": [None, None, None, "<"]},
+        schema={"v": pl.Float64, "h": pl.Float64, "s": pl.String},
+    )
+    above = frame.select(above_threshold(pl.col("v"), pl.col("h"), pl.col("s"), 0)).to_series().to_list()
+    # 0: none; 1: present; 0-2: unknown; "<0" cannot be above 0.
+    assert above == [False, True, None, False]
 
 
 # Python's `str.strip` also strips these separators; polars strips Unicode White_Space only, so a cell holding
@@ -68,12 +126,17 @@ def _blank(cell: str | None) -> bool:
         max_size=40,
     )
 )
-def test_every_cell_is_present_absent_unknown_or_invalid_and_none_is_lost(cells: list[str | None]) -> None:
-    rows = _read(cells, WORDS)
-    assert len(rows) == len(cells)
-    for (above, invalid), cell in zip(rows, cells, strict=True):
-        assert invalid in (True, False)
-        if invalid:
-            assert above is None, cell  # an invalid cell is never read as a result
+def test_every_cell_is_read_or_invalid_and_none_is_lost(cells: list[str | None]) -> None:
+    rows = _parse(cells, WORDS)
+    above = _above(cells, WORDS)
+    assert len(rows) == len(cells) == len(above)
+    for (value, high, censoring, problem), cell in zip(rows, cells, strict=True):
+        assert problem in (None, WORD_UNMAPPED, RANGE_REVERSED, UNREADABLE)
+        if problem is not None or _blank(cell):
+            assert (value, high, censoring) == (None, None, None), cell  # never read as a result
+        else:
+            assert value is not None and value >= 0, cell
+            assert high is None or high >= value, cell  # an interval is never reversed
+            assert high is None or censoring is None, cell
         if _blank(cell):
-            assert (above, invalid) == (None, False)
+            assert problem is None

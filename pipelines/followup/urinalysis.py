@@ -1,49 +1,87 @@
-"""Semi-quantitative urinalysis counts (red or white cells per high-power field) against a SLEDAI threshold.
+"""Semi-quantitative urinalysis counts (cells per high-power field, casts per low-power field): reading and thresholds.
 
-Sites report sediment counts as numbers ("12"), ranges ("3-5", "6-10"), censored values ("<1", ">50"), "TNTC"
-(too numerous to count) or words ("few", "many"). A result counts as above the threshold (SLEDAI-2K: > 5 /HPF)
-only when every value it allows is above it:
+Sites report sediment counts as numbers ("12"), ranges ("3-5", "6–10"), censored values ("<1", ">50"), "TNTC"
+(too numerous to count) or words ("few", "many"). `parse_count` reads a result into the harmonised columns:
 
-- a number n: n > threshold;
-- a range a-b: above when a > threshold, not above when b <= threshold, else unknown;
-- ">x" (or ">=x"): above when x >= threshold, else unknown; "<x" (or "<=x"): not above when x <= threshold, else
-  unknown;
-- "TNTC": above any threshold;
-- a word: only through a configured mapping to an interval (`words`), never guessed; an unmapped word is invalid;
-- an empty cell: unknown (not assessed); a reversed range ("10-3") is invalid.
+- a number n: `value` n, `value_high` null, no censoring;
+- a range a-b (hyphen or en dash): the interval, `value` a and `value_high` b; a reversed range ("10-3") is a
+  typo, not an interval: problem `RANGE_REVERSED`;
+- "<x", "<=x", ">x", ">=x": `value` x with that censoring, as for every other analyte;
+- "TNTC" (or "too numerous to count"): censoring ">" and `value` = the configured `tntc_above` (default 50): read
+  as above any threshold at or below it;
+- a word: only through a configured mapping word -> (low, high or None), never guessed. (low, high) reads as the
+  interval; (low, None) as ">= low". An unmapped word (letters and spaces only) is problem `WORD_UNMAPPED`;
+- an empty cell: all null, no problem (the row's RESULT_MISSING rule speaks for it);
+- anything else: problem `UNREADABLE`, never read as a number.
 
-Anything else is invalid (to be quarantined with its reason), never read as a number.
+`above_threshold` then compares a read count with a threshold, three-valued (True, False, or null = unknown). A
+count is above only when every value it allows is above (SLEDAI-2K hematuria and pyuria: > 5 /HPF; casts: > 0):
+
+- exact n: n > threshold;
+- interval a-b: True when a > threshold, False when b <= threshold, else unknown;
+- ">x": True when x >= threshold; ">=x": True when x > threshold; else unknown;
+- "<x", "<=x": False when x <= threshold, else unknown;
+- a null value: unknown.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import polars as pl
+
+#: Analytes whose results are read as semi-quantitative counts (`parse_count`) rather than plain numbers.
+SEMI_QUANTITATIVE_ANALYTES = ("urine_rbc", "urine_wbc", "urine_casts")
+#: Reading problems, as `CountReading.problem` names them.
+WORD_UNMAPPED = "WORD_UNMAPPED"
+RANGE_REVERSED = "RANGE_REVERSED"
+UNREADABLE = "UNREADABLE"
 
 # ASCII digits only: `\d` also matches other scripts' digits ("٠"), which are not numbers to cast.
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 _TNTC = ("tntc", "too numerous to count", "too numerous")
+# A word: letters (any script), spaces and hyphens, at least one letter; no digits.
+_WORD = r"^[^\W\d_]+(?:[\s-]+[^\W\d_]+)*$"
 
 
-def above_threshold(
-    text: pl.Expr, threshold: float, words: Mapping[str, tuple[float, float | None]] | None = None
-) -> tuple[pl.Expr, pl.Expr]:
-    """(above, invalid) for a column of reported counts: `above` is True, False or null (unknown).
+@dataclass(frozen=True)
+class CountReading:
+    """Expressions for one reported count: the harmonised `value`, `value_high`, `censoring`, and the `problem`.
+
+    `problem` is null for a readable (or empty) cell, else `WORD_UNMAPPED`, `RANGE_REVERSED` or `UNREADABLE`;
+    where it is set, the three values are null.
+    """
+
+    value: pl.Expr
+    value_high: pl.Expr
+    censoring: pl.Expr
+    problem: pl.Expr
+
+    @property
+    def invalid(self) -> pl.Expr:
+        """True where the cell holds something that is not a readable count (to be quarantined)."""
+        return self.problem.is_not_null()
+
+
+def parse_count(
+    text: pl.Expr, words: Mapping[str, tuple[float, float | None]] | None = None, tntc_above: float = 50.0
+) -> CountReading:
+    """Read reported counts (see the module docstring for every form).
 
     Args:
         text: the reported result, as text.
-        threshold: counts strictly above this are present (SLEDAI-2K hematuria and pyuria: 5 per HPF).
         words: a configured reading of words as intervals, e.g. ``{"few": (1, 5), "many": (20, None)}`` (None: no
-            upper bound). Keys are matched case-insensitively.
+            upper bound). Keys are matched case-insensitively, without surrounding white space.
+        tntc_above: the value "TNTC" is read as above (censoring ">").
     """
     cell = text.str.strip_chars().str.to_lowercase()
     empty = cell.is_null() | (cell == "")
     number = cell.str.extract(rf"^{_NUMBER}$").cast(pl.Float64, strict=False)
     low = cell.str.extract(rf"^{_NUMBER}\s*[-–]\s*{_NUMBER}$", 1).cast(pl.Float64, strict=False)
     high = cell.str.extract(rf"^{_NUMBER}\s*[-–]\s*{_NUMBER}$", 2).cast(pl.Float64, strict=False)
-    more = cell.str.extract(rf"^>=?\s*{_NUMBER}$").cast(pl.Float64, strict=False)
-    less = cell.str.extract(rf"^<=?\s*{_NUMBER}$").cast(pl.Float64, strict=False)
+    comparator = cell.str.extract(rf"^(<=|>=|<|>)\s*{_NUMBER}$", 1)
+    bound = cell.str.extract(rf"^(<=|>=|<|>)\s*{_NUMBER}$", 2).cast(pl.Float64, strict=False)
     table = {k.strip().lower(): v for k, v in (words or {}).items()}
     word_low = cell.replace_strict({k: float(v[0]) for k, v in table.items()}, default=None, return_dtype=pl.Float64)
     word_high = cell.replace_strict(
@@ -53,32 +91,82 @@ def above_threshold(
     )
     is_word = cell.is_in(list(table)) if table else pl.lit(False)
     tntc = cell.is_in(_TNTC)
-    above = (
-        pl.when(empty)
+    is_range = low.is_not_null() & high.is_not_null()
+    reversed_range = (is_range & (low > high)).fill_null(False)
+    read = (number.is_not_null() | is_range | bound.is_not_null() | tntc | is_word).fill_null(False)
+    problem = (
+        pl.when(empty | (read & ~reversed_range))
+        .then(pl.lit(None, pl.String))
+        .when(reversed_range)
+        .then(pl.lit(RANGE_REVERSED))
+        .when(cell.str.contains(_WORD).fill_null(False))
+        .then(pl.lit(WORD_UNMAPPED))
+        .otherwise(pl.lit(UNREADABLE))
+    )
+    ok = ~empty & problem.is_null()
+    value = (
+        pl.when(~ok)
         .then(None)
         .when(number.is_not_null())
-        .then(number > threshold)
-        .when(low.is_not_null())
-        .then(pl.when(low > threshold).then(True).when(high <= threshold).then(False).otherwise(None))
-        .when(more.is_not_null())
-        .then(pl.when(more >= threshold).then(True).otherwise(None))
-        .when(less.is_not_null())
-        .then(pl.when(less <= threshold).then(False).otherwise(None))
+        .then(number)
+        .when(is_range)
+        .then(low)
+        .when(bound.is_not_null())
+        .then(bound)
         .when(tntc)
+        .then(pl.lit(float(tntc_above)))
+        .otherwise(word_low)
+    )
+    value_high = pl.when(ok & is_range).then(high).when(ok & is_word & ~tntc).then(word_high).otherwise(None)
+    censoring = (
+        pl.when(~ok)
+        .then(pl.lit(None, pl.String))
+        .when(bound.is_not_null())
+        .then(comparator)
+        .when(tntc)
+        .then(pl.lit(">"))
+        .when(is_word & word_high.is_null())
+        .then(pl.lit(">="))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    return CountReading(
+        value=value.cast(pl.Float64),
+        value_high=value_high.cast(pl.Float64),
+        censoring=censoring,
+        problem=problem,
+    )
+
+
+def above_threshold(value: pl.Expr, value_high: pl.Expr, censoring: pl.Expr, threshold: float) -> pl.Expr:
+    """Three-valued `count > threshold` for harmonised counts (rules in the module docstring).
+
+    Args:
+        value: the count, or the interval's lower bound, or the number after a censoring comparator.
+        value_high: the interval's upper bound; null for a single number or a censored value.
+        censoring: `<`, `<=`, `>`, `>=` or null.
+        threshold: counts strictly above it are present (e.g. 5 per HPF for SLEDAI-2K hematuria and pyuria).
+    """
+    limit = pl.lit(float(threshold))
+    exact = (
+        pl.when(value_high.is_null())
+        .then(value > limit)
+        .when(value > limit)
         .then(True)
-        .when(is_word)
-        .then(
-            pl.when(word_low > threshold)
-            .then(True)
-            .when(word_high.is_not_null() & (word_high <= threshold))
-            .then(False)
-            .otherwise(None)
-        )
+        .when(value_high <= limit)
+        .then(False)
+        .otherwise(None)
+    )
+    return (
+        pl.when(value.is_null())
+        .then(None)
+        .when(censoring.is_null())
+        .then(exact)
+        .when(censoring == ">")
+        .then(pl.when(value >= limit).then(True))
+        .when(censoring == ">=")
+        .then(pl.when(value > limit).then(True))
+        .when(censoring.is_in(["<", "<="]))
+        .then(pl.when(value <= limit).then(False))
         .otherwise(None)
         .cast(pl.Boolean)
     )
-    reversed_range = low.is_not_null() & (low > high)  # "10-3": a typo, not an interval
-    read = number.is_not_null() | low.is_not_null() | more.is_not_null() | less.is_not_null() | tntc | is_word
-    invalid = (~empty & (~read.fill_null(False) | reversed_range.fill_null(False))).fill_null(True)
-    above = pl.when(invalid).then(None).otherwise(above)
-    return above, invalid

@@ -5,6 +5,13 @@ before `reference_date` to `window_days_after` days after it, and strictly befor
 when one is given, take the one closest to `reference_date`. Ties are broken, in order, by: a measurement
 on or before the reference date over one after it; the later collection time; the lower source file name
 and row number. Missing analytes stay missing (null); nothing is imputed.
+
+Only the selection panel (`panel_group` selection in analytes.csv) gets baseline columns. One follow-up
+analyte is also a subject field: eGFR. The subjects file's `egfr` wins; when it is empty, the exact (uncensored)
+lab `egfr` chosen by the baseline rule fills it. `egfr_source` says which (`subjects`, `labs`, or null when
+neither), and `egfr_equation` is the lab row's `method` (e.g. CKD-EPI 2021) when the value came from the labs.
+A censored lab eGFR (">90") never fills it: eligibility compares `egfr` as an exact number, so "<60" would
+pass a criterion of >= 30 that it may fail.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ CORE_ANALYTES = (
     "lymphocytes",
 )
 _KEY = ["study_id", "subject_id"]
+EGFR = "egfr"
 
 
 # The tie rule as sort keys, most significant first (nulls sort last); see the module docstring. Distance and
@@ -133,19 +141,25 @@ def derive_baseline(
         ref: mapping tables (panel order and IFN-method cut-offs).
         cfg: window and default cut-offs.
     """
-    panel = ref.panel
-    n_analytes = len(panel)
+    panel = ref.selection_panel
+    # eGFR is chosen by the same rule, among exact lab values only, to fill an empty subjects-file egfr.
+    chosen_analytes = [*panel, EGFR]
+    n_analytes = len(chosen_analytes)
     subject_ids = _subject_ids(subjects)
     anchors = subjects.lazy().select(*_KEY, "reference_date", "first_exposure_date", _subject=subject_ids)
     # Window on the keys alone, remembering each measurement's row (`_lab`): joining the full rows would copy
     # every string column. A (subject, analyte) cell is one integer, so the tie-rule sort runs on numbers, not
     # on the string keys; analytes outside the panel get no column and are dropped here.
-    analyte_code = pl.col("analyte").replace_strict(panel, range(n_analytes), default=None, return_dtype=pl.UInt64)
+    analyte_code = pl.col("analyte").replace_strict(
+        chosen_analytes, range(n_analytes), default=None, return_dtype=pl.UInt64
+    )
+    usable = (pl.col("analyte") != EGFR) | pl.col("censoring").is_null()
     labs = (
         harmonised.lazy()
-        .select(*_KEY, "collected_date", _analyte=analyte_code)
+        .select(*_KEY, "collected_date", _analyte=analyte_code, _usable=usable)
         .with_row_index("_lab")
-        .filter(pl.col("_analyte").is_not_null())
+        .filter(pl.col("_analyte").is_not_null() & pl.col("_usable"))
+        .drop("_usable")
     )
     located = (
         _windowed(labs, anchors, cfg)
@@ -162,7 +176,7 @@ def derive_baseline(
         chosen["_cell"], chosen["_lab"]
     )
     first_cell = subject_ids.cast(pl.UInt64) * n_analytes
-    rows = {analyte: grid.gather(first_cell + k) for k, analyte in enumerate(panel)}
+    rows = {analyte: grid.gather(first_cell + k) for k, analyte in enumerate(chosen_analytes)}
     wide = pl.DataFrame(
         [
             *(
@@ -174,7 +188,29 @@ def derive_baseline(
         ]
     )
     strata = pl.concat([subjects.drop("source_file", "source_row"), wide], how="horizontal")
-    return add_flags(strata, ref, cfg)
+    strata = strata.with_columns(
+        _egfr_lab=harmonised["value"].gather(rows[EGFR]), _egfr_method=harmonised["method"].gather(rows[EGFR])
+    )
+    return add_flags(_with_egfr_source(strata), ref, cfg)
+
+
+def _with_egfr_source(strata: pl.DataFrame) -> pl.DataFrame:
+    """`egfr` from the subjects file, else the baseline lab eGFR (`_egfr_lab`); `egfr_source`, `egfr_equation`."""
+    from_subjects = pl.col("egfr").is_not_null()
+    from_labs = ~from_subjects & pl.col("_egfr_lab").is_not_null()
+    filled = strata.with_columns(
+        egfr=pl.coalesce("egfr", "_egfr_lab"),
+        egfr_source=pl.when(from_subjects)
+        .then(pl.lit("subjects"))
+        .when(from_labs)
+        .then(pl.lit("labs"))
+        .otherwise(pl.lit(None, pl.String)),
+        egfr_equation=pl.when(from_labs).then(pl.col("_egfr_method")).otherwise(pl.lit(None, pl.String)),
+    ).drop("_egfr_lab", "_egfr_method")
+    # Beside `egfr`, where a reader looks for them.
+    columns = [c for c in filled.columns if c not in ("egfr_source", "egfr_equation")]
+    at = columns.index("egfr") + 1
+    return filled.select([*columns[:at], "egfr_source", "egfr_equation", *columns[at:]])
 
 
 def add_flags(strata: pl.DataFrame, ref: ReferenceTables, cfg: BaselineConfig) -> pl.DataFrame:

@@ -3,6 +3,11 @@
 Nothing here decides acceptance: it only derives typed columns (null where a value cannot be read) so that
 the validation rules can say precisely what is wrong. Rows whose test is outside the panel are split off
 and counted by test.
+
+Results are numbers, optionally censored ("<10"), except for the semi-quantitative urine sediment counts
+(`SEMI_QUANTITATIVE_ANALYTES`), which are read by `immunostrat.followup.urinalysis.parse_count`: ranges become
+intervals (`value` the lower bound, `value_high` the upper), "TNTC" a censored value, words only through
+`harmonise.urine_count_words`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from immunostrat.config import HarmoniseConfig
+from immunostrat.followup.urinalysis import SEMI_QUANTITATIVE_ANALYTES, parse_count
 from immunostrat.reference import ReferenceTables
 
 # A number with an optional censoring comparator: "12", "<10", ">= 800", "1.5e3", ".5". No thousands separators
@@ -89,10 +95,14 @@ def places_added(factor: pl.Expr) -> pl.Expr:
 def multiplied(numbers: pl.DataFrame, factors: pl.Series) -> pl.Series:
     """Every number (`number`, and the `places` it was written with) times every factor, at `i * len(factors) + f`.
 
-    Each product is rounded to the reported resolution in the new unit, `places` + `places_added(factor)`:
-    35 mg/dL x 0.01 = 0.35 g/L (not 0.35000000000000003), 0.05 10^9/L x 1000 = 50 cells/uL. With the
-    power-of-ten factors of units.csv this is the exact decimal product. Numbers are the distinct values of a
-    column and factors a handful, so the grid is small; rows then pick their product by position.
+    Each product is rounded to `places` + `places_added(factor)` decimals: the largest power of ten not above the
+    reported resolution in the new unit (10**-places x factor). With a power-of-ten factor that resolution is
+    itself a power of ten and the product exact: 35 mg/dL x 0.01 = 0.35 g/L (not 0.35000000000000003), 0.05
+    10^9/L x 1000 = 50 cells/uL. With any other factor the product keeps less than one digit more than the
+    resolution and never loses one: 1.2 mg/dL creatinine (resolution 0.1 x 88.42 = 8.842 umol/L) is 106 umol/L,
+    not 106.104; 56.6 mg/mmol UPCR (resolution 0.000884 g/g) is 0.5003 g/g; 8.4 mmol/L hemoglobin (resolution
+    1.611 g/L) is 135 g/L. Numbers are the distinct values of a column and factors a handful, so the grid is
+    small; rows then pick their product by position.
     """
     grid = numbers.join(factors.alias("factor").to_frame(), how="cross", maintain_order="left_right")
     places = pl.col("places") + places_added(pl.col("factor"))
@@ -255,6 +265,24 @@ def _per_upper_limit_rows(derived: pl.DataFrame, codes: pl.DataFrame, numbers: d
     return derived.with_columns(derived[name].clone().scatter(rows, ratios[name]) for name in _CONVERTED.values())
 
 
+def _with_counts(derived: pl.DataFrame) -> pl.DataFrame:
+    """Semi-quantitative rows take their count reading; every row gets `value_high` and `_result_problem`.
+
+    A row is a count when its analyte (or, with an unknown unit, its reported analyte) is semi-quantitative. Its
+    units are per-field counts with factor 1 (units.csv), so the reading is the value in the canonical unit.
+    `_result_problem` is the reading's problem (WORD_UNMAPPED, RANGE_REVERSED, UNREADABLE) for count rows.
+    """
+    is_count = pl.coalesce("analyte", "analyte_reported").is_in(SEMI_QUANTITATIVE_ANALYTES).fill_null(False)
+    factor = pl.col("factor").fill_null(1.0)
+    return derived.with_columns(
+        value_reported=pl.when(is_count).then(pl.col("_count_value")).otherwise(pl.col("value_reported")),
+        censoring=pl.when(is_count).then(pl.col("_count_censoring")).otherwise(pl.col("censoring")),
+        value=pl.when(is_count).then(pl.col("_count_value") * factor).otherwise(pl.col("value")),
+        value_high=pl.when(is_count).then(pl.col("_count_high") * factor).otherwise(None),
+        _result_problem=pl.when(is_count).then(pl.col("_count_problem")).otherwise(None),
+    ).drop("_count_value", "_count_high", "_count_censoring", "_count_problem")
+
+
 def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig) -> Harmonised:
     """Map, parse and convert raw lab rows.
 
@@ -293,6 +321,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     values = distinct_values(panel, parsed_cols)
     date, datetime = parse_iso_date("collected_at")
     result = pl.col("result").str.extract_groups(_RESULT)
+    count = parse_count(pl.col("result"), cfg.urine_count_words, cfg.urine_tntc_above)
     tables = {
         "site_id": _per_distinct(values["site_id"], {"site_id": _blank_to_null("site_id")}),
         "method": _per_distinct(values["method"], {"_method_clean": _blank_to_null("method").str.to_uppercase()}),
@@ -317,6 +346,11 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
                 "censoring": result.struct.field("1"),
                 "value_reported": result.struct.field("2").cast(pl.Float64, strict=False),
                 "_present_result": is_present("result"),
+                # The reading as a semi-quantitative count, used by the rows of those analytes only.
+                "_count_value": count.value,
+                "_count_high": count.value_high,
+                "_count_censoring": count.censoring,
+                "_count_problem": count.problem,
             },
         ),
     }
@@ -368,7 +402,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             .then(pl.lit(cfg.ifn_default_method.strip().upper()))
             .otherwise(method)
         )
-    derived = _per_upper_limit_rows(derived.with_columns(method=method), codes, numbers)
+    derived = _with_counts(_per_upper_limit_rows(derived.with_columns(method=method), codes, numbers))
     verbatim = ("study_id", "subject_id", "site_id", "method")
     candidates = panel.rename({c: f"_raw_{c}" for c in verbatim}).hstack(
         # Identifiers are matched without surrounding white space (never otherwise altered); `_raw_<col>`
@@ -384,6 +418,7 @@ HARMONISED_COLUMNS = (
     "site_id",
     "analyte",
     "value",
+    "value_high",
     "unit",
     "censoring",
     "ref_low",

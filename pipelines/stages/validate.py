@@ -27,6 +27,7 @@ import polars as pl
 from pandera.api.polars.types import PolarsData
 from pandera.errors import SchemaErrors
 
+from immunostrat.followup.urinalysis import RANGE_REVERSED, SEMI_QUANTITATIVE_ANALYTES, WORD_UNMAPPED
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
 from immunostrat.schemas.inputs import LabCandidate, OutcomeCandidate, SubjectCandidate
 from immunostrat.stages.harmonise import _blank_to_null, is_present, parse_iso_date, parse_number, with_parsed
@@ -246,6 +247,7 @@ ACCEPTED_LAB_COLUMNS = (
     "site_id",
     "analyte",
     "value",
+    "value_high",
     "unit_canonical",
     "censoring",
     "ref_low_value",
@@ -264,6 +266,10 @@ ACCEPTED_LAB_COLUMNS = (
 def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
     """The row rules for harmonised lab candidates, in priority order."""
     value = pl.col("value")
+    high = pl.col("value_high")
+    problem = pl.col("_result_problem")
+    is_count = pl.coalesce("analyte", "analyte_reported").is_in(SEMI_QUANTITATIVE_ANALYTES).fill_null(False)
+    count_forms = ", ".join(SEMI_QUANTITATIVE_ANALYTES)
     return [
         Rule(
             "TEST_MISSING",
@@ -294,11 +300,33 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             _lit("a numeric result, optionally censored (<10, >800)"),
         ),
         Rule(
+            "RESULT_RANGE_REVERSED",
+            "result",
+            "the result is a range whose lower bound is above its upper bound",
+            (problem != RANGE_REVERSED).fill_null(True),
+            _lit("a range low-high with low <= high (e.g. 3-5 per field)"),
+        ),
+        Rule(
+            "RESULT_WORD_UNMAPPED",
+            "result",
+            "the result is a word that has no configured reading",
+            (problem != WORD_UNMAPPED).fill_null(True),
+            pl.format(
+                "a count for {}: a number, a range (3-5), <x or >x, or TNTC; words are never guessed: map this "
+                "one to an interval in harmonise.urine_count_words (e.g. few: [1, 5])",
+                pl.coalesce("analyte", "analyte_reported"),
+            ),
+        ),
+        Rule(
             "RESULT_NOT_NUMERIC",
             "result",
             "the result is not a number or a censored number",
-            ~pl.col("_present_result") | pl.col("value_reported").is_not_null(),
-            _lit("a number, optionally censored (<10, >800, <=, >=); text results are not quantitative"),
+            ~pl.col("_present_result")
+            | pl.col("value_reported").is_not_null()
+            | problem.is_in([RANGE_REVERSED, WORD_UNMAPPED]).fill_null(False),
+            pl.when(is_count)
+            .then(_lit(f"a count ({count_forms}): a number, a range (3-5), <x or >x, TNTC, or a mapped word"))
+            .otherwise(_lit("a number, optionally censored (<10, >800, <=, >=); text results are not quantitative")),
         ),
         Rule(
             "UNIT_UNKNOWN",
@@ -383,7 +411,7 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "VALUE_NOT_FINITE",
             "result",
             "the result is not finite",
-            value.is_finite().fill_null(True),
+            value.is_finite().fill_null(True) & high.is_finite().fill_null(True),
             _lit("a finite number"),
         ),
         Rule(
@@ -391,7 +419,10 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "result",
             "the value is outside the plausible range for the analyte",
             (~value.is_finite()).fill_null(True)
-            | value.is_between(pl.col("plausible_min"), pl.col("plausible_max")).fill_null(True),
+            | (
+                value.is_between(pl.col("plausible_min"), pl.col("plausible_max")).fill_null(True)
+                & high.is_between(pl.col("plausible_min"), pl.col("plausible_max")).fill_null(True)
+            ),
             pl.format(
                 "a plausible {} between {} and {} {} (this row converts to {} {})",
                 "analyte",
@@ -452,12 +483,13 @@ def _with_duplicate_flags(frame: pl.DataFrame, basic_ok: pl.Series) -> pl.DataFr
     subset, never change a flag, because the analysis groups on the exact key. The flags come back as
     columns stacked beside the wide frame (joined on a bare row position, never the wide frame itself).
     """
-    narrow = frame[[*_DUP_KEY, "value", "censoring", "source_file", "source_row"]].with_row_index("_pos")
+    # An interval's upper bound is part of the result: "3-5" and "3-8" disagree.
+    narrow = frame[[*_DUP_KEY, "value", "value_high", "censoring", "source_file", "source_row"]].with_row_index("_pos")
     maybe = narrow.filter(basic_ok & _repeated(narrow[_DUP_KEY].hash_rows()))
     analysed = (
-        maybe.select("_pos", *_DUP_KEY, "value", "censoring", "source_file", "source_row")
+        maybe.select("_pos", *_DUP_KEY, "value", "value_high", "censoring", "source_file", "source_row")
         .with_columns(
-            _n_versions=pl.struct("value", "censoring").n_unique().over(_DUP_KEY),
+            _n_versions=pl.struct("value", "value_high", "censoring").n_unique().over(_DUP_KEY),
             _first_pos=pl.col("_pos").min().over(_DUP_KEY),
             _dup_first_file=pl.col("source_file").first().over(_DUP_KEY),
             _dup_first_row=pl.col("source_row").first().over(_DUP_KEY),
