@@ -77,24 +77,31 @@ def test_pilot_xpt_and_dataset_json_parse_to_identical_frames() -> None:
 @needs_pilot
 @pytest.mark.parametrize("name", ["lb.xpt", "lb.json"])
 def test_pilot_lymphocytes_accepted_in_cells_per_ul_and_the_rest_outside_panel(name: str) -> None:
-    """106 LYM rows (10^9/L) become lymphocytes x1000 cells/uL; 3,382 rows are outside the panel, per test code."""
+    """106 LYM rows (10^9/L) become lymphocytes x1000 cells/uL; CREAT (107), HGB, PLAT and WBC (106 each) are
+    follow-up analytes; the other 2,957 rows are outside the panel, per test code."""
     inputs, prepared = _prepared(PILOT / name)
     counts = prepared.counts
     assert (counts["rows_read"], counts["accepted"], counts["outside_panel"], counts["quarantined"]) == (
         3488,
-        106,
-        3382,
+        531,
+        2957,
         0,
     )
     _identity_holds(counts)
-    h = prepared.harmonised
-    assert set(h["analyte"]) == {"lymphocytes"} and set(h["unit"]) == {"cells/uL"}
+    assert counts["panel_groups"]["selection"] == {"panel_rows": 106, "accepted": 106, "quarantined": 0}
+    assert counts["panel_groups"]["follow_up"] == {"panel_rows": 425, "accepted": 425, "quarantined": 0}
+    follow_up = prepared.harmonised.filter(pl.col("analyte") != "lymphocytes")
+    assert set(follow_up["analyte"]) == {"creatinine", "hemoglobin", "platelets", "wbc"}
+    assert set(follow_up["test_reported"]) == {"CREAT", "HGB", "PLAT", "WBC"}
+    h = prepared.harmonised.filter(pl.col("analyte") == "lymphocytes")
+    assert set(h["unit"]) == {"cells/uL"}
     assert set(h["test_reported"]) == {"LYM"} and set(h["unit_reported"]) == {"10^9/L"}
     raw = inputs.labs[0].frame.filter(pl.col("test") == "LYM").sort("source_row")
     expected = raw["result"].cast(pl.Float64) * 1000
     assert h.sort("source_row")["value"].to_list() == pytest.approx(expected.to_list())
     assert h["ref_low"].unique().to_list() == [800.0] and h["ref_high"].unique().to_list() == [3000.0]
-    by_test = inputs.labs[0].frame.filter(pl.col("test") != "LYM").group_by("test").len()
+    panel_tests = ["LYM", "CREAT", "HGB", "PLAT", "WBC"]
+    by_test = inputs.labs[0].frame.filter(~pl.col("test").is_in(panel_tests)).group_by("test").len()
     assert counts["outside_panel_by_test"] == dict(by_test.iter_rows())
     assert "LYM" not in counts["outside_panel_by_test"]
 

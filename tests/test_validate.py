@@ -98,6 +98,20 @@ LAB_CASES = [
     _case("STUDY_ID_MISSING", {"study_id": ""}, "study_id", "", "a study identifier"),
     _case("SUBJECT_ID_MISSING", {"subject_id": None}, "subject_id", "", "a subject identifier"),
     _case("RESULT_MISSING", {"result": ""}, "result", "", "a numeric result, optionally censored"),
+    _case(
+        "RESULT_RANGE_REVERSED",
+        {"test": "urine_rbc", "unit": "/HPF", "result": "10-3", "ref_low": None, "ref_high": None},
+        "result",
+        "10-3",
+        "a range low-high with low <= high",
+    ),
+    _case(
+        "RESULT_WORD_UNMAPPED",
+        {"test": "urine_rbc", "unit": "/HPF", "result": "few", "ref_low": None, "ref_high": None},
+        "result",
+        "few",
+        "a count for urine_rbc: a number, a range (3-5), <x or >x, or TNTC; words are never guessed",
+    ),
     _case("RESULT_NOT_NUMERIC", {"result": "positive"}, "result", "positive", "a number, optionally censored"),
     _case("RESULT_NOT_NUMERIC", {"result": "1,5"}, "result", "1,5", "a number, optionally censored"),
     _case("UNIT_UNKNOWN", {"unit": "mmol/L"}, "unit", "mmol/L", "a unit known for c3: g/L, mg/dL, mg/L"),
@@ -196,7 +210,7 @@ LAB_CASES = [
 def test_lab_cases_cover_every_lab_rule() -> None:
     """Every reason code of `lab_rules` has at least one case below."""
     codes = [r.code for r in lab_rules(AS_OF, IFN_METHODS)]
-    assert len(codes) == 20
+    assert len(codes) == 22
     assert {c.values[0].code for c in LAB_CASES} == set(codes)
 
 

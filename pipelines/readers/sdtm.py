@@ -479,7 +479,10 @@ def baseline_flag_agreement(
         flagged_all = detail.filter((pl.col(flag) == "Y") & pl.col("panel"))
         if flagged_all.height == 0:
             continue
-        in_files = sdtm_rows.join(files.select("source_file"), on="source_file", how="semi")
+        # Only analytes with a baseline in the strata (the selection panel) can agree or disagree.
+        in_files = sdtm_rows.join(files.select("source_file"), on="source_file", how="semi").filter(
+            pl.col("analyte").is_in([c.removesuffix("_date") for c in date_cols])
+        )
         # Only subject-analytes these files report on are compared (a FHIR-only analyte says nothing about SDTM).
         ours_here = ours.join(in_files.select(key).unique(), on=key, how="semi")
         flagged = (
