@@ -294,7 +294,7 @@ def activity(
     anchors = (
         _with_optional(subjects.select(*KEY, *exposure_columns), {"first_exposure_date": pl.Date(), "day0": pl.Date()})
         .unique(subset=KEY, keep="first", maintain_order=True)
-        .rename({"first_exposure_date": "_first_exposure", "day0": "_day0"})
+        .select(*KEY, pl.col("first_exposure_date", "day0").cast(pl.Date).name.prefix("_"))
     )
     items = {item(d.item): pl.Boolean() for d in descriptors}
     frame = (
@@ -302,7 +302,7 @@ def activity(
         .hstack(lab.select(item(d) + LAB_SUFFIX for d in derivable))
         .join(anchors, on=KEY, how="left", maintain_order="left")
     )
-    after_exposure = (pl.col("visit_date") >= pl.coalesce("_first_exposure", "_day0")).fill_null(False)
+    after_exposure = (pl.col("visit_date") >= pl.coalesce("_first_exposure_date", "_day0")).fill_null(False)
     values, sources, disagreements = [], [], []
     for d in descriptors:  # 24 descriptors of configuration
         reported = pl.col(item(d.item))
