@@ -1,0 +1,96 @@
+"""Typed settings of the follow-up derivations (issue 12): SLEDAI-2K lab rules, lookback, source rules, baselines.
+
+Every threshold here is a published SLEDAI-2K rule (Gladman 2002; facts in follow-up-facts.md §1) or a choice;
+the published ones are still configuration, since sources word them differently. Complement and anti-dsDNA
+cut-offs are not repeated here: the lab descriptors use the baseline's own (`BaselineConfig`
+`anti_dsdna_default_cutoff`, `c3_default_lln`, `c4_default_lln`), so a subject is "positive" by one rule
+before and after infusion.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Disagreement = Literal["prefer_reported", "prefer_lab", "present_if_either"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FollowUpConfig(_Model):
+    """How SLEDAI-2K descriptors are derived per visit from labs and reported items, and how baselines are chosen."""
+
+    lookback_days: int = Field(
+        default=10,
+        ge=0,
+        le=30,
+        description="A lab descriptor counts when a qualifying lab row is dated on the visit day or up to this many "
+        "days before it (default 10, SLEDAI-2K as published by Gladman 2002; 30 is the validated variant of Touma "
+        "2010). Labs after the visit never count.",
+    )
+    platelets_below: float = Field(
+        default=100.0,
+        gt=0,
+        description="Thrombocytopenia: platelets strictly below this, in 10^9/L (default 100; exactly 100 is absent).",
+    )
+    wbc_below: float = Field(
+        default=3.0, gt=0, description="Leukopenia: white cells strictly below this, in 10^9/L (default 3.0)."
+    )
+    urine_rbc_above: float = Field(
+        default=5.0,
+        ge=0,
+        description="Hematuria: urine red cells strictly above this per high-power field (default 5).",
+    )
+    urine_wbc_above: float = Field(
+        default=5.0, ge=0, description="Pyuria: urine white cells strictly above this per high-power field (default 5)."
+    )
+    urine_casts_above: float = Field(
+        default=0.0,
+        ge=0,
+        description="Urinary casts: red-cell or heme-granular casts strictly above this per low-power field "
+        "(default 0: any such cast).",
+    )
+    urine_protein_24h_above: float = Field(
+        default=0.5, ge=0, description="Proteinuria: 24-hour urine protein strictly above this, in g/24h (default 0.5)."
+    )
+    upcr_above: float = Field(
+        default=0.5,
+        ge=0,
+        description="Proteinuria when no 24-hour urine protein is dated in the lookback window: urine "
+        "protein/creatinine ratio strictly above this, in g/g (default 0.5, the usual surrogate; uncertain [U]).",
+    )
+    low_complement_absent_needs: Literal["c3_or_c4", "c3_and_c4"] = Field(
+        default="c3_or_c4",
+        description="When low complement is absent: `c3_or_c4` (default; at least one C3 or C4 in the window and "
+        "every C3/C4 there known not low, as a clinician scores the complement that was measured) or `c3_and_c4` "
+        "(both measured, none low; otherwise unknown). Any low C3 or C4 makes it present either way.",
+    )
+    disagreement: Disagreement = Field(
+        default="prefer_reported",
+        description="Which value a laboratory descriptor takes when the site's reported item and the lab-derived "
+        "value are both known and differ: `prefer_reported` (default: the site can apply SLEDAI's exclusions - "
+        "infection, stones, drugs - that a lab rule cannot), `prefer_lab`, or `present_if_either`. Either one alone "
+        "is used when the other is unknown. Disagreements are counted per descriptor.",
+    )
+    hematology_after_exposure: Literal["reported", "lab"] = Field(
+        default="reported",
+        description="Thrombocytopenia and leukopenia at visits on or after first exposure (first_exposure_date, else "
+        "day 0): `reported` (default: only the site's reported item counts, since cytopenias from lymphodepletion "
+        "are a drug cause SLEDAI excludes; the lab value is kept beside) or `lab` (the `disagreement` rule as before "
+        "exposure).",
+    )
+    selection_sledai_precedence: Literal["subjects", "visits"] = Field(
+        default="subjects",
+        description="Selection baseline SLEDAI-2K when both the subjects file and the selection baseline visit give "
+        "one: `subjects` (default: the value the site screened on) or `visits` (the value derived from the visit's "
+        "descriptors). The other fills a gap; disagreements are counted.",
+    )
+    treatment_baseline_window_days: int = Field(
+        default=90,
+        ge=0,
+        description="Treatment baseline: the last visit before first exposure (first_exposure_date, else day 0) and "
+        "at most this many days before it (default 90). Subjects with none have no treatment baseline.",
+    )
