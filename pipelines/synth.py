@@ -1181,12 +1181,12 @@ _FU_FACTOR = np.array([u[1] for u in _FU_UNIT_ROWS])
 _FU_DEC = np.array([u[2] for u in _FU_UNIT_ROWS], dtype=np.int8)
 _FU_REF_LOW = [u[3] for u in _FU_UNIT_ROWS]
 _FU_REF_HIGH = [u[4] for u in _FU_UNIT_ROWS]
-_FU_UNIT_COUNT = np.array([len(t.units) for t in _FU_TESTS])
-_FU_UNIT_START = np.cumsum(_FU_UNIT_COUNT) - _FU_UNIT_COUNT
+_FU_UNIT_COUNT = np.array([len(t.units) for t in _FU_TESTS], dtype=np.int16)
+_FU_UNIT_START = (np.cumsum(_FU_UNIT_COUNT) - _FU_UNIT_COUNT).astype(np.int16)
 _FU_KIT_START = int(_FU_UNIT_COUNT.sum())
 _FU_CODES = [t.name for t in _FU_TESTS] + [c for t in _FU_TESTS for c in t.codes]
-_FU_CODE_COUNT = np.array([len(t.codes) for t in _FU_TESTS])
-_FU_CODE_START = len(_FU_TESTS) + np.cumsum(_FU_CODE_COUNT) - _FU_CODE_COUNT
+_FU_CODE_COUNT = np.array([len(t.codes) for t in _FU_TESTS], dtype=np.int16)
+_FU_CODE_START = (len(_FU_TESTS) + np.cumsum(_FU_CODE_COUNT) - _FU_CODE_COUNT).astype(np.int16)
 _FU_QUANTUM = np.array([t.quantum for t in _FU_TESTS])
 # Semi-quantitative urinalysis as sites print it: ranges by count band; beyond 50 /HPF "TNTC".
 _URINE_BAND_EDGES = np.array([2, 5, 10, 20, 50])
@@ -1536,14 +1536,17 @@ def _followup_labs(
     sent[:, _F["urine_protein_24h"]] &= rng.random(v) < 0.25
     sent[:, _F["igg"]] &= label != 5
     row_visit, test = np.nonzero(sent)  # row-major: by visit (subject, date), then analyte order
+    del sent
+    row_visit, test = row_visit.astype(np.int32), test.astype(np.int8)  # narrow: millions of rows
     rows = row_visit.size
     value = val[row_visit, test]
     r_subj = subj[row_visit]
 
     # Unit variant: kit subjects' anti-dsDNA in their kit unit; otherwise canonical or an alternative.
     alt_unit = (_FU_UNIT_COUNT[test] > 1) & (rng.random(rows, dtype=np.float32) < cfg.followup_alt_unit)
-    pick = (rng.random(rows) * (_FU_UNIT_COUNT[test] - 1)).astype(np.int64)
-    uvar = np.where(alt_unit, _FU_UNIT_START[test] + 1 + pick, _FU_UNIT_START[test])
+    pick = (rng.random(rows, dtype=np.float32) * (_FU_UNIT_COUNT[test] - 1)).astype(np.int16)
+    uvar = np.where(alt_unit, _FU_UNIT_START[test] + 1 + pick, _FU_UNIT_START[test]).astype(np.int16)
+    del pick
     kit_row = (test == _F["anti_dsdna"]) & kit[r_subj]
     uvar = np.where(kit_row, _FU_KIT_START + np.searchsorted(_VAR_KIT, kit_var[r_subj]), uvar)
     dec = _FU_DEC[uvar]
