@@ -19,6 +19,12 @@ With the TRUE baseline values that are written as the in-window baseline lab row
 equals `SynthConfig.response_rate`. For MEAN_Z, whose scale is additive, `ifn_signal = (score - 2) / 2`.
 Outcomes are Bernoulli draws from these probabilities, so `oracle_auroc` is the ceiling any model of the
 baseline features can reach (about 0.80 with the defaults). See docs/synthetic.md.
+
+Follow-up (`SynthConfig.followup`, on by default; its own RNG stream, so every table above is unchanged):
+`infusion_date` and `discontinued_date` on the subjects, a visits table (screening, months 1, 3, 6, 12,
+unscheduled) with the 24 SLEDAI-2K descriptors, and follow-up lab rows at the visit dates. Screening descriptors
+sum to the subjects file's `sledai_2k`; after infusion, responders reach drug-free DORIS remission by month 6
+and non-responders keep activity, so the endpoint derived from the visits is the latent outcome.
 """
 
 from __future__ import annotations
