@@ -19,6 +19,12 @@ With the TRUE baseline values that are written as the in-window baseline lab row
 equals `SynthConfig.response_rate`. For MEAN_Z, whose scale is additive, `ifn_signal = (score - 2) / 2`.
 Outcomes are Bernoulli draws from these probabilities, so `oracle_auroc` is the ceiling any model of the
 baseline features can reach (about 0.80 with the defaults). See docs/synthetic.md.
+
+Follow-up (`SynthConfig.followup`, on by default; its own RNG stream, so every table above is unchanged):
+`infusion_date` and `discontinued_date` on the subjects, a visits table (screening, months 1, 3, 6, 12,
+unscheduled) with the 24 SLEDAI-2K descriptors, and follow-up lab rows at the visit dates. Screening descriptors
+sum to the subjects file's `sledai_2k`; after infusion, responders reach drug-free DORIS remission by month 6
+and non-responders keep activity, so the endpoint derived from the visits is the latent outcome.
 """
 
 from __future__ import annotations
@@ -36,14 +42,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from immunostrat.io import atomic_path
 
 __all__ = [
+    "CLINICAL_DESCRIPTORS",
     "ENDPOINT",
+    "FOLLOWUP_ANALYTES",
+    "FOLLOWUP_SUBJECT_COLUMNS",
+    "LABORATORY_DESCRIPTORS",
     "LAB_COLUMNS",
     "MESS_FIELDS",
     "PANEL_ANALYTES",
     "RESPONSE_COEFFICIENTS",
+    "SLEDAI_WEIGHTS",
     "SUBJECT_COLUMNS",
+    "VISIT_BOOLEAN_FIELDS",
+    "VISIT_COLUMNS",
+    "VISIT_LABELS",
     "SynthCohort",
     "SynthConfig",
+    "SynthFollowUp",
     "generate_cohort",
     "oracle_auroc",
     "write_cohort",
@@ -88,6 +103,11 @@ MESS_FIELDS: tuple[str, ...] = (
     "kit_unit",
     "outside_panel",
     "missing_analyte",
+    "visit_incomplete",
+    "lab_contradicts_report",
+    "followup_alt_unit",
+    "followup_alt_code",
+    "followup_lab_missing",
 )
 
 # Invented coefficients of the latent response model (see the module docstring); b0 is calibrated per cohort.
@@ -195,6 +215,58 @@ class SynthConfig(BaseModel):
         default=0.03, ge=0.0, le=1.0, description="Per (subject, core panel analyte): the baseline row is not sent."
     )
 
+    followup: bool = Field(
+        default=True,
+        description="Also generate the follow-up: infusion_date and discontinued_date on the subjects, the visits "
+        "table and the follow-up labs (labs_followup). False gives the cohort exactly as before follow-up existed.",
+    )
+    discontinuation: float = Field(
+        default=0.04,
+        ge=0.0,
+        le=1.0,
+        description="Per infused subject: withdrawal or death 20-400 days after infusion (discontinued_date; no "
+        "visit after it). One falling after data_cutoff has not happened yet and is not written.",
+    )
+    missed_visit: float = Field(
+        default=0.03, ge=0.0, le=1.0, description="Per scheduled visit after infusion (months 1, 3, 6, 12): missed."
+    )
+    unscheduled_visit: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Per infused subject: one unscheduled visit, in a gap between scheduled windows (days 40-75, "
+        "105-160 or 200-340 after infusion).",
+    )
+    visit_incomplete: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Per visit: one to three of 27 cells (the 24 descriptors, pga, prednisone_mg_day, "
+        "immunosuppressants) left empty, i.e. not assessed.",
+    )
+    lab_contradicts_report: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Per (visit, lab-derivable descriptor other than serology): the follow-up lab lies on the other "
+        "side of the SLEDAI-2K threshold from the site's report (e.g. hematuria the site put down to infection).",
+    )
+    followup_alt_unit: float = Field(
+        default=0.30,
+        ge=0.0,
+        le=1.0,
+        description="Per follow-up lab row of an analyte with other units: written in one of them (uniformly).",
+    )
+    followup_alt_code: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="Per follow-up lab row of an analyte with aliases: test is an alias or LOINC/CDISC code.",
+    )
+    followup_lab_missing: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="Per (visit, follow-up analyte): the lab row is not sent."
+    )
+
     def clean(self) -> SynthConfig:
         """Return a copy of this config with every mess rate set to 0."""
         return self.model_copy(update=dict.fromkeys(MESS_FIELDS, 0.0))
@@ -214,6 +286,8 @@ class SynthCohort:
             the native contract; for tests of downstream stages.
         coefficients: the response model's coefficients, including the calibrated `intercept`.
         config: the config the cohort was generated from.
+        followup: visits, follow-up labs and their truth (`SynthFollowUp`); None when `config.followup` is
+            False. With it, `subjects` also has `FOLLOWUP_SUBJECT_COLUMNS`.
     """
 
     labs: pl.DataFrame
@@ -223,6 +297,7 @@ class SynthCohort:
     lab_tags: pl.DataFrame
     coefficients: dict[str, float]
     config: SynthConfig
+    followup: SynthFollowUp | None = None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -524,12 +599,12 @@ def _lab_rows(
     after_day: np.ndarray,
     kit: np.ndarray,
     kit_var: np.ndarray,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Build every lab row as compact numeric codes (rendered to strings later, in one pass).
 
     Returns:
-        Per-row arrays in output order (sorted by subject, then date), and the (subject, test) pairs of the
-        baseline rows dropped as missing.
+        Per-row arrays in output order (sorted by subject, then date), the (subject, test) pairs of the
+        baseline rows dropped as missing, and each subject's anti-dsDNA and complement method codes.
     """
     n = cfg.n_subjects
     win = cfg.baseline_window_days
@@ -667,7 +742,7 @@ def _lab_rows(
     order = src_row[perm]
     out = {k: a[order] for k, a in r.items()}  # sixteen columns, not rows
     out["kind"] = np.where(perm >= rows, _DUP, out["kind"]).astype(np.int8)
-    return out, miss_subj, miss_test
+    return out, miss_subj, miss_test, {"dsdna": m_dsdna, "complement": m_compl}
 
 
 def _render_labs(
@@ -767,13 +842,13 @@ def generate_cohort(config: SynthConfig) -> SynthCohort:
     responded = rng.random(n) < prob
 
     after_day = np.where(exposure_missing, ref_day + 30, exposure_day)
-    rows, miss_subj, miss_test = _lab_rows(
+    rows, miss_subj, miss_test, methods = _lab_rows(
         rng, cfg, latent=latent, ref_day=ref_day, after_day=after_day, kit=kit, kit_var=kit_var
     )
     labs, lab_tags = _render_labs(rows, study_s, site_s, subject_ids)
     del rows
 
-    subjects = _subjects(
+    subjects, subject_parts = _subjects(
         rng,
         cfg,
         study_s=study_s,
@@ -785,6 +860,26 @@ def generate_cohort(config: SynthConfig) -> SynthCohort:
         dsdna_ratio=dsdna_ratio,
         values=values,
     )
+    followup = None
+    if cfg.followup:
+        # Its own RNG stream: every table above stays byte-identical with follow-up on or off.
+        new_columns, followup = _followup(
+            np.random.default_rng([cfg.seed, 12]),
+            cfg,
+            study_s=study_s,
+            site_s=site_s,
+            subject_ids=subject_ids,
+            ref_day=ref_day,
+            exposure_day=exposure_day,
+            exposure_missing=exposure_missing,
+            responded=responded,
+            values=values,
+            kit=kit,
+            kit_var=kit_var,
+            subject_parts=subject_parts,
+            methods=methods,
+        )
+        subjects = subjects.with_columns(**new_columns)
     outcomes = pl.DataFrame(
         {
             "study_id": study_s,
@@ -817,6 +912,7 @@ def generate_cohort(config: SynthConfig) -> SynthCohort:
         lab_tags=lab_tags,
         coefficients={"intercept": b0, **co},
         config=cfg,
+        followup=followup,
     )
 
 
@@ -832,12 +928,17 @@ def _subjects(
     exposure_missing: np.ndarray,
     dsdna_ratio: np.ndarray,
     values: np.ndarray,
-) -> pl.DataFrame:
-    """Subject listing: demographics, dates and the clinical fields eligibility rules use."""
+) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """Subject listing: demographics, dates and the clinical fields eligibility rules use.
+
+    Also returns the parts the follow-up generator builds on: `clinical_part` (SLEDAI-2K without the two
+    serology items), `ln_class` (index into the nephritis classes, 0 = none) and `egfr` (before nulls).
+    """
     n = cfg.n_subjects
     # SLEDAI-2K: a clinical part plus the serology items (2 points each), so it tracks the labs a little.
     low_complement = (values[:, _C3] < 0.9) | (values[:, _C4] < 0.16)
-    sledai = np.clip(np.rint(rng.normal(9.0, 3.5, n)), 0, 30) + 2 * (dsdna_ratio >= 1.0) + 2 * low_complement
+    clinical_part = np.clip(np.rint(rng.normal(9.0, 3.5, n)), 0, 30)
+    sledai = clinical_part + 2 * (dsdna_ratio >= 1.0) + 2 * low_complement
     ln_class = rng.choice(6, n, p=[0.45, 0.10, 0.22, 0.08, 0.05, 0.10])
     egfr = np.round(np.clip(rng.normal(88.0, 25.0, n) - 18.0 * (ln_class > 0), 8.0, 150.0), 1)
     # A few optional values are not sent (null), as in real subject listings.
@@ -852,7 +953,7 @@ def _subjects(
     null_rate = np.array([0.01, 0.01, 0.02, 0.02, 0.01, 0.0])
     null = {f"_null_{c}": rng.random(n) < p for c, p in zip(optional, null_rate, strict=True)}
     null["_null_first_exposure_date"] = exposure_missing
-    return (
+    frame = (
         pl.DataFrame(
             {
                 "study_id": study_s,
@@ -876,6 +977,7 @@ def _subjects(
         .with_columns(*(pl.when(pl.col(f"_null_{c}")).then(None).otherwise(pl.col(c)).alias(c) for c in optional))
         .select(SUBJECT_COLUMNS)
     )
+    return frame, {"clinical_part": clinical_part.astype(np.int64), "ln_class": ln_class, "egfr": egfr}
 
 
 def _missing_names(n: int, miss_subj: np.ndarray, miss_test: np.ndarray) -> pl.Series:
@@ -899,6 +1001,610 @@ def _missing_names(n: int, miss_subj: np.ndarray, miss_test: np.ndarray) -> pl.S
 
 def _day_strings(days: np.ndarray) -> pl.Series:
     return pl.Series(days.astype("datetime64[D]")).cast(pl.String)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Follow-up: infusion, visits with SLEDAI-2K descriptors, follow-up labs (see docs/synthetic.md, "Follow-up")
+
+# SLEDAI-2K descriptors in the order of schemas/reference/sledai_2k.csv (kept in sync by
+# tests/test_synth_followup.py): item, weight, kind.
+_SLEDAI: tuple[tuple[str, int, str], ...] = (
+    ("seizure", 8, "clinical"),
+    ("psychosis", 8, "clinical"),
+    ("organic_brain_syndrome", 8, "clinical"),
+    ("visual_disturbance", 8, "clinical"),
+    ("cranial_nerve_disorder", 8, "clinical"),
+    ("lupus_headache", 8, "clinical"),
+    ("cva", 8, "clinical"),
+    ("vasculitis", 8, "clinical"),
+    ("arthritis", 4, "clinical"),
+    ("myositis", 4, "clinical"),
+    ("urinary_casts", 4, "laboratory"),
+    ("hematuria", 4, "laboratory"),
+    ("proteinuria", 4, "laboratory"),
+    ("pyuria", 4, "laboratory"),
+    ("rash", 2, "clinical"),
+    ("alopecia", 2, "clinical"),
+    ("mucosal_ulcers", 2, "clinical"),
+    ("pleurisy", 2, "clinical"),
+    ("pericarditis", 2, "clinical"),
+    ("low_complement", 2, "serology"),
+    ("increased_dna_binding", 2, "serology"),
+    ("fever", 1, "clinical"),
+    ("thrombocytopenia", 1, "laboratory"),
+    ("leukopenia", 1, "laboratory"),
+)
+SLEDAI_WEIGHTS: dict[str, int] = {item: weight for item, weight, _ in _SLEDAI}
+CLINICAL_DESCRIPTORS: tuple[str, ...] = tuple(item for item, _, kind in _SLEDAI if kind == "clinical")
+LABORATORY_DESCRIPTORS: tuple[str, ...] = tuple(item for item, _, kind in _SLEDAI if kind != "clinical")
+VISIT_LABELS: tuple[str, ...] = ("SCREENING", "MONTH_1", "MONTH_3", "MONTH_6", "MONTH_12", "UNSCHEDULED")
+VISIT_BOOLEAN_FIELDS: tuple[str, ...] = (
+    "antimalarial",
+    "hemolytic_anemia",
+    "gi_activity",
+    "other_investigational_drug",
+    "treatment_failure",
+)
+VISIT_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "subject_id",
+    "visit",
+    "visit_date",
+    *CLINICAL_DESCRIPTORS,
+    *LABORATORY_DESCRIPTORS,
+    "pga",
+    "prednisone_mg_day",
+    *VISIT_BOOLEAN_FIELDS,
+    "immunosuppressants",
+)
+FOLLOWUP_SUBJECT_COLUMNS: tuple[str, ...] = ("infusion_date", "discontinued_date")
+
+_D = {item: k for k, (item, _, _) in enumerate(_SLEDAI)}
+_W = np.array([w for _, w, _ in _SLEDAI], dtype=np.int64)
+_SEROLOGY = np.array([_D["low_complement"], _D["increased_dna_binding"]])
+_NON_SEROLOGY = np.array([k for k, (_, _, kind) in enumerate(_SLEDAI) if kind != "serology"])
+# Screening: chance that a descriptor is drawn (without / with lupus nephritis in the subjects file), before the
+# top-up that makes the descriptors sum to the subject's SLEDAI-2K. Tuned so that the observed screening
+# prevalences are those stated in docs/synthetic.md; CNS items are rare (active CNS lupus excludes).
+_SCREEN_P: dict[str, tuple[float, float]] = {
+    "seizure": (0.003, 0.003),
+    "psychosis": (0.003, 0.003),
+    "organic_brain_syndrome": (0.003, 0.003),
+    "visual_disturbance": (0.003, 0.003),
+    "cranial_nerve_disorder": (0.003, 0.003),
+    "lupus_headache": (0.005, 0.005),
+    "cva": (0.003, 0.003),
+    "vasculitis": (0.05, 0.05),
+    "arthritis": (0.55, 0.45),
+    "myositis": (0.04, 0.04),
+    "urinary_casts": (0.01, 0.15),
+    "hematuria": (0.03, 0.35),
+    "proteinuria": (0.03, 0.60),
+    "pyuria": (0.02, 0.20),
+    "rash": (0.45, 0.35),
+    "alopecia": (0.35, 0.30),
+    "mucosal_ulcers": (0.30, 0.25),
+    "pleurisy": (0.08, 0.08),
+    "pericarditis": (0.05, 0.05),
+    "fever": (0.05, 0.05),
+    "thrombocytopenia": (0.08, 0.08),
+    "leukopenia": (0.15, 0.15),
+}
+# Draw order: heavy items first so that they only enter when they fit; the 1-point items last.
+_DRAW_ORDER = np.array(sorted((_D[item] for item in _SCREEN_P), key=lambda k: (-_W[k], k)))
+_SCREEN_P_ARR = np.zeros((24, 2))
+for _item, _p in _SCREEN_P.items():  # 22 table entries
+    _SCREEN_P_ARR[_D[_item]] = _p
+# Top-up order: common items first, then the other non-CNS items, so that any remainder up to 30 points is
+# filled exactly (the 1-point items settle odd remainders).
+_FILL_ORDER = np.array(
+    [
+        _D[item]
+        for item in (
+            "arthritis",
+            "rash",
+            "alopecia",
+            "mucosal_ulcers",
+            "myositis",
+            "proteinuria",
+            "hematuria",
+            "pyuria",
+            "urinary_casts",
+            "pleurisy",
+            "pericarditis",
+        )
+    ]
+)
+_GREEDY_ORDER = np.array(
+    [*sorted(_FILL_ORDER, key=lambda k: -_W[k]), _D["leukopenia"], _D["thrombocytopenia"], _D["fever"]]
+)
+# Odd remainders: one of the 1-point items, with these chances.
+_ONE_POINT = np.array([_D["leukopenia"], _D["thrombocytopenia"], _D["fever"]])
+_ONE_POINT_P = np.array([0.5, 0.3, 0.2])
+# Course after infusion, by [responded (0 = no, 1 = yes), phase (0 screening, 1..4 months 1, 3, 6, 12)].
+_PERSIST = np.array([[1.0, 0.7, 0.6, 0.6, 0.6], [1.0, 0.5, 0.15, 0.0, 0.0]])  # a screening item still present
+_PGA_LO = np.array([[1.0, 0.8, 0.8, 0.8, 0.8], [1.0, 0.5, 0.1, 0.0, 0.0]])
+_PGA_HI = np.array([[2.6, 2.5, 2.5, 2.5, 2.5], [2.6, 1.2, 0.8, 0.4, 0.4]])
+_DSDNA_MULT = np.array([[1.0, 0.85, 0.8, 0.8, 0.8], [1.0, 0.5, 0.25, 0.2, 0.2]])
+_COMPLEMENT_MULT = np.array([[1.0, 1.0, 1.05, 1.05, 1.05], [1.0, 1.1, 1.25, 1.3, 1.3]])
+_SCHEDULE_DAY = np.array([30, 90, 180, 365])  # months 1, 3, 6, 12 after infusion
+_SCHEDULE_JITTER = np.array([3, 7, 7, 14])  # +- days around the target
+_GAP_LO = np.array([40, 105, 200])  # unscheduled visits fall between scheduled windows
+_GAP_HI = np.array([75, 160, 340])
+_PREDNISONE = np.array([5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0])
+_PREDNISONE_P = np.array([0.10, 0.15, 0.25, 0.10, 0.15, 0.15, 0.10])
+_LYMPHODEPLETION_P = {"thrombocytopenia": 0.3, "leukopenia": 0.4}  # month-1 lab cytopenia the site attributes to drug
+
+
+class _FuTest(NamedTuple):
+    name: str
+    quantum: float  # canonical values are rounded to a multiple of this
+    units: tuple[tuple[str, float, int, str, str], ...]  # (unit, factor, decimals, ref_low, ref_high); first canonical
+    codes: tuple[str, ...]  # aliases and codes (schemas/reference/test_codes.csv of the follow-up panel)
+    descriptor: str | None  # the lab-derivable SLEDAI-2K descriptor it carries
+
+
+_COUNT_UNITS = ("10^9/L", "10*9/L", "G/L", "10^3/uL", "K/uL", "x10E3/uL")
+_UPCR_MG_MMOL = 1.0 / 0.00884  # g/g -> mg/mmol (0.5 g/g = 56.6 mg/mmol)
+_CREAT_MG_DL = 1.0 / 88.42  # umol/L -> mg/dL
+
+# fmt: off
+_FU_TESTS: tuple[_FuTest, ...] = (
+    _FuTest("platelets", 1.0, tuple((u, 1.0, 0, "150", "400") for u in _COUNT_UNITS), ("PLAT", "777-3"),
+            "thrombocytopenia"),
+    _FuTest("wbc", 0.1, tuple((u, 1.0, 1, "4.0", "11.0") for u in _COUNT_UNITS), ("6690-2", "leukocytes"),
+            "leukopenia"),
+    _FuTest("neutrophils", 0.01, tuple((u, 1.0, 2, "1.80", "7.50") for u in _COUNT_UNITS), ("ANC", "NEUT"), None),
+    _FuTest("hemoglobin", 1.0, (("g/L", 1.0, 0, "120", "160"), ("g/dL", 0.1, 1, "12.0", "16.0")), ("HGB", "718-7"),
+            None),
+    _FuTest("creatinine", 1.0, (("umol/L", 1.0, 0, "45", "90"), ("mg/dL", _CREAT_MG_DL, 2, "0.51", "1.02")),
+            ("CREAT", "2160-0"), None),
+    _FuTest("upcr", 0.01, (("g/g", 1.0, 2, "", "0.20"), ("mg/mmol", _UPCR_MG_MMOL, 1, "", "22.6"),
+                           ("mg/g", 1000.0, 0, "", "200")), ("PROTCRT", "2890-2"), "proteinuria"),
+    _FuTest("urine_protein_24h", 0.01, (("g/24h", 1.0, 2, "", "0.15"),), (), "proteinuria"),
+    _FuTest("urine_rbc", 1.0, (("/HPF", 1.0, 0, "0", "2"),), ("13945-1",), "hematuria"),
+    _FuTest("urine_wbc", 1.0, (("/HPF", 1.0, 0, "0", "5"),), ("5821-4",), "pyuria"),
+    _FuTest("urine_casts", 1.0, (("/LPF", 1.0, 0, "", ""),), ("RBC casts",), "urinary_casts"),
+    _FuTest("igg", 0.1, (("g/L", 1.0, 1, "7.0", "16.0"), ("mg/dL", 100.0, 0, "700", "1600")), ("IGG", "2465-3"),
+            None),
+    _FuTest("cd19_b_cells", 1.0, (("cells/uL", 1.0, 0, "100", "500"), ("10^9/L", 0.001, 3, "0.1", "0.5")),
+            ("8116-6", "BLYCE"), None),
+    _FuTest("anti_dsdna", 0.1, (("IU/mL", 1.0, 1, "", "30"),), ("5130-0", "ADSDNA"), "increased_dna_binding"),
+    _FuTest("c3", 0.01, (("g/L", 1.0, 2, "0.9", "1.8"), ("mg/dL", 100.0, 0, "90", "180")), ("4485-9",),
+            "low_complement"),
+    _FuTest("c4", 0.01, (("g/L", 1.0, 2, "0.16", "0.5"), ("mg/dL", 100.0, 0, "16", "50")), ("4498-2",),
+            "low_complement"),
+)
+# fmt: on
+FOLLOWUP_ANALYTES: tuple[str, ...] = tuple(t.name for t in _FU_TESTS)
+_F = {t.name: k for k, t in enumerate(_FU_TESTS)}
+# Anti-dsDNA kit units follow, as in the baseline rows.
+_FU_UNIT_ROWS = [u for t in _FU_TESTS for u in t.units] + [
+    (unit, uln / 30.0, 1, "", _fmt(uln, 0)) for unit, uln in _KITS
+]
+_FU_UNIT = [u[0] for u in _FU_UNIT_ROWS]
+_FU_FACTOR = np.array([u[1] for u in _FU_UNIT_ROWS])
+_FU_DEC = np.array([u[2] for u in _FU_UNIT_ROWS], dtype=np.int8)
+_FU_REF_LOW = [u[3] for u in _FU_UNIT_ROWS]
+_FU_REF_HIGH = [u[4] for u in _FU_UNIT_ROWS]
+_FU_UNIT_COUNT = np.array([len(t.units) for t in _FU_TESTS], dtype=np.int16)
+_FU_UNIT_START = (np.cumsum(_FU_UNIT_COUNT) - _FU_UNIT_COUNT).astype(np.int16)
+_FU_KIT_START = int(_FU_UNIT_COUNT.sum())
+_FU_CODES = [t.name for t in _FU_TESTS] + [c for t in _FU_TESTS for c in t.codes]
+_FU_CODE_COUNT = np.array([len(t.codes) for t in _FU_TESTS], dtype=np.int16)
+_FU_CODE_START = (len(_FU_TESTS) + np.cumsum(_FU_CODE_COUNT) - _FU_CODE_COUNT).astype(np.int16)
+_FU_QUANTUM = np.array([t.quantum for t in _FU_TESTS])
+# Semi-quantitative urinalysis as sites print it: ranges by count band; beyond 50 /HPF "TNTC".
+_URINE_BAND_EDGES = np.array([2, 5, 10, 20, 50])
+_URINE_BANDS = ("0-2", "3-5", "6-10", "11-20", "21-50", "TNTC")
+
+
+@dataclass
+class SynthFollowUp:
+    """The follow-up part of a cohort (`SynthConfig.followup`).
+
+    Attributes:
+        visits: one row per visit (`VISIT_COLUMNS`): descriptors and booleans as "true"/"false" text, null when
+            not assessed; `pga` and `prednisone_mg_day` Float64, `immunosuppressants` Int64.
+        visit_tags: row-aligned with `visits`: `phase` (0 screening; 1..4 the course stage of months 1, 3, 6,
+            12, also for unscheduled visits), `days_since_infusion` (null when not infused), `incomplete`.
+        labs: native follow-up lab rows, all String (`LAB_COLUMNS`), sorted by subject, date and analyte.
+        lab_tags: row-aligned with `labs`: `analyte`, `visit_row` (index into `visits`), `descriptor` (the
+            SLEDAI-2K descriptor the row carries, or null), `lab_descriptor` (that descriptor as the visit's
+            labs show it: the value lies on its present side; for C3 and C4 the visit's low complement),
+            `alt_unit` (kit units included), `alt_code`.
+        truth: one row per subject: `infused`, `responded`, `discontinued`, `b_cell_return_day` (days after
+            infusion; null when not infused), `screening_sledai_2k` (the weighted sum of the screening
+            descriptors, before any cell is left empty), `clinical_sledai_2k_month_6` (null without a month-6
+            visit).
+    """
+
+    visits: pl.DataFrame
+    visit_tags: pl.DataFrame
+    labs: pl.DataFrame
+    lab_tags: pl.DataFrame
+    truth: pl.DataFrame
+
+
+def _screening_descriptors(
+    rng: np.random.Generator, clinical_part: np.ndarray, nephritis: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per subject, the 22 non-serology descriptors present at screening, summing to `clinical_part` points.
+
+    Descriptors are drawn with the `_SCREEN_P` chances where they still fit, then topped up (`_FILL_ORDER`) to
+    the exact total. Returns the (n, 24) presence matrix (serology columns false) and the points left over
+    (0 for every subject unless the total cannot be reached).
+    """
+    n = clinical_part.size
+    left = clinical_part.astype(np.int64).copy()
+    present = np.zeros((n, len(_SLEDAI)), dtype=bool)
+    u = rng.random((n, len(_SLEDAI)), dtype=np.float32)
+    chance = _SCREEN_P_ARR[:, 1][None, :] * nephritis[:, None] + _SCREEN_P_ARR[:, 0][None, :] * ~nephritis[:, None]
+    for k in _DRAW_ORDER:  # 22 descriptors, not subjects
+        take = (u[:, k] < chance[:, k]) & (_W[k] <= left)
+        if k == _DRAW_ORDER[-1]:  # keep one 1-point item free, so an odd remainder can always be settled
+            take &= ~(present[:, _ONE_POINT].sum(axis=1) == _ONE_POINT.size - 1)
+        present[:, k] = take
+        left -= _W[k] * take
+    for k in _FILL_ORDER:  # 11 descriptors
+        take = ~present[:, k] & (_W[k] <= left)
+        present[:, k] |= take
+        left -= _W[k] * take
+    # An odd remainder goes to a 1-point item chosen at random (else one item would carry every odd total).
+    first = _ONE_POINT[np.searchsorted(np.cumsum(_ONE_POINT_P), rng.random(n))]
+    rows = np.arange(n)
+    take = ~present[rows, first] & (left >= 1)
+    present[rows, first] |= take
+    left -= take
+    for k in _ONE_POINT:  # three descriptors
+        take = ~present[:, k] & (left >= 1)
+        present[:, k] |= take
+        left -= take
+    # Rarely (about 1 in 100,000) the draws leave a remainder no free item fits: redo those subjects greedily
+    # (non-CNS items by descending weight), which always reaches any total up to 37 exactly.
+    redo = np.flatnonzero(left > 0)
+    present[redo] = False
+    left[redo] = clinical_part[redo]
+    for k in _GREEDY_ORDER:  # 14 descriptors
+        take = left[redo] >= _W[k]
+        present[redo, k] = take
+        left[redo] -= _W[k] * take
+    return present, left
+
+
+def _by_phase(table: np.ndarray, responded: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    return table[responded.astype(np.int64), phase]
+
+
+def _followup(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    *,
+    study_s: pl.Series,
+    site_s: pl.Series,
+    subject_ids: pl.Series,
+    ref_day: np.ndarray,
+    exposure_day: np.ndarray,
+    exposure_missing: np.ndarray,
+    responded: np.ndarray,
+    values: np.ndarray,
+    kit: np.ndarray,
+    kit_var: np.ndarray,
+    subject_parts: dict[str, np.ndarray],
+    methods: dict[str, np.ndarray],
+) -> tuple[dict[str, pl.Series], SynthFollowUp]:
+    """Infusion and discontinuation dates, visits and follow-up labs, drawn from their own RNG stream.
+
+    Returns the new subject columns (`FOLLOWUP_SUBJECT_COLUMNS`) and the follow-up tables.
+    """
+    n = cfg.n_subjects
+    cutoff = int(np.datetime64(cfg.data_cutoff, "D").astype(np.int64))
+    infused = ~exposure_missing
+    infusion_day = exposure_day + rng.integers(3, 6, n, dtype=np.int32)  # lymphodepletion 3-5 days before
+    disc_day = infusion_day + rng.integers(20, 401, n, dtype=np.int32)
+    # A discontinuation after the data cut-off has not happened yet as far as the snapshot knows.
+    discontinued = infused & (rng.random(n) < cfg.discontinuation) & (disc_day <= cutoff)
+    b_return = np.rint(np.clip(rng.normal(110.0, 32.0, n), 45.0, 250.0)).astype(np.int32)
+
+    # Visits: screening for everyone; scheduled and unscheduled ones after infusion.
+    inf_idx = np.flatnonzero(infused).astype(np.int32)
+    s_subj = np.repeat(inf_idx, 4)
+    s_k = np.tile(np.arange(4), inf_idx.size)
+    s_day = infusion_day[s_subj] + _SCHEDULE_DAY[s_k] + rng.integers(-_SCHEDULE_JITTER[s_k], _SCHEDULE_JITTER[s_k] + 1)
+    s_keep = rng.random(s_subj.size) >= cfg.missed_visit
+    u_subj = inf_idx[rng.random(inf_idx.size) < cfg.unscheduled_visit]
+    gap = rng.integers(0, 3, u_subj.size)
+    u_day = infusion_day[u_subj] + rng.integers(_GAP_LO[gap], _GAP_HI[gap] + 1)
+    subj = np.concatenate([np.arange(n, dtype=np.int32), s_subj[s_keep], u_subj])
+    day = np.concatenate([ref_day - rng.integers(0, 8, n), s_day[s_keep], u_day]).astype(np.int32)
+    label = np.concatenate([np.zeros(n, np.int8), (s_k[s_keep] + 1).astype(np.int8), np.full(u_subj.size, 5, np.int8)])
+    phase = np.concatenate([np.zeros(n, np.int64), s_k[s_keep] + 1, gap + 1])
+    keep = (day <= cutoff) & (~discontinued[subj] | (day <= disc_day[subj]))
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(subj[order].astype(np.int64) * 100_000 + (day[order] - ref_day.min()), kind="stable")]
+    subj, day, label, phase = subj[order], day[order], label[order], phase[order]
+    v = subj.size
+    resp = responded[subj]
+    post = phase > 0
+
+    # Descriptors: screening items sum to the subjects file's clinical part; after infusion they persist with
+    # a phase- and response-dependent chance; a non-responder always keeps some activity.
+    nephritis = subject_parts["ln_class"] > 0
+    screen, residual = _screening_descriptors(rng, subject_parts["clinical_part"], nephritis)
+    present = screen[subj] & (
+        rng.random((v, len(_SLEDAI)), dtype=np.float32) < _by_phase(_PERSIST, resp, phase)[:, None]
+    )
+    quiet = post & ~resp & ~present[:, _NON_SEROLOGY].any(axis=1)
+    as_arthritis = rng.random(v) < 0.5
+    present[:, _D["arthritis"]] |= quiet & as_arthritis
+    present[:, _D["rash"]] |= quiet & ~as_arthritis
+
+    # Serology from the values the follow-up labs carry (screening: the baseline truth itself).
+    noise = np.where(post[:, None], np.exp(0.15 * rng.standard_normal((v, 3))), 1.0)
+    dsdna = _quantise(values[subj, _DSDNA] * _by_phase(_DSDNA_MULT, resp, phase) * noise[:, 0], _DSDNA)
+    dsdna = np.where(post & ~kit[subj] & (dsdna == 30.0), 30.1, dsdna)  # off the cut-off: no >/>= ambiguity
+    c_mult = _by_phase(_COMPLEMENT_MULT, resp, phase)
+    c3 = _quantise(values[subj, _C3] * c_mult * noise[:, 1], _C3)
+    c4 = _quantise(values[subj, _C4] * c_mult * noise[:, 2], _C4)
+    kit_v = kit_var[subj]
+    kit_written = np.rint(dsdna * _VAR_FACTOR[kit_v] * 10.0) / 10.0
+    dsdna_ratio = np.where(kit[subj], kit_written / _VAR_REF_HIGH[kit_v], dsdna / 30.0)
+    present[:, _D["increased_dna_binding"]] = dsdna_ratio >= 1.0  # as the subjects file's sledai_2k counts it
+    present[:, _D["low_complement"]] = (c3 < 0.9) | (c4 < 0.16)
+
+    # Treatment fields.
+    pga = np.round(rng.uniform(_by_phase(_PGA_LO, resp, phase), _by_phase(_PGA_HI, resp, phase)), 1)
+    pred_screen = rng.choice(_PREDNISONE, n, p=_PREDNISONE_P)[subj]
+    pred_taper = np.round(pred_screen / 2.0 / 2.5) * 2.5
+    pred_m3 = np.where(rng.random(v) < 0.6, 0.0, rng.choice([2.5, 5.0], v))
+    pred_ongoing = rng.choice([5.0, 7.5, 10.0, 15.0, 20.0], v)
+    prednisone = np.select(
+        [phase == 0, resp & (phase == 1), resp & (phase == 2), resp, phase == 1],
+        [pred_screen, pred_taper, pred_m3, 0.0, pred_screen],
+        pred_ongoing,
+    )
+    is_screen = rng.choice(4, n, p=[0.15, 0.45, 0.30, 0.10])[subj]
+    immunosuppressants = np.select(
+        [phase == 0, resp | (phase == 1)], [is_screen, 0], (rng.random(v) < 0.5).astype(np.int64)
+    )
+    since = np.where(infused[subj], day - infusion_day[subj], 0)
+    failure_day = np.where(rng.random(n) < 0.25, rng.integers(60, 301, n), 100_000)[subj]
+    failure = post & ~resp & (since >= failure_day)
+    investigational = failure & (rng.random(n) < 0.2)[subj]
+    antimalarial = (rng.random(n) < 0.75)[subj]
+    hemolytic = (rng.random(n) < 0.03)[subj] & (~post | (~resp & (rng.random(v) < 0.5)))
+    gi = (rng.random(n) < 0.02)[subj] & (~post | (~resp & (rng.random(v) < 0.5)))
+
+    # The lab side of the lab-derivable descriptors: as reported, except month-1 cytopenias from
+    # lymphodepletion (the site excludes the drug cause) and a few contradictions.
+    lab_side = present.copy()
+    for item, chance in _LYMPHODEPLETION_P.items():  # two descriptors
+        lab_side[:, _D[item]] |= (phase == 1) & (rng.random(v) < chance)
+    for item in ("urinary_casts", "hematuria", "proteinuria", "pyuria", "thrombocytopenia", "leukopenia"):
+        lab_side[:, _D[item]] ^= rng.random(v) < cfg.lab_contradicts_report
+
+    # Not assessed: on an incomplete visit, one to three of 27 cells (24 descriptors, pga, prednisone,
+    # immunosuppressants) are left empty.
+    incomplete = rng.random(v) < cfg.visit_incomplete
+    blank_rank = np.argsort(rng.random((v, 27), dtype=np.float32), axis=1)
+    n_blank = rng.integers(1, 4, v)
+    blank = np.zeros((v, 27), dtype=bool)
+    np.put_along_axis(blank, blank_rank, np.arange(27)[None, :] < n_blank[:, None], axis=1)
+    blank &= incomplete[:, None]
+
+    dates = _day_strings(day)
+    visit_study, visit_subject = study_s.gather(subj), subject_ids.gather(subj)
+    cols: dict[str, pl.Series | np.ndarray] = {
+        "study_id": visit_study,
+        "subject_id": visit_subject,
+        "visit": _gather(VISIT_LABELS, label),
+        "visit_date": dates,
+    }
+    for item, k in _D.items():  # 24 descriptors
+        cols[item] = _text_bool(present[:, k], blank[:, k])
+    cols["pga"] = pl.Series(pga).scatter(np.flatnonzero(blank[:, 24]), None)
+    cols["prednisone_mg_day"] = pl.Series(prednisone).scatter(np.flatnonzero(blank[:, 25]), None)
+    for name, flag in zip(VISIT_BOOLEAN_FIELDS, (antimalarial, hemolytic, gi, investigational, failure), strict=True):
+        cols[name] = _text_bool(flag, np.zeros(v, dtype=bool))
+    cols["immunosuppressants"] = pl.Series(immunosuppressants.astype(np.int64)).scatter(
+        np.flatnonzero(blank[:, 26]), None
+    )
+    visits = pl.DataFrame(cols).select(VISIT_COLUMNS)
+    visit_tags = pl.DataFrame(
+        {
+            "phase": phase.astype(np.int8),
+            "days_since_infusion": pl.Series(since.astype(np.int64)).scatter(np.flatnonzero(~infused[subj]), None),
+            "incomplete": incomplete,
+        }
+    )
+
+    labs, lab_tags = _followup_labs(
+        rng,
+        cfg,
+        visit_subj=subj,
+        phase=phase,
+        label=label,
+        since=since,
+        lab_side=lab_side,
+        hemolytic=hemolytic,
+        serology=(dsdna, c3, c4),
+        values=values,
+        kit=kit,
+        kit_var=kit_var,
+        egfr=subject_parts["egfr"],
+        b_return=b_return,
+        methods=methods,
+        visit_study=visit_study,
+        visit_site=site_s.gather(subj),
+        visit_subject=visit_subject,
+        dates=dates,
+    )
+
+    clinical_points = (present[:, _NON_SEROLOGY] * _W[_NON_SEROLOGY]).sum(axis=1)
+    month6 = np.flatnonzero(label == 3)
+    screening = np.flatnonzero(label == 0)  # exactly one per subject
+    clinical_m6 = pl.Series([None] * n, dtype=pl.Int64).scatter(subj[month6], clinical_points[month6])
+    truth = pl.DataFrame(
+        {
+            "study_id": study_s,
+            "subject_id": subject_ids,
+            "infused": infused,
+            "responded": responded,
+            "discontinued": discontinued,
+            "b_cell_return_day": pl.Series(b_return.astype(np.int64)).scatter(np.flatnonzero(~infused), None),
+            "screening_sledai_2k": pl.Series(np.zeros(n, np.int64)).scatter(
+                subj[screening], (present[screening] * _W).sum(axis=1)
+            ),
+            "screening_fill_residual": residual,
+            "clinical_sledai_2k_month_6": clinical_m6,
+        }
+    )
+    subject_columns = {
+        "infusion_date": _day_strings(infusion_day).scatter(np.flatnonzero(~infused), None),
+        "discontinued_date": _day_strings(disc_day).scatter(np.flatnonzero(~discontinued), None),
+    }
+    return subject_columns, SynthFollowUp(
+        visits=visits, visit_tags=visit_tags, labs=labs, lab_tags=lab_tags, truth=truth
+    )
+
+
+def _text_bool(flag: np.ndarray, blank: np.ndarray) -> pl.Series:
+    """Booleans as a site's export writes them: "true"/"false", null where not assessed."""
+    return _gather(("false", "true"), flag.astype(np.int64)).scatter(np.flatnonzero(blank), None)
+
+
+def _followup_labs(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    *,
+    visit_subj: np.ndarray,
+    phase: np.ndarray,
+    label: np.ndarray,
+    since: np.ndarray,
+    lab_side: np.ndarray,
+    hemolytic: np.ndarray,
+    serology: tuple[np.ndarray, np.ndarray, np.ndarray],
+    values: np.ndarray,
+    kit: np.ndarray,
+    kit_var: np.ndarray,
+    egfr: np.ndarray,
+    b_return: np.ndarray,
+    methods: dict[str, np.ndarray],
+    visit_study: pl.Series,
+    visit_site: pl.Series,
+    visit_subject: pl.Series,
+    dates: pl.Series,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Native follow-up lab rows at every visit date: a (visit x analyte) grid, then rendered in one pass."""
+    v = visit_subj.size
+    n = values.shape[0]
+    subj = visit_subj
+    post = phase > 0
+    a = len(_FU_TESTS)
+    val = np.zeros((v, a))
+
+    def uniform(lo: float, hi: float) -> np.ndarray:
+        return rng.uniform(lo, hi, v)
+
+    def side(item: str) -> np.ndarray:
+        return lab_side[:, _D[item]]
+
+    # Values on the side of each SLEDAI threshold that the lab side says (strictly away from the cut-offs).
+    val[:, _F["platelets"]] = np.where(
+        side("thrombocytopenia"), uniform(40, 95), np.clip(240.0 * np.exp(0.25 * rng.standard_normal(v)), 105, 600)
+    )
+    wbc = np.where(side("leukopenia"), uniform(1.5, 2.9), np.clip(5.8 * np.exp(0.3 * rng.standard_normal(v)), 3.1, 15))
+    val[:, _F["wbc"]] = wbc
+    val[:, _F["neutrophils"]] = np.round(wbc, 1) * uniform(0.5, 0.7)
+    val[:, _F["hemoglobin"]] = np.where(hemolytic, uniform(75, 95), np.clip(rng.normal(122.0, 12.0, v), 96, 165))
+    val[:, _F["creatinine"]] = np.clip(80.0 * 88.0 / egfr[subj] * np.exp(0.05 * rng.standard_normal(v)), 35, 700)
+    val[:, _F["upcr"]] = np.where(side("proteinuria"), uniform(0.7, 4.0), uniform(0.03, 0.35))
+    val[:, _F["urine_protein_24h"]] = np.where(side("proteinuria"), uniform(0.7, 5.0), uniform(0.05, 0.35))
+    val[:, _F["urine_rbc"]] = np.where(side("hematuria"), rng.integers(6, 61, v), rng.integers(0, 6, v))
+    val[:, _F["urine_wbc"]] = np.where(side("pyuria"), rng.integers(6, 61, v), rng.integers(0, 6, v))
+    val[:, _F["urine_casts"]] = np.where(side("urinary_casts"), rng.integers(1, 6, v), 0)
+    igg_base = np.clip(rng.normal(11.5, 3.0, n), 5.0, 25.0)[subj]
+    val[:, _F["igg"]] = np.where(post, igg_base * 0.85 * np.exp(0.05 * rng.standard_normal(v)), igg_base)
+    # B cells: aplasia after infusion until the subject's return day, then a climb back over ~4 months.
+    cd19_base = values[subj, _CD19]
+    ret = b_return[subj]
+    recovered = cd19_base * np.minimum(1.0, 0.1 + (since - ret) / 120.0)
+    val[:, _F["cd19_b_cells"]] = np.select(
+        [~post, since < ret], [cd19_base, rng.integers(0, 3, v)], np.maximum(recovered, 5.0)
+    )
+    dsdna, c3, c4 = serology
+    val[:, _F["anti_dsdna"]], val[:, _F["c3"]], val[:, _F["c4"]] = dsdna, c3, c4
+    q = _FU_QUANTUM
+    val = np.rint(val / q) * q
+
+    # Which rows exist: 24-hour protein on a quarter of visits, IgG at scheduled visits, a few not sent.
+    sent = rng.random((v, a), dtype=np.float32) >= cfg.followup_lab_missing
+    sent[:, _F["urine_protein_24h"]] &= rng.random(v) < 0.25
+    sent[:, _F["igg"]] &= label != 5
+    row_visit, test = np.nonzero(sent)  # row-major: by visit (subject, date), then analyte order
+    del sent
+    row_visit, test = row_visit.astype(np.int32), test.astype(np.int8)  # narrow: millions of rows
+    rows = row_visit.size
+    value = val[row_visit, test]
+    r_subj = subj[row_visit]
+
+    # Unit variant: kit subjects' anti-dsDNA in their kit unit; otherwise canonical or an alternative.
+    alt_unit = (_FU_UNIT_COUNT[test] > 1) & (rng.random(rows, dtype=np.float32) < cfg.followup_alt_unit)
+    pick = (rng.random(rows, dtype=np.float32) * (_FU_UNIT_COUNT[test] - 1)).astype(np.int16)
+    uvar = np.where(alt_unit, _FU_UNIT_START[test] + 1 + pick, _FU_UNIT_START[test]).astype(np.int16)
+    del pick
+    kit_row = (test == _F["anti_dsdna"]) & kit[r_subj]
+    uvar = np.where(kit_row, _FU_KIT_START + np.searchsorted(_VAR_KIT, kit_var[r_subj]), uvar)
+    dec = _FU_DEC[uvar]
+    written = np.rint(value * _FU_FACTOR[uvar] * _P10F[dec]) / _P10F[dec]
+    result = _format_numbers(written, dec)
+    # Semi-quantitative urine sediment on 40 % of those rows (counts above 50 /HPF print as "TNTC").
+    urine = np.flatnonzero(
+        ((test == _F["urine_rbc"]) | (test == _F["urine_wbc"])) & (rng.random(rows, dtype=np.float32) < 0.4)
+    )
+    result.scatter(urine, _gather(_URINE_BANDS, np.searchsorted(_URINE_BAND_EDGES, value[urine])))
+
+    alt_code = (_FU_CODE_COUNT[test] > 0) & (rng.random(rows, dtype=np.float32) < cfg.followup_alt_code)
+    code = np.where(alt_code, _FU_CODE_START[test] + (rng.random(rows) * _FU_CODE_COUNT[test]).astype(np.int64), test)
+    method = np.full(rows, _M_NONE, np.int8)
+    is_dsdna = test == _F["anti_dsdna"]
+    method[is_dsdna] = methods["dsdna"][r_subj[is_dsdna]]
+    is_compl = (test == _F["c3"]) | (test == _F["c4"])
+    method[is_compl] = methods["complement"][r_subj[is_compl]]
+    method[test == _F["cd19_b_cells"]] = _M_FLOW
+    # One collection time per visit: about half the visits carry a time of day.
+    visit_time = np.where(rng.random(v) < 0.5, 0, rng.integers(1, len(_TIMES), v))
+    collected = dates + _gather(_TIMES, visit_time)
+
+    labs = pl.DataFrame(
+        {
+            "study_id": visit_study.gather(row_visit),
+            "subject_id": visit_subject.gather(row_visit),
+            "site_id": visit_site.gather(row_visit),
+            "test": _gather(_FU_CODES, code),
+            "result": result,
+            "unit": _gather(_FU_UNIT, uvar),
+            "collected_at": collected.gather(row_visit),
+            "method": _gather(_METHODS, method),
+            "ref_low": _gather(_FU_REF_LOW, uvar),
+            "ref_high": _gather(_FU_REF_HIGH, uvar),
+        }
+    )
+    descriptor_names = [t.descriptor for t in _FU_TESTS]
+    carries = np.array([d is not None for d in descriptor_names])
+    lab_descriptor_col = np.array([_D[d] if d is not None else 0 for d in descriptor_names])
+    lab_descriptor = lab_side[row_visit, lab_descriptor_col[test]]
+    lab_tags = pl.DataFrame(
+        {
+            "analyte": _enum_gather(FOLLOWUP_ANALYTES, test),
+            "visit_row": row_visit.astype(np.int64),
+            "descriptor": pl.Series(descriptor_names, dtype=pl.String).gather(test),
+            "lab_descriptor": pl.Series(lab_descriptor).scatter(np.flatnonzero(~carries[test]), None),
+            "alt_unit": alt_unit | kit_row,
+            "alt_code": alt_code,
+        }
+    )
+    return labs, lab_tags
 
 
 def oracle_auroc(cohort: SynthCohort) -> float:
@@ -925,6 +1631,9 @@ def write_cohort(
 ) -> dict[str, Path]:
     """Write labs, subjects and outcomes (and optionally truth) atomically as <name>.<fmt> in out_dir.
 
+    A cohort with follow-up also gets `visits` and `labs_followup` (and, with `include_truth`,
+    `followup_truth`); `labs` holds the selection-time rows only, so earlier runs on it stay unchanged.
+
     Each file is written to a temporary file in the same directory and then moved into place with
     os.replace, so readers never see a half-written file. CSV keeps "" distinct from null, so lab rows read
     back with ``pl.read_csv(path, infer_schema=False)`` equal the generated strings.
@@ -936,17 +1645,22 @@ def write_cohort(
         include_truth: also write truth.<fmt> (kept separate so it is not handed to a pipeline by accident).
 
     Returns:
-        Mapping of table name ("labs", "subjects", "outcomes"[, "truth"]) to the written path.
+        Mapping of table name ("labs", "subjects", "outcomes"[, "visits", "labs_followup"][, "truth"
+        [, "followup_truth"]]) to the written path.
     """
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = {"labs": cohort.labs, "subjects": cohort.subjects, "outcomes": cohort.outcomes}
+    if cohort.followup is not None:
+        tables.update(visits=cohort.followup.visits, labs_followup=cohort.followup.labs)
     if include_truth:
         tables["truth"] = cohort.truth
+        if cohort.followup is not None:
+            tables["followup_truth"] = cohort.followup.truth
     written: dict[str, Path] = {}
-    for name, frame in tables.items():  # three or four files, not rows
+    for name, frame in tables.items():  # three to seven files, not rows
         target = out / f"{name}.{fmt}"
         with atomic_path(target) as tmp:
             if fmt == "parquet":

@@ -14,6 +14,7 @@ import pytest
 
 from immunostrat.synth import (
     ENDPOINT,
+    FOLLOWUP_SUBJECT_COLUMNS,
     LAB_COLUMNS,
     MESS_FIELDS,
     PANEL_ANALYTES,
@@ -94,7 +95,7 @@ def test_schemas(big: SynthCohort) -> None:
     assert big.labs.columns == list(LAB_COLUMNS)
     assert all(dtype == pl.String for dtype in big.labs.dtypes)
     assert big.lab_tags.height == big.labs.height
-    assert big.subjects.columns == list(SUBJECT_COLUMNS)
+    assert big.subjects.columns == [*SUBJECT_COLUMNS, *FOLLOWUP_SUBJECT_COLUMNS]
     assert big.subjects.schema["age_years"] == pl.Int64
     assert big.subjects.schema["sledai_2k"] == pl.Int64
     assert big.subjects.schema["egfr"] == pl.Float64
@@ -292,7 +293,7 @@ def test_conflicting_duplicates_and_out_of_window(big: SynthCohort) -> None:
 def test_write_cohort_round_trips(tmp_path: Path, fmt: Literal["csv", "parquet"]) -> None:
     cohort = generate_cohort(SynthConfig(n_subjects=300, seed=2, malformed=0.2))
     paths = write_cohort(cohort, tmp_path / "out", fmt=fmt)
-    assert set(paths) == {"labs", "subjects", "outcomes"}
+    assert set(paths) == {"labs", "subjects", "outcomes", "visits", "labs_followup"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{k}.{fmt}" for k in paths)
     if fmt == "csv":
         labs = pl.read_csv(paths["labs"], infer_schema=False)
