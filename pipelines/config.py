@@ -325,6 +325,30 @@ class HarmoniseConfig(_Model):
 PanelGroup = Literal["selection", "follow_up"]
 
 
+class VisitsConfig(_Model):
+    """How a visits file (SLEDAI-2K descriptors, PGA, treatment per assessment) is read (docs/input.md, Visits)."""
+
+    descriptor_encoding: Literal["boolean", "weight"] = Field(
+        default="boolean",
+        description="How the 24 SLEDAI-2K descriptor columns are written: `boolean` (true/false, 1/0, yes/no, Y/N) "
+        "or `weight` (0 or the descriptor's SLEDAI-2K weight, as some sources export them). Never guessed: a "
+        "cell the encoding does not know is quarantined as that field (DESCRIPTOR_INVALID) and read as unknown.",
+    )
+    max_prednisone_mg_day: float = Field(
+        default=1500.0,
+        gt=0,
+        description="Largest plausible daily glucocorticoid dose (prednisolone-equivalent mg/day); a larger "
+        "`prednisone_mg_day` is quarantined as that field (PREDNISONE_INVALID), as a likely unit or typing error. "
+        "The default admits a methylprednisolone pulse of 1 g (1250 mg prednisolone-equivalent).",
+    )
+    max_immunosuppressants: int = Field(
+        default=10,
+        ge=1,
+        description="Largest plausible number of immunosuppressants ongoing at one visit; a larger "
+        "`immunosuppressants` is quarantined as that field (IMMUNOSUPPRESSANTS_INVALID).",
+    )
+
+
 class ValidationConfig(_Model):
     """Rules that decide which harmonised rows are accepted and which are quarantined."""
 

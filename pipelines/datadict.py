@@ -25,6 +25,7 @@ from typing import Any
 import pandera.polars as pa
 
 from immunostrat.features import DEFAULT_FEATURES, FeatureSpec
+from immunostrat.followup.visits import documented_visit_rules
 from immunostrat.schemas.outputs import OUTPUT_MODELS
 from immunostrat.schemas.sponsor import (
     PARTITION_COLUMN,
@@ -225,6 +226,7 @@ def reason_codes() -> list[dict[str, str]]:
     sources: list[tuple[str, list[Rule]]] = [
         ("labs", lab_rules(dt.date(2000, 1, 1), ())),
         ("subjects", subject_rules()),
+        ("visits", documented_visit_rules()),
     ]
     for kind, rules in sources:
         for rule in rules:
@@ -255,7 +257,7 @@ OUT/                          --out
   <run_id>/                   one folder per run, e.g. 20261121T212429Z-609a74
     strata.parquet            one row per valid subject: baseline, flags, eligibility, responder score
     harmonised.parquet        accepted lab rows, one measurement per row, canonical units
-    quarantine.parquet        rejected lab and subject rows, with reason codes and messages
+    quarantine.parquet        rejected lab, subject and visit rows, with reason codes and messages
     run.json                  manifest: provenance, parameters, counts, model, summary, output checksums
     sponsor/                  the sponsor snapshot (see "Sponsor snapshot" below): data, manifest, dictionary, report
   .<run_id>.partial/          staging folder while a run is being written; never a finished run
@@ -299,10 +301,10 @@ TABLE_INTRO = {
         "`run.json` `counts.outside_panel_by_test`), and rejected rows are in `quarantine.parquet`."
     ),
     "quarantine.parquet": (
-        "Lab rows and subject rows share this table (`source_file` tells them apart). The original input columns "
+        "Lab, subject and visit rows share this table (`input_kind` tells them apart). The original input columns "
         "follow the fixed columns as text: lab columns are present when a lab row was quarantined, subject-only "
-        "columns when a subject row was. The values of `reason_code` are listed under *Reason codes*; "
-        "[input.md](input.md) explains each one."
+        "columns when a subject row was, visit-only columns when a visit row was. The values of `reason_code` are "
+        "listed under *Reason codes*; [input.md](input.md) explains each one."
     ),
 }
 

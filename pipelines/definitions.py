@@ -38,7 +38,13 @@ from immunostrat.reference import PANEL_GROUPS, SELECTION, ReferenceTables, load
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
-from immunostrat.stages.validate import count_by, subject_quarantine_counts, validate_labs, validate_subjects
+from immunostrat.stages.validate import (
+    SUBJECT_FOLLOW_UP_COLUMNS,
+    count_by,
+    subject_quarantine_counts,
+    validate_labs,
+    validate_subjects,
+)
 
 PACKAGES = ("polars", "pandera", "prefect", "scikit-learn", "pyarrow", "skops", "numpy", "pydantic")
 
@@ -288,7 +294,9 @@ def baseline_and_eligibility(
     """Baseline and eligibility: one row per valid subject."""
     if subjects is None:
         raise ValueError("stratify needs a subjects file (reference dates anchor the baseline window)")
-    return assess_eligibility(derive_baseline(harmonised, subjects, ref, cfg.baseline), protocol)
+    # The follow-up dates (day 0, discontinuation) are not part of the strata contract.
+    selection = subjects.drop(SUBJECT_FOLLOW_UP_COLUMNS, strict=False)
+    return assess_eligibility(derive_baseline(harmonised, selection, ref, cfg.baseline), protocol)
 
 
 def build_strata(

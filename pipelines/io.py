@@ -31,6 +31,8 @@ SUBJECT_OPTIONAL = (
     "sex",
     "age_years",
     "first_exposure_date",
+    "infusion_date",
+    "discontinued_date",
     "sledai_2k",
     "prior_immunosuppressant_failures",
     "lupus_nephritis_class",

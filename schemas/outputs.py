@@ -31,10 +31,14 @@ from pandera.constants import CHECK_OUTPUT_KEY
 from pandera.errors import SchemaErrors
 
 from immunostrat.features import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.followup.sledai import load_descriptors
+from immunostrat.followup.visits import VISIT_FIELD_CODES, VISIT_REASON_CODES
 from immunostrat.readers import READER_REASONS
 from immunostrat.reference import load_reference
+from immunostrat.schemas.inputs import VISIT_FLAGS
 from immunostrat.stages.baseline import CORE_ANALYTES
 from immunostrat.stages.validate import (
+    INPUT_KINDS,
     QUARANTINE_ORIGINAL_COLUMNS,
     SUBJECT_FIELD_CODES,
     lab_rules,
@@ -90,9 +94,11 @@ SEX_CODES: tuple[str, ...] = ("F", "M", "U", "UNDIFFERENTIATED")
 LN_CLASSES: tuple[str, ...] = ("NONE", "I", "II", "III", "IV", "V", "VI", "III+V", "IV+V")
 _LAB_RULES = lab_rules(dt.date(2000, 1, 1), ())
 _SUBJECT_RULES = subject_rules()
-#: Every reason code a quarantine row can carry (lab rules, then subject rules, in priority order).
+#: Every reason code a quarantine row can carry (lab, subject, then visit rules, in priority order).
 REASON_CODES: tuple[str, ...] = tuple(
-    dict.fromkeys([*(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)), *(r.code for r in READER_REASONS)])
+    dict.fromkeys(
+        [*(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)), *VISIT_REASON_CODES, *(r.code for r in READER_REASONS)]
+    )
 )
 _LOGIT = "logit (log-odds)"
 
@@ -292,40 +298,53 @@ _ORIGINAL_SUBJECT = {
     "sex": "Input `sex`.",
     "age_years": "Input `age_years`.",
     "first_exposure_date": "Input `first_exposure_date`.",
+    "infusion_date": "Input `infusion_date`.",
+    "discontinued_date": "Input `discontinued_date`.",
     "sledai_2k": "Input `sledai_2k`.",
     "prior_immunosuppressant_failures": "Input `prior_immunosuppressant_failures`.",
     "lupus_nephritis_class": "Input `lupus_nephritis_class`.",
     "egfr": "Input `egfr`.",
     "active_cns_lupus": "Input `active_cns_lupus`.",
 }
+_ORIGINAL_VISIT = {
+    "visit_date": "Input `visit_date`.",
+    "visit": "Input `visit` (the visit label).",
+    **{d.item: f"Input `{d.item}` (SLEDAI-2K descriptor)." for d in load_descriptors()},
+    "pga": "Input `pga`.",
+    "prednisone_mg_day": "Input `prednisone_mg_day`.",
+    **{flag: f"Input `{flag}`." for flag in VISIT_FLAGS},
+    "immunosuppressants": "Input `immunosuppressants`.",
+}
 _ORIGINAL_SHARED = {
     "study_id": "Input `study_id` (lab rows: trimmed).",
     "subject_id": "Input `subject_id` (lab rows: trimmed).",
     "site_id": "Input `site_id` (lab rows: trimmed).",
 }
+_ORIGINAL_KIND = (("lab", _ORIGINAL_LAB), ("subject", _ORIGINAL_SUBJECT), ("visit", _ORIGINAL_VISIT))
 
 
 def _original_description(column: str) -> str:
     if column in _ORIGINAL_SHARED:
         return f"{_ORIGINAL_SHARED[column]} Present when any row was quarantined; null when the file lacks it."
-    if column in _ORIGINAL_LAB:
-        return f"{_ORIGINAL_LAB[column]} Lab rows only (null on subject rows); present when a lab row was quarantined."
+    kind, originals = next((k, o) for k, o in _ORIGINAL_KIND if column in o)
     return (
-        f"{_ORIGINAL_SUBJECT[column]} Subject rows only (null on lab rows); present when a subject row was quarantined."
+        f"{originals[column]} {kind.capitalize()} rows only (null on other rows); present when a {kind} row was "
+        "quarantined."
     )
 
 
 class _QuarantineBase(pa.DataFrameModel):
-    """One rejected input row with every rule it failed, or one bad optional field of an accepted subject row (a
-    field record); the original input columns follow (`quarantine.parquet`)."""
+    """One rejected input row with every rule it failed, or one bad optional field of an accepted subject or visit
+    row (a field record); the original input columns follow (`quarantine.parquet`)."""
 
     source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
     source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
     reason_code: str = pa.Field(
         isin=list(REASON_CODES),
         description="Primary reason: the first failed rule in priority order (see *Reason codes*). A subject "
-        f"field code ({', '.join(f'`{c}`' for c in SUBJECT_FIELD_CODES)}) marks a field record: the subject row "
-        "was accepted with that field empty, and each bad field has its own record.",
+        f"field code ({', '.join(f'`{c}`' for c in SUBJECT_FIELD_CODES)}) or visit field code "
+        f"({', '.join(f'`{c}`' for c in VISIT_FIELD_CODES)}) marks a field record: the row was accepted with that "
+        "field empty (unknown), and each bad field has its own record.",
     )
     reason_codes: pl.List(pl.String) = pa.Field(  # type: ignore[valid-type]
         description="Every failed rule, in priority order; the first is `reason_code`."
@@ -337,6 +356,10 @@ class _QuarantineBase(pa.DataFrameModel):
     message: str = pa.Field(
         str_length={"min_value": 1},
         description="Readable explanation naming file, row, column, value, reason and what was expected.",
+    )
+    input_kind: str = pa.Field(
+        isin=list(INPUT_KINDS),
+        description="Which kind of input file the row came from: `labs`, `subjects`, `visits` or `outcomes`.",
     )
 
     _codes_known = pa.check("reason_codes", name="items_in", error="every item a reason code (see *Reason codes*)")(

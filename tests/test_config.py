@@ -23,6 +23,7 @@ from immunostrat.config import (
     StratifyParams,
     TrainParams,
     ValidationConfig,
+    VisitsConfig,
     default_protocol_path,
     load_protocol,
 )
@@ -33,6 +34,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     ReadersConfig,
     PublishConfig,
     HarmoniseConfig,
+    VisitsConfig,
     ValidationConfig,
     BaselineConfig,
     ScoringConfig,

@@ -105,6 +105,7 @@ def test_tiny_hand_written_quarantine_frame_passes() -> None:
             "column": ["sex"],
             "value": ["X"],
             "message": ["subjects.csv row 3, column 'sex': value 'X' rejected (SEX_INVALID); expected F, M, U"],
+            "input_kind": ["subjects"],
             "study_id": ["S1"],
             "subject_id": ["P1"],
             "sex": ["X"],

@@ -432,6 +432,22 @@ SUBJECT_FIELD_CASES = [
         "VII",
         "NONE, I, II, III, IV, V, VI, III+V or IV+V",
     ),
+    _case("INFUSION_DATE_INVALID", {"infusion_date": "2025-02-30"}, "infusion_date", "2025-02-30", "an ISO 8601"),
+    # The default first exposure is 2025-03-01: an infusion the day before contradicts it.
+    _case(
+        "INFUSION_BEFORE_FIRST_EXPOSURE",
+        {"infusion_date": "2025-02-28"},
+        "infusion_date",
+        "2025-02-28",
+        "a date on or after first_exposure_date 2025-03-01",
+    ),
+    _case(
+        "DISCONTINUED_DATE_INVALID",
+        {"discontinued_date": "03/05/2025"},
+        "discontinued_date",
+        "03/05/2025",
+        "an ISO 8601",
+    ),
 ]
 
 

@@ -208,8 +208,13 @@ def read_subjects_as(path: str | Path, fmt: str, options: ReaderOptions | None =
 # --------------------------------------------------------------------------------------------------
 
 
-def _rejected(tables: Sequence[InputTable | None]) -> list[pl.DataFrame]:
-    return [t.rejected for t in tables if t is not None and t.rejected is not None and t.rejected.height]
+def _rejected(tables: Sequence[InputTable | None], input_kind: str) -> list[pl.DataFrame]:
+    """The records the readers rejected, each marked with the kind of input it came from (quarantine layout)."""
+    return [
+        t.rejected.with_columns(pl.lit(input_kind, pl.String).alias("input_kind"))
+        for t in tables
+        if t is not None and t.rejected is not None and t.rejected.height
+    ]
 
 
 def _add_reasons(into: dict[str, int], frame: pl.DataFrame) -> dict[str, int]:
@@ -228,8 +233,8 @@ def merge_reader_quarantine(inputs: Inputs, prepared: Prepared) -> Prepared:
     """
     if "reader_quarantined" in prepared.counts:
         return prepared
-    labs = _rejected(inputs.labs)
-    subjects = _rejected([inputs.subjects])
+    labs = _rejected(inputs.labs, "labs")
+    subjects = _rejected([inputs.subjects], "subjects")
     counts: dict[str, Any] = copy.deepcopy(prepared.counts)
     by_file: dict[str, int] = {}
     for frame in labs:

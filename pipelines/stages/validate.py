@@ -29,10 +29,23 @@ from pandera.errors import SchemaErrors
 
 from immunostrat.followup.urinalysis import RANGE_REVERSED, SEMI_QUANTITATIVE_ANALYTES, WORD_UNMAPPED
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
-from immunostrat.schemas.inputs import LabCandidate, OutcomeCandidate, SubjectCandidate
+from immunostrat.schemas.inputs import (
+    VISIT_OPTIONAL,
+    VISIT_REQUIRED,
+    LabCandidate,
+    OutcomeCandidate,
+    SubjectCandidate,
+)
 from immunostrat.stages.harmonise import _blank_to_null, is_present, parse_iso_date, parse_number, with_parsed
 
-QUARANTINE_ORIGINAL_COLUMNS = tuple(dict.fromkeys([*LAB_REQUIRED, *LAB_OPTIONAL, *SUBJECT_REQUIRED, *SUBJECT_OPTIONAL]))
+#: The input columns a quarantine row can carry as sent (lab, subject and visit files).
+QUARANTINE_ORIGINAL_COLUMNS = tuple(
+    dict.fromkeys(
+        [*LAB_REQUIRED, *LAB_OPTIONAL, *SUBJECT_REQUIRED, *SUBJECT_OPTIONAL, *VISIT_REQUIRED, *VISIT_OPTIONAL]
+    )
+)
+#: Which kind of input a quarantine row came from (`input_kind` of quarantine.parquet).
+INPUT_KINDS: tuple[str, ...] = ("labs", "subjects", "visits", "outcomes")
 
 
 class ContractError(Exception):
@@ -146,6 +159,7 @@ def apply_rules(
     keep: Sequence[str] | None = None,
     flags: pl.DataFrame | None = None,
     annotate: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    input_kind: str,
 ) -> Split:
     """Validate `frame` against `model` plus `rules`; split off failing rows with reasons and messages.
 
@@ -154,8 +168,10 @@ def apply_rules(
     some of the rules (see `rule_flags`); the others are computed here. A row failing only field rules
     (`Rule.nulls`) is accepted with those columns null, and each bad field gets a quarantine record of its
     own. `annotate` may add columns to the quarantined rows before the messages are built (the rules'
-    `expected` may read them).
+    `expected` may read them). `input_kind` (one of `INPUT_KINDS`) fills the quarantine's `input_kind` column.
     """
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"unknown input kind {input_kind!r}; expected one of {', '.join(INPUT_KINDS)}")
     known = [] if flags is None else flags.columns
     computed = rule_flags(frame, [r for r in rules if r.code not in known])
     if flags is not None:
@@ -184,9 +200,13 @@ def apply_rules(
     if fields.height:
         nulled = [r for r in field_rules if r.nulls in accepted.columns]
         good = computed.select(r.code for r in nulled).filter(~mask)
+        # Several rules may guard one field (an unreadable date, a date out of order): any failure nulls it.
+        guards: dict[str, list[str]] = {}
+        for r in nulled:
+            guards.setdefault(str(r.nulls), []).append(f"_ok_{r.code}")
         accepted = accepted.hstack(good.select(pl.all().name.prefix("_ok_"))).with_columns(
-            pl.when(pl.col(f"_ok_{r.code}")).then(pl.col(str(r.nulls))).otherwise(None).alias(str(r.nulls))
-            for r in nulled
+            pl.when(pl.all_horizontal(oks)).then(pl.col(column)).otherwise(None).alias(column)
+            for column, oks in guards.items()
         )
         accepted = accepted.drop([f"_ok_{r.code}" for r in nulled])
     failed = indexed.filter(mask).join(reasons, on="_idx", how="left", maintain_order="left").with_columns(_field=False)
@@ -230,7 +250,15 @@ def apply_rules(
         if c in frame.columns
     ]
     quarantine = quarantine.select(
-        "source_file", "source_row", "reason_code", "reason_codes", "column", "value", "message", *original
+        "source_file",
+        "source_row",
+        "reason_code",
+        "reason_codes",
+        "column",
+        "value",
+        "message",
+        pl.lit(input_kind, pl.String).alias("input_kind"),
+        *original,
     )
     return Split(accepted=accepted, quarantine=quarantine)
 
@@ -592,7 +620,9 @@ def validate_labs(
     def why_refused(failed: pl.DataFrame) -> pl.DataFrame:
         return failed.join(refusals, on=["study_id", "subject_id"], how="left", maintain_order="left")
 
-    return apply_rules(frame, LabCandidate, rules, keep=ACCEPTED_LAB_COLUMNS, flags=flags, annotate=why_refused)
+    return apply_rules(
+        frame, LabCandidate, rules, keep=ACCEPTED_LAB_COLUMNS, flags=flags, annotate=why_refused, input_kind="labs"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -626,10 +656,14 @@ def parse_subjects(raw: pl.DataFrame) -> pl.DataFrame:
     """
     ref_date, _ = parse_iso_date("reference_date")
     exposure, _ = parse_iso_date("first_exposure_date")
+    infusion, _ = parse_iso_date("infusion_date")
+    discontinued, _ = parse_iso_date("discontinued_date")
     cns = _text("active_cns_lupus").str.to_uppercase()
     ln_class = _text("lupus_nephritis_class").str.to_uppercase()
     optional = {
         "first_exposure_date": {"_first_exposure_date": exposure},
+        "infusion_date": {"_infusion_date": infusion},
+        "discontinued_date": {"_discontinued_date": discontinued},
         "sex": {"_sex": _text("sex").str.to_uppercase().replace_strict(_SEX, default=None)},
         "age_years": {"_age_years": parse_number("age_years")},
         "sledai_2k": {"_sledai_2k": _integer("sledai_2k")},
@@ -677,7 +711,9 @@ def subject_rules() -> list[Rule]:
     is set to null (`Rule.nulls`) and the subject kept, so criteria that need it are not assessable, never
     failed, and the subject's lab rows still count. `first_exposure_date` is optional too, but refuses the
     subject when unreadable: an empty one means "not exposed yet", so nulling a bad one would let
-    post-infusion measurements into the baseline.
+    post-infusion measurements into the baseline. An unreadable `infusion_date` or `discontinued_date` is a field
+    record like the other optional fields; so is an infusion before first exposure (the infusion date is dropped
+    and day 0 falls back to `first_exposure_date`).
     """
     return [
         *_identifier_rules(),
@@ -769,8 +805,36 @@ def subject_rules() -> list[Rule]:
             _lit("NONE, I, II, III, IV, V, VI, III+V or IV+V, or empty"),
             nulls="_ln_class",
         ),
+        Rule(
+            "INFUSION_DATE_INVALID",
+            "infusion_date",
+            "infusion_date is not an ISO 8601 date",
+            _optional("infusion_date", "_infusion_date"),
+            _lit("an ISO 8601 date YYYY-MM-DD or empty"),
+            nulls="_infusion_date",
+        ),
+        Rule(
+            "INFUSION_BEFORE_FIRST_EXPOSURE",
+            "infusion_date",
+            "infusion_date is before first_exposure_date",
+            # Lymphodepletion (first exposure) comes before the infusion, or on the same day.
+            (pl.col("_infusion_date") >= pl.col("_first_exposure_date")).fill_null(True),
+            pl.format("a date on or after first_exposure_date {}", pl.col("first_exposure_date").str.strip_chars()),
+            nulls="_infusion_date",
+        ),
+        Rule(
+            "DISCONTINUED_DATE_INVALID",
+            "discontinued_date",
+            "discontinued_date is not an ISO 8601 date",
+            _optional("discontinued_date", "_discontinued_date"),
+            _lit("an ISO 8601 date YYYY-MM-DD or empty"),
+            nulls="_discontinued_date",
+        ),
     ]
 
+
+#: Follow-up columns of accepted subjects that the selection half (strata.parquet) does not carry.
+SUBJECT_FOLLOW_UP_COLUMNS: tuple[str, ...] = ("infusion_date", "discontinued_date", "day0", "day0_source")
 
 #: Reason codes of the subjects' optional fields: a quarantine record with one of them is a field record (the
 #: subject row itself was accepted with that field empty), not a refused row.
@@ -840,9 +904,11 @@ def validate_subjects(raw: pl.DataFrame) -> Split:
 
     The quarantine holds the refused rows, then one field record per bad optional field of an accepted row
     (its subject is in `accepted` with that field null); see `subject_quarantine_counts` for the accounting.
+    Accepted subjects also get `day0` (the infusion date, else the first exposure date, else null) and
+    `day0_source` (which of the two it is; null with day0).
     """
     frame = parse_subjects(raw).hstack(_subject_duplicate_flags(raw))
-    split = apply_rules(frame, SubjectCandidate, subject_rules())
+    split = apply_rules(frame, SubjectCandidate, subject_rules(), input_kind="subjects")
     typed = split.accepted.select(
         pl.col("study_id").str.strip_chars(),
         pl.col("subject_id").str.strip_chars(),
@@ -851,6 +917,14 @@ def validate_subjects(raw: pl.DataFrame) -> Split:
         pl.col("_age_years").alias("age_years"),
         pl.col("_reference_date").alias("reference_date"),
         pl.col("_first_exposure_date").alias("first_exposure_date"),
+        pl.col("_infusion_date").alias("infusion_date"),
+        pl.col("_discontinued_date").alias("discontinued_date"),
+        pl.coalesce("_infusion_date", "_first_exposure_date").alias("day0"),
+        pl.when(pl.col("_infusion_date").is_not_null())
+        .then(_lit("infusion_date"))
+        .when(pl.col("_first_exposure_date").is_not_null())
+        .then(_lit("first_exposure_date"))
+        .alias("day0_source"),
         pl.col("_sledai_2k").alias("sledai_2k"),
         pl.col("_prior_failures").alias("prior_immunosuppressant_failures"),
         pl.col("_ln_class").alias("lupus_nephritis_class"),
@@ -892,7 +966,7 @@ def validate_outcomes(raw: pl.DataFrame) -> Split:
             _lit("one outcome row per (study_id, subject_id)"),
         ),
     ]
-    split = apply_rules(frame, OutcomeCandidate, rules)
+    split = apply_rules(frame, OutcomeCandidate, rules, input_kind="outcomes")
     typed = split.accepted.select(
         pl.col("study_id").str.strip_chars(),
         pl.col("subject_id").str.strip_chars(),
