@@ -1,4 +1,5 @@
-"""Command line: `immunostrat synth | validate | stratify | train | evaluate | models | publish | report | serve`.
+"""Command line: `immunostrat synth | validate | stratify | monitor | train | evaluate | models | publish | report |
+serve`.
 
 Quick commands (`validate`, `synth`, `models`, `publish`, `report`) call the stage functions directly and
 never start Prefect.
@@ -94,10 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="run as a Prefect flow (default) or directly",
     )
 
+    p = sub.add_parser("monitor", help="follow-up: disease activity per visit and response endpoints at landmarks")
+    cli_options.add_inputs(p)
+    p.add_argument("--subjects", required=True, help="subjects file (infusion_date or first_exposure_date = day 0)")
+    p.add_argument("--out", required=True, help="output folder; the run writes OUT/<run_id>/")
+    p.add_argument("--strata", metavar="RUN_DIR", help="the stratify run from before infusion: rates by its groups")
+    p.add_argument("--protocol", help="protocol YAML with its endpoint definition (default: built-in)")
+    p.add_argument("--max-quarantine-fraction", type=float, help="fail above this quarantined fraction")
+    p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
+    p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
+    cli_options.add_streaming(p)
+    p.add_argument(
+        "--engine", choices=["prefect", "local"], default="prefect", help="run as a Prefect flow or directly"
+    )
+
     p = sub.add_parser("train", help="train a responder model and register it")
     cli_options.add_inputs(p)
     p.add_argument("--subjects", required=True, help="subjects file")
-    p.add_argument("--outcomes", required=True, help="outcomes file")
+    label = p.add_mutually_exclusive_group(required=True)
+    label.add_argument("--outcomes", help="outcomes file (study_id, subject_id, responded, endpoint)")
+    label.add_argument(
+        "--endpoint", help="derive `responded` from this endpoint of the visits (e.g. drug_free_doris_remission)"
+    )
+    p.add_argument("--landmark", help="landmark of --endpoint (e.g. month_6; see the protocol's endpoints)")
+    p.add_argument("--protocol", help="protocol YAML with its endpoint definition (default: built-in)")
     p.add_argument("--registry", help="model registry folder (default: the shipped models)")
     p.add_argument("--alias", help="point this alias (e.g. champion) at the new model")
     p.add_argument("--profile", choices=["full", "small"], help="training profile (default full; small for CI)")
@@ -240,6 +261,46 @@ def cmd_stratify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from immunostrat import launch
+    from immunostrat.config import MonitorParams
+
+    params = MonitorParams(
+        labs=list(args.labs),
+        subjects=args.subjects,
+        out=args.out,
+        protocol=args.protocol,
+        strata=args.strata,
+        config=cli_options.run_config(args),
+        partitions=args.partitions,
+        dask_address=args.dask_address,
+        **cli_options.streaming_options(args),
+        **cli_options.format_params(args),
+    )
+    if args.engine == "local":
+        from immunostrat import run
+
+        run_dir = str(run.execute(launch.plan_monitor(params)).run_dir)
+    else:
+        launch.plan_monitor(params)  # every launch check before Prefect is imported or a server starts
+        _configure_prefect_env()
+        from immunostrat.flows.monitor import run_monitor_flow
+
+        run_dir = run_monitor_flow(params)
+    _print_monitor_summary(run_dir)
+    return EXIT_OK
+
+
+def _print_monitor_summary(run_dir: str) -> None:
+    from immunostrat.followup.summary import monitor_summary
+
+    manifest = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    _print_counts(manifest["counts"])
+    markdown, _ = monitor_summary(manifest)
+    print("\n".join(line for line in markdown.splitlines()[6:] if line.strip()))
+    print(run_dir)
+
+
 def _training_config(args: argparse.Namespace) -> Any:
     """TrainingConfig from an optional YAML file, with command-line flags on top."""
     from immunostrat.config import TrainingConfig
@@ -260,6 +321,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         labs=list(args.labs),
         subjects=args.subjects,
         outcomes=args.outcomes,
+        endpoint=args.endpoint,
+        landmark=args.landmark,
+        protocol=args.protocol,
         registry=args.registry,
         alias=args.alias,
         training=_training_config(args),
@@ -268,7 +332,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     from immunostrat import launch
 
-    launch.plan_labelled(params, params.config, outcomes=params.outcomes)  # launch checks before Prefect
+    launch.plan_training(params)  # launch checks before Prefect
     if args.engine == "local":
         from immunostrat.training import train
 
@@ -303,6 +367,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "validate": cmd_validate,
     "stratify": cmd_stratify,
+    "monitor": cmd_monitor,
     "train": cmd_train,
     "serve": cmd_serve,
 }

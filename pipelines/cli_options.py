@@ -49,6 +49,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     put("readers", "ifn_statistic", getattr(args, "ifn_statistic", None))
     put("readers", "min_controls", getattr(args, "min_controls", None))
     put("readers", "reference_date_from", getattr(args, "reference_date", None))
+    put("visits", "descriptor_encoding", getattr(args, "descriptor_encoding", None))
     return validated(RunConfig, data, f"config file {args.config}" if getattr(args, "config", None) else "settings")
 
 
@@ -72,6 +73,13 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-controls", type=int, help="fewest healthy controls accepted (default 5)")
     g.add_argument("--patients", help="FHIR Patient resources filling missing sex and age")
     g.add_argument("--reference-date", choices=["RFSTDTC", "RFICDTC"], help="SDTM DM anchor date (default RFSTDTC)")
+    v = p.add_argument_group("follow-up visits (see docs/input.md, Visits)")
+    v.add_argument("--visits", metavar="FILE", help="visits file: SLEDAI-2K descriptors, PGA, treatment per visit")
+    v.add_argument(
+        "--descriptor-encoding",
+        choices=["boolean", "weight"],
+        help="how the visits file writes descriptors: true/false (default boolean) or 0/the SLEDAI weight",
+    )
 
 
 def add_streaming(p: argparse.ArgumentParser) -> None:
@@ -90,6 +98,7 @@ def format_params(args: argparse.Namespace) -> dict[str, Any]:
         "expression": args.expression,
         "samples": args.samples,
         "patients": args.patients,
+        "visits": args.visits,
     }
 
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from immunostrat.errors import SettingsError
 from immunostrat.features import DEFAULT_FEATURES
+from immunostrat.followup.endpoint_definition import EndpointDefinition, load_endpoint_definition
+from immunostrat.followup.settings import FollowUpConfig
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -500,6 +502,10 @@ class RunConfig(_Model):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Baseline derivation.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Responder scoring.")
     readers: ReadersConfig = Field(default_factory=ReadersConfig, description="SDTM, FHIR and expression readers.")
+    visits: VisitsConfig = Field(default_factory=VisitsConfig, description="How the visits file is read.")
+    followup: FollowUpConfig = Field(
+        default_factory=FollowUpConfig, description="SLEDAI-2K from items and labs; the two baselines (follow-up)."
+    )
     publish: PublishConfig = Field(
         default_factory=PublishConfig,
         description="Sponsor snapshot: pseudonym key, privacy settings, report (docs/sponsor.md).",
@@ -520,6 +526,12 @@ class InputFiles(_Model):
     samples: str | None = Field(default=None, description="Sample sheet of the expression matrices.")
     patients: str | None = Field(
         default=None, description="FHIR Patient resources that fill missing sex and age in the subjects file."
+    )
+    visits: str | None = Field(
+        default=None,
+        description="Visits file (CSV or Parquet): SLEDAI-2K descriptors, physician global assessment and treatment "
+        "per subject and assessment date (docs/input.md). stratify takes the selection-baseline SLEDAI-2K from it; "
+        "monitor needs it.",
     )
 
 
@@ -558,10 +570,33 @@ class StratifyParams(InputFiles):
     )
 
 
+class MonitorParams(StratifyParams):
+    """Inputs and options of one monitor run (follow-up after infusion): a stratify run's inputs plus visits."""
+
+    strata: str | None = Field(
+        default=None,
+        description="Run folder of the stratify run made before infusion: endpoint rates are reported by the "
+        "responder group it predicted, with its model id (never by re-scoring with today's model).",
+    )
+
+
 class TrainParams(InputFiles):
     """Inputs and options of one training run."""
 
-    outcomes: str = Field(description="Outcomes file: study_id, subject_id, responded, endpoint.")
+    outcomes: str | None = Field(
+        default=None,
+        description="Outcomes file: study_id, subject_id, responded, endpoint. Give it, or `endpoint` and `landmark`.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Derive `responded` from this endpoint of the visits (e.g. drug_free_doris_remission), as "
+        "`monitor` derives it; subjects pending, not applicable or not assessable are left out and counted in the "
+        "model card.",
+    )
+    landmark: str | None = Field(default=None, description="Landmark of `endpoint` (e.g. month_6).")
+    protocol: str | None = Field(
+        default=None, description="Protocol YAML (eligibility and the endpoint definition); the built-in if empty."
+    )
     registry: str | None = Field(default=None, description="Model registry folder; the shipped one if empty.")
     alias: str | None = Field(default=None, description="Point this alias (e.g. champion) at the new model.")
     intended_use: str = Field(
@@ -574,6 +609,14 @@ class TrainParams(InputFiles):
         "(docs/models.md).",
     )
     config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation and baseline options.")
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> TrainParams:
+        if (self.outcomes is None) == (self.endpoint is None):
+            raise ValueError("give an outcomes file or an endpoint (with its landmark and a visits file), not both")
+        if self.endpoint is not None and (self.landmark is None or self.visits is None):
+            raise ValueError("an endpoint needs its landmark (e.g. month_6) and a visits file to derive it from")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -619,6 +662,11 @@ class Protocol(_Model):
     version: str = Field(description="Protocol version; recorded in every run.")
     description: str = Field(default="", description="Free-text summary and sources.")
     criteria: list[Criterion] = Field(min_length=1, description="Inclusion rules, all required.")
+    endpoints: EndpointDefinition = Field(
+        default_factory=load_endpoint_definition,
+        description="Response endpoints at landmarks (monitor, train --endpoint); the built-in definition "
+        "(pipelines/protocols/endpoints_default.yaml, docs/endpoints.md) when absent.",
+    )
 
     @field_validator("criteria")
     @classmethod

@@ -96,13 +96,16 @@ class Prepared:
     subjects: pl.DataFrame | None
     subject_quarantine: pl.DataFrame | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    visits: pl.DataFrame | None = None
+    visit_quarantine: pl.DataFrame | None = None
 
     @property
     def quarantine(self) -> pl.DataFrame:
-        """Every quarantined row: lab rows first, then subject rows."""
-        if self.subject_quarantine is None or self.subject_quarantine.height == 0:
+        """Every quarantined row: lab rows first, then subject rows, then visit rows."""
+        others = [q for q in (self.subject_quarantine, self.visit_quarantine) if q is not None and q.height]
+        if not others:
             return self.lab_quarantine
-        return pl.concat([self.lab_quarantine, self.subject_quarantine], how="diagonal_relaxed")
+        return pl.concat([self.lab_quarantine, *others], how="diagonal_relaxed")
 
 
 def _count_by_file(frame: pl.DataFrame) -> dict[str, int]:
@@ -212,6 +215,8 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
             subject_quarantine=subject_quarantine,
         ),
     )
+    if inputs.visits is not None:
+        prepared = with_visits(prepared, inputs.visits, cfg)
     if any(t.rejected is not None for t in inputs.labs) or (inputs.subjects and inputs.subjects.rejected is not None):
         from immunostrat.readers import merge_reader_quarantine
 
@@ -219,6 +224,24 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
         prepared = merge_reader_quarantine(inputs, prepared)
     # Counted last, so that readers' rejected records are in (their tests name the group where they map).
     prepared.counts["panel_groups"] = panel_group_counts(prepared.harmonised, prepared.lab_quarantine, ref)
+    return prepared
+
+
+def with_visits(prepared: Prepared, visits: Any, cfg: RunConfig) -> Prepared:
+    """Validate a visits file against the valid subjects: accepted visits, quarantined rows and their counts."""
+    from immunostrat.followup.sledai import load_descriptors
+    from immunostrat.followup.visits import validate_visits, visit_counts
+
+    split = validate_visits(
+        visits.frame,
+        prepared.subjects,
+        cfg.validation.as_of,
+        cfg.visits,
+        load_descriptors(),
+        refused=prepared.subject_quarantine,  # their visits say why
+    )
+    prepared.visits, prepared.visit_quarantine = split.accepted, split.quarantine
+    prepared.counts["visits"] = {"path": visits.path, **visit_counts(visits.rows_read, split)}
     return prepared
 
 
@@ -231,6 +254,7 @@ def harmonise_validate(tables: Tables, ctx: RunContext) -> PhaseResult:
             "quarantine": prepared.quarantine,
             "outside_panel": prepared.outside_panel,
             "subjects": prepared.subjects,
+            "visits": prepared.visits,
         },
         counts=prepared.counts,
     )
@@ -435,6 +459,18 @@ def describe_inputs(inputs: Inputs, ctx: RunContext) -> dict[str, Any]:
                 "notes": s.notes,
             }
         )
+    if inputs.visits is not None:
+        v = inputs.visits
+        files.append(
+            {
+                "path": v.path,
+                "kind": "visits",
+                "format": v.fmt,
+                "sha256": v.sha256,
+                "rows": v.rows_read,
+                "notes": v.notes,
+            }
+        )
     record: dict[str, Any] = {
         "started_at": ctx.started.isoformat(),
         "as_of": ctx.cfg.validation.as_of.isoformat(),
@@ -452,7 +488,11 @@ def describe_inputs(inputs: Inputs, ctx: RunContext) -> dict[str, Any]:
 
 
 def _file_order(view: View) -> dict[str, int]:
-    return {t.path: i for i, t in enumerate(view.source.labs)}
+    """Lab files in run order, then the subjects file, then the visits file (as one pass lists their rows)."""
+    source = view.source
+    paths = [t.path for t in source.labs]
+    paths += [t.path for t in (source.subjects, getattr(source, "visits", None)) if t is not None]
+    return {p: i for i, p in enumerate(dict.fromkeys(paths))}
 
 
 def _labs_in_source_order(frame: pl.DataFrame, view: View, ctx: RunContext) -> pl.DataFrame:
@@ -470,7 +510,7 @@ def _strata_in_subject_order(frame: pl.DataFrame, view: View, ctx: RunContext) -
 
 
 # Single-pass order of each merged table: lab rows by input file then row; quarantine lab rows first, then
-# subject rows (the subjects file is not among the lab files, so it sorts last); strata in subjects-file order.
+# subject rows, then visit rows; strata in subjects-file order.
 ORDER = {
     "harmonised": _labs_in_source_order,
     "outside_panel": _labs_in_source_order,
@@ -503,7 +543,7 @@ HARMONISE_VALIDATE = Phase(
     description="map tests onto the panel, parse results and dates, convert units; pandera checks split rows "
     "into accepted, outside the panel and quarantined (with a reason code and a readable message)",
     reads=("inputs",),
-    writes=("harmonised", "quarantine", "outside_panel", "subjects"),
+    writes=("harmonised", "quarantine", "outside_panel", "subjects", "visits"),
     run=harmonise_validate,
 )
 #: Selection pipelines depend on the selection panel only: messy follow-up analytes never stop them.

@@ -84,6 +84,8 @@ def check_data_roots(
         *((f"expression[{i}]", p) for i, p in enumerate(files.expression)),
         ("samples", files.samples),
         ("patients", files.patients),
+        ("visits", getattr(files, "visits", None)),
+        ("strata", getattr(files, "strata", None)),
         ("out", out),
         ("protocol", protocol),
         ("harmonise.alias_file", cfg.harmonise.alias_file),
@@ -157,6 +159,12 @@ def check_inputs(files: Any) -> None:
             _exists(path, kind)
     if files.subjects and is_native(files.subjects, None):
         scan_input(files.subjects, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
+    visits = getattr(files, "visits", None)
+    if visits:
+        from immunostrat.schemas.inputs import VISIT_OPTIONAL, VISIT_REQUIRED
+
+        _exists(visits, "visits")
+        scan_input(visits, VISIT_REQUIRED, VISIT_OPTIONAL, kind="visits")  # the header, rows unread
 
 
 def check_out_folder(out: str | Path) -> None:
@@ -231,6 +239,32 @@ def plan_stratify(params: Any, *, load_model: bool = True) -> Plan:
     return Plan(STRATIFY, executor, ctx, out=Path(params.out))
 
 
+def check_strata_run(run_dir: str | None) -> None:
+    """`--strata` names a completed stratify run folder whose strata table holds the predicted groups."""
+    if not run_dir:
+        return
+    from immunostrat.followup.pipeline import read_strata_run
+
+    read_strata_run(run_dir)
+
+
+def plan_monitor(params: Any) -> Plan:
+    """Launch checks of a monitor run: inputs with their visits file, protocol with its endpoint definition, the
+    stratify run named by `--strata`, the output folder. No model is loaded: groups come from that run."""
+    from immunostrat.followup.pipeline import MONITOR
+
+    cfg = params.config
+    if not params.visits:
+        raise SettingsError("monitor needs a visits file: give --visits FILE (docs/input.md, Visits)")
+    check_data_roots(params, cfg, out=params.out, protocol=params.protocol)
+    protocol = load_protocol_at(params.protocol)
+    check_inputs(params)
+    check_strata_run(params.strata)
+    check_out_folder(params.out)
+    executor, n = choose_executor(params)
+    return Plan(MONITOR, executor, _context(params, cfg, protocol=protocol, partitions=n), out=Path(params.out))
+
+
 def plan_validate(params: Any) -> Plan:
     """Launch checks of `immunostrat validate` (inputs and mapping tables only: no model, key or protocol)."""
     cfg = params.config
@@ -238,6 +272,20 @@ def plan_validate(params: Any) -> Plan:
     check_inputs(params)
     executor, n = choose_executor(params) if params.subjects else (InMemory(1), 1)
     return Plan(VALIDATE, executor, _context(params, cfg, partitions=n))
+
+
+def plan_training(params: Any) -> Plan:
+    """Launch checks of `train`: from an outcomes file (`plan_labelled`), or from an endpoint of the visits,
+    whose name and landmark the protocol's endpoint definition must know."""
+    if params.endpoint is None:
+        return plan_labelled(params, params.config, params.protocol, outcomes=params.outcomes)
+    from immunostrat.followup.pipeline import LABELLED_BY_ENDPOINT
+
+    check_data_roots(params, params.config, protocol=params.protocol)
+    protocol = load_protocol_at(params.protocol)
+    protocol.endpoints.check_known(params.endpoint, params.landmark)
+    check_inputs(params)
+    return Plan(LABELLED_BY_ENDPOINT, InMemory(1), _context(params, params.config, protocol=protocol))
 
 
 def plan_labelled(files: Any, cfg: RunConfig, protocol: str | None = None, *, outcomes: str | None = None) -> Plan:

@@ -77,8 +77,13 @@ def split_inputs(inputs: Inputs, n: int) -> list[Inputs]:
         raise ValueError(f"partitions must be >= 1, got {n}")
     labs = [split_table(t, n) for t in inputs.labs]
     subjects = split_table(inputs.subjects, n) if inputs.subjects is not None else None
+    visits = split_table(inputs.visits, n) if inputs.visits is not None else None
     return [
-        Inputs(labs=[parts[k] for parts in labs], subjects=subjects[k] if subjects is not None else None)
+        Inputs(
+            labs=[parts[k] for parts in labs],
+            subjects=subjects[k] if subjects is not None else None,
+            visits=visits[k] if visits is not None else None,
+        )
         for k in range(n)
     ]
 
@@ -112,6 +117,9 @@ class SplitInputs:
     in_memory: dict[int, list[InputTable]] = field(default_factory=dict)  # lab file index -> its partitions
     subject_parts: list[InputTable] = field(default_factory=list)  # when the subjects are split in memory
     subjects_on_disk: Path | None = None  # else the folder of their partition files
+    # Visits are read whole and cut in memory: a few rows per subject and month, small next to the labs.
+    visits: InputTable | None = None  # the whole visits file's provenance (no rows)
+    visit_parts: list[InputTable] = field(default_factory=list)
 
     def partition(self, k: int) -> Inputs:
         """The `Inputs` of partition `k` (rows split on disk are read now)."""
@@ -119,13 +127,14 @@ class SplitInputs:
             _from_disk(t, self.on_disk[i], k) if i in self.on_disk else self.in_memory[i][k]
             for i, t in enumerate(self.labs)
         ]
+        visits = self.visit_parts[k] if self.visit_parts else None
         if self.subjects_on_disk is not None:
-            return Inputs(labs=labs, subjects=_from_disk(self.subjects, self.subjects_on_disk, k))
-        return Inputs(labs=labs, subjects=self.subject_parts[k])
+            return Inputs(labs=labs, subjects=_from_disk(self.subjects, self.subjects_on_disk, k), visits=visits)
+        return Inputs(labs=labs, subjects=self.subject_parts[k], visits=visits)
 
     def header(self) -> Inputs:
         """`Inputs` carrying provenance only (paths, checksums, row counts), for run.json."""
-        return Inputs(labs=self.labs, subjects=self.subjects)
+        return Inputs(labs=self.labs, subjects=self.subjects, visits=self.visits)
 
 
 def _read_partition(folder: Path, k: int, empty: pl.DataFrame) -> pl.DataFrame:
@@ -187,6 +196,7 @@ def split_on_disk(files: Any, cfg: Any, folder: Path, n: int) -> SplitInputs:
         expression=list(files.expression),
         samples=files.samples,
         patients=files.patients,
+        visits=getattr(files, "visits", None) or None,
     )
     eager_labs = iter(eager.labs)
     ordered = [scanned.get(p) or next(eager_labs) for p in files.labs] + list(eager_labs)  # expression last
@@ -200,6 +210,8 @@ def split_on_disk(files: Any, cfg: Any, folder: Path, n: int) -> SplitInputs:
         split = SplitInputs(
             n=n, labs=[], subjects=_header_only(eager.subjects), subject_parts=split_table(eager.subjects, n)
         )
+    if eager.visits is not None:
+        split.visits, split.visit_parts = _header_only(eager.visits), split_table(eager.visits, n)
     for i, table in enumerate(ordered):
         if isinstance(table, ScannedInput):
             split.on_disk[i] = folder / f"labs-{i}"

@@ -53,6 +53,11 @@ def stratify(params: Any) -> RunOutputs:
     return execute(launch.plan_stratify(params))
 
 
+def monitor(params: Any) -> RunOutputs:
+    """One monitor run in this process: launch checks, then the `MONITOR` definition."""
+    return execute(launch.plan_monitor(params))
+
+
 @dataclass(frozen=True)
 class Checked:
     """What `validate` found: the run's counts and every quarantined row, in single-pass order."""
@@ -79,6 +84,8 @@ class Labelled:
     strata: pl.DataFrame
     counts: dict[str, Any]
     inputs: Any  # `immunostrat.inputs.Inputs`
+    endpoints: pl.DataFrame | None = None  # with `train --endpoint`: the endpoint rows the outcome comes from
+    protocol: Any = None  # `immunostrat.config.Protocol` of the run (its endpoint definition)
 
 
 def labelled_steps(plan: Plan, runner: Runner | None = None) -> Labelled:
@@ -87,4 +94,11 @@ def labelled_steps(plan: Plan, runner: Runner | None = None) -> Labelled:
         steps = run_steps(plan.pipeline, plan.executor, runner or LocalRunner(), plan.ctx, Path(scratch))
     if steps.stop is not None:
         raise steps.stop
-    return Labelled(strata=steps.view.frame("strata"), counts=steps.manifest["counts"], inputs=steps.view.source)
+    endpoints = steps.view.frame("endpoints") if "endpoints" in plan.pipeline.kept else None
+    return Labelled(
+        strata=steps.view.frame("strata"),
+        counts=steps.manifest["counts"],
+        inputs=steps.view.source,
+        endpoints=endpoints,
+        protocol=plan.ctx.protocol,
+    )

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from immunostrat.config import StratifyParams, _Model, read_yaml_mapping, validated
+from immunostrat.config import MonitorParams, StratifyParams, _Model, read_yaml_mapping, validated
 from immunostrat.launch import check_data_roots
 from immunostrat.safety import DATA_ROOTS_ENV
 
@@ -43,8 +43,18 @@ class StratifySchedule(_ScheduleBase):
     )
 
 
-# One variant per flow, told apart by `flow` (a discriminated union once `flow: monitor` joins).
-Schedule = StratifySchedule
+class MonitorSchedule(_ScheduleBase):
+    """A scheduled monitor run: the monitor flow's full parameters (`MonitorParams`)."""
+
+    flow: Literal["monitor"] = Field(description="The flow this schedule runs.")
+    parameters: MonitorParams = Field(
+        description="The monitor flow's parameters (visits required). Leave config.validation.as_of unset so that "
+        "each run uses its own day."
+    )
+
+
+# One variant per flow, told apart by `flow`.
+Schedule = Annotated[StratifySchedule | MonitorSchedule, Field(discriminator="flow")]
 
 #: Keys of a schedule in the flat layout of schedules files written before `flow:` (read as stratify).
 _FLAT_KEYS = frozenset(StratifyParams.model_fields)
@@ -111,8 +121,10 @@ def serve_schedules(path: Path) -> int:
     from prefect import serve
     from prefect.schedules import Cron
 
+    from immunostrat.flows.monitor import monitor_flow
     from immunostrat.flows.stratify import stratify_flow
 
+    flows = {"stratify": stratify_flow, "monitor": monitor_flow}
     deployments = []
     # Runs started from the UI with edited parameters are checked against the same roots at their launch.
     os.environ["IMMUNOSTRAT_DATA_ROOTS"] = os.pathsep.join(schedules.data_roots)
@@ -120,7 +132,7 @@ def serve_schedules(path: Path) -> int:
         # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
         parameters = {"params": s.parameters.model_dump(mode="json", exclude_unset=True)}
         deployments.append(
-            stratify_flow.to_deployment(
+            flows[s.flow].to_deployment(
                 name=s.name, schedules=[Cron(s.cron, timezone=s.timezone)], parameters=parameters, tags=s.tags
             )
         )

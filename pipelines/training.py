@@ -17,7 +17,7 @@ from immunostrat import run
 from immunostrat.config import InputFiles, RunConfig, TrainParams
 from immunostrat.engine.execute import LocalRunner, Runner
 from immunostrat.io import read_outcomes
-from immunostrat.launch import plan_labelled
+from immunostrat.launch import plan_labelled, plan_training
 from immunostrat.modeling import (
     DEFAULT_FEATURES,
     TrainedModel,
@@ -110,9 +110,57 @@ def labelled_strata(
     return joined
 
 
+def _input_files(labelled: Labelled) -> list[dict[str, Any]]:
+    inputs = labelled.inputs
+    tables = [*inputs.labs, inputs.subjects, getattr(inputs, "visits", None)]
+    return [{"path": t.path, "sha256": t.sha256, "rows": t.rows_read} for t in tables if t is not None]
+
+
+def join_endpoint_outcomes(
+    labelled: Labelled, endpoint: str, landmark: str, cfg: RunConfig
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Strata joined with outcomes derived from an endpoint at a landmark; who was left out, and why, for the card."""
+    from immunostrat.followup.endpoints import derive_outcomes
+
+    assert labelled.endpoints is not None and labelled.protocol is not None
+    outcomes, left_out = derive_outcomes(labelled.endpoints, endpoint, landmark)
+    strata = labelled.strata
+    joined = strata.join(outcomes, on=["study_id", "subject_id"], how="inner")
+    definition = labelled.protocol.endpoints
+    summary = {
+        "inputs": _input_files(labelled),
+        "lab_counts": {k: labelled.counts[k] for k in ("rows_read", "accepted", "outside_panel", "quarantined")},
+        "subjects_in_strata": strata.height,
+        "subjects_with_outcome": joined.height,
+        "outcomes_derived": {
+            "endpoint": endpoint,
+            "landmark": landmark,
+            "protocol": {"protocol_id": labelled.protocol.protocol_id, "version": labelled.protocol.version},
+            "definition_version": definition.version,
+            "definition": definition.describe(endpoint, landmark),
+            "counts": left_out.as_dict(),
+        },
+        "endpoints": sorted({str(e) for e in joined["endpoint"].drop_nulls().to_list()}),
+        "studies": sorted(set(joined["study_id"].to_list())),
+        "sites": joined["site_id"].n_unique() if "site_id" in joined.columns else None,
+        "as_of": cfg.validation.as_of.isoformat(),
+    }
+    return joined, summary
+
+
 def training_table(params: TrainParams, runner: Runner | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Baseline strata joined with valid outcomes, plus the data summary for the model card."""
-    return labelled_strata(params, None, params.outcomes, params.config, runner=runner)
+    """Baseline strata joined with valid outcomes (from a file, or derived from an endpoint of the visits), plus
+    the data summary for the model card."""
+    if params.endpoint is None:
+        assert params.outcomes is not None
+        return labelled_strata(params, None, params.outcomes, params.config, params.protocol, runner=runner)
+    runner = runner or LocalRunner()
+    labelled = run.labelled_steps(plan_training(params), runner)
+    assert params.landmark is not None
+    joined: tuple[pl.DataFrame, dict[str, Any]] = runner.call(
+        "label", join_endpoint_outcomes, labelled, params.endpoint, params.landmark, params.config
+    )
+    return joined
 
 
 def resolve_training_config(params: TrainParams, training: TrainingConfig | None = None) -> TrainingConfig:

@@ -774,6 +774,13 @@ OUTPUT_MODELS: dict[str, type[pa.DataFrameModel]] = {
 }
 
 
+#: The monitor run's tables -> (module, contract); imported on use, since those contracts import this module.
+FOLLOW_UP_TABLES: dict[str, tuple[str, str]] = {
+    "activity.parquet": ("immunostrat.schemas.followup", "Activity"),
+    "endpoints.parquet": ("immunostrat.schemas.endpoints", "EndpointRow"),
+}
+
+
 # --------------------------------------------------------------------------------------------------
 # Validation entry point
 # --------------------------------------------------------------------------------------------------
@@ -981,6 +988,11 @@ def validate_output(name: str, frame: pl.DataFrame, *, features: Sequence[Featur
         KeyError: unknown table name.
     """
     table = name if name.endswith(".parquet") else f"{name}.parquet"
+    if table in FOLLOW_UP_TABLES:
+        from importlib import import_module
+
+        module, model_name = FOLLOW_UP_TABLES[table]
+        return check_contract(table, getattr(import_module(module), model_name), frame)
     if table not in OUTPUT_MODELS:
         raise KeyError(f"unknown output table {name!r}; expected one of: {', '.join(OUTPUT_MODELS)}")
     if not isinstance(frame, pl.DataFrame):

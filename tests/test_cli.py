@@ -195,4 +195,5 @@ def test_a_schedule_of_an_unknown_flow_is_refused_naming_the_setting(
     bad = _write(tmp_path / "schedules.yaml", NAMED_FLOW.replace("flow: stratify", "flow: stratfy"))
     assert main(["serve", "--schedules", str(bad)]) == EXIT_UNUSABLE
     err = capsys.readouterr().err.strip()
-    assert "schedules.0.flow" in err and "stratify" in err and len(err.splitlines()) == 1, err
+    assert "schedules.0" in err and "'flow'" in err and "'stratify', 'monitor'" in err, err
+    assert len(err.splitlines()) == 1, err

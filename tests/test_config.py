@@ -16,6 +16,7 @@ from immunostrat.config import (
     Criterion,
     HarmoniseConfig,
     InputFiles,
+    MonitorParams,
     Protocol,
     ReadersConfig,
     RunConfig,
@@ -28,6 +29,7 @@ from immunostrat.config import (
     load_protocol,
 )
 from immunostrat.errors import SettingsError
+from immunostrat.followup.settings import FollowUpConfig
 from immunostrat.publish import PublishConfig
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
@@ -41,6 +43,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     RunConfig,
     InputFiles,
     StratifyParams,
+    MonitorParams,
     TrainParams,
     Criterion,
     Protocol,
@@ -105,6 +108,8 @@ def test_walk_reaches_every_model() -> None:
         ScoringConfig,
         ReadersConfig,
         PublishConfig,
+        VisitsConfig,
+        FollowUpConfig,
     }
     assert Criterion in _nested_models(Protocol.model_fields["criteria"].annotation)
     assert RunConfig in _nested_models(StratifyParams.model_fields["config"].annotation)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from immunostrat.config import read_yaml_mapping, validated
+from immunostrat.errors import SettingsError
 
 __all__ = [
     "ENDPOINT_NAMES",
@@ -299,6 +299,23 @@ class EndpointDefinition(_Model):
             raise ValueError(f"endpoints listed more than once: {repeated}")
         return names
 
+    def check_known(self, endpoint: str, landmark: str) -> None:
+        """Raise a SettingsError naming the known ones when `endpoint` or `landmark` is not defined (at launch)."""
+        if endpoint not in self.endpoints:
+            raise SettingsError(f"unknown endpoint {endpoint!r}; the protocol defines: {', '.join(self.endpoints)}")
+        if landmark not in self.landmarks:
+            raise SettingsError(f"unknown landmark {landmark!r}; the protocol defines: {', '.join(self.landmarks)}")
+
+    def describe(self, endpoint: str, landmark: str) -> dict[str, Any]:
+        """The settings that define `endpoint` at `landmark` (for a model card), as plain data."""
+        data = self.model_dump(mode="json")
+        return {
+            "version": self.version,
+            "landmark": {"name": landmark, **data["landmarks"][landmark]},
+            "settings": data.get(endpoint),
+            "intercurrent_events": data.get("intercurrent_events"),
+        }
+
 
 def default_endpoint_definition_path() -> Path:
     """The built-in endpoint definition (the default `endpoints:` section of a protocol)."""
@@ -312,6 +329,8 @@ def load_endpoint_definition(source: Mapping[str, Any] | str | Path | None = Non
         SettingsError: the file cannot be read or is not a YAML mapping, or a setting breaks the definition's
             schema (the message names the setting).
     """
+    from immunostrat.config import read_yaml_mapping, validated  # config embeds this definition in a protocol
+
     if isinstance(source, Mapping):
         return validated(EndpointDefinition, dict(source), "endpoint definition")
     path = Path(source) if source is not None else default_endpoint_definition_path()
