@@ -15,11 +15,14 @@ $(BIN)/immunostrat: pyproject.toml
 
 install: $(BIN)/immunostrat
 
-## demo: set up, generate a synthetic cohort, run `stratify` (ephemeral Prefect), print where the outputs are
+## demo: set up, generate a synthetic cohort, run `stratify` (ephemeral Prefect) and `monitor` (follow-up, local)
 demo: install
 	$(BIN)/immunostrat synth --subjects $(SUBJECTS) --seed 7 --out $(DEMO)/input
 	$(BIN)/immunostrat stratify --labs $(DEMO)/input/labs.parquet --subjects $(DEMO)/input/subjects.parquet \
 		--out $(DEMO)/runs --demo-key
+	$(BIN)/immunostrat monitor --engine local --labs $(DEMO)/input/labs.parquet $(DEMO)/input/labs_followup.parquet \
+		--subjects $(DEMO)/input/subjects.parquet --visits $(DEMO)/input/visits.parquet \
+		--strata "$$(ls -td $(DEMO)/runs/*/ | head -1)" --as-of 2026-10-31 --out $(DEMO)/monitor
 
 ## test: lint, type-check, the import contract, data-dictionary drift check, then the test suite
 test: install lint typecheck imports
