@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     cli_options.add_inputs(p)
     p.add_argument("--subjects", required=True, help="subjects file (infusion_date or first_exposure_date = day 0)")
     p.add_argument("--out", required=True, help="output folder; the run writes OUT/<run_id>/")
-    p.add_argument("--strata", metavar="RUN_DIR", help="the stratify run from before infusion: rates by its groups")
+    p.add_argument(
+        "--strata",
+        metavar="RUN_DIR",
+        help="the stratify run from before infusion (or its output folder: the newest run): rates by its groups",
+    )
     p.add_argument("--protocol", help="protocol YAML with its endpoint definition (default: built-in)")
     p.add_argument("--max-quarantine-fraction", type=float, help="fail above this quarantined fraction")
     p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")

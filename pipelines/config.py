@@ -16,10 +16,10 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from immunostrat.endpoint_definition import EndpointDefinition, load_endpoint_definition
 from immunostrat.errors import SettingsError
 from immunostrat.features import DEFAULT_FEATURES
-from immunostrat.followup.endpoint_definition import EndpointDefinition, load_endpoint_definition
-from immunostrat.followup.settings import FollowUpConfig
+from immunostrat.followup_settings import FollowUpConfig
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

@@ -243,7 +243,7 @@ def check_strata_run(run_dir: str | None) -> None:
     """`--strata` names a completed stratify run folder whose strata table holds the predicted groups."""
     if not run_dir:
         return
-    from immunostrat.followup.pipeline import read_strata_run
+    from immunostrat.followup_definitions import read_strata_run
 
     read_strata_run(run_dir)
 
@@ -251,7 +251,7 @@ def check_strata_run(run_dir: str | None) -> None:
 def plan_monitor(params: Any) -> Plan:
     """Launch checks of a monitor run: inputs with their visits file, protocol with its endpoint definition, the
     stratify run named by `--strata`, the output folder. No model is loaded: groups come from that run."""
-    from immunostrat.followup.pipeline import MONITOR
+    from immunostrat.followup_definitions import MONITOR
 
     cfg = params.config
     if not params.visits:
@@ -279,7 +279,7 @@ def plan_training(params: Any) -> Plan:
     whose name and landmark the protocol's endpoint definition must know."""
     if params.endpoint is None:
         return plan_labelled(params, params.config, params.protocol, outcomes=params.outcomes)
-    from immunostrat.followup.pipeline import LABELLED_BY_ENDPOINT
+    from immunostrat.followup_definitions import LABELLED_BY_ENDPOINT
 
     check_data_roots(params, params.config, protocol=params.protocol)
     protocol = load_protocol_at(params.protocol)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from immunostrat.config import BaselineConfig
 from immunostrat.followup.activity import above, activity, below, lab_descriptors
-from immunostrat.followup.settings import FollowUpConfig
 from immunostrat.followup.sledai import ITEM_PREFIX, load_descriptors, parse_descriptor
+from immunostrat.followup_settings import FollowUpConfig
 from immunostrat.schemas.followup import Activity
 from immunostrat.schemas.outputs import check_contract
 

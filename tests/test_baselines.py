@@ -11,7 +11,7 @@ import pytest
 
 from immunostrat.config import BaselineConfig
 from immunostrat.followup.baselines import merge_selection_sledai, selection_baseline_visit, treatment_baseline
-from immunostrat.followup.settings import FollowUpConfig
+from immunostrat.followup_settings import FollowUpConfig
 
 D = dt.date
 REFERENCE = D(2024, 1, 31)

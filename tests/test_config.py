@@ -29,7 +29,7 @@ from immunostrat.config import (
     load_protocol,
 )
 from immunostrat.errors import SettingsError
-from immunostrat.followup.settings import FollowUpConfig
+from immunostrat.followup_settings import FollowUpConfig
 from immunostrat.publish import PublishConfig
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (

@@ -1,4 +1,4 @@
-"""The `monitor` flow: the `MONITOR` definition (immunostrat.followup.pipeline), one task per step.
+"""The `monitor` flow: the `MONITOR` definition (immunostrat.followup_definitions), one task per step.
 
 Launch checks run first (a bad setting fails the flow run with a one-line message, before any compute). The run's
 summary (endpoint rates, and by predicted group with `--strata`) becomes a Markdown artifact in the UI.

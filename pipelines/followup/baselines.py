@@ -20,7 +20,7 @@ import polars as pl
 
 from immunostrat.config import BaselineConfig
 from immunostrat.followup.activity import KEY, item
-from immunostrat.followup.settings import FollowUpConfig
+from immunostrat.followup_settings import FollowUpConfig
 
 #: The renal SLEDAI-2K descriptors the treatment baseline carries (renal involvement, renal response).
 RENAL_DESCRIPTORS: tuple[str, ...] = ("urinary_casts", "hematuria", "proteinuria", "pyuria")

@@ -30,12 +30,12 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat.errors import SettingsError
-from immunostrat.followup.endpoint_definition import (
+from immunostrat.endpoint_definition import (
     EndpointDefinition,
     RenalResponseSettings,
     Threshold,
 )
+from immunostrat.errors import SettingsError
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors
 
 __all__ = [

@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from immunostrat.errors import SettingsError
 
@@ -329,10 +330,27 @@ def load_endpoint_definition(source: Mapping[str, Any] | str | Path | None = Non
         SettingsError: the file cannot be read or is not a YAML mapping, or a setting breaks the definition's
             schema (the message names the setting).
     """
-    from immunostrat.config import read_yaml_mapping, validated  # config embeds this definition in a protocol
-
     if isinstance(source, Mapping):
-        return validated(EndpointDefinition, dict(source), "endpoint definition")
+        return _validated(dict(source), "endpoint definition")
     path = Path(source) if source is not None else default_endpoint_definition_path()
-    mapping = read_yaml_mapping(path, "endpoint definition", allow_empty=False)
-    return validated(EndpointDefinition, mapping, f"endpoint definition {path}")
+    try:
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read endpoint definition {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"endpoint definition {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(mapping, dict):
+        raise SettingsError(f"endpoint definition {path} must hold a mapping, got {type(mapping).__name__}")
+    return _validated(mapping, f"endpoint definition {path}")
+
+
+def _validated(data: dict[str, Any], where: str) -> EndpointDefinition:
+    """The definition, or a SettingsError naming the first bad setting (as `immunostrat.config.validated`, which
+    sits above this module: the run configuration embeds the definition)."""
+    try:
+        return EndpointDefinition.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        setting = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise SettingsError(f"{where}: {setting}: {first['msg']}{more}") from exc

@@ -89,10 +89,18 @@ def endpoint_rates(endpoints: pl.DataFrame, by: list[str] | None = None) -> pl.D
 
 
 def read_strata_run(run_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The responder groups a completed stratify run predicted, and that run's model entry (never re-scored)."""
+    """The responder groups a completed stratify run predicted, and that run's model entry (never re-scored).
+
+    `run_dir` is a run folder, or an output folder of stratify runs (its newest run is used; run.json records which).
+    """
     from immunostrat.engine.runfolder import read_manifest
 
     folder = Path(run_dir)
+    if not (folder / "run.json").is_file() and folder.is_dir():
+        # An output folder of stratify runs: its newest run (run ids begin with their UTC start time).
+        runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "run.json").is_file())
+        if runs:
+            folder = runs[-1]
     try:
         manifest = read_manifest(folder)
     except (OSError, ValueError) as exc:
@@ -102,7 +110,7 @@ def read_strata_run(run_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any]]:
             f"--strata {folder}: the run did not complete with a strata.parquet; give a completed stratify run"
         )
     groups = pl.read_parquet(folder / "strata.parquet", columns=[*_KEY, "responder_group"])
-    return groups, dict(manifest.get("model", {}))
+    return groups, {**manifest.get("model", {}), "_run_dir": str(folder)}
 
 
 def summarise_follow_up(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,7 +138,7 @@ def summarise_follow_up(view: View, ctx: RunContext, manifest: Mapping[str, Any]
             pl.col("responder_group").fill_null("not in the stratify run")
         )
         summary["by_predicted_group"] = {
-            "strata_run": str(strata_run),
+            "strata_run": model.pop("_run_dir", str(strata_run)),
             "model": model,
             "rates": endpoint_rates(joined, ["responder_group"]).to_dicts(),
         }
