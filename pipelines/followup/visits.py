@@ -32,7 +32,7 @@ from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptor
 from immunostrat.io import InputError, InputTable, read_input
 from immunostrat.schemas.inputs import VISIT_FLAGS, VISIT_REQUIRED, VisitCandidate
 from immunostrat.stages.harmonise import is_present, parse_iso_date, parse_number, with_parsed
-from immunostrat.stages.validate import Rule, Split, apply_rules, count_by, subject_refusals
+from immunostrat.stages.validate import Rule, Split, apply_rules, count_by, enrolment_rules, subject_refusals
 
 __all__ = [
     "VISIT_FIELD_CODES",
@@ -166,20 +166,7 @@ def visit_rules(as_of: dt.date, config: VisitsConfig, descriptors: Sequence[Desc
             (pl.col("_visit_date") <= pl.lit(as_of)).fill_null(True),
             _lit(f"a date on or before the run's as_of date {as_of.isoformat()}"),
         ),
-        Rule(
-            "SUBJECT_NOT_ENROLLED",
-            "subject_id",
-            "the subject is not in the subjects file",
-            pl.col("_enrolled") | pl.col("_refused"),
-            _lit("a (study_id, subject_id) present in the subjects file"),
-        ),
-        Rule(
-            "SUBJECT_REFUSED",
-            "subject_id",
-            "the subject's row of the subjects file was refused",
-            pl.col("_enrolled") | ~pl.col("_refused"),
-            pl.format("a subject accepted from the subjects file, but {}", "_refusal"),
-        ),
+        *enrolment_rules(),
         Rule(
             "VISIT_DUPLICATE_CONFLICT",
             "visit_date",

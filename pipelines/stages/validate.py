@@ -291,6 +291,27 @@ ACCEPTED_LAB_COLUMNS = (
 )
 
 
+def enrolment_rules() -> list[Rule]:
+    """A row's subject is an accepted subject (lab and visit rows): rules on the `_enrolled`, `_refused` and
+    `_refusal` columns, in priority order."""
+    return [
+        Rule(
+            "SUBJECT_NOT_ENROLLED",
+            "subject_id",
+            "the subject is not in the subjects file",
+            pl.col("_enrolled") | pl.col("_refused"),
+            _lit("a (study_id, subject_id) present in the subjects file"),
+        ),
+        Rule(
+            "SUBJECT_REFUSED",
+            "subject_id",
+            "the subject's row of the subjects file was refused",
+            pl.col("_enrolled") | ~pl.col("_refused"),
+            pl.format("a subject accepted from the subjects file, but {}", "_refusal"),
+        ),
+    ]
+
+
 def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
     """The row rules for harmonised lab candidates, in priority order."""
     value = pl.col("value")
@@ -461,20 +482,7 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
                 "unit_canonical",
             ),
         ),
-        Rule(
-            "SUBJECT_NOT_ENROLLED",
-            "subject_id",
-            "the subject is not in the subjects file",
-            pl.col("_enrolled") | pl.col("_refused"),
-            _lit("a (study_id, subject_id) present in the subjects file"),
-        ),
-        Rule(
-            "SUBJECT_REFUSED",
-            "subject_id",
-            "the subject's row of the subjects file was refused",
-            pl.col("_enrolled") | ~pl.col("_refused"),
-            pl.format("a subject accepted from the subjects file, but {}", "_refusal"),
-        ),
+        *enrolment_rules(),
         Rule(
             "DUPLICATE_CONFLICT",
             "result",
