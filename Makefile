@@ -19,7 +19,7 @@ install: $(BIN)/immunostrat
 demo: install
 	$(BIN)/immunostrat synth --subjects $(SUBJECTS) --seed 7 --out $(DEMO)/input
 	$(BIN)/immunostrat stratify --labs $(DEMO)/input/labs.parquet --subjects $(DEMO)/input/subjects.parquet \
-		--out $(DEMO)/runs --demo-key
+		--visits $(DEMO)/input/visits.parquet --out $(DEMO)/runs --demo-key
 	$(BIN)/immunostrat monitor --engine local --labs $(DEMO)/input/labs.parquet $(DEMO)/input/labs_followup.parquet \
 		--subjects $(DEMO)/input/subjects.parquet --visits $(DEMO)/input/visits.parquet \
 		--strata $(DEMO)/runs --as-of 2026-10-31 --out $(DEMO)/monitor

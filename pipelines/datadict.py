@@ -396,6 +396,13 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
         "quarantined), `quarantined_by_reason`, `fields_quarantined` and `fields_quarantined_by_reason` (bad optional "
         "fields emptied on accepted rows, each quarantined alone).",
     ),
+    (
+        "counts.selection_sledai",
+        "object",
+        "Where the strata's `sledai_2k` came from: `sledai_2k_from_subjects`, `sledai_2k_from_visits`, "
+        "`sledai_2k_missing`, and `sledai_2k_disagreements` (subjects whose file score and selection-visit score are "
+        "both known and differ, whichever won).",
+    ),
     ("model", "object", "The scoring model (completed runs)."),
     ("model.model_id", "string", "Registry id of the model used (also in `strata.parquet` `model_id`)."),
     ("model.sha256", "string", "SHA-256 of its model file, verified before loading."),

@@ -32,6 +32,7 @@ from immunostrat import __version__
 from immunostrat.config import Protocol, RunConfig, ValidationConfig
 from immunostrat.engine.definition import Finish, Gate, Output, Phase, PhaseResult, Pipeline, Source, Tables, View
 from immunostrat.errors import QuarantineCeilingError
+from immunostrat.followup.baselines import with_selection_sledai
 from immunostrat.inputs import Inputs, read_run_inputs
 from immunostrat.partition import in_source_order, split_inputs, split_on_disk
 from immunostrat.reference import PANEL_GROUPS, SELECTION, ReferenceTables, load_reference
@@ -313,14 +314,26 @@ def quarantine_ceiling_gate(groups: Sequence[str]) -> Gate:
 
 
 def baseline_and_eligibility(
-    harmonised: pl.DataFrame, subjects: pl.DataFrame | None, ref: ReferenceTables, cfg: RunConfig, protocol: Protocol
-) -> pl.DataFrame:
-    """Baseline and eligibility: one row per valid subject."""
+    harmonised: pl.DataFrame,
+    subjects: pl.DataFrame | None,
+    ref: ReferenceTables,
+    cfg: RunConfig,
+    protocol: Protocol,
+    *,
+    visits: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Baseline and eligibility: one row per valid subject, and the selection SLEDAI-2K counts.
+
+    With visits, the selection baseline visit's SLEDAI-2K joins the subjects file's (`with_selection_sledai`);
+    the follow-up dates (day 0, discontinuation) are not part of the strata contract.
+    """
     if subjects is None:
         raise ValueError("stratify needs a subjects file (reference dates anchor the baseline window)")
-    # The follow-up dates (day 0, discontinuation) are not part of the strata contract.
-    selection = subjects.drop(SUBJECT_FOLLOW_UP_COLUMNS, strict=False)
-    return assess_eligibility(derive_baseline(harmonised, selection, ref, cfg.baseline), protocol)
+    with_sledai, counts = with_selection_sledai(
+        subjects, visits, harmonised, config=cfg.followup, baseline=cfg.baseline
+    )
+    selection = with_sledai.drop(SUBJECT_FOLLOW_UP_COLUMNS, strict=False)
+    return assess_eligibility(derive_baseline(harmonised, selection, ref, cfg.baseline), protocol), counts
 
 
 def build_strata(
@@ -328,12 +341,18 @@ def build_strata(
 ) -> pl.DataFrame:
     """Baseline and eligibility of prepared inputs (a plain function for notebooks and tests)."""
     ref = ref or load_reference(cfg.harmonise.alias_file, cfg.baseline.ifn_methods_file)
-    return baseline_and_eligibility(prepared.harmonised, prepared.subjects, ref, cfg, protocol)
+    strata, _ = baseline_and_eligibility(
+        prepared.harmonised, prepared.subjects, ref, cfg, protocol, visits=prepared.visits
+    )
+    return strata
 
 
-def _strata(tables: Tables, ctx: RunContext) -> pl.DataFrame:
+def _strata(tables: Tables, ctx: RunContext) -> tuple[pl.DataFrame, dict[str, Any]]:
     assert ctx.protocol is not None
-    return baseline_and_eligibility(tables["harmonised"], tables["subjects"], ctx.reference, ctx.cfg, ctx.protocol)
+    strata, counts = baseline_and_eligibility(
+        tables["harmonised"], tables["subjects"], ctx.reference, ctx.cfg, ctx.protocol, visits=tables.get("visits")
+    )
+    return strata, {"selection_sledai": counts}
 
 
 def score(strata: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
@@ -346,12 +365,14 @@ def score(strata: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
 
 def baseline_eligibility(tables: Tables, ctx: RunContext) -> PhaseResult:
     """Phase: baseline profile and eligibility of one partition's subjects (the features a model learns from)."""
-    return PhaseResult(tables={"strata": _strata(tables, ctx)})
+    strata, counts = _strata(tables, ctx)
+    return PhaseResult(tables={"strata": strata}, counts=counts)
 
 
 def baseline_score(tables: Tables, ctx: RunContext) -> PhaseResult:
     """Phase: baseline, eligibility and responder score of one partition's subjects."""
-    return PhaseResult(tables={"strata": score(_strata(tables, ctx), ctx)})
+    strata, counts = _strata(tables, ctx)
+    return PhaseResult(tables={"strata": score(strata, ctx)}, counts=counts)
 
 
 def baseline_flag_agreement(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -563,7 +584,7 @@ STRATIFY = Pipeline(
             stages=("baseline", "eligibility", "score"),
             description="per subject: the baseline measurement per analyte and derived flags, protocol "
             "eligibility, then the responder probability, group and per-feature contributions",
-            reads=("harmonised", "subjects"),
+            reads=("harmonised", "subjects", "visits"),
             writes=("strata",),
             run=baseline_score,
         ),
@@ -627,7 +648,7 @@ LABELLED = Pipeline(
             name="baseline-eligibility",
             stages=("baseline", "eligibility"),
             description="per subject: the baseline measurement per analyte, derived flags and eligibility",
-            reads=("harmonised", "subjects"),
+            reads=("harmonised", "subjects", "visits"),
             writes=("strata",),
             run=baseline_eligibility,
         ),

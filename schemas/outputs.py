@@ -56,6 +56,7 @@ __all__ = [
     "REASON_CODES",
     "RESPONDER_GROUPS",
     "SEX_CODES",
+    "SLEDAI_SOURCES",
     "HarmonisedLab",
     "OutputContractError",
     "QuarantineRow",
@@ -86,6 +87,8 @@ _LABEL: dict[str, str] = {
 }
 #: Where the strata `egfr` came from.
 EGFR_SOURCES: tuple[str, ...] = ("subjects", "labs")
+#: Where the selection-baseline `sledai_2k` came from (strata.parquet `sledai_2k_source`).
+SLEDAI_SOURCES: tuple[str, ...] = ("subjects", "visits")
 
 CENSORING: tuple[str, ...] = ("<", "<=", ">", ">=")
 #: Responder groups, highest first, then the label of subjects the model cannot score.
@@ -421,7 +424,26 @@ def _subject_columns() -> dict[str, Any]:
             pl.Date, "Lymphodepletion or infusion date: no measurement on or after it is baseline; null when not sent."
         ),
         "sledai_2k": _col(
-            pl.Int64, "SLEDAI-2K disease-activity score.", "points", in_range={"min_value": 0, "max_value": 105}
+            pl.Int64,
+            "Selection-baseline SLEDAI-2K: the subjects file's `sledai_2k`, or the score of the selection baseline "
+            "visit (see `sledai_2k_source`; precedence `followup.selection_sledai_precedence`, default the subjects "
+            "file). Null when neither gives a score (a visit with an unassessed descriptor gives none).",
+            "points",
+            in_range={"min_value": 0, "max_value": 105},
+        ),
+        "sledai_2k_source": _col(
+            pl.String,
+            "Where `sledai_2k` came from: `subjects` (the subjects file) or `visits` (the selection baseline visit: "
+            "the visit closest to `reference_date` in the baseline window, before first exposure); null when "
+            "`sledai_2k` is.",
+            isin=list(SLEDAI_SOURCES),
+        ),
+        "clinical_sledai_2k": _col(
+            pl.Int64,
+            "SLEDAI-2K of the selection baseline visit without the two serology descriptors (low complement, "
+            "increased DNA binding); null without visits or when a clinical descriptor was not assessed.",
+            "points",
+            in_range={"min_value": 0, "max_value": 105},
         ),
         "prior_immunosuppressant_failures": _col(
             pl.Int64,
@@ -652,6 +674,9 @@ def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
         total = pl.col("n_baseline_analytes") + pl.col("missing_analytes").list.len()
         return data.lazyframe.select(total == len(CORE_ANALYTES))
 
+    def sledai_source_matches(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("sledai_2k").is_null() == pl.col("sledai_2k_source").is_null())
+
     def egfr_source_matches(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:
         sourced = pl.col("egfr").is_null() == pl.col("egfr_source").is_null()
         equation = pl.col("egfr_equation").is_null() | (pl.col("egfr_source") == "labs").fill_null(False)
@@ -690,6 +715,11 @@ def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
         ),
         "_before_exposure": check(
             before_exposure, "baseline_before_exposure", "every baseline date is before `first_exposure_date`"
+        ),
+        "_sledai_source": check(
+            sledai_source_matches,
+            "sledai_source_matches",
+            "`sledai_2k_source` is null exactly when `sledai_2k` is",
         ),
         "_egfr_source": check(
             egfr_source_matches,

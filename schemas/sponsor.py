@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: Version of the sponsor dataset contract (semantic versioning; see docs/schema-changelog.md).
-SPONSOR_SCHEMA_VERSION = "1.1.0"
+SPONSOR_SCHEMA_VERSION = "1.2.0"
 #: Name of the table in the data dictionary and in error messages.
 SPONSOR_TABLE = "sponsor dataset"
 #: Hive partition column: `study_id=<value>` folders; the data files themselves do not hold it.

@@ -7,7 +7,22 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 AS_OF = dt.date(2026, 11, 1)
+#: The harmonised-lab columns the follow-up derivations read, and an empty table of them.
+LAB_SCHEMA: dict[str, pl.DataType] = {
+    "study_id": pl.String(),
+    "subject_id": pl.String(),
+    "analyte": pl.String(),
+    "value": pl.Float64(),
+    "value_high": pl.Float64(),
+    "censoring": pl.String(),
+    "ref_low": pl.Float64(),
+    "ref_high": pl.Float64(),
+    "collected_date": pl.Date(),
+}
+NO_LABS = pl.DataFrame(schema=LAB_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,10 @@ from immunostrat.followup.sledai import ITEM_PREFIX, load_descriptors, parse_des
 from immunostrat.followup_settings import FollowUpConfig
 from immunostrat.schemas.followup import Activity
 from immunostrat.schemas.outputs import check_contract
+from tests.support import LAB_SCHEMA, NO_LABS
 
 DESCRIPTORS = load_descriptors()
 VISIT = dt.date(2024, 3, 11)
-LAB_SCHEMA = {
-    "study_id": pl.String,
-    "subject_id": pl.String,
-    "analyte": pl.String,
-    "value": pl.Float64,
-    "value_high": pl.Float64,
-    "censoring": pl.String,
-    "ref_low": pl.Float64,
-    "ref_high": pl.Float64,
-    "collected_date": pl.Date,
-}
 
 
 def _labs(*rows: dict[str, Any]) -> pl.DataFrame:
@@ -49,9 +39,6 @@ def _labs(*rows: dict[str, Any]) -> pl.DataFrame:
         for r in rows
     ]
     return pl.DataFrame(full, schema=LAB_SCHEMA)
-
-
-NO_LABS = pl.DataFrame(schema=LAB_SCHEMA)
 
 
 def _one_visit(date: dt.date = VISIT) -> pl.DataFrame:

@@ -10,8 +10,15 @@ import polars as pl
 import pytest
 
 from immunostrat.config import BaselineConfig
-from immunostrat.followup.baselines import merge_selection_sledai, selection_baseline_visit, treatment_baseline
+from immunostrat.followup.baselines import (
+    merge_selection_sledai,
+    selection_baseline_visit,
+    treatment_baseline,
+    with_selection_sledai,
+)
+from immunostrat.followup.sledai import load_descriptors
 from immunostrat.followup_settings import FollowUpConfig
+from tests.support import NO_LABS
 
 D = dt.date
 REFERENCE = D(2024, 1, 31)
@@ -269,3 +276,49 @@ def test_a_censored_renal_value_keeps_its_comparator() -> None:
     labs = _labs(("P1", "upcr", 0.1, "<", D(2024, 2, 28)), ("P1", "egfr", 90.0, ">", D(2024, 2, 27)))
     row = treatment_baseline(visits, _subjects({"subject_id": "P1"}), labs).row(0, named=True)
     assert (row["upcr"], row["upcr_censoring"], row["egfr"], row["egfr_censoring"]) == (0.1, "<", 90.0, ">")
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection SLEDAI-2K on the subjects (what stratify's strata carry)
+# --------------------------------------------------------------------------------------------------
+
+
+def _reported_visit(subject: str, date: dt.date, present: tuple[str, ...]) -> dict[str, Any]:
+    """A visit with every descriptor assessed: `present` true, the others false."""
+    return {"study_id": "S", "subject_id": subject, "visit": None, "visit_date": date} | {
+        f"item_{d.item}": d.item in present for d in load_descriptors()
+    }
+
+
+def test_subjects_gain_the_selection_visit_score_beside_their_own() -> None:
+    """P1: file 10, visit arthritis (4) + low complement (2) = 6, clinical 4: the file wins, clinical from the
+    visit. P2: no file score; its pre-exposure visit (rash 2) fills it, while a visit after exposure (score 4)
+    is never a selection baseline. P3: nothing at all."""
+    subjects = _subjects({"subject_id": "P1", "sledai_2k": 10}, {"subject_id": "P2"}, {"subject_id": "P3"})
+    visits = pl.DataFrame(
+        [
+            _reported_visit("P1", D(2024, 1, 30), ("arthritis", "low_complement")),
+            _reported_visit("P2", D(2024, 2, 2), ("rash",)),
+            _reported_visit("P2", EXPOSURE, ("arthritis",)),
+        ]
+    )
+    out, counts = with_selection_sledai(subjects, visits, NO_LABS, baseline=WIDE)
+    assert out.columns[out.columns.index("sledai_2k") + 1 :][:2] == ["sledai_2k_source", "clinical_sledai_2k"]
+    assert out["sledai_2k"].to_list() == [10, 2, None]
+    assert out["sledai_2k_source"].to_list() == ["subjects", "visits", None]
+    assert out["clinical_sledai_2k"].to_list() == [4, 2, None]
+    assert counts["sledai_2k_disagreements"] == 1
+
+
+def test_without_visits_the_subjects_file_is_the_only_source() -> None:
+    out, counts = with_selection_sledai(
+        _subjects({"subject_id": "P1", "sledai_2k": 8}, {"subject_id": "P2"}), None, NO_LABS
+    )
+    assert out["sledai_2k_source"].to_list() == ["subjects", None]
+    assert out["clinical_sledai_2k"].to_list() == [None, None]
+    assert counts == {
+        "sledai_2k_from_subjects": 1,
+        "sledai_2k_from_visits": 0,
+        "sledai_2k_missing": 1,
+        "sledai_2k_disagreements": 0,
+    }

@@ -110,7 +110,7 @@ def test_strata_do_not_carry_the_follow_up_dates() -> None:
     subjects = validate_subjects(raw_subjects([subject_row(subject_id="P001", infusion_date="2025-03-05")])).accepted
     assert set(SUBJECT_FOLLOW_UP_COLUMNS) <= set(subjects.columns)
     _, labs = validate([lab_row()])
-    strata = baseline_and_eligibility(
+    strata, _ = baseline_and_eligibility(
         harmonised_table(labs.accepted), subjects, reference(), RunConfig(), load_protocol(None)
     )
     assert strata.height == 1

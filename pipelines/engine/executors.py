@@ -165,9 +165,7 @@ class _DiskUnit:
 
     def __call__(self, partition: DiskPartition, ctx: Any) -> UnitResult:
         tables = {
-            name: partition.split.partition(partition.k)
-            if name == "inputs"
-            else pl.read_ipc(_scratch_file(self.scratch, name, partition.k))
+            name: partition.split.partition(partition.k) if name == "inputs" else self._read(name, partition.k)
             for name in self.phase.reads
         }
         result = self.phase.run(tables, ctx)
@@ -178,6 +176,12 @@ class _DiskUnit:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 frame.write_ipc(path, compression=SCRATCH_COMPRESSION)
         return UnitResult(partition=partition, counts=result.counts)
+
+    def _read(self, table: str, k: int) -> pl.DataFrame | None:
+        """A kept table of partition k; None when a phase returned None for it (an optional input not given),
+        as the in-memory executor passes it."""
+        path = _scratch_file(self.scratch, table, k)
+        return pl.read_ipc(path) if path.exists() else None
 
 
 class _ScratchView:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from immunostrat.config import BaselineConfig
-from immunostrat.followup.activity import KEY, item
+from immunostrat.followup.activity import KEY, activity, item
 from immunostrat.followup_settings import FollowUpConfig
 
 #: The renal SLEDAI-2K descriptors the treatment baseline carries (renal involvement, renal response).
@@ -127,6 +127,52 @@ def merge_selection_sledai(
         "sledai_2k_disagreements": int(merged.select((from_file != from_visit).fill_null(False).sum()).item()),
     }
     return out, counts
+
+
+def with_selection_sledai(
+    subjects: pl.DataFrame,
+    visits: pl.DataFrame | None,
+    labs: pl.DataFrame,
+    *,
+    config: FollowUpConfig | None = None,
+    baseline: BaselineConfig | None = None,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """`subjects` with the selection SLEDAI-2K: `sledai_2k` (merged), `sledai_2k_source`, `clinical_sledai_2k`.
+
+    The two new columns sit right after `sledai_2k`, in the subjects' row order. Without visits (None or empty)
+    the subjects file is the only source: `sledai_2k_source` is `subjects` where it gave a score, and
+    `clinical_sledai_2k` is null (it needs the descriptors). With visits, SLEDAI-2K is derived per visit before
+    first exposure (labs included, as `activity` does), the selection baseline visit is chosen and merged by
+    `config.selection_sledai_precedence`; the counts are `merge_selection_sledai`'s.
+    """
+    cfg = config or FollowUpConfig()
+    if visits is None or visits.is_empty():
+        selection = pl.DataFrame(
+            schema={
+                **dict.fromkeys(KEY, pl.String()),
+                "selection_visit_date": pl.Date(),
+                "sledai_2k": pl.Int64(),
+                "clinical_sledai_2k": pl.Int64(),
+            }
+        )
+    else:
+        exposure = _anchors(subjects).select(*KEY, "_exposure")
+        before = (
+            visits.join(exposure, on=KEY, how="left", maintain_order="left")
+            .filter(pl.col("_exposure").is_null() | (pl.col("visit_date") < pl.col("_exposure")))
+            .drop("_exposure")
+        )
+        scored, _ = activity(before, labs, subjects, config=cfg, baseline=baseline)
+        selection = selection_baseline_visit(scored, subjects, baseline)
+    merged, counts = merge_selection_sledai(subjects, selection, cfg)
+    columns = [c for c in subjects.columns if c != "clinical_sledai_2k"]
+    at = columns.index("sledai_2k") + 1
+    out = subjects.with_columns(
+        sledai_2k=merged["sledai_2k"],
+        sledai_2k_source=merged["sledai_2k_source"],
+        clinical_sledai_2k=merged["clinical_sledai_2k"],
+    )
+    return out.select(*columns[:at], "sledai_2k_source", "clinical_sledai_2k", *columns[at:]), counts
 
 
 def treatment_baseline(
