@@ -13,6 +13,13 @@ from typing import Any
 from immunostrat.config import InputFiles, RunConfig, read_yaml_mapping, validated
 
 
+def add_publishing(p: argparse.ArgumentParser) -> None:
+    """The sponsor-snapshot options of the commands that publish (stratify, monitor)."""
+    p.add_argument("--key-file", help="pseudonym key file for the sponsor snapshot (or $IMMUNOSTRAT_PSEUDONYM_KEY)")
+    p.add_argument("--demo-key", action="store_true", default=None, help="demo only: create/use a local key")
+    p.add_argument("--no-publish", action="store_true", default=None, help="skip the sponsor snapshot")
+
+
 def iso_date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)

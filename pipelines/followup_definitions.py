@@ -14,6 +14,7 @@ compose the pure follow-up derivations (`activity`, `baselines`, `endpoints`); t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from immunostrat.definitions import (
     SOURCE,
     RunContext,
 )
-from immunostrat.engine.definition import Gate, Output, Phase, PhaseResult, Pipeline, Tables, View
+from immunostrat.engine.definition import Finish, Gate, Output, Phase, PhaseResult, Pipeline, Tables, View
 from immunostrat.errors import SettingsError
 from immunostrat.followup.activity import activity as visit_activity
 from immunostrat.followup.baselines import treatment_baseline
@@ -116,7 +117,16 @@ def read_strata_run(run_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any]]:
 def summarise_follow_up(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Gate (never stops): endpoint rates for run.json; by the predicted responder group when `--strata` is given."""
     rows = view.frame("endpoints", [*_KEY, "endpoint", "landmark", "met", "reason"])
+    assert ctx.protocol is not None
+    definition = ctx.protocol.endpoints
     summary: dict[str, Any] = {
+        # What a later run compares against before it lists "what changed" (same version and content).
+        "endpoint_definition": {
+            "version": definition.version,
+            "sha256": hashlib.sha256(definition.model_dump_json().encode()).hexdigest(),
+            "endpoints": list(definition.endpoints),
+            "landmarks": list(definition.landmarks),
+        },
         "subjects": view.frame("subjects", _KEY).height,
         "visits": view.frame("activity", _KEY).height,
         "endpoints": endpoint_rates(rows).to_dicts(),
@@ -143,6 +153,28 @@ def summarise_follow_up(view: View, ctx: RunContext, manifest: Mapping[str, Any]
             "rates": endpoint_rates(joined, ["responder_group"]).to_dicts(),
         }
     return {"summary": summary}
+
+
+# --------------------------------------------------------------------------------------------------- finishing
+
+#: The team's follow-up report, in the run folder (the sponsor's copy travels with the snapshot).
+TEAM_REPORT = "report.html"
+
+
+def write_team_report(run_dir: Path, ctx: RunContext) -> Path:
+    """Finish: RUN/report.html, the follow-up report for the team (aggregates; small cells suppressed)."""
+    from immunostrat.followup.report import render_follow_up_report
+    from immunostrat.io import write_text_atomic
+
+    html = render_follow_up_report(run_dir, min_cell_count=ctx.cfg.publish.min_cell_count)
+    return write_text_atomic(html, run_dir / TEAM_REPORT)
+
+
+def publish_follow_up_snapshot(run_dir: Path, ctx: RunContext) -> Any:
+    """Finish: the sponsor's follow-up snapshot (pseudonymised endpoint rows, suppressed rates, report)."""
+    from immunostrat.publish import publish_follow_up
+
+    return publish_follow_up(run_dir, ctx.cfg.publish)  # the key is loaded inside, never passed around
 
 
 # --------------------------------------------------------------------------------------------------- pipeline
@@ -199,6 +231,22 @@ MONITOR = Pipeline(
         Output("outside_panel.parquet", "outside_panel"),
         Output("activity.parquet", "activity", contract="activity", on_failure=False),
         Output("endpoints.parquet", "endpoints", contract="endpoints", on_failure=False),
+    ),
+    finish=(
+        Finish(
+            name="team-report",
+            stages=("report",),
+            description="RUN/report.html: the follow-up report for the team (aggregates, small cells suppressed)",
+            run=write_team_report,
+        ),
+        Finish(
+            name="publish",
+            stages=("publish",),
+            description="the sponsor's follow-up snapshot: pseudonymised endpoint rows with study days, rates "
+            "with small cells suppressed, manifest and report; `follow_up` in OUT/sponsor-manifest.json",
+            run=publish_follow_up_snapshot,
+            when=lambda ctx: ctx.cfg.publish.enabled,
+        ),
     ),
     order={**ORDER, "activity": _activity_in_order, "endpoints": _endpoints_in_order},
     kept=("subjects",),

@@ -258,6 +258,7 @@ def plan_monitor(params: Any) -> Plan:
         raise SettingsError("monitor needs a visits file: give --visits FILE (docs/input.md, Visits)")
     check_data_roots(params, cfg, out=params.out, protocol=params.protocol)
     protocol = load_protocol_at(params.protocol)
+    check_key(cfg)
     check_inputs(params)
     check_strata_run(params.strata)
     check_out_folder(params.out)

@@ -28,7 +28,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,7 @@ __all__ = [
     "PublishResult",
     "age_band_labels",
     "publish_config_of",
+    "publish_follow_up",
     "publish_run",
     "read_current",
     "read_snapshot",
@@ -314,11 +315,15 @@ def _read_current(path: Path) -> dict[str, Any]:
     return dict(current)
 
 
-def _key_conflicts(current: dict[str, Any], studies: Sequence[str], key: PseudonymKey) -> list[str]:
+def _key_conflicts(
+    current: dict[str, Any], studies: Sequence[str], key: PseudonymKey, section: str = "studies"
+) -> list[str]:
+    """Studies whose current snapshot (stratify's `studies`, or `follow_up`) used another key: pseudonyms differ."""
+    entries = {**current.get("studies", {}), **current.get(section, {})}
     return [
-        f"{s} (current key id {current['studies'][s]['key_id']}, run {current['studies'][s]['run_id']})"
+        f"{s} (current key id {entries[s]['key_id']}, run {entries[s]['run_id']})"
         for s in studies
-        if s in current["studies"] and current["studies"][s].get("key_id") != key.key_id
+        if s in entries and entries[s].get("key_id") != key.key_id
     ]
 
 
@@ -335,26 +340,33 @@ def _update_current(
     key: PseudonymKey,
     make_current: bool | None,
     allow_key_change: bool,
+    *,
+    section: str = "studies",
 ) -> list[str]:
-    """Point studies at this run in OUT/sponsor-manifest.json; the caller holds `_locked(out_dir)`."""
+    """Point studies at this run in OUT/sponsor-manifest.json; the caller holds `_locked(out_dir)`.
+
+    `section` is `studies` (stratify snapshots) or `follow_up` (monitor snapshots): each study has at most one
+    current snapshot of each kind, side by side.
+    """
     from immunostrat.io import write_json_atomic
 
     path = out_dir / CURRENT_MANIFEST
     current = _read_current(path)
-    conflicts = _key_conflicts(current, list(entries), key)
+    conflicts = _key_conflicts(current, list(entries), key, section)
     if conflicts and not allow_key_change:
         raise _key_change_error(conflicts, key)
+    current.setdefault(section, {})
     moved = []
     for study, entry in entries.items():
-        previous = current["studies"].get(study)
+        previous = current[section].get(study)
         newer = previous is None or str(entry["run_id"]) >= str(previous["run_id"])
         if make_current or (make_current is None and newer):
-            current["studies"][study] = entry
+            current[section][study] = entry
             moved.append(study)
     if moved:
         current["format"] = CURRENT_FORMAT
         current["updated_at"] = dt.datetime.now(dt.UTC).isoformat()
-        current["studies"] = dict(sorted(current["studies"].items()))
+        current[section] = dict(sorted(current[section].items()))
         write_json_atomic(current, path)
     return moved
 
@@ -530,17 +542,61 @@ def _write_snapshot(
             "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
         }
         write_json_atomic(manifest, staging / SNAPSHOT_MANIFEST)
-        if final.exists():  # force: swap the old snapshot out, the new one in
-            old = run_dir / f".{SNAPSHOT_DIR}.replaced-{secrets.token_hex(3)}"
-            os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
+        _swap_in(staging, final)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _publication(
+    run_dir: Path, cfg: PublishConfig | None, key: PseudonymKey | None, force: bool
+) -> tuple[dict[str, Any], PublishConfig, PseudonymKey, Path]:
+    """A completed run not yet published (unless `force`): its run.json, settings, key and snapshot folder."""
+    run = _read_run(run_dir)
+    cfg = cfg or publish_config_of(run)
+    final = run_dir / SNAPSHOT_DIR
+    if final.exists() and not force:
+        raise PublishError(f"{final} exists: run {run['run_id']} is already published (--force replaces it)")
+    key = key or load_key(cfg.key_file, demo=cfg.demo_key)
+    if key.created:
+        print(
+            f"immunostrat: created the demo pseudonym key {key.path} (mode 0600, outside the repository); "
+            "it is for the synthetic demo only",
+            file=sys.stderr,
+        )
+    return run, cfg, key, final
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Rename a staged snapshot into place; with `force`, swap the old one out first (never half of each)."""
+    if final.exists():
+        old = final.parent / f".{SNAPSHOT_DIR}.replaced-{secrets.token_hex(3)}"
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def _current_entries(
+    run: Mapping[str, Any], final: Path, studies: Mapping[str, Any], manifest: Mapping[str, Any], key: PseudonymKey
+) -> dict[str, dict[str, Any]]:
+    """The OUT/sponsor-manifest.json entry of each study of a snapshot (paths relative to OUT)."""
+    out_dir = final.parent.parent
+    return {
+        study: {
+            "run_id": run["run_id"],
+            "snapshot": os.path.relpath(final, out_dir),
+            "data": os.path.relpath(final / info["path"], out_dir),
+            "manifest": os.path.relpath(final / SNAPSHOT_MANIFEST, out_dir),
+            "rows": info["rows"],
+            "schema_version": manifest["schema_version"],
+            "key_id": key.key_id,
+            "published_at": manifest["published_at"],
+        }
+        for study, info in studies.items()
+    }
 
 
 def publish_run(
@@ -574,18 +630,7 @@ def publish_run(
         OutputContractError: The sponsor table does not meet its contract (nothing is written).
     """
     run_dir = Path(run_dir)
-    run = _read_run(run_dir)
-    cfg = cfg or publish_config_of(run)
-    final = run_dir / SNAPSHOT_DIR
-    if final.exists() and not force:
-        raise PublishError(f"{final} exists: run {run['run_id']} is already published (--force replaces it)")
-    key = key or load_key(cfg.key_file, demo=cfg.demo_key)
-    if key.created:
-        print(
-            f"immunostrat: created the demo pseudonym key {key.path} (mode 0600, outside the repository); "
-            "it is for the synthetic demo only",
-            file=sys.stderr,
-        )
+    run, cfg, key, final = _publication(run_dir, cfg, key, force)
     features = run_features(run)
     strata = _checked_strata(run_dir, run)
     n = int(pl.scan_parquet(strata).select(pl.len()).collect().item())
@@ -610,20 +655,156 @@ def publish_run(
         manifest = _write_snapshot(run_dir, table, features=features, cfg=cfg, key=key, run=run)
         moved: list[str] = []
         if make_current is not False:
-            entries = {
-                study: {
-                    "run_id": run["run_id"],
-                    "snapshot": os.path.relpath(final, out_dir),
-                    "data": os.path.relpath(final / info["path"], out_dir),
-                    "manifest": os.path.relpath(final / SNAPSHOT_MANIFEST, out_dir),
-                    "rows": info["rows"],
-                    "schema_version": manifest["schema_version"],
-                    "key_id": key.key_id,
-                    "published_at": manifest["published_at"],
-                }
-                for study, info in manifest["studies"].items()
-            }
+            entries = _current_entries(run, final, manifest["studies"], manifest, key)
             moved = _update_current(out_dir, entries, key, make_current, allow_key_change)
+    return PublishResult(
+        snapshot_dir=final,
+        manifest=manifest,
+        current_manifest=out_dir / CURRENT_MANIFEST,
+        made_current=moved,
+        key=key,
+        report=final / REPORT_FILE if cfg.report else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The follow-up snapshot (monitor runs)
+# --------------------------------------------------------------------------------------------------
+
+FOLLOW_UP_FORMAT = "immunostrat-sponsor-follow-up/1"
+FOLLOW_UP_SECTION = "follow_up"
+RATES_FILE = "endpoint_rates.parquet"
+
+
+def sponsor_endpoints(endpoints: pl.DataFrame, key: PseudonymKey) -> pl.DataFrame:
+    """Pseudonymise endpoint rows: `subject_pseudonym` for `subject_id`, study days only (no `visit_date`).
+
+    Sorted by study, pseudonym, endpoint and landmark; checked against the sponsor endpoint contract.
+    """
+    from immunostrat.schemas.endpoints import SPONSOR_WITHHELD, validate_sponsor_endpoints
+
+    rows = endpoints.with_columns(subject_pseudonyms(key, endpoints["study_id"], endpoints["subject_id"]))
+    kept = [c for c in endpoints.columns if c not in SPONSOR_WITHHELD]
+    ordered = rows.select("study_id", "subject_pseudonym", *kept[1:])
+    return validate_sponsor_endpoints(ordered.sort("study_id", "subject_pseudonym", "endpoint", "landmark"))
+
+
+def sponsor_endpoint_rates(summary: Mapping[str, Any], min_cell_count: int) -> pl.DataFrame:
+    """Endpoint rates overall and by predicted group, as a table with small counts suppressed (null + flag).
+
+    The counts come from run.json (`summary.endpoints`, `summary.by_predicted_group.rates`), suppressed exactly
+    as the report shows them (`immunostrat.followup.summary.endpoint_rows`).
+    """
+    from immunostrat.followup.summary import endpoint_rows
+
+    def rows(rates: list[Mapping[str, Any]], group: str | None) -> list[dict[str, Any]]:
+        out = []
+        for r in endpoint_rows(rates, min_cell_count, group=group):
+            counts = {c: r[c] for c in ("met", "not_met", "not_assessable", "subjects")}
+            out.append(
+                {
+                    "predicted_group": r.get("group"),
+                    "endpoint": r["endpoint"],
+                    "landmark": r["landmark"],
+                    **{c: int(v) if str(v).isdigit() else None for c, v in counts.items()},
+                    "suppressed": any(not str(v).isdigit() for v in counts.values()),
+                    "rate": float(r["rate"].rstrip("%")) / 100 if r["rate"].endswith("%") else None,
+                }
+            )
+        return out
+
+    by_group = summary.get("by_predicted_group") or {}
+    table = rows(summary.get("endpoints", []), None) + rows(by_group.get("rates", []), "responder_group")
+    schema = {
+        "predicted_group": pl.String,
+        "endpoint": pl.String,
+        "landmark": pl.String,
+        "met": pl.Int64,
+        "not_met": pl.Int64,
+        "not_assessable": pl.Int64,
+        "subjects": pl.Int64,
+        "suppressed": pl.Boolean,
+        "rate": pl.Float64,
+    }
+    return pl.DataFrame(table, schema=schema)
+
+
+def publish_follow_up(
+    run_dir: str | Path,
+    cfg: PublishConfig | None = None,
+    *,
+    key: PseudonymKey | None = None,
+    force: bool = False,
+    make_current: bool | None = None,
+    allow_key_change: bool = False,
+) -> PublishResult:
+    """Publish a completed monitor run: its follow-up snapshot in ``RUN/sponsor/``, then the ``follow_up`` section
+    of ``OUT/sponsor-manifest.json``.
+
+    The snapshot holds the pseudonymised endpoint rows (``data/study_id=<study>/part-0.parquet``, same pseudonyms
+    as the stratify snapshot under the same key), ``endpoint_rates.parquet`` (aggregates, small cells
+    suppressed), ``manifest.json`` (provenance, the endpoint definition, the stratify run and model the groups
+    came from) and the sponsor report. In ``OUT/sponsor-manifest.json`` a study's current follow-up snapshot
+    sits under ``follow_up``, beside its current stratify snapshot under ``studies``: the two never replace each
+    other. Arguments as :func:`publish_run`.
+    """
+    from immunostrat.followup.report import render_follow_up_report
+    from immunostrat.io import sha256_file, write_json_atomic, write_parquet_atomic, write_text_atomic
+    from immunostrat.schemas.endpoints import FOLLOW_UP_SCHEMA_VERSION
+
+    run_dir = Path(run_dir)
+    run, cfg, key, final = _publication(run_dir, cfg, key, force)
+    table = sponsor_endpoints(pl.read_parquet(run_dir / "endpoints.parquet"), key)
+    summary = run.get("summary", {})
+    provenance = {
+        **_provenance(run, cfg, key),
+        "schema_version": FOLLOW_UP_SCHEMA_VERSION,
+        "endpoint_definition": summary.get("endpoint_definition", {}),
+        "strata_run": {
+            "run_id": Path(str((summary.get("by_predicted_group") or {}).get("strata_run", ""))).name or None,
+            "model": (summary.get("by_predicted_group") or {}).get("model"),
+        },
+    }
+    out_dir = run_dir.parent
+    with _locked(out_dir):
+        studies = table["study_id"].unique(maintain_order=True).to_list()
+        conflicts = _key_conflicts(_read_current(out_dir / CURRENT_MANIFEST), studies, key, FOLLOW_UP_SECTION)
+        if conflicts and not allow_key_change and make_current is not False:
+            raise _key_change_error(conflicts, key)
+        staging = run_dir / f".{SNAPSHOT_DIR}.partial-{secrets.token_hex(3)}"
+        staging.mkdir()
+        try:
+            study_files, rows = _write_partitions(table, staging / DATA_DIR, provenance)
+            files = {
+                RATES_FILE: write_parquet_atomic(
+                    sponsor_endpoint_rates(summary, cfg.min_cell_count), staging / RATES_FILE
+                ),
+            }
+            if cfg.report:
+                html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count)
+                files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
+            manifest = {
+                "format": FOLLOW_UP_FORMAT,
+                **provenance,
+                "published_at": dt.datetime.now(dt.UTC).isoformat(),
+                "partitioning": {"flavor": "hive", "columns": {"study_id": "string"}},
+                "counts": {
+                    **provenance["counts"],
+                    "published_rows": sum(rows.values()),
+                    "published_rows_by_study": rows,
+                },
+                "studies": study_files,
+                "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
+            }
+            write_json_atomic(manifest, staging / SNAPSHOT_MANIFEST)
+            _swap_in(staging, final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        moved: list[str] = []
+        if make_current is not False:
+            entries = _current_entries(run, final, study_files, manifest, key)
+            moved = _update_current(out_dir, entries, key, make_current, allow_key_change, section=FOLLOW_UP_SECTION)
     return PublishResult(
         snapshot_dir=final,
         manifest=manifest,

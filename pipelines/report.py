@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 __all__ = [
     "GROUPS",
     "SECTIONS",
+    "Section",
     "artifact_summary",
+    "render_page",
     "render_report",
     "suppress",
 ]
@@ -728,7 +730,7 @@ def _percent(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}%"
 
 
-def _quarantine(run: Mapping[str, Any], quarantine: pl.DataFrame | None, k: int) -> Section:
+def quarantine_section(run: Mapping[str, Any], quarantine: pl.DataFrame | None, k: int) -> Section:
     section = Section(
         "quarantine",
         "Quarantine",
@@ -813,7 +815,7 @@ def _load_card(run: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | Non
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _read_quarantine(run_dir: Path) -> pl.DataFrame | None:
+def read_quarantine(run_dir: Path) -> pl.DataFrame | None:
     path = run_dir / "quarantine.parquet"
     if not path.is_file():
         return None
@@ -840,8 +842,6 @@ def render_report(
         provenance: The snapshot's provenance (schema version, key id, privacy settings), when published.
         card: The model card; default: loaded from the registry named in run.json (None: not available).
     """
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     card_error = None
@@ -858,9 +858,20 @@ def render_report(
         _biomarkers(sponsor, k),
         _model(run, card, card_error, k),
         _drift(run),
-        _quarantine(run, _read_quarantine(run_dir), k),
+        quarantine_section(run, read_quarantine(run_dir), k),
     ]
     assert [(s.id, s.title) for s in sections] == list(SECTIONS)
+    return render_page(
+        title=f"immunostrat run {run.get('run_id', '')}",
+        subtitle=f"Stratification report · {run.get('status', 'unknown')} · as of {run.get('as_of', '–')}",
+        sections=sections,
+    )
+
+
+def render_page(*, title: str, subtitle: str, sections: Sequence[Section]) -> str:
+    """One self-contained HTML page of sections (the report template: inline styles, no script, a strict CSP)."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
     env = Environment(
         loader=FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -870,8 +881,8 @@ def render_report(
     )
     generated = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     return env.get_template(_TEMPLATE).render(
-        title=f"immunostrat run {run.get('run_id', '')}",
-        subtitle=f"Stratification report · {run.get('status', 'unknown')} · as of {run.get('as_of', '–')}",
+        title=title,
+        subtitle=subtitle,
         sections=sections,
         footer=f"Generated {generated} by immunostrat {__version__}. Research use only; the responder model is "
         "not validated for clinical decisions.",

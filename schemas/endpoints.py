@@ -16,7 +16,18 @@ from immunostrat.endpoint_definition import ENDPOINT_NAMES
 from immunostrat.followup.endpoints import NOT_ASSESSABLE_REASONS, NOT_MET_REASONS, REASONS
 from immunostrat.schemas.outputs import check_contract
 
-__all__ = ["EndpointRow", "validate_endpoints"]
+__all__ = [
+    "FOLLOW_UP_SCHEMA_VERSION",
+    "EndpointRow",
+    "sponsor_endpoint_schema",
+    "validate_endpoints",
+    "validate_sponsor_endpoints",
+]
+
+#: Version of the sponsor follow-up snapshot's tables (the endpoint rows and rates); see docs/schema-changelog.md.
+FOLLOW_UP_SCHEMA_VERSION = "1.0.0"
+#: Columns of endpoints.parquet a sponsor never receives: the subject id (replaced by its pseudonym) and dates.
+SPONSOR_WITHHELD: tuple[str, ...] = ("subject_id", "visit_date")
 
 _REASON_LIST = "; ".join(f"`{code}`: {text}" for code, text in REASONS.items())
 _WITH_DETAIL = ("INPUT_UNKNOWN", "PENDING")
@@ -95,7 +106,8 @@ class EndpointRow(pa.DataFrameModel):
     @pa.dataframe_check(name="evaluated_at_a_visit", error="an EVALUATED row has its landmark visit")
     @classmethod
     def _evaluated_at_a_visit(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select((pl.col("reason") != "EVALUATED") | pl.col("visit_date").is_not_null())
+        # On visit_day (set exactly with visit_date), so the sponsor table, which has no dates, keeps the check.
+        return data.lazyframe.select((pl.col("reason") != "EVALUATED") | pl.col("visit_day").is_not_null())
 
     @pa.dataframe_check(
         name="detail_where_documented", error="`reason_detail` is set exactly for INPUT_UNKNOWN and PENDING"
@@ -119,3 +131,32 @@ def validate_endpoints(frame: pl.DataFrame) -> pl.DataFrame:
         OutputContractError: names the failing columns and checks, with example values and rows.
     """
     return check_contract("endpoints.parquet", EndpointRow, frame)
+
+
+def sponsor_endpoint_schema() -> pa.DataFrameSchema:
+    """The sponsor's endpoint rows: `EndpointRow` without `subject_id` and `visit_date`, with `subject_pseudonym`.
+
+    Study days (`target_day`, `visit_day`) stay; every other column and check is `EndpointRow`'s, so the two
+    contracts cannot drift apart.
+    """
+    schema = EndpointRow.to_schema().remove_columns(list(SPONSOR_WITHHELD))
+    schema = schema.add_columns(
+        {
+            "subject_pseudonym": pa.Column(
+                pl.String,
+                checks=pa.Check.str_length(32, 32),
+                description="Pseudonym of the subject: HMAC-SHA256 of (study_id, subject_id) under the project key, "
+                "the first 32 hex digits; the same pseudonym as in the stratify snapshot under the same key.",
+            )
+        }
+    )
+    schema.checks = [c for c in schema.checks if c.name != "visit_date_and_day_together"]
+    schema.unique = ["study_id", "subject_pseudonym", "endpoint", "landmark"]
+    schema.title = "sponsor endpoints"
+    schema.name = "SponsorEndpointRow"
+    return schema
+
+
+def validate_sponsor_endpoints(frame: pl.DataFrame) -> pl.DataFrame:
+    """Validate the sponsor endpoint rows eagerly and return them (OutputContractError names what failed)."""
+    return check_contract("sponsor endpoints", sponsor_endpoint_schema(), frame)

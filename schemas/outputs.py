@@ -850,10 +850,10 @@ def _short(text: str, width: int = 80) -> str:
 
 
 def _contract_error(
-    table: str, model: type[pa.DataFrameModel], cases: pl.DataFrame, limit: int = 3
+    table: str, model: type[pa.DataFrameModel] | pa.DataFrameSchema, cases: pl.DataFrame, limit: int = 3
 ) -> OutputContractError:
     """Turn pandera failure cases into one readable error naming table, columns and checks."""
-    schema_name = model.to_schema().name
+    schema_name = (model if isinstance(model, pa.DataFrameSchema) else model.to_schema()).name
     cases = cases.with_columns(pl.col("failure_case").cast(pl.String))
     # A missing column or a wrong type makes other checks on it fail with a polars error: report the cause only.
     consequence = pl.col("index").is_null() & pl.col("failure_case").str.contains(r"^\w+(Error|Exception)\(")
@@ -883,13 +883,10 @@ def _contract_error(
     checks = list(dict.fromkeys(checks))
     summary = [f"failing columns: {', '.join(columns)}"] if columns else []
     summary += [f"{len(checks)} row check(s) failed"] if checks else []
-    text = (
-        f"{table} does not meet its output contract ({model.__module__}.{model.__name__}); {'; '.join(summary)}\n"
-        + "\n".join(lines)
-    )
-    return OutputContractError(
-        table, model=model.__name__, columns=columns, checks=checks, failure_cases=cases, text=text
-    )
+    name = f"schema {schema_name}" if isinstance(model, pa.DataFrameSchema) else model.__name__
+    where = name if isinstance(model, pa.DataFrameSchema) else f"{model.__module__}.{model.__name__}"
+    text = f"{table} does not meet its output contract ({where}); {'; '.join(summary)}\n" + "\n".join(lines)
+    return OutputContractError(table, model=name, columns=columns, checks=checks, failure_cases=cases, text=text)
 
 
 _FLOATS = (pl.Float32, pl.Float64)
@@ -1031,13 +1028,16 @@ def validate_output(name: str, frame: pl.DataFrame, *, features: Sequence[Featur
     return check_contract(table, model, frame)
 
 
-def check_contract(table: str, model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.DataFrame:
-    """Validate an eager frame against an output contract; `OutputContractError` names `table` on failure.
+def check_contract(
+    table: str, model: type[pa.DataFrameModel] | pa.DataFrameSchema, frame: pl.DataFrame
+) -> pl.DataFrame:
+    """Validate an eager frame against an output contract (a model or a schema built from one);
+    `OutputContractError` names `table` on failure.
 
     The one-pass decision (`_conforms`) settles the usual, valid case; pandera runs only to find and report
     the failures.
     """
-    schema = model.to_schema()
+    schema = model if isinstance(model, pa.DataFrameSchema) else model.to_schema()
     if schema.unique and not set(schema.unique) <= set(frame.columns):
         # pandera's uniqueness check crashes (polars ShapeError) when a key column is missing; the missing
         # column is reported by the column checks anyway.

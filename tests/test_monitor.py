@@ -56,6 +56,26 @@ def test_monitor_accounts_for_every_visit_and_writes_one_endpoint_row_per_subjec
     assert endpoints.filter(pl.col("met").is_null())["reason"].is_in(["EVALUATED"]).sum() == 0
     by_group = manifest["summary"]["by_predicted_group"]
     assert by_group["model"]["model_id"] == json.loads((strata_run / "run.json").read_text())["model"]["model_id"]
+    _check_the_reports_and_the_follow_up_snapshot(run, endpoints)
+
+
+def _check_the_reports_and_the_follow_up_snapshot(run: Path, endpoints: pl.DataFrame) -> None:
+    """The team report in the run folder; the sponsor snapshot: every endpoint row, pseudonymised, no dates; the
+    current manifest's follow_up section names it."""
+    team = (run / "report.html").read_text(encoding="utf-8")
+    assert 'data-section="by-group"' in team
+    assert not [s for s in endpoints["subject_id"].unique().to_list() if s in team]
+    snapshot = run / "sponsor"
+    published = pl.read_parquet(snapshot / "data" / "*" / "*.parquet", hive_partitioning=True)
+    assert published.height == endpoints.height
+    assert not {"subject_id", "visit_date"} & set(published.columns)
+    current = json.loads((run.parent / "sponsor-manifest.json").read_text(encoding="utf-8"))
+    studies = sorted(endpoints["study_id"].unique().to_list())
+    assert sorted(current["follow_up"]) == studies and current["studies"] == {}
+    assert {e["run_id"] for e in current["follow_up"].values()} == {run.name}
+    rates = pl.read_parquet(snapshot / "endpoint_rates.parquet")
+    hidden = pl.any_horizontal(pl.col("met", "not_met", "not_assessable", "subjects").is_null())
+    assert rates.filter(hidden)["suppressed"].all() and not rates.filter(~hidden)["suppressed"].any()
 
 
 def test_monitor_without_a_visits_file_stops_at_launch_in_one_line(

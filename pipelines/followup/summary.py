@@ -6,33 +6,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 
-def _cell(n: int, k: int) -> int | str:
-    """A count as shown: suppressed below `k` (but 0 is shown: it discloses no one)."""
-    return n if n == 0 or n >= k else f"<{k}"
-
-
-def _rate(row: Mapping[str, Any], k: int) -> str:
-    assessable = int(row["met"]) + int(row["not_met"])
-    if assessable == 0:
-        return "n/a"
-    if (int(row["met"]) and int(row["met"]) < k) or (int(row["not_met"]) and int(row["not_met"]) < k):
-        return "suppressed"
-    return f"{int(row['met']) / assessable:.0%}"
+from immunostrat.report import suppress
 
 
 def endpoint_rows(rates: list[Mapping[str, Any]], k: int, group: str | None = None) -> list[dict[str, Any]]:
-    """Table rows (endpoint, landmark, met, not met, not assessable, rate) with counts below `k` suppressed."""
+    """Table rows (endpoint, landmark, met, not met, not assessable, subjects, rate), small counts suppressed.
+
+    Each row's three counts add up to its `subjects`, so a reader could recompute one hidden count from the others:
+    `immunostrat.report.suppress` hides counts from 1 to k-1 (`<k`) and then, on a row with one hidden count, the
+    next smallest (`*`). The rate (met among the assessable) is shown only when met and not met both are.
+    """
+    if not rates:
+        return []
+    counts = np.array([[int(r["met"]), int(r["not_met"]), int(r["not_assessable"])] for r in rates], dtype=np.int64)
+    values = np.column_stack([counts, counts.sum(axis=1)])
+    shown = suppress(values, [[(i, j) for j in range(4)] for i in range(len(rates))], k)
     rows = []
-    for r in rates:
+    for i, r in enumerate(rates):
         row: dict[str, Any] = {"group": r[group]} if group else {}
+        met, not_met = counts[i, 0], counts[i, 1]
+        visible = str(shown[i, 0]) == str(met) and str(shown[i, 1]) == str(not_met)
         row.update(
             endpoint=r["endpoint"],
             landmark=r["landmark"],
-            met=_cell(int(r["met"]), k),
-            not_met=_cell(int(r["not_met"]), k),
-            not_assessable=_cell(int(r["not_assessable"]), k),
-            rate=_rate(r, k),
+            met=shown[i, 0],
+            not_met=shown[i, 1],
+            not_assessable=shown[i, 2],
+            subjects=shown[i, 3],
+            rate="n/a" if met + not_met == 0 else f"{met / (met + not_met):.0%}" if visible else "suppressed",
         )
         rows.append(row)
     return rows
