@@ -182,3 +182,40 @@ def test_train_flow_shows_its_steps_as_tasks(prefect_harness: None, small_cohort
     expected = Counter({"read-inputs": 1, **{s.name: 1 for s in LABELLED.steps}})
     expected.update({"label": 1, "cross-validate": 1, "fit": 1, "register": 1})
     assert latest_flow_run_tasks()[1] == expected
+
+
+def test_monitor_flow_shows_its_steps_as_tasks_and_publishes_its_summary(prefect_harness: None, tmp_path: Path) -> None:
+    """The monitor flow runs the MONITOR definition step by step (one task each), writes its tables, and leaves
+    the endpoint summary as an artifact of its flow run."""
+    from collections import Counter
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from immunostrat.config import MonitorParams
+    from immunostrat.flows.monitor import run_monitor_flow
+    from immunostrat.followup_definitions import MONITOR
+    from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
+
+    files = write_cohort(generate_cohort(SynthConfig(n_subjects=30, seed=5)), tmp_path / "input", fmt="parquet")
+    params = MonitorParams(
+        labs=[str(files["labs"]), str(files["labs_followup"])],
+        subjects=str(files["subjects"]),
+        visits=str(files["visits"]),
+        out=str(tmp_path / "follow-up"),
+        config=RunConfig(validation=ValidationConfig(as_of="2026-10-31")),
+    )
+    run_dir = Path(run_monitor_flow(params))
+    name, tasks = latest_flow_run_tasks()
+    assert name == f"monitor-{run_dir.name}"
+    expected = Counter({"read-inputs": 1, "write": 1, **{s.name: 1 for s in (*MONITOR.steps, *MONITOR.finish)}})
+    assert tasks == expected
+    endpoints = pl.read_parquet(run_dir / "endpoints.parquet")
+    assert endpoints.group_by("endpoint", "landmark").len()["len"].unique().to_list() == [30]
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
+    assert {"monitor-summary", "monitor-endpoints"} <= {a.key for a in artifacts}
