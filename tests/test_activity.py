@@ -8,11 +8,9 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from immunostrat.config import BaselineConfig
-from immunostrat.followup.activity import above, activity, below, lab_descriptors
+from immunostrat.followup.activity import activity, lab_descriptors
 from immunostrat.followup.sledai import ITEM_PREFIX, load_descriptors, parse_descriptor
 from immunostrat.followup_settings import FollowUpConfig
 from immunostrat.schemas.followup import Activity
@@ -392,44 +390,3 @@ def test_an_empty_visits_table_gives_an_empty_activity_table() -> None:
 # --------------------------------------------------------------------------------------------------
 # The comparison itself: its verdict holds for every value the result allows
 # --------------------------------------------------------------------------------------------------
-
-_FORMS = st.sampled_from(["exact", "interval", "<", "<=", ">", ">="])
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    _FORMS,
-    st.integers(0, 20),
-    st.integers(0, 20),
-    st.integers(0, 20),
-    st.booleans(),
-)
-def test_above_is_true_only_when_every_allowed_value_is_above(
-    form: str, a: int, width: int, t: int, inclusive: bool
-) -> None:
-    """The verdict is what checking every allowed value on a half-integer grid gives: true when all are above,
-    false when none is, unknown when some are (the grid reaches past every bound, so an open side is seen)."""
-    value, high = float(a), (float(a + width) if form == "interval" else None)
-    censoring = form if form in ("<", "<=", ">", ">=") else None
-    grid = [x / 2 for x in range(-10, 70)]  # -5 .. 34.5, wider than any bound
-    allowed = {
-        "exact": [value],
-        "interval": [x for x in grid if value <= x <= (high or 0)],
-        "<": [x for x in grid if x < value],
-        "<=": [x for x in grid if x <= value],
-        ">": [x for x in grid if x > value],
-        ">=": [x for x in grid if x >= value],
-    }[form]
-    hits = [(x >= t) if inclusive else (x > t) for x in allowed]
-    frame = pl.DataFrame(
-        {"v": [value], "h": [high], "c": [censoring]}, schema={"v": pl.Float64, "h": pl.Float64, "c": pl.String}
-    )
-    verdict = frame.select(above(pl.col("v"), pl.col("h"), pl.col("c"), float(t), inclusive)).item()
-    negated = frame.select(below(pl.col("v"), pl.col("h"), pl.col("c"), float(t))).item()
-    assert verdict is _every_or_none(hits)
-    assert negated is _every_or_none([x < t for x in allowed])
-
-
-def _every_or_none(hits: list[bool]) -> bool | None:
-    """True when every allowed value satisfies the comparison, False when none does, else unknown."""
-    return True if all(hits) else (False if not any(hits) else None)

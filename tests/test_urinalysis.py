@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from immunostrat.followup.thresholds import compare
 from immunostrat.followup.urinalysis import (
     RANGE_REVERSED,
     UNREADABLE,
     WORD_UNMAPPED,
-    above_threshold,
     parse_count,
 )
 
@@ -35,7 +35,9 @@ def _above(cells: list[str | None], words: dict[str, tuple[float, float | None]]
     reading = parse_count(pl.col("c"), words, tntc_above=50)
     frame = pl.DataFrame({"c": cells}, schema={"c": pl.String})
     read = frame.select(v=reading.value, h=reading.value_high, s=reading.censoring)
-    return read.select(above_threshold(pl.col("v"), pl.col("h"), pl.col("s"), 5)).to_series().to_list()
+    return (
+        read.select(compare(pl.col("v"), ">", 5, censoring=pl.col("s"), value_high=pl.col("h"))).to_series().to_list()
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,7 +101,9 @@ def test_casts_count_when_any_qualifying_cast_is_seen() -> None:
         {"v": [0.0, 1.0, 0.0, 0.0], "h": [None, None, 2.0, None], "s": [None, None, None, "<"]},
         schema={"v": pl.Float64, "h": pl.Float64, "s": pl.String},
     )
-    above = frame.select(above_threshold(pl.col("v"), pl.col("h"), pl.col("s"), 0)).to_series().to_list()
+    above = (
+        frame.select(compare(pl.col("v"), ">", 0, censoring=pl.col("s"), value_high=pl.col("h"))).to_series().to_list()
+    )
     # 0: none; 1: present; 0-2: unknown; "<0" cannot be above 0.
     assert above == [False, True, None, False]
 

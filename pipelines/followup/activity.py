@@ -29,6 +29,7 @@ import polars as pl
 
 from immunostrat.config import BaselineConfig
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors, sledai_scores
+from immunostrat.followup.thresholds import compare
 from immunostrat.followup_settings import FollowUpConfig
 
 KEY = ["study_id", "subject_id"]
@@ -74,65 +75,29 @@ def item(name: str) -> str:
     return ITEM_PREFIX + name
 
 
-# --------------------------------------------------------------------------------------------------
-# One lab row against a threshold, three-valued
-# --------------------------------------------------------------------------------------------------
-
-
-def above(
-    value: pl.Expr, value_high: pl.Expr, censoring: pl.Expr, threshold: pl.Expr | float, inclusive: pl.Expr | bool
-) -> pl.Expr:
-    """Three-valued `result > threshold` (`>=` where `inclusive`): True, False, or null when the result allows both.
-
-    A result is the set of values it allows: a number n ({n}); an interval [value, value_high] (urine "3-5");
-    ">x" (x, inf), ">=x" [x, inf), "<x" (-inf, x), "<=x" (-inf, x]. It is above when every value it allows is,
-    not above when none is, else unknown. So, for `> t`: an interval [a, b] is above when a > t and not above
-    when b <= t; ">x" is above when x >= t; "<x" is not above when x <= t. The same rule as the baseline stage's
-    censored comparisons, plus intervals.
-
-    NOTE: a private stand-in for `followup.urinalysis`'s numeric comparison being written in parallel; replace it
-    by that one at merge if the rules agree.
-    """
-    t = threshold if isinstance(threshold, pl.Expr) else pl.lit(float(threshold))
-    incl = inclusive if isinstance(inclusive, pl.Expr) else pl.lit(bool(inclusive))
-    # Bounds of the allowed set; a null bound is unbounded.
-    low = pl.when(censoring.is_in(["<", "<="])).then(None).otherwise(value)
-    low_open = (censoring == ">").fill_null(False)
-    high = (
-        pl.when(censoring.is_in([">", ">="]))
-        .then(None)
-        .when(censoring.is_null() & value_high.is_not_null())
-        .then(value_high)
-        .otherwise(value)
-    )
-    high_open = (censoring == "<").fill_null(False)
-    every = pl.when(incl).then(low >= t).otherwise((low > t) | ((low == t) & low_open))
-    none = pl.when(incl).then((high < t) | ((high == t) & high_open)).otherwise(high <= t)
-    return pl.when(every).then(True).when(none).then(False).otherwise(None).cast(pl.Boolean)
-
-
-def below(value: pl.Expr, value_high: pl.Expr, censoring: pl.Expr, threshold: pl.Expr | float) -> pl.Expr:
-    """Three-valued `result < threshold`: the negation of `above(..., inclusive=True)` (null stays null)."""
-    return ~above(value, value_high, censoring, threshold, True)
-
-
 def _lab_rules(cfg: FollowUpConfig, baseline: BaselineConfig) -> dict[str, tuple[str, pl.Expr]]:
     """Analyte -> (descriptor, three-valued "this row shows the descriptor") for every analyte a rule reads."""
-    v, vh, c = pl.col("value"), pl.col("value_high"), pl.col("censoring")
+
+    def row(op: str, threshold: pl.Expr | float) -> pl.Expr:
+        return compare(pl.col("value"), op, threshold, censoring=pl.col("censoring"), value_high=pl.col("value_high"))
+
     dsdna_cutoff = pl.coalesce(pl.col("ref_high"), pl.lit(baseline.anti_dsdna_default_cutoff))
     return {
-        "urine_casts": ("urinary_casts", above(v, vh, c, cfg.urine_casts_above, False)),
-        "urine_rbc": ("hematuria", above(v, vh, c, cfg.urine_rbc_above, False)),
-        "urine_protein_24h": ("proteinuria", above(v, vh, c, cfg.urine_protein_24h_above, False)),
-        "upcr": ("proteinuria", above(v, vh, c, cfg.upcr_above, False)),
-        "urine_wbc": ("pyuria", above(v, vh, c, cfg.urine_wbc_above, False)),
-        "c3": ("low_complement", below(v, vh, c, pl.coalesce(pl.col("ref_low"), pl.lit(baseline.c3_default_lln)))),
-        "c4": ("low_complement", below(v, vh, c, pl.coalesce(pl.col("ref_low"), pl.lit(baseline.c4_default_lln)))),
+        "urine_casts": ("urinary_casts", row(">", cfg.urine_casts_above)),
+        "urine_rbc": ("hematuria", row(">", cfg.urine_rbc_above)),
+        "urine_protein_24h": ("proteinuria", row(">", cfg.urine_protein_24h_above)),
+        "upcr": ("proteinuria", row(">", cfg.upcr_above)),
+        "urine_wbc": ("pyuria", row(">", cfg.urine_wbc_above)),
+        "c3": ("low_complement", row("<", pl.coalesce(pl.col("ref_low"), pl.lit(baseline.c3_default_lln)))),
+        "c4": ("low_complement", row("<", pl.coalesce(pl.col("ref_low"), pl.lit(baseline.c4_default_lln)))),
         # As the baseline stage: above the lab's own upper limit; without one, at or above the default cut-off.
-        "anti_dsdna": ("increased_dna_binding", above(v, vh, c, dsdna_cutoff, pl.col("ref_high").is_null())),
-        "anti_dsdna_xuln": ("increased_dna_binding", above(v, vh, c, 1.0, False)),
-        "platelets": ("thrombocytopenia", below(v, vh, c, cfg.platelets_below)),
-        "wbc": ("leukopenia", below(v, vh, c, cfg.wbc_below)),
+        "anti_dsdna": (
+            "increased_dna_binding",
+            pl.when(pl.col("ref_high").is_null()).then(row(">=", dsdna_cutoff)).otherwise(row(">", dsdna_cutoff)),
+        ),
+        "anti_dsdna_xuln": ("increased_dna_binding", row(">", 1.0)),
+        "platelets": ("thrombocytopenia", row("<", cfg.platelets_below)),
+        "wbc": ("leukopenia", row("<", cfg.wbc_below)),
     }
 
 

@@ -37,6 +37,7 @@ from immunostrat.endpoint_definition import (
 )
 from immunostrat.errors import SettingsError
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors
+from immunostrat.followup.thresholds import compare
 
 __all__ = [
     "NOT_ASSESSABLE_REASONS",
@@ -105,57 +106,15 @@ class UnknownEndpointError(SettingsError):
 # Three-valued comparisons
 # --------------------------------------------------------------------------------------------------
 
-# (op, comparator of a censored value v) -> (result, test of v against the threshold t that makes the result
-# certain). E.g. x < t with "<v" (x < v) is certainly true when v <= t; with ">v" (x > v) certainly false when
-# v >= t; otherwise unknown.
-_CENSORED: dict[tuple[str, str], tuple[bool, str]] = {
-    ("lt", "<"): (True, "le"),
-    ("lt", "<="): (True, "lt"),
-    ("lt", ">"): (False, "ge"),
-    ("lt", ">="): (False, "ge"),
-    ("le", "<"): (True, "le"),
-    ("le", "<="): (True, "le"),
-    ("le", ">"): (False, "ge"),
-    ("le", ">="): (False, "gt"),
-    ("gt", ">"): (True, "ge"),
-    ("gt", ">="): (True, "gt"),
-    ("gt", "<"): (False, "le"),
-    ("gt", "<="): (False, "le"),
-    ("ge", ">"): (True, "ge"),
-    ("ge", ">="): (True, "ge"),
-    ("ge", "<"): (False, "le"),
-    ("ge", "<="): (False, "lt"),
-}
-
-
-def _op(left: pl.Expr, op: str, right: pl.Expr) -> pl.Expr:
-    if op == "lt":
-        return left < right
-    if op == "le":
-        return left <= right
-    if op == "gt":
-        return left > right
-    if op == "ge":
-        return left >= right
-    raise ValueError(f"unknown comparison {op!r}")
-
 
 def threshold_met(value: pl.Expr, op: str, threshold: pl.Expr | float, censoring: pl.Expr | None = None) -> pl.Expr:
-    """Whether `value <op> threshold` holds: true, false, or null when unknown.
+    """Whether `value <op> threshold` holds: true, false, or null when unknown (`thresholds.compare`).
 
     A null value or threshold is unknown. A censored value (`censoring` one of <, <=, >, >=; `value` the number
     after it) decides the comparison only when every value it allows gives the same answer ("<0.1" passes
     UPCR < 0.5; ">60" passes eGFR >= 60 but leaves eGFR >= 90 unknown).
     """
-    limit = threshold if isinstance(threshold, pl.Expr) else pl.lit(float(threshold))
-    exact = _op(value, op, limit)
-    if censoring is None:
-        return exact
-    decided: Any = pl.when(censoring.is_null()).then(exact)
-    for (rule_op, comparator), (result, test) in _CENSORED.items():
-        if rule_op == op:
-            decided = decided.when((censoring == comparator) & _op(value, test, limit)).then(pl.lit(result))
-    return decided.otherwise(pl.lit(None, pl.Boolean))
+    return compare(value, op, threshold, censoring=censoring)
 
 
 def _met(value: pl.Expr, threshold: Threshold, censoring: pl.Expr | None = None) -> pl.Expr:

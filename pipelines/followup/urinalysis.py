@@ -14,14 +14,9 @@ Sites report sediment counts as numbers ("12"), ranges ("3-5", "6–10"), censor
 - an empty cell: all null, no problem (the row's RESULT_MISSING rule speaks for it);
 - anything else: problem `UNREADABLE`, never read as a number.
 
-`above_threshold` then compares a read count with a threshold, three-valued (True, False, or null = unknown). A
-count is above only when every value it allows is above (SLEDAI-2K hematuria and pyuria: > 5 /HPF; casts: > 0):
-
-- exact n: n > threshold;
-- interval a-b: True when a > threshold, False when b <= threshold, else unknown;
-- ">x": True when x >= threshold; ">=x": True when x > threshold; else unknown;
-- "<x", "<=x": False when x <= threshold, else unknown;
-- a null value: unknown.
+A read count is compared with a threshold by `immunostrat.followup.thresholds.compare`, three-valued: above only
+when every value it allows is above (SLEDAI-2K hematuria and pyuria: > 5 /HPF; casts: > 0), so "3-5" is not above
+5, "6-10" is, and "4-8" is unknown.
 """
 
 from __future__ import annotations
@@ -134,39 +129,4 @@ def parse_count(
         value_high=value_high.cast(pl.Float64),
         censoring=censoring,
         problem=problem,
-    )
-
-
-def above_threshold(value: pl.Expr, value_high: pl.Expr, censoring: pl.Expr, threshold: float) -> pl.Expr:
-    """Three-valued `count > threshold` for harmonised counts (rules in the module docstring).
-
-    Args:
-        value: the count, or the interval's lower bound, or the number after a censoring comparator.
-        value_high: the interval's upper bound; null for a single number or a censored value.
-        censoring: `<`, `<=`, `>`, `>=` or null.
-        threshold: counts strictly above it are present (e.g. 5 per HPF for SLEDAI-2K hematuria and pyuria).
-    """
-    limit = pl.lit(float(threshold))
-    exact = (
-        pl.when(value_high.is_null())
-        .then(value > limit)
-        .when(value > limit)
-        .then(True)
-        .when(value_high <= limit)
-        .then(False)
-        .otherwise(None)
-    )
-    return (
-        pl.when(value.is_null())
-        .then(None)
-        .when(censoring.is_null())
-        .then(exact)
-        .when(censoring == ">")
-        .then(pl.when(value >= limit).then(True))
-        .when(censoring == ">=")
-        .then(pl.when(value > limit).then(True))
-        .when(censoring.is_in(["<", "<="]))
-        .then(pl.when(value <= limit).then(False))
-        .otherwise(None)
-        .cast(pl.Boolean)
     )
