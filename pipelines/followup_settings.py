@@ -94,3 +94,96 @@ class FollowUpConfig(_Model):
         description="Treatment baseline: the last visit before first exposure (first_exposure_date, else day 0) and "
         "at most this many days before it (default 90). Subjects with none have no treatment baseline.",
     )
+
+
+# --- immune course (issue 13: B-cell aplasia and return, CAR-T peak, serology, IgG, flares, LICATS) ---
+
+
+class ImmuneCourseConfig(_Model):
+    """Thresholds and windows of the per-subject immune course (`immunostrat.followup.immune_course`).
+
+    Facts and sources: follow-up-facts.md §3 (immune course, IgG replacement, SELENA flare index) and §4 (LICATS);
+    docs/immune_course.md gives the rules. anti-dsDNA positivity and complement limits are not repeated here: the
+    activity table's lab rules decide them (`BaselineConfig` cut-offs), so "positive" means one thing before and
+    after infusion.
+    """
+
+    b_cell_aplasia_below: float = Field(
+        default=1.0,
+        gt=0,
+        description="B-cell aplasia: CD19+ B cells strictly below the row's assay LLOQ (`lloq`) or, for a row without "
+        "one, below this, in cells/uL (default 1.0: of the order of a high-sensitivity flow LLOQ - trials use the "
+        "assay LLOQ, 0.441 cells/uL in NOBILITY; the oncology cut-off < 20 cells/uL is uncertain [U] and would call "
+        "partial depletion aplasia). A censored `<x` is below any threshold >= x.",
+    )
+    b_cell_return_at_least: float | None = Field(
+        default=None,
+        gt=0,
+        description="B-cell return: CD19+ B cells at or above this, in cells/uL. Default null: the row's own aplasia "
+        "threshold (its LLOQ, else `b_cell_aplasia_below`), i.e. B cells measurable again - 'reappeared' as "
+        "Mackensen 2022 reports it (110 +/- 32 days); set e.g. 20 for a stricter 'recovered'.",
+    )
+    b_cell_return_consecutive: int = Field(
+        default=2,
+        ge=1,
+        description="B-cell return needs this many consecutive measurement days at or above the return threshold; "
+        "the return day is the first of them (default 2: a single high value between lows is not a return).",
+    )
+    igg_replacement_below: float = Field(
+        default=4.0,
+        gt=0,
+        description="`igg_below_replacement_threshold`: IgG nadir strictly below this, in g/L (default 4.0 = 400 "
+        "mg/dL: Hill et al. Blood Rev 2019 consider replacement at <= 400 mg/dL, AAAAI 2022 at < 400 mg/dL with "
+        "recurrent infections; follow-up-facts §3). Operator choice.",
+    )
+    flare_comparator: Literal["previous_visit", "treatment_baseline"] = Field(
+        default="previous_visit",
+        description="What a post-infusion visit's SLEDAI-2K is compared with for a flare: `previous_visit` "
+        "(default; the visit before it, any date, as the SELENA flare index compares with the previous visit) or "
+        "`treatment_baseline` (the treatment-baseline visit).",
+    )
+    flare_rise_at_least: int = Field(
+        default=3,
+        ge=1,
+        description="A flare: SLEDAI-2K at least this much above the comparator (default 3: SELENA flare index, "
+        "mild/moderate flare; follow-up-facts §3).",
+    )
+    severe_flare_above: int = Field(
+        default=12,
+        ge=0,
+        description="A flare is severe when the visit's SLEDAI-2K is strictly above this (default 12: SELENA flare "
+        "index severe flare); otherwise mild_moderate.",
+    )
+    complement_pair_within_days: int = Field(
+        default=0,
+        ge=0,
+        description="Complement normalization needs C3 and C4 both at or above their lower limits; their latest "
+        "results on a day count together when no more than this many days apart (default 0: the same collection "
+        "date, as C3 and C4 are ordered together).",
+    )
+    licats_creatinine_ratio: float = Field(
+        default=1.5,
+        gt=1,
+        description="LICATS renal signal: creatinine at or above this multiple of the treatment-baseline creatinine "
+        "(default 1.5: 'creatinine >= 50 % above baseline', Hagen et al. Lancet Rheumatol 2025; follow-up-facts "
+        "§4).",
+    )
+    licats_upcr_rise: float = Field(
+        default=0.5,
+        gt=0,
+        description="LICATS renal signal: UPCR at or above (1 + this) x the treatment-baseline UPCR (default 0.5, "
+        "a 50 % rise, mirroring the creatinine criterion; the source only says 'a raised UPCR' [U]).",
+    )
+    licats_upcr_at_least: float | None = Field(
+        default=0.5,
+        ge=0,
+        description="A UPCR rise also needs the UPCR at or above this, in g/g (default 0.5, the SLEDAI-2K "
+        "proteinuria cut-off, so that 0.05 -> 0.08 g/g is not a signal) [U, a choice]; null: no floor.",
+    )
+    licats_window_days: int = Field(
+        default=30,
+        ge=1,
+        description="LICATS renal signal: looked for from day 1 to this day after infusion, while B cells have not "
+        "returned (default 30: LICATS median onset day 10, median duration 11 days, half within 2 weeks; Hagen "
+        "et al. 2025).",
+    )

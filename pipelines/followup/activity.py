@@ -101,6 +101,16 @@ def _lab_rules(cfg: FollowUpConfig, baseline: BaselineConfig) -> dict[str, tuple
     }
 
 
+def lab_rule(analyte: str, config: FollowUpConfig | None = None, baseline: BaselineConfig | None = None) -> pl.Expr:
+    """The activity table's three-valued rule for one lab row of `analyte` (e.g. `anti_dsdna`: "shows increased
+    DNA binding"; `c3`: "is low"), over the harmonised columns; for other modules that need the same verdict.
+
+    Raises:
+        KeyError: no rule reads `analyte`.
+    """
+    return _lab_rules(config or FollowUpConfig(), baseline or BaselineConfig())[analyte][1]
+
+
 def _with_optional(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
     """`frame` with every column of `columns` it lacks added as typed nulls."""
     missing = [pl.lit(None, dtype).alias(name) for name, dtype in columns.items() if name not in frame.columns]

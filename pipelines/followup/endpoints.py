@@ -32,6 +32,7 @@ import polars as pl
 
 from immunostrat.endpoint_definition import (
     EndpointDefinition,
+    RenalPopulation,
     RenalResponseSettings,
     Threshold,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "derive_outcomes",
     "endpoint_label",
     "endpoints",
+    "renal_involvement",
     "renal_values",
     "threshold_met",
 ]
@@ -463,6 +465,14 @@ def _population(name: str, definition: EndpointDefinition) -> _Condition | None:
             inputs.append(("baseline upcr", _unknown(f"{_BASELINE}upcr", censored=True)))
         return _Condition(pl.any_horizontal(parts) if parts else pl.lit(False), tuple(inputs))
     return None
+
+
+def renal_involvement(population: RenalPopulation) -> pl.Expr:
+    """Three-valued renal involvement at the treatment baseline, the renal endpoints' population rule, over the
+    columns `lupus_nephritis_class`, `baseline_item_<name>`, `baseline_upcr` and `baseline_upcr_censoring`."""
+    condition = _population("perr", EndpointDefinition(version="renal_population", renal_population=population))
+    assert condition is not None  # the renal endpoints always have a population
+    return condition.value
 
 
 def _conditions(name: str, definition: EndpointDefinition, descriptors: Sequence[Descriptor]) -> list[_Condition]:
