@@ -69,8 +69,9 @@ import polars as pl
 
 from immunostrat.config import BaselineConfig
 from immunostrat.endpoint_definition import RenalPopulation
-from immunostrat.followup.activity import above, below, item, lab_rule
+from immunostrat.followup.activity import item, lab_rule
 from immunostrat.followup.endpoints import renal_involvement
+from immunostrat.followup.thresholds import compare
 from immunostrat.followup_settings import FollowUpConfig, ImmuneCourseConfig
 
 __all__ = [
@@ -129,6 +130,11 @@ OPTIONAL_LAB_COLUMNS: dict[str, pl.DataType] = {
 _DSDNA = ("anti_dsdna", "anti_dsdna_xuln")
 _COMPLEMENT = ("c3", "c4")
 _V, _VH, _C = pl.col("value"), pl.col("value_high"), pl.col("censoring")
+
+
+def _row(op: str, threshold: pl.Expr | float) -> pl.Expr:
+    """A lab row against a threshold, three-valued (intervals and censored results as `thresholds.compare`)."""
+    return compare(_V, op, threshold, censoring=_C, value_high=_VH)
 
 
 def with_optional_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -236,7 +242,7 @@ def _b_cells(series: pl.LazyFrame, cfg: ImmuneCourseConfig) -> pl.LazyFrame:
     return_at = aplasia_at if cfg.b_cell_return_at_least is None else pl.lit(cfg.b_cell_return_at_least)
     per_day = (
         series.filter(pl.col("analyte") == "cd19_b_cells")
-        .with_columns(_below=below(_V, _VH, _C, aplasia_at), _back=above(_V, _VH, _C, return_at, True))
+        .with_columns(_below=_row("<", aplasia_at), _back=_row(">=", return_at))
         .group_by(*KEY, "day")
         # A day is below when any of its results is; returned only when every one is (Kleene).
         .agg(pl.col("_below").any(ignore_nulls=False), pl.col("_back").all(ignore_nulls=False))
@@ -489,8 +495,8 @@ def _igg(series: pl.LazyFrame, cfg: ImmuneCourseConfig) -> pl.LazyFrame:
         .select(*KEY, pl.col("_upper").alias("_igg_nadir"), "_upper_censoring", pl.col("day").alias("_igg_day"))
     )
     flags = usable.group_by(KEY).agg(
-        _igg_lln=below(_V, _VH, _C, pl.col("ref_low")).any(ignore_nulls=False),
-        _igg_replacement=below(_V, _VH, _C, cfg.igg_replacement_below).any(ignore_nulls=False),
+        _igg_lln=_row("<", pl.col("ref_low")).any(ignore_nulls=False),
+        _igg_replacement=_row("<", cfg.igg_replacement_below).any(ignore_nulls=False),
     )
     measured = rows.group_by(KEY).agg(_igg_measured=pl.len() > 0, _igg_before_ivig=before_ivig.any())
     return measured.join(flags, on=KEY, how="left").join(nadir, on=KEY, how="left")
@@ -638,10 +644,10 @@ def _licats(
     )
     # The window: day 1 to licats_window_days, and before the B-cell return day.
     window_end = pl.min_horizontal(pl.lit(cfg.licats_window_days), pl.col("b_cell_return_day") - 1)
-    creatinine_up = above(_V, _VH, _C, cfg.licats_creatinine_ratio * pl.col("_base_creatinine"), True)
-    upcr_up = above(_V, _VH, _C, (1 + cfg.licats_upcr_rise) * pl.col("_base_upcr"), True)
+    creatinine_up = _row(">=", cfg.licats_creatinine_ratio * pl.col("_base_creatinine"))
+    upcr_up = _row(">=", (1 + cfg.licats_upcr_rise) * pl.col("_base_upcr"))
     if cfg.licats_upcr_at_least is not None:
-        upcr_up = upcr_up & above(_V, _VH, _C, cfg.licats_upcr_at_least, True)
+        upcr_up = upcr_up & _row(">=", cfg.licats_upcr_at_least)
     is_creatinine = pl.col("analyte") == "creatinine"
     per_day = (
         series.filter(pl.col("analyte").is_in(["creatinine", "upcr"]))
