@@ -781,7 +781,7 @@ def publish_follow_up(
                 ),
             }
             if cfg.report:
-                html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count)
+                html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count, team=False)
                 files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
             manifest = {
                 "format": FOLLOW_UP_FORMAT,

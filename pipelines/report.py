@@ -208,7 +208,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _figure(fig: Figure, alt: str, caption: str = "") -> dict[str, Any]:
+def figure_block(fig: Figure, alt: str, caption: str = "") -> dict[str, Any]:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     width, height = (round(float(v)) for v in fig.get_size_inches() * 100)
@@ -223,7 +223,7 @@ def _figure(fig: Figure, alt: str, caption: str = "") -> dict[str, Any]:
     }
 
 
-def _new_figure(width: float, height: float, layout: Literal["constrained", "tight"] | None = "constrained") -> Figure:
+def new_figure(width: float, height: float, layout: Literal["constrained", "tight"] | None = "constrained") -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout=layout)
@@ -378,7 +378,7 @@ def _funnel(run: Mapping[str, Any], sponsor: pl.DataFrame | None, k: int) -> Sec
         [["all stratified subjects", "", seq_shown[0, 1]]] + [[i, *seq_shown[r + 1]] for r, i in enumerate(ids)],
         caption="Applied in protocol order",
     )
-    fig = _new_figure(9.5, 0.5 * len(ids) + 1.4)
+    fig = new_figure(9.5, 0.5 * len(ids) + 1.4)
     ax = fig.add_subplot()
     y = np.arange(len(ids))[::-1]
     shown_remaining = [v if v >= k else 0 for v in remaining[1:]]
@@ -395,7 +395,7 @@ def _funnel(run: Mapping[str, Any], sponsor: pl.DataFrame | None, k: int) -> Sec
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     section.blocks.append(
-        _figure(
+        figure_block(
             fig,
             "Bar chart: subjects remaining after each eligibility criterion, and subjects failing each criterion",
             "Blue: subjects still eligible after applying the criteria in order; red: subjects failing that "
@@ -465,7 +465,7 @@ def _groups(sponsor: pl.DataFrame | None, k: int) -> Section:
         label_columns=2,
         css=css,
     )
-    fig = _new_figure(9.5, 0.55 * len(studies) + 1.6)
+    fig = new_figure(9.5, 0.55 * len(studies) + 1.6)
     ax = fig.add_subplot()
     y = np.arange(len(studies))[::-1]
     left = np.zeros(len(studies))
@@ -480,7 +480,7 @@ def _groups(sponsor: pl.DataFrame | None, k: int) -> Section:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=4, fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     section.blocks.append(
-        _figure(
+        figure_block(
             fig,
             "Stacked bar chart of subjects per responder group for each study",
             "Responder groups per study; suppressed cells are not drawn.",
@@ -501,7 +501,7 @@ def _biomarkers(sponsor: pl.DataFrame | None, k: int) -> Section:
         section.add("note", text="No baseline biomarkers in this run.")
         return section
     rows_of_plots = (len(present) + 2) // 3
-    fig = _new_figure(10.5, 3.0 * rows_of_plots, layout=None)  # fixed margins: constrained layout costs seconds here
+    fig = new_figure(10.5, 3.0 * rows_of_plots, layout=None)  # fixed margins: constrained layout costs seconds here
     fig.subplots_adjust(
         left=0.06, right=0.99, top=1 - 0.3 / (3.0 * rows_of_plots), bottom=0.08, wspace=0.25, hspace=0.35
     )
@@ -533,7 +533,7 @@ def _biomarkers(sponsor: pl.DataFrame | None, k: int) -> Section:
         rows,
         caption="Median [interquartile range] (n) by responder group",
     )
-    section.blocks.append(_figure(fig, "Box plots of baseline biomarkers by predicted responder group"))
+    section.blocks.append(figure_block(fig, "Box plots of baseline biomarkers by predicted responder group"))
     return section
 
 
@@ -625,7 +625,7 @@ def _model(run: Mapping[str, Any], card: Mapping[str, Any] | None, card_error: s
         section.add("note", text="The ROC curve is not available in this model's card.")
     if not (has_cal or has_roc):
         return section
-    fig = _new_figure(10, 4.2)
+    fig = new_figure(10, 4.2)
     ax_cal, ax_roc = fig.subplots(1, 2)
     if has_cal:
         assert isinstance(calibration, list)
@@ -659,7 +659,7 @@ def _model(run: Mapping[str, Any], card: Mapping[str, Any] | None, card_error: s
         ax_roc.set_visible(False)
     kind = evaluation.get("kind")
     section.blocks.append(
-        _figure(
+        figure_block(
             fig,
             "Calibration plot and ROC curve of the scoring model",
             f"From the model card; evaluation: {kind}." if kind else "From the model card.",

@@ -18,19 +18,39 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from immunostrat.followup.summary import endpoint_rows
-from immunostrat.report import Section, quarantine_section, read_quarantine, render_page
+import numpy as np
+import polars as pl
 
-__all__ = ["FOLLOW_UP_SECTIONS", "render_follow_up_report"]
+from immunostrat.followup.summary import endpoint_rows
+from immunostrat.report import (
+    GROUPS,
+    Section,
+    figure_block,
+    new_figure,
+    quarantine_section,
+    read_quarantine,
+    render_page,
+    suppress,
+)
+
+__all__ = ["FOLLOW_UP_SECTIONS", "TEAM_ONLY", "render_follow_up_report"]
 
 #: Section ids and titles, in page order.
 FOLLOW_UP_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("changes", "What changed since the last run"),
     ("summary", "Run"),
     ("accounting", "Inputs and row accounting"),
     ("endpoints", "Endpoints at landmarks"),
     ("by-group", "Endpoints by predicted responder group"),
+    ("toxicity", "Toxicity by grade"),
+    ("trajectories", "B cells and anti-dsDNA by predicted group"),
+    ("swimmer", "Swimmer plot"),
     ("quarantine", "Quarantine"),
 )
+#: Sections the sponsor's copy leaves out: per-subject lanes, even pseudonymised.
+TEAM_ONLY: frozenset[str] = frozenset({"changes", "swimmer"})
+#: Grades a toxicity table shows, then "not assessable".
+_GRADES = (0, 1, 2, 3, 4, 5)
 _RATE_COLUMNS = ["endpoint", "landmark", "met", "not met", "not assessable", "subjects", "rate"]
 
 
@@ -113,12 +133,211 @@ def _by_group(summary: Mapping[str, Any], k: int) -> Section:
     return section
 
 
-def render_follow_up_report(run_dir: str | Path, *, min_cell_count: int = 5) -> str:
+def _changes(run: Mapping[str, Any]) -> Section:
+    section = Section(
+        "changes",
+        "What changed since the last run",
+        "Findings a team acts on (treatment-emergent grade >= 3 toxicities, endpoints met, relapses) compared with "
+        "the newest earlier monitor run of this output folder: new, resolved, or corrected by a data change.",
+    )
+    changes = run.get("summary", {}).get("changes")
+    if not changes:
+        section.add("text", text="Not compared (no comparison was recorded for this run).")
+        return section
+    section.add("kv", pairs=[("compared with", changes.get("previous_run") or "–")])
+    if changes.get("not_compared"):
+        section.add("notice", text=f"Not compared: {changes['not_compared']}.")
+        return section
+    counts = changes.get("counts", {})
+    section.table(
+        ["finding", "new", "resolved", "corrected"],
+        [[kind, c.get("new", 0), c.get("resolved", 0), c.get("corrected", 0)] for kind, c in counts.items()],
+        caption="Changes by kind of finding",
+    )
+    items = changes.get("items", [])
+    if items:
+        section.table(
+            ["subject", "finding", "item", "change", "day"],
+            [[i.get("subject_pseudonym", "–"), i["kind"], i["item"], i["change"], i.get("day")] for i in items],
+            caption="Every change (subjects by pseudonym)",
+            label_columns=1,
+        )
+    return section
+
+
+def _read(run_dir: Path, name: str) -> pl.DataFrame | None:
+    path = run_dir / name
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def _toxicity(run_dir: Path, k: int) -> Section:
+    section = Section(
+        "toxicity",
+        "Toxicity by grade",
+        "Subjects by their worst grade per measure: CRS and ICANS (ASTCT 2019), ICAHT (EHA/EBMT 2023) and the "
+        "worst treatment-emergent CTCAE v5 laboratory grade per term; small cells suppressed.",
+    )
+    table = _read(run_dir, "toxicity.parquet")
+    columns = [c for c in table.columns if c.endswith("_grade")] if table is not None else []
+    if table is None or not columns:
+        section.add("text", text="No toxicity table in this run.")
+        return section
+    counts = np.array(
+        [[int((table[c] == g).sum()) for g in _GRADES] + [table[c].null_count()] for c in columns], dtype=np.int64
+    )
+    values = np.column_stack([counts, counts.sum(axis=1)])
+    shown = suppress(values, [[(i, j) for j in range(values.shape[1])] for i in range(len(columns))], k)
+    section.table(
+        ["measure", *(f"grade {g}" for g in _GRADES), "not assessable", "subjects"],
+        [[c.removesuffix("_grade").replace("_", " "), *shown[i]] for i, c in enumerate(columns)],
+        caption="Subjects by worst grade",
+    )
+    return section
+
+
+#: Day bins of the trajectories (days since infusion), labelled by their upper edge.
+_BINS: tuple[tuple[int, int, str], ...] = (
+    (-90, 0, "baseline"),
+    (1, 30, "month 1"),
+    (31, 90, "month 3"),
+    (91, 180, "month 6"),
+    (181, 365, "month 12"),
+)
+
+
+def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
+    section = Section(
+        "trajectories",
+        "B cells and anti-dsDNA by predicted group",
+        "Median CD19+ B cells (cells/uL) and anti-dsDNA (IU/mL) per period since infusion, by the responder group "
+        "the pre-infusion stratify run predicted; a cell with fewer than the minimum subjects is suppressed.",
+    )
+    course = _read(run_dir, "immune_course.parquet")
+    strata_run = (run.get("summary", {}).get("by_predicted_group") or {}).get("strata_run")
+    harmonised = run_dir / "harmonised.parquet"
+    if course is None or not strata_run or not harmonised.is_file():
+        section.add("text", text="Needs the immune course and a stratify run (--strata).")
+        return section
+    strata = Path(str(strata_run)) / "strata.parquet"
+    if not strata.is_file():
+        section.add("text", text=f"The stratify run's strata.parquet is not readable here ({strata.parent.name}).")
+        return section
+    key = ["study_id", "subject_id"]
+    day = (pl.col("collected_date") - pl.col("day0")).dt.total_days()
+    period = pl.lit(None, pl.String)
+    for low, high, label in reversed(_BINS):
+        period = pl.when(day.is_between(low, high)).then(pl.lit(label)).otherwise(period)
+    rows = (
+        pl.scan_parquet(harmonised)
+        .filter(pl.col("analyte").is_in(["cd19_b_cells", "anti_dsdna"]))
+        .select(*key, "analyte", "value", "collected_date")
+        .join(pl.scan_parquet(strata).select(*key, "responder_group"), on=key)
+        .join(course.lazy().select(*key, "day0"), on=key)
+        .with_columns(period=period)
+        .filter(pl.col("period").is_not_null())
+        .group_by("analyte", "responder_group", "period")
+        .agg(median=pl.col("value").median(), subjects=pl.struct(key).n_unique())
+        .collect()
+    )
+    labels = [b[2] for b in _BINS]
+    fig = new_figure(9.5, 3.2)
+    for n, analyte in enumerate(("cd19_b_cells", "anti_dsdna")):
+        ax = fig.add_subplot(1, 2, n + 1)
+        table_rows = []
+        for group in GROUPS:
+            part = rows.filter((pl.col("analyte") == analyte) & (pl.col("responder_group") == group))
+            by_period = {r["period"]: r for r in part.iter_rows(named=True)}
+            medians = [
+                by_period[p]["median"] if p in by_period and by_period[p]["subjects"] >= k else None for p in labels
+            ]
+            if any(m is not None for m in medians):
+                ax.plot(range(len(labels)), [np.nan if m is None else m for m in medians], marker="o", label=group)
+                table_rows.append([analyte, group, *medians])
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title("CD19+ B cells" if analyte == "cd19_b_cells" else "anti-dsDNA", fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+        if table_rows:
+            section.table(["analyte", "predicted group", *labels], table_rows, label_columns=2)
+    fig.axes[0].legend(fontsize=7, frameon=False)
+    section.blocks.append(figure_block(fig, "Median B cells and anti-dsDNA over time by predicted group"))
+    return section
+
+
+def _lane_events(run_dir: Path, course: pl.DataFrame) -> pl.DataFrame:
+    """Per subject: follow-up end, aplasia span, CRS/ICANS onset, first met endpoint, relapse (days)."""
+    key = ["study_id", "subject_id"]
+    frame = course.select(
+        *key,
+        end=pl.col("course_end_day"),
+        aplasia=pl.col("b_cell_aplasia_day"),
+        aplasia_end=pl.coalesce("b_cell_return_day", "b_cell_censored_day"),
+        relapse=pl.min_horizontal("serological_relapse_day", "first_flare_day"),
+    )
+    toxicity = _read(run_dir, "toxicity.parquet")
+    if toxicity is not None:
+        onsets = [c for c in ("crs_onset_day", "icans_onset_day") if c in toxicity.columns]
+        frame = frame.join(toxicity.select(*key, *onsets), on=key, how="left")
+    endpoints = _read(run_dir, "endpoints.parquet")
+    if endpoints is not None:
+        met = endpoints.filter(pl.col("met").fill_null(False)).group_by(key).agg(met_day=pl.col("visit_day").min())
+        frame = frame.join(met, on=key, how="left")
+    return frame
+
+
+def _swimmer(run_dir: Path, lanes: int, labels: Any = None) -> Section:
+    section = Section(
+        "swimmer",
+        "Swimmer plot",
+        f"One lane per subject (at most {lanes}, longest follow-up first): days since infusion, B-cell aplasia "
+        "(bar), CRS and ICANS onset, the first endpoint met and the first relapse. Team only: never published.",
+    )
+    course = _read(run_dir, "immune_course.parquet")
+    if course is None or course.height == 0:
+        section.add("text", text="No immune course in this run.")
+        return section
+    frame = _lane_events(run_dir, course).filter(pl.col("end").is_not_null())
+    frame = frame.sort("end", descending=True).head(lanes)
+    names = labels(frame) if labels is not None else [f"lane {i + 1}" for i in range(frame.height)]
+    fig = new_figure(9.5, 0.22 * max(frame.height, 4) + 1.2)
+    ax = fig.add_subplot()
+    y = np.arange(frame.height)[::-1]
+    ax.barh(y, frame["end"].fill_null(0).to_numpy(), color="#e2e8f0", height=0.7)
+    has_aplasia = frame["aplasia"].is_not_null().to_numpy()
+    start = frame["aplasia"].fill_null(0).to_numpy()
+    stop = frame["aplasia_end"].fill_null(frame["end"]).fill_null(0).to_numpy()
+    ax.barh(y[has_aplasia], (stop - start)[has_aplasia], left=start[has_aplasia], color="#90cdf4", height=0.35,
+            label="B-cell aplasia")  # fmt: skip
+    marks = {"crs_onset_day": ("^", "#dd6b20", "CRS"), "icans_onset_day": ("v", "#805ad5", "ICANS")}
+    marks |= {"met_day": ("*", "#2f855a", "endpoint met"), "relapse": ("x", "#c53030", "relapse")}
+    for column, (marker, colour, name) in marks.items():
+        if column in frame.columns:
+            days = frame[column].to_numpy().astype(np.float64)
+            shown = ~np.isnan(days)
+            ax.scatter(days[shown], y[shown], marker=marker, color=colour, label=name, zorder=3, s=24)
+    ax.set_yticks(y, names, fontsize=6)
+    ax.set_xlabel("days since infusion")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=5, fontsize=7, frameon=False)
+    section.blocks.append(figure_block(fig, "Swimmer plot: one lane per subject over days since infusion"))
+    return section
+
+
+def render_follow_up_report(
+    run_dir: str | Path,
+    *,
+    min_cell_count: int = 5,
+    team: bool = True,
+    swimmer_lanes: int = 40,
+    lane_labels: Any = None,
+) -> str:
     """The follow-up report of a monitor run folder as one HTML string (see the module docstring).
 
     Args:
-        run_dir: A monitor run folder (its `run.json` and `quarantine.parquet` are read).
+        run_dir: A monitor run folder (its `run.json`, tables and `quarantine.parquet` are read).
         min_cell_count: Counts of subjects below this are suppressed.
+        team: The team's copy (every section) or the sponsor's (without `TEAM_ONLY` sections).
+        swimmer_lanes: At most this many lanes in the swimmer plot.
+        lane_labels: frame -> list of lane labels (e.g. pseudonyms); default "lane 1", "lane 2", ...
     """
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
@@ -126,13 +345,19 @@ def render_follow_up_report(run_dir: str | Path, *, min_cell_count: int = 5) -> 
     definition = summary.get("endpoint_definition", {})
     k = min_cell_count
     sections = [
+        _changes(run),
         _summary(run, definition),
         _accounting(run),
         _endpoints(summary, k),
         _by_group(summary, k),
+        _toxicity(run_dir, k),
+        _trajectories(run_dir, run, k),
+        _swimmer(run_dir, swimmer_lanes, lane_labels),
         quarantine_section(run, read_quarantine(run_dir), k),
     ]
     assert [(s.id, s.title) for s in sections] == list(FOLLOW_UP_SECTIONS)
+    if not team:
+        sections = [s for s in sections if s.id not in TEAM_ONLY]
     return render_page(
         title=f"immunostrat follow-up {run.get('run_id', '')}",
         subtitle=f"Follow-up report · {run.get('status', 'unknown')} · as of {run.get('as_of', '–')}",
