@@ -216,6 +216,15 @@ class HarmonisedLab(pa.DataFrameModel):
         "not sent.",
         metadata={"unit": "the row's `unit`"},
     )
+    lloq: float = pa.Field(
+        nullable=True,
+        ge=0,
+        description="The assay's lower limit of quantification (input `lloq`; SDTM `LBLLOQ` with the standardised "
+        "result), converted to `unit` with the value's own factor and rounding (for `anti_dsdna_xuln`, as a multiple "
+        "of the lab's upper limit, like the value); null when not sent. A value below it is below any threshold at "
+        "or above it.",
+        metadata={"unit": "the row's `unit`"},
+    )
     method: str = pa.Field(
         nullable=True,
         description="Assay or method, trimmed and upper-cased; for `ifn_score` the IFN-signature method (given, or "
@@ -234,7 +243,9 @@ class HarmonisedLab(pa.DataFrameModel):
     source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
     source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
 
-    _finite = pa.check("value", "value_high", "ref_low", "ref_high", name="is_finite", error=_FINITE)(_is_finite)
+    _finite = pa.check("value", "value_high", "ref_low", "ref_high", "lloq", name="is_finite", error=_FINITE)(
+        _is_finite
+    )
     _upper = pa.check("method", name="is_upper", error=_UPPER)(_is_upper)
 
     @pa.dataframe_check(name="unit_is_canonical", error="`unit` is the canonical unit of `analyte`")
@@ -292,6 +303,7 @@ _ORIGINAL_LAB = {
     "filled in for `ifn_score`.",
     "ref_low": "Input `ref_low`.",
     "ref_high": "Input `ref_high`.",
+    "lloq": "Input `lloq` (SDTM: `LBLLOQ`).",
 }
 _ORIGINAL_SUBJECT = {
     "reference_date": "Input `reference_date`.",
@@ -300,6 +312,9 @@ _ORIGINAL_SUBJECT = {
     "first_exposure_date": "Input `first_exposure_date`.",
     "infusion_date": "Input `infusion_date`.",
     "discontinued_date": "Input `discontinued_date`.",
+    "death_date": "Input `death_date`.",
+    "retreatment_date": "Input `retreatment_date`.",
+    "ivig_start_date": "Input `ivig_start_date`.",
     "sledai_2k": "Input `sledai_2k`.",
     "prior_immunosuppressant_failures": "Input `prior_immunosuppressant_failures`.",
     "lupus_nephritis_class": "Input `lupus_nephritis_class`.",
