@@ -31,10 +31,12 @@ from pandera.constants import CHECK_OUTPUT_KEY
 from pandera.errors import SchemaErrors
 
 from immunostrat.features import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.followup.events import EVENT_FIELD_CODES, EVENT_REASON_CODES
 from immunostrat.followup.sledai import load_descriptors
 from immunostrat.followup.visits import VISIT_FIELD_CODES, VISIT_REASON_CODES
 from immunostrat.readers import READER_REASONS
 from immunostrat.reference import load_reference
+from immunostrat.schemas.events import EVENT_OPTIONAL
 from immunostrat.schemas.inputs import VISIT_FLAGS
 from immunostrat.stages.baseline import CORE_ANALYTES
 from immunostrat.stages.validate import (
@@ -94,10 +96,15 @@ SEX_CODES: tuple[str, ...] = ("F", "M", "U", "UNDIFFERENTIATED")
 LN_CLASSES: tuple[str, ...] = ("NONE", "I", "II", "III", "IV", "V", "VI", "III+V", "IV+V")
 _LAB_RULES = lab_rules(dt.date(2000, 1, 1), ())
 _SUBJECT_RULES = subject_rules()
-#: Every reason code a quarantine row can carry (lab, subject, then visit rules, in priority order).
+#: Every reason code a quarantine row can carry (lab, subject, visit, then events rules, in priority order).
 REASON_CODES: tuple[str, ...] = tuple(
     dict.fromkeys(
-        [*(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)), *VISIT_REASON_CODES, *(r.code for r in READER_REASONS)]
+        [
+            *(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)),
+            *VISIT_REASON_CODES,
+            *EVENT_REASON_CODES,
+            *(r.code for r in READER_REASONS),
+        ]
     )
 )
 _LOGIT = "logit (log-odds)"
@@ -330,12 +337,21 @@ _ORIGINAL_VISIT = {
     **{flag: f"Input `{flag}`." for flag in VISIT_FLAGS},
     "immunosuppressants": "Input `immunosuppressants`.",
 }
+_ORIGINAL_EVENT = {
+    "assessed_at": "Input `assessed_at`.",
+    **{column: f"Input `{column}`." for column in EVENT_OPTIONAL},
+}
 _ORIGINAL_SHARED = {
     "study_id": "Input `study_id` (lab rows: trimmed).",
     "subject_id": "Input `subject_id` (lab rows: trimmed).",
     "site_id": "Input `site_id` (lab rows: trimmed).",
 }
-_ORIGINAL_KIND = (("lab", _ORIGINAL_LAB), ("subject", _ORIGINAL_SUBJECT), ("visit", _ORIGINAL_VISIT))
+_ORIGINAL_KIND = (
+    ("lab", _ORIGINAL_LAB),
+    ("subject", _ORIGINAL_SUBJECT),
+    ("visit", _ORIGINAL_VISIT),
+    ("event", _ORIGINAL_EVENT),
+)
 
 
 def _original_description(column: str) -> str:
@@ -349,8 +365,8 @@ def _original_description(column: str) -> str:
 
 
 class _QuarantineBase(pa.DataFrameModel):
-    """One rejected input row with every rule it failed, or one bad optional field of an accepted subject or visit
-    row (a field record); the original input columns follow (`quarantine.parquet`)."""
+    """One rejected input row with every rule it failed, or one bad optional field of an accepted subject, visit or
+    event row (a field record); the original input columns follow (`quarantine.parquet`)."""
 
     source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
     source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
@@ -358,7 +374,8 @@ class _QuarantineBase(pa.DataFrameModel):
         isin=list(REASON_CODES),
         description="Primary reason: the first failed rule in priority order (see *Reason codes*). A subject "
         f"field code ({', '.join(f'`{c}`' for c in SUBJECT_FIELD_CODES)}) or visit field code "
-        f"({', '.join(f'`{c}`' for c in VISIT_FIELD_CODES)}) marks a field record: the row was accepted with that "
+        f"({', '.join(f'`{c}`' for c in VISIT_FIELD_CODES)}) or events field code "
+        f"({', '.join(f'`{c}`' for c in EVENT_FIELD_CODES)}) marks a field record: the row was accepted with that "
         "field empty (unknown), and each bad field has its own record.",
     )
     reason_codes: pl.List(pl.String) = pa.Field(  # type: ignore[valid-type]
@@ -374,7 +391,7 @@ class _QuarantineBase(pa.DataFrameModel):
     )
     input_kind: str = pa.Field(
         isin=list(INPUT_KINDS),
-        description="Which kind of input file the row came from: `labs`, `subjects`, `visits` or `outcomes`.",
+        description="Which kind of input file the row came from: `labs`, `subjects`, `visits`, `outcomes` or `events`.",
     )
 
     _codes_known = pa.check("reason_codes", name="items_in", error="every item a reason code (see *Reason codes*)")(

@@ -29,6 +29,7 @@ from pandera.errors import SchemaErrors
 
 from immunostrat.followup.urinalysis import RANGE_REVERSED, SEMI_QUANTITATIVE_ANALYTES, WORD_UNMAPPED
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
+from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED
 from immunostrat.schemas.inputs import (
     VISIT_OPTIONAL,
     VISIT_REQUIRED,
@@ -38,14 +39,23 @@ from immunostrat.schemas.inputs import (
 )
 from immunostrat.stages.harmonise import _blank_to_null, is_present, parse_iso_date, parse_number, with_parsed
 
-#: The input columns a quarantine row can carry as sent (lab, subject and visit files).
+#: The input columns a quarantine row can carry as sent (lab, subject, visit and events files).
 QUARANTINE_ORIGINAL_COLUMNS = tuple(
     dict.fromkeys(
-        [*LAB_REQUIRED, *LAB_OPTIONAL, *SUBJECT_REQUIRED, *SUBJECT_OPTIONAL, *VISIT_REQUIRED, *VISIT_OPTIONAL]
+        [
+            *LAB_REQUIRED,
+            *LAB_OPTIONAL,
+            *SUBJECT_REQUIRED,
+            *SUBJECT_OPTIONAL,
+            *VISIT_REQUIRED,
+            *VISIT_OPTIONAL,
+            *EVENT_REQUIRED,
+            *EVENT_OPTIONAL,
+        ]
     )
 )
 #: Which kind of input a quarantine row came from (`input_kind` of quarantine.parquet).
-INPUT_KINDS: tuple[str, ...] = ("labs", "subjects", "visits", "outcomes")
+INPUT_KINDS: tuple[str, ...] = ("labs", "subjects", "visits", "outcomes", "events")
 
 
 class ContractError(Exception):
