@@ -25,7 +25,9 @@ from typing import Any
 import pandera.polars as pa
 
 from immunostrat.features import DEFAULT_FEATURES, FeatureSpec
+from immunostrat.followup.events import event_rules
 from immunostrat.followup.visits import documented_visit_rules
+from immunostrat.followup_settings import EventsConfig
 from immunostrat.schemas.outputs import FOLLOW_UP_TABLES, OUTPUT_MODELS
 from immunostrat.schemas.sponsor import (
     PARTITION_COLUMN,
@@ -256,6 +258,7 @@ def reason_codes() -> list[dict[str, str]]:
         ("labs", lab_rules(dt.date(2000, 1, 1), ())),
         ("subjects", subject_rules()),
         ("visits", documented_visit_rules()),
+        ("events", event_rules(dt.date(2000, 1, 1), EventsConfig())),
     ]
     for kind, rules in sources:
         for rule in rules:

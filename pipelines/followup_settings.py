@@ -187,3 +187,32 @@ class ImmuneCourseConfig(_Model):
         "returned (default 30: LICATS median onset day 10, median duration 11 days, half within 2 weeks; Hagen "
         "et al. 2025).",
     )
+
+
+# --- events input ---
+
+
+class EventsConfig(_Model):
+    """Plausibility limits of the events file's measurements (issue 13, *Events*).
+
+    A value outside its limits is a field record: the assessment is kept with that measurement unknown. The
+    limits are choices (wide physiological bounds that catch a wrong unit or a typo), not clinical thresholds; the
+    ICE score (0-10) and the grades (0-5) are bounded by their scales and are not configurable.
+    """
+
+    temperature_c_min: float = Field(
+        default=25.0,
+        description="Lowest plausible `temperature_c`, degrees Celsius (default 25; a Fahrenheit 98.6 "
+        "is caught by the maximum).",
+    )
+    temperature_c_max: float = Field(default=45.0, description="Highest plausible `temperature_c` (default 45).")
+    systolic_bp_min: float = Field(default=30.0, ge=0, description="Lowest plausible `systolic_bp`, mmHg (default 30).")
+    systolic_bp_max: float = Field(
+        default=300.0, gt=0, description="Highest plausible `systolic_bp`, mmHg (default 300)."
+    )
+    max_vasopressors: int = Field(
+        default=10, ge=0, description="Most vasopressors running at once (`vasopressors`, a whole number; default 10)."
+    )
+    max_oxygen_flow_l_min: float = Field(
+        default=100.0, gt=0, description="Highest plausible `oxygen_flow_l_min`, L/min (default 100)."
+    )

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     pass
 
 LAB_REQUIRED = ("study_id", "subject_id", "test", "result", "unit", "collected_at")
-LAB_OPTIONAL = ("site_id", "method", "ref_low", "ref_high")
+LAB_OPTIONAL = ("site_id", "method", "ref_low", "ref_high", "lloq")
 SUBJECT_REQUIRED = ("study_id", "subject_id", "reference_date")
 SUBJECT_OPTIONAL = (
     "site_id",
@@ -33,6 +33,9 @@ SUBJECT_OPTIONAL = (
     "first_exposure_date",
     "infusion_date",
     "discontinued_date",
+    "death_date",
+    "retreatment_date",
+    "ivig_start_date",
     "sledai_2k",
     "prior_immunosuppressant_failures",
     "lupus_nephritis_class",

@@ -29,6 +29,9 @@ class LabCandidate(pa.DataFrameModel):
     method: str = pa.Field(nullable=True, description="Assay or method, upper-cased.")
     ref_low: str = pa.Field(nullable=True, description="Lab reference lower limit as reported.")
     ref_high: str = pa.Field(nullable=True, description="Lab reference upper limit as reported.")
+    lloq: str = pa.Field(
+        nullable=True, description="The assay's lower limit of quantification as reported, in the row's unit."
+    )
     source_file: str = pa.Field(description="Input file the row came from.")
     source_row: int = pa.Field(ge=1, description="1-based data row in the input file (header excluded).")
     analyte_reported: str = pa.Field(nullable=True, description="Panel analyte the reported test maps to.")
@@ -38,6 +41,7 @@ class LabCandidate(pa.DataFrameModel):
     value: float = pa.Field(nullable=True, description="Numeric result in the canonical unit.")
     ref_low_value: float = pa.Field(nullable=True, description="Reference lower limit, canonical unit.")
     ref_high_value: float = pa.Field(nullable=True, description="Reference upper limit, canonical unit.")
+    lloq_value: float = pa.Field(nullable=True, description="Lower limit of quantification, canonical unit.")
     collected_date: dt.date = pa.Field(nullable=True, description="Collection calendar date.")
     collected_at_parsed: pl.Datetime("us") = pa.Field(  # type: ignore[valid-type]
         nullable=True, description="Collection date-time, local time as written."
@@ -52,8 +56,8 @@ class SubjectCandidate(pa.DataFrameModel):
 
     `study_id`, `subject_id` and `reference_date` are required: a bad one refuses the row, as does an unreadable
     `first_exposure_date` or a repeated subject. A bad value in any other field (sex, age, SLEDAI-2K, prior
-    failures, nephritis class, eGFR, CNS lupus, infusion and discontinuation dates) is quarantined as that field
-    only: the subject is kept with it empty (`immunostrat.stages.validate.subject_rules`).
+    failures, nephritis class, eGFR, CNS lupus, infusion, discontinuation, death, re-treatment and IVIG dates) is
+    quarantined as that field only: the subject is kept with it empty (`immunostrat.stages.validate.subject_rules`).
     """
 
     study_id: str = pa.Field(nullable=True, description="Study identifier.")
@@ -70,6 +74,15 @@ class SubjectCandidate(pa.DataFrameModel):
     )
     discontinued_date: str = pa.Field(
         nullable=True, description="Date the subject left the study (withdrawal or death); empty while on study."
+    )
+    death_date: str = pa.Field(nullable=True, description="Date of death (ISO 8601); empty when alive or unknown.")
+    retreatment_date: str = pa.Field(
+        nullable=True,
+        description="Date of re-treatment: a second infusion or another B-cell-depleting therapy (ISO 8601); the "
+        "immune course is censored there. Not before day 0.",
+    )
+    ivig_start_date: str = pa.Field(
+        nullable=True, description="Start of IVIG replacement (ISO 8601); IgG after it is not used for the nadir."
     )
     sex: str = pa.Field(nullable=True, description="F, M, U or UNDIFFERENTIATED (CDISC SEX).")
     age_years: str = pa.Field(nullable=True, description="Age in years at reference date.")

@@ -31,10 +31,12 @@ from pandera.constants import CHECK_OUTPUT_KEY
 from pandera.errors import SchemaErrors
 
 from immunostrat.features import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.followup.events import EVENT_FIELD_CODES, EVENT_REASON_CODES
 from immunostrat.followup.sledai import load_descriptors
 from immunostrat.followup.visits import VISIT_FIELD_CODES, VISIT_REASON_CODES
 from immunostrat.readers import READER_REASONS
 from immunostrat.reference import load_reference
+from immunostrat.schemas.events import EVENT_OPTIONAL
 from immunostrat.schemas.inputs import VISIT_FLAGS
 from immunostrat.stages.baseline import CORE_ANALYTES
 from immunostrat.stages.validate import (
@@ -97,10 +99,15 @@ SEX_CODES: tuple[str, ...] = ("F", "M", "U", "UNDIFFERENTIATED")
 LN_CLASSES: tuple[str, ...] = ("NONE", "I", "II", "III", "IV", "V", "VI", "III+V", "IV+V")
 _LAB_RULES = lab_rules(dt.date(2000, 1, 1), ())
 _SUBJECT_RULES = subject_rules()
-#: Every reason code a quarantine row can carry (lab, subject, then visit rules, in priority order).
+#: Every reason code a quarantine row can carry (lab, subject, visit, then events rules, in priority order).
 REASON_CODES: tuple[str, ...] = tuple(
     dict.fromkeys(
-        [*(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)), *VISIT_REASON_CODES, *(r.code for r in READER_REASONS)]
+        [
+            *(r.code for r in (*_LAB_RULES, *_SUBJECT_RULES)),
+            *VISIT_REASON_CODES,
+            *EVENT_REASON_CODES,
+            *(r.code for r in READER_REASONS),
+        ]
     )
 )
 _LOGIT = "logit (log-odds)"
@@ -219,6 +226,15 @@ class HarmonisedLab(pa.DataFrameModel):
         "not sent.",
         metadata={"unit": "the row's `unit`"},
     )
+    lloq: float = pa.Field(
+        nullable=True,
+        ge=0,
+        description="The assay's lower limit of quantification (input `lloq`; SDTM `LBLLOQ` with the standardised "
+        "result), converted to `unit` with the value's own factor and rounding (for `anti_dsdna_xuln`, as a multiple "
+        "of the lab's upper limit, like the value); null when not sent. A value below it is below any threshold at "
+        "or above it.",
+        metadata={"unit": "the row's `unit`"},
+    )
     method: str = pa.Field(
         nullable=True,
         description="Assay or method, trimmed and upper-cased; for `ifn_score` the IFN-signature method (given, or "
@@ -237,7 +253,9 @@ class HarmonisedLab(pa.DataFrameModel):
     source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
     source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
 
-    _finite = pa.check("value", "value_high", "ref_low", "ref_high", name="is_finite", error=_FINITE)(_is_finite)
+    _finite = pa.check("value", "value_high", "ref_low", "ref_high", "lloq", name="is_finite", error=_FINITE)(
+        _is_finite
+    )
     _upper = pa.check("method", name="is_upper", error=_UPPER)(_is_upper)
 
     @pa.dataframe_check(name="unit_is_canonical", error="`unit` is the canonical unit of `analyte`")
@@ -295,6 +313,7 @@ _ORIGINAL_LAB = {
     "filled in for `ifn_score`.",
     "ref_low": "Input `ref_low`.",
     "ref_high": "Input `ref_high`.",
+    "lloq": "Input `lloq` (SDTM: `LBLLOQ`).",
 }
 _ORIGINAL_SUBJECT = {
     "reference_date": "Input `reference_date`.",
@@ -303,6 +322,9 @@ _ORIGINAL_SUBJECT = {
     "first_exposure_date": "Input `first_exposure_date`.",
     "infusion_date": "Input `infusion_date`.",
     "discontinued_date": "Input `discontinued_date`.",
+    "death_date": "Input `death_date`.",
+    "retreatment_date": "Input `retreatment_date`.",
+    "ivig_start_date": "Input `ivig_start_date`.",
     "sledai_2k": "Input `sledai_2k`.",
     "prior_immunosuppressant_failures": "Input `prior_immunosuppressant_failures`.",
     "lupus_nephritis_class": "Input `lupus_nephritis_class`.",
@@ -318,12 +340,21 @@ _ORIGINAL_VISIT = {
     **{flag: f"Input `{flag}`." for flag in VISIT_FLAGS},
     "immunosuppressants": "Input `immunosuppressants`.",
 }
+_ORIGINAL_EVENT = {
+    "assessed_at": "Input `assessed_at`.",
+    **{column: f"Input `{column}`." for column in EVENT_OPTIONAL},
+}
 _ORIGINAL_SHARED = {
     "study_id": "Input `study_id` (lab rows: trimmed).",
     "subject_id": "Input `subject_id` (lab rows: trimmed).",
     "site_id": "Input `site_id` (lab rows: trimmed).",
 }
-_ORIGINAL_KIND = (("lab", _ORIGINAL_LAB), ("subject", _ORIGINAL_SUBJECT), ("visit", _ORIGINAL_VISIT))
+_ORIGINAL_KIND = (
+    ("lab", _ORIGINAL_LAB),
+    ("subject", _ORIGINAL_SUBJECT),
+    ("visit", _ORIGINAL_VISIT),
+    ("event", _ORIGINAL_EVENT),
+)
 
 
 def _original_description(column: str) -> str:
@@ -337,8 +368,8 @@ def _original_description(column: str) -> str:
 
 
 class _QuarantineBase(pa.DataFrameModel):
-    """One rejected input row with every rule it failed, or one bad optional field of an accepted subject or visit
-    row (a field record); the original input columns follow (`quarantine.parquet`)."""
+    """One rejected input row with every rule it failed, or one bad optional field of an accepted subject, visit or
+    event row (a field record); the original input columns follow (`quarantine.parquet`)."""
 
     source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
     source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
@@ -346,7 +377,8 @@ class _QuarantineBase(pa.DataFrameModel):
         isin=list(REASON_CODES),
         description="Primary reason: the first failed rule in priority order (see *Reason codes*). A subject "
         f"field code ({', '.join(f'`{c}`' for c in SUBJECT_FIELD_CODES)}) or visit field code "
-        f"({', '.join(f'`{c}`' for c in VISIT_FIELD_CODES)}) marks a field record: the row was accepted with that "
+        f"({', '.join(f'`{c}`' for c in VISIT_FIELD_CODES)}) or events field code "
+        f"({', '.join(f'`{c}`' for c in EVENT_FIELD_CODES)}) marks a field record: the row was accepted with that "
         "field empty (unknown), and each bad field has its own record.",
     )
     reason_codes: pl.List(pl.String) = pa.Field(  # type: ignore[valid-type]
@@ -362,7 +394,7 @@ class _QuarantineBase(pa.DataFrameModel):
     )
     input_kind: str = pa.Field(
         isin=list(INPUT_KINDS),
-        description="Which kind of input file the row came from: `labs`, `subjects`, `visits` or `outcomes`.",
+        description="Which kind of input file the row came from: `labs`, `subjects`, `visits`, `outcomes` or `events`.",
     )
 
     _codes_known = pa.check("reason_codes", name="items_in", error="every item a reason code (see *Reason codes*)")(

@@ -93,6 +93,7 @@ def test_header_is_normalised(tmp_path: Path) -> None:
         "method": None,
         "ref_low": None,
         "ref_high": None,
+        "lloq": None,
         "source_row": 1,
     }
 

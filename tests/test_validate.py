@@ -139,6 +139,8 @@ LAB_CASES = [
     _case("REF_HIGH_INVALID", {"ref_high": "1,8"}, "ref_high", "1,8", "a plain, finite number > 0, or empty"),
     _case("REF_HIGH_INVALID", {"ref_high": "1e999"}, "ref_high", "1e999", "a plain, finite number > 0, or empty"),
     _case("REF_RANGE_INVERTED", {"ref_low": "2", "ref_high": "1"}, "ref_low", "2", "ref_low not above ref_high (1)"),
+    _case("LLOQ_INVALID", {"lloq": "<0.5"}, "lloq", "<0.5", "a plain, finite number >= 0 in the row's unit"),
+    _case("LLOQ_INVALID", {"lloq": "-0.1"}, "lloq", "-0.1", "a plain, finite number >= 0 in the row's unit"),
     _case("DATE_MISSING", {"collected_at": ""}, "collected_at", "", "an ISO 8601 collection date"),
     _case("DATE_INVALID", {"collected_at": "2025-02-30"}, "collected_at", "2025-02-30", "an ISO 8601 date YYYY-MM-DD"),
     _case("DATE_INVALID", {"collected_at": "2025-03"}, "collected_at", "2025-03", "an ISO 8601 date YYYY-MM-DD"),
@@ -210,7 +212,7 @@ LAB_CASES = [
 def test_lab_cases_cover_every_lab_rule() -> None:
     """Every reason code of `lab_rules` has at least one case below."""
     codes = [r.code for r in lab_rules(AS_OF, IFN_METHODS)]
-    assert len(codes) == 22
+    assert len(codes) == 23
     assert {c.values[0].code for c in LAB_CASES} == set(codes)
 
 
@@ -448,6 +450,17 @@ SUBJECT_FIELD_CASES = [
         "03/05/2025",
         "an ISO 8601",
     ),
+    _case("DEATH_DATE_INVALID", {"death_date": "2025-13-01"}, "death_date", "2025-13-01", "an ISO 8601"),
+    _case("RETREATMENT_DATE_INVALID", {"retreatment_date": "later"}, "retreatment_date", "later", "an ISO 8601"),
+    # Day 0 is the first exposure 2025-03-01 (no infusion date): a re-treatment the day before contradicts it.
+    _case(
+        "RETREATMENT_BEFORE_DAY0",
+        {"retreatment_date": "2025-02-28"},
+        "retreatment_date",
+        "2025-02-28",
+        "a date on or after day 0 2025-03-01",
+    ),
+    _case("IVIG_START_DATE_INVALID", {"ivig_start_date": "2025-06"}, "ivig_start_date", "2025-06", "an ISO 8601"),
 ]
 
 

@@ -11,6 +11,9 @@ the entry's 1-based index) or one resource (`source_row` 1). Numbers are read as
 - `unit`: `valueQuantity.code` when its system is UCUM, else `valueQuantity.unit`, else `valueQuantity.code`.
 - `ref_low`, `ref_high`: the first `referenceRange` low/high value, when its unit is the result's (else left
   empty, and counted in the notes).
+- `lloq`: not read (left empty). FHIR R4 Observation has no element for the limit of quantification; a
+  below-limit result arrives as `valueQuantity.comparator` `<` (read as a censored result), and extensions that
+  carry a limit are not standardised.
 - `collected_at`: `effectiveDateTime`, else `effectivePeriod.start`, else `effectiveInstant`.
 - `method`: `method.text`, else the first `method.coding` display or code.
 - `study_id`, `subject_id`: `subject.reference` (`Patient/xyz`, an absolute URL, or a Bundle `urn:uuid:`

@@ -10,6 +10,9 @@ native contract:
 - `result`, `unit`, `ref_low`, `ref_high`: the standardised set when the record has a standardised result
   (LBSTRESC, else LBSTRESN; LBSTRESU; LBSTNRLO/HI), else the original set (LBORRES, LBORRESU, LBORNRLO/HI).
   Result, unit and range always come from the same set, so the range is in the result's unit.
+- `lloq`: LBLLOQ (SDTMIG 3.3+: the assay's lower limit of quantitation, in the standard units LBSTRESU), only
+  with the standardised set; a record read from the original set gets no LLOQ (its unit would not be the
+  result's), counted in the notes as `lloq_not_used`.
 - `collected_at`: LBDTC placed by `place_date` (an hour without minutes keeps its date; partial dates stay
   verbatim and are quarantined DATE_INVALID).
 - `method`: LBMETHOD.
@@ -231,6 +234,9 @@ def _sdtm_lab_rows(table: SdtmTable, path: Path, ref: ReferenceTables) -> tuple[
         unit=pl.when(has_std).then(v("STRESU")).otherwise(v("ORRESU")),
         ref_low=pl.when(has_std).then(v("STNRLO")).otherwise(v("ORNRLO")),
         ref_high=pl.when(has_std).then(v("STNRHI")).otherwise(v("ORNRHI")),
+        # LBLLOQ is in the standard units, so it goes only with the standardised result (never converted by guess).
+        lloq=pl.when(has_std).then(v("LLOQ")),
+        _lloq_not_used=~has_std & v("LLOQ").is_not_null(),
         collected_at=place_date(v("DTC")),
         method=v("METHOD"),
         site_id=_col(frame, "SITEID"),
@@ -272,6 +278,7 @@ def _detail(rows: pl.DataFrame, d: str, path: str) -> pl.DataFrame:
         v("STRESC").alias("result_standard_c"),
         v("STRESN").alias("result_standard_n"),
         v("STRESU").alias("unit_standard"),
+        v("LLOQ").alias("lloq_standard"),
         v("DTC").alias("dtc"),
         pl.col("_date_shape").alias("date_shape"),
         v("BLFL").alias("blfl"),
@@ -323,6 +330,7 @@ def read_sdtm_labs(
         "test_from": value_counts(rows.filter(pl.col("_panel")), "_test_from"),
         "testcd_loinc_conflicts": int(rows["_conflict"].sum()),
         "stresc_stresn_disagree": int(rows["_stres_disagree"].sum()),
+        "lloq_not_used": int(rows["_lloq_not_used"].sum()),
         "collection_dates": value_counts(rows, "_date_shape"),
         "baseline_flags_y": flags,
         "not_done": int(rows.select((_col(rows, f"{d}STAT") == "NOT DONE").sum()).item()),

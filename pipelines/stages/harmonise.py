@@ -8,6 +8,10 @@ Results are numbers, optionally censored ("<10"), except for the semi-quantitati
 (`SEMI_QUANTITATIVE_ANALYTES`), which are read by `immunostrat.followup.urinalysis.parse_count`: ranges become
 intervals (`value` the lower bound, `value_high` the upper), "TNTC" a censored value, words only through
 `harmonise.urine_count_words`.
+
+The optional `lloq` (the assay's lower limit of quantification, in the row's unit) is converted exactly like
+`ref_low`: with the value's factor and rounding (a kit unit: as a multiple of the lab's upper limit, like the
+value), so a value and its LLOQ stay comparable in the canonical unit.
 """
 
 from __future__ import annotations
@@ -241,7 +245,7 @@ def _unit_pairs(reported: pl.Series, units: pl.Series, ref: ReferenceTables, fac
 
 
 #: Reported number -> its value in the canonical unit.
-_CONVERTED = {"result": "value", "ref_low": "ref_low_value", "ref_high": "ref_high_value"}
+_CONVERTED = {"result": "value", "ref_low": "ref_low_value", "ref_high": "ref_high_value", "lloq": "lloq_value"}
 
 
 def _per_upper_limit_rows(derived: pl.DataFrame, codes: pl.DataFrame, numbers: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -289,7 +293,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     Every repeated string column is parsed once per distinct value and spread back onto the rows by
     position (see `_per_distinct`); the wide frame is never joined or copied beyond the panel filter, and
     each step is one parallel `select`. Besides the typed columns, candidates carry `_present_<col>` (the
-    field is not blank) for result, ref_low, ref_high and collected_at, and `_raw_<col>` verbatim copies
+    field is not blank) for result, ref_low, ref_high, lloq and collected_at, and `_raw_<col>` verbatim copies
     of the identifiers, site and method for the quarantine. Converted numbers keep the precision they were
     reported with, without binary artefacts (`multiplied`, `per_upper_limit`; docs/input.md).
 
@@ -316,7 +320,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     outside = raw.filter(~in_panel).select("source_file", "source_row", "test")
     panel = raw.filter(in_panel)
 
-    parsed_cols = ("unit", "site_id", "method", "collected_at", "ref_low", "ref_high", "result")
+    parsed_cols = ("unit", "site_id", "method", "collected_at", "ref_low", "ref_high", "lloq", "result")
     # One parallel pass for the distinct values of every repeated column.
     values = distinct_values(panel, parsed_cols)
     date, datetime = parse_iso_date("collected_at")
@@ -339,6 +343,9 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
         "ref_high": _per_distinct(
             values["ref_high"],
             {"ref_high_reported": parse_number("ref_high"), "_present_ref_high": is_present("ref_high")},
+        ),
+        "lloq": _per_distinct(
+            values["lloq"], {"lloq_reported": parse_number("lloq"), "_present_lloq": is_present("lloq")}
         ),
         "result": _per_distinct(
             values["result"],
@@ -371,7 +378,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
         ),
         **{
             c: _per_distinct(values[c], {"number": parse_number(c), "places": decimals_of(pl.col(c))})
-            for c in ("ref_low", "ref_high")
+            for c in ("ref_low", "ref_high", "lloq")
         },
     }
     # Each number times each multiplying factor (rounded; see `multiplied`): rows pick theirs by position.
@@ -423,6 +430,7 @@ HARMONISED_COLUMNS = (
     "censoring",
     "ref_low",
     "ref_high",
+    "lloq",
     "method",
     "collected_at",
     "collected_date",
@@ -441,6 +449,7 @@ def harmonised_table(accepted: pl.DataFrame) -> pl.DataFrame:
         "unit": "unit_canonical",
         "ref_low": "ref_low_value",
         "ref_high": "ref_high_value",
+        "lloq": "lloq_value",
         "collected_at": "collected_at_parsed",
         "test_reported": "test",
         "result_reported": "result",

@@ -29,6 +29,7 @@ from pandera.errors import SchemaErrors
 
 from immunostrat.followup.urinalysis import RANGE_REVERSED, SEMI_QUANTITATIVE_ANALYTES, WORD_UNMAPPED
 from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
+from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED
 from immunostrat.schemas.inputs import (
     VISIT_OPTIONAL,
     VISIT_REQUIRED,
@@ -38,14 +39,23 @@ from immunostrat.schemas.inputs import (
 )
 from immunostrat.stages.harmonise import _blank_to_null, is_present, parse_iso_date, parse_number, with_parsed
 
-#: The input columns a quarantine row can carry as sent (lab, subject and visit files).
+#: The input columns a quarantine row can carry as sent (lab, subject, visit and events files).
 QUARANTINE_ORIGINAL_COLUMNS = tuple(
     dict.fromkeys(
-        [*LAB_REQUIRED, *LAB_OPTIONAL, *SUBJECT_REQUIRED, *SUBJECT_OPTIONAL, *VISIT_REQUIRED, *VISIT_OPTIONAL]
+        [
+            *LAB_REQUIRED,
+            *LAB_OPTIONAL,
+            *SUBJECT_REQUIRED,
+            *SUBJECT_OPTIONAL,
+            *VISIT_REQUIRED,
+            *VISIT_OPTIONAL,
+            *EVENT_REQUIRED,
+            *EVENT_OPTIONAL,
+        ]
     )
 )
 #: Which kind of input a quarantine row came from (`input_kind` of quarantine.parquet).
-INPUT_KINDS: tuple[str, ...] = ("labs", "subjects", "visits", "outcomes")
+INPUT_KINDS: tuple[str, ...] = ("labs", "subjects", "visits", "outcomes", "events")
 
 
 class ContractError(Exception):
@@ -280,6 +290,7 @@ ACCEPTED_LAB_COLUMNS = (
     "censoring",
     "ref_low_value",
     "ref_high_value",
+    "lloq_value",
     "method",
     "collected_at_parsed",
     "collected_date",
@@ -431,6 +442,16 @@ def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
             "ref_low is above ref_high",
             (pl.col("ref_low_reported") <= pl.col("ref_high_reported")).fill_null(True),
             pl.format("ref_low not above ref_high ({})", "ref_high"),
+        ),
+        Rule(
+            "LLOQ_INVALID",
+            "lloq",
+            "lloq is not a finite, non-negative number",
+            # Refuses the row, as a bad ref_low does: a limit that cannot be read says the row's metadata is wrong,
+            # and keeping the value without it would let a below-LLOQ result pass as a measured one.
+            ~pl.col("_present_lloq")
+            | (pl.col("lloq_reported").is_finite() & (pl.col("lloq_reported") >= 0)).fill_null(False),
+            _lit("a plain, finite number >= 0 in the row's unit (the assay's lower limit of quantification), or empty"),
         ),
         Rule(
             "DATE_MISSING",
@@ -666,12 +687,18 @@ def parse_subjects(raw: pl.DataFrame) -> pl.DataFrame:
     exposure, _ = parse_iso_date("first_exposure_date")
     infusion, _ = parse_iso_date("infusion_date")
     discontinued, _ = parse_iso_date("discontinued_date")
+    death, _ = parse_iso_date("death_date")
+    retreatment, _ = parse_iso_date("retreatment_date")
+    ivig_start, _ = parse_iso_date("ivig_start_date")
     cns = _text("active_cns_lupus").str.to_uppercase()
     ln_class = _text("lupus_nephritis_class").str.to_uppercase()
     optional = {
         "first_exposure_date": {"_first_exposure_date": exposure},
         "infusion_date": {"_infusion_date": infusion},
         "discontinued_date": {"_discontinued_date": discontinued},
+        "death_date": {"_death_date": death},
+        "retreatment_date": {"_retreatment_date": retreatment},
+        "ivig_start_date": {"_ivig_start_date": ivig_start},
         "sex": {"_sex": _text("sex").str.to_uppercase().replace_strict(_SEX, default=None)},
         "age_years": {"_age_years": parse_number("age_years")},
         "sledai_2k": {"_sledai_2k": _integer("sledai_2k")},
@@ -721,7 +748,9 @@ def subject_rules() -> list[Rule]:
     subject when unreadable: an empty one means "not exposed yet", so nulling a bad one would let
     post-infusion measurements into the baseline. An unreadable `infusion_date` or `discontinued_date` is a field
     record like the other optional fields; so is an infusion before first exposure (the infusion date is dropped
-    and day 0 falls back to `first_exposure_date`).
+    and day 0 falls back to `first_exposure_date`). `death_date`, `retreatment_date` and `ivig_start_date` are
+    read the same way; a re-treatment before day 0 is a field record too (RETREATMENT_BEFORE_DAY0): the subject is
+    kept with no re-treatment date rather than with a course censored before it began.
     """
     return [
         *_identifier_rules(),
@@ -838,11 +867,53 @@ def subject_rules() -> list[Rule]:
             _lit("an ISO 8601 date YYYY-MM-DD or empty"),
             nulls="_discontinued_date",
         ),
+        Rule(
+            "DEATH_DATE_INVALID",
+            "death_date",
+            "death_date is not an ISO 8601 date",
+            _optional("death_date", "_death_date"),
+            _lit("an ISO 8601 date YYYY-MM-DD or empty"),
+            nulls="_death_date",
+        ),
+        Rule(
+            "RETREATMENT_DATE_INVALID",
+            "retreatment_date",
+            "retreatment_date is not an ISO 8601 date",
+            _optional("retreatment_date", "_retreatment_date"),
+            _lit("an ISO 8601 date YYYY-MM-DD or empty"),
+            nulls="_retreatment_date",
+        ),
+        Rule(
+            "RETREATMENT_BEFORE_DAY0",
+            "retreatment_date",
+            "retreatment_date is before day 0",
+            # Re-treatment censors the course that day 0 starts; one before it is a data error, not a censoring.
+            # Day 0 is the infusion date as accepted (a dropped infusion date falls back to first exposure).
+            (pl.col("_retreatment_date") >= pl.col("_day0")).fill_null(True),
+            pl.format("a date on or after day 0 {}", pl.col("_day0").cast(pl.String)),
+            nulls="_retreatment_date",
+        ),
+        Rule(
+            "IVIG_START_DATE_INVALID",
+            "ivig_start_date",
+            "ivig_start_date is not an ISO 8601 date",
+            _optional("ivig_start_date", "_ivig_start_date"),
+            _lit("an ISO 8601 date YYYY-MM-DD or empty"),
+            nulls="_ivig_start_date",
+        ),
     ]
 
 
 #: Follow-up columns of accepted subjects that the selection half (strata.parquet) does not carry.
-SUBJECT_FOLLOW_UP_COLUMNS: tuple[str, ...] = ("infusion_date", "discontinued_date", "day0", "day0_source")
+SUBJECT_FOLLOW_UP_COLUMNS: tuple[str, ...] = (
+    "infusion_date",
+    "discontinued_date",
+    "death_date",
+    "retreatment_date",
+    "ivig_start_date",
+    "day0",
+    "day0_source",
+)
 
 #: Reason codes of the subjects' optional fields: a quarantine record with one of them is a field record (the
 #: subject row itself was accepted with that field empty), not a refused row.
@@ -913,9 +984,15 @@ def validate_subjects(raw: pl.DataFrame) -> Split:
     The quarantine holds the refused rows, then one field record per bad optional field of an accepted row
     (its subject is in `accepted` with that field null); see `subject_quarantine_counts` for the accounting.
     Accepted subjects also get `day0` (the infusion date, else the first exposure date, else null) and
-    `day0_source` (which of the two it is; null with day0).
+    `day0_source` (which of the two it is; null with day0), and the optional follow-up dates `death_date`,
+    `retreatment_date` and `ivig_start_date` (Date, null when empty or quarantined as a field).
     """
     frame = parse_subjects(raw).hstack(_subject_duplicate_flags(raw))
+    # Day 0 as `day0` will be (for RETREATMENT_BEFORE_DAY0): an infusion before first exposure is dropped first.
+    infusion_kept = (pl.col("_infusion_date") >= pl.col("_first_exposure_date")).fill_null(True)
+    frame = frame.with_columns(
+        _day0=pl.coalesce(pl.when(infusion_kept).then(pl.col("_infusion_date")), pl.col("_first_exposure_date"))
+    )
     split = apply_rules(frame, SubjectCandidate, subject_rules(), input_kind="subjects")
     typed = split.accepted.select(
         pl.col("study_id").str.strip_chars(),
@@ -927,6 +1004,9 @@ def validate_subjects(raw: pl.DataFrame) -> Split:
         pl.col("_first_exposure_date").alias("first_exposure_date"),
         pl.col("_infusion_date").alias("infusion_date"),
         pl.col("_discontinued_date").alias("discontinued_date"),
+        pl.col("_death_date").alias("death_date"),
+        pl.col("_retreatment_date").alias("retreatment_date"),
+        pl.col("_ivig_start_date").alias("ivig_start_date"),
         pl.coalesce("_infusion_date", "_first_exposure_date").alias("day0"),
         pl.when(pl.col("_infusion_date").is_not_null())
         .then(_lit("infusion_date"))
