@@ -227,8 +227,9 @@ def _crs_columns(cfg: CrsIcansConfig) -> list[pl.Expr]:
     )
     hypoxia_hi = pl.when(hypoxia.is_not_null()).then(hypoxia).when(cannula).then(3).otherwise(4)
 
-    lower = _crs_from(fever.fill_null(False), treated.fill_null(False), _max(hypotension_lo, hypoxia_lo))
-    upper = _crs_from(fever.fill_null(True), treated.fill_null(True), _max(hypotension_hi, hypoxia_hi))
+    organ_lo, organ_hi = _max(hypotension_lo, hypoxia_lo), _max(hypotension_hi, hypoxia_hi)
+    lower = _crs_from(fever.fill_null(False), treated.fill_null(False), organ_lo)
+    upper = _crs_from(fever.fill_null(True), treated.fill_null(True), organ_hi)
     grade = pl.when(lower == upper).then(lower)
     domains = pl.concat_str(
         pl.when(hypotension_lo == grade).then(pl.lit("hypotension")),
@@ -246,10 +247,15 @@ def _crs_columns(cfg: CrsIcansConfig) -> list[pl.Expr]:
     )
     reason = pl.when(grade.is_null()).then(
         pl.concat_str(
-            pl.when(fever.is_null()).then(pl.lit("FEVER_UNKNOWN")),
-            pl.when(treated.is_null() & ~fever.fill_null(False)).then(pl.lit("TREATMENT_UNKNOWN")),
-            pl.when(hypotension_lo != hypotension_hi).then(pl.lit("HYPOTENSION_UNKNOWN")),
-            pl.when(hypoxia_lo != hypoxia_hi).then(pl.lit("HYPOXIA_UNKNOWN")),
+            # Each input only where it could change the grade: fever adds nothing after treatment with an
+            # organ grade >= 2; treatment matters only without a known fever and with an organ grade possible; an
+            # organ domain only where it could exceed the other's known grade.
+            pl.when(fever.is_null() & ~(treated.fill_null(False) & (organ_lo >= 2))).then(pl.lit("FEVER_UNKNOWN")),
+            pl.when(treated.is_null() & ~fever.fill_null(False) & (organ_hi >= 2)).then(pl.lit("TREATMENT_UNKNOWN")),
+            pl.when((hypotension_lo != hypotension_hi) & (hypotension_hi > hypoxia_lo)).then(
+                pl.lit("HYPOTENSION_UNKNOWN")
+            ),
+            pl.when((hypoxia_lo != hypoxia_hi) & (hypoxia_hi > hypotension_lo)).then(pl.lit("HYPOXIA_UNKNOWN")),
             separator=", ",
             ignore_nulls=True,
         )
@@ -315,14 +321,16 @@ def _icans_columns(cfg: CrsIcansConfig) -> list[pl.Expr]:
             )
         )
     )
+    # A domain is named only where it could raise the grade above what the known domains already give.
+    open_ = {d: domains[d][0].is_null() & (bounds[d][1] > lower) for d in ICANS_DOMAINS}
     unknown_codes = {
-        "ICE_NOT_VALIDATED_UNDER_12": under_12,
-        "ICE_AGE_UNKNOWN": age_unknown,
-        "ICE_UNKNOWN": ice_usable & domains["ice"][0].is_null(),
-        "CONSCIOUSNESS_UNKNOWN": domains["consciousness"][0].is_null(),
-        "SEIZURE_UNKNOWN": domains["seizure"][0].is_null(),
-        "MOTOR_UNKNOWN": domains["motor"][0].is_null(),
-        "CEREBRAL_EDEMA_UNKNOWN": domains["cerebral_edema"][0].is_null(),
+        "ICE_NOT_VALIDATED_UNDER_12": under_12 & open_["ice"],
+        "ICE_AGE_UNKNOWN": age_unknown & open_["ice"],
+        "ICE_UNKNOWN": ice_usable & open_["ice"],
+        "CONSCIOUSNESS_UNKNOWN": open_["consciousness"],
+        "SEIZURE_UNKNOWN": open_["seizure"],
+        "MOTOR_UNKNOWN": open_["motor"],
+        "CEREBRAL_EDEMA_UNKNOWN": open_["cerebral_edema"],
     }
     reason = pl.when(grade.is_null()).then(
         pl.concat_str(
