@@ -9,6 +9,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from immunostrat.followup.crs_icans import (
     disagreement_counts,
@@ -469,3 +471,52 @@ def test_disagreements_are_reported_grades_outside_the_derived_bounds() -> None:
         "icans_reported": 1,
         "icans_disagreements": 1,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Property: the bounds hold every completion of the unknown inputs
+# --------------------------------------------------------------------------------------------------
+
+_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "temperature_c": st.sampled_from([36.5, 37.99, 38.0, 40.0]),
+    "fever_other_cause": st.booleans(),
+    "anticytokine_or_antipyretic": st.booleans(),
+    "systolic_bp": st.sampled_from([70.0, 89.9, 90.0, 130.0]),
+    "hypotension": st.booleans(),
+    "vasopressors": st.integers(0, 3),
+    "vasopressin": st.booleans(),
+    "oxygen_device": st.sampled_from(
+        ["none", "nasal_cannula", "blow_by", "high_flow_nasal_cannula", "facemask", "cpap", "mechanical_ventilation"]
+    ),
+    "oxygen_flow_l_min": st.sampled_from([0.0, 2.0, 6.0, 6.5, 15.0]),
+    "ice_score": st.integers(0, 10),
+    "consciousness": st.sampled_from(
+        ["awake", "awakens_spontaneously", "awakens_to_voice", "awakens_to_touch", "unarousable"]
+    ),
+    "icans_seizure": st.sampled_from(["none", "rapidly_resolving", "prolonged_or_repetitive"]),
+    "motor_weakness": st.booleans(),
+    "cerebral_edema": st.sampled_from(["none", "focal", "diffuse"]),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    full=st.fixed_dictionaries(_VALUES),
+    hidden=st.sets(st.sampled_from(sorted(_VALUES))),
+    age=st.sampled_from([None, 8.0, 30.0]),
+)
+def test_every_completion_of_unknown_inputs_grades_within_the_bounds(
+    full: dict[str, Any], hidden: set[str], age: float | None
+) -> None:
+    partial = {k: (None if k in hidden else v) for k, v in full.items()}
+    graded = grade_crs_icans(_events(partial, full), _subjects(age))
+    open_, complete = graded.row(0, named=True), graded.row(1, named=True)
+    for toxicity in ("crs", "icans"):
+        lo, hi = open_[f"{toxicity}_grade_lower_bound"], open_[f"{toxicity}_grade_upper_bound"]
+        assert lo <= complete[f"{toxicity}_grade_lower_bound"] <= complete[f"{toxicity}_grade_upper_bound"] <= hi
+        if open_[f"{toxicity}_grade"] is not None:
+            assert complete[f"{toxicity}_grade_lower_bound"] == open_[f"{toxicity}_grade"]
+    # With every input known, the CRS grade is known (ICANS too unless ICE is not validated).
+    assert complete["crs_grade"] is not None
+    if age is None or age >= 12:
+        assert complete["icans_grade"] is not None
