@@ -9,6 +9,8 @@ from collections.abc import Iterable
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from immunostrat.followup.icaht import icaht_grades
 from immunostrat.followup_settings import IcahtConfig
@@ -278,3 +280,37 @@ def test_platelet_episode_from_the_early_phase_counts_its_late_days() -> None:
     labs = _labs(_plt(range(0, 20), 150.0), _plt(range(20, 51), 15.0), _plt(range(51, 55), 150.0))
     row = _grades(labs)
     assert (row["platelet_icaht_early_grade"], row["platelet_icaht_late_grade"]) == (4, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Property: a known grade does not change when inconclusive censored results are resolved
+# --------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    series=st.lists(
+        st.tuples(st.integers(0, 60), st.sampled_from([0.05, 0.3, 0.8, 1.2, 3.0]), st.booleans()),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_known_grades_hold_for_every_resolution_of_censored_results(series: list[tuple[int, float, bool]]) -> None:
+    # A censored result ">v" allows any value above v; resolve it barely above v (v + 0.01) or far above (10).
+    def labs(resolve: str | None) -> pl.DataFrame:
+        rows: list[tuple] = []
+        for day, value, censored in series:
+            if not censored:
+                rows += _anc([day], value)
+            elif resolve is None:
+                rows += _anc([day], value, ">")
+            else:
+                rows += _anc([day], value + 0.01 if resolve == "barely" else 10.0)
+        return _labs(rows)
+
+    open_ = _grades(labs(None))
+    for resolve in ("barely", "far"):
+        resolved = _grades(labs(resolve))
+        for name in ("icaht_early_grade", "icaht_late_grade"):
+            if open_[name] is not None:
+                assert resolved[name] == open_[name]

@@ -35,6 +35,10 @@ the grade is then known only when another domain reaches 3 or 4 (the ICE domain,
 otherwise it is null and the lower bound says what the other domains show. `icans_driver`: `none` or the domains
 known at the grade in table order joined by `+` (e.g. `consciousness+seizure`).
 
+Reasons (`crs_reason`, `icans_reason`) are set exactly when the grade is null and name, comma-separated, only the
+unknown inputs that could change the grade (an unknown domain whose worst value cannot exceed what the known
+domains already give is not named).
+
 Per subject (`worst_crs_icans`): only assessments on or after day 0 count. The maximum is known when the largest
 lower bound meets the largest upper bound. Onset: the day of the first assessment known to be grade >= 1, unless
 an assessment on an earlier day could be (then unknown). Grade 5: `death_date` at most
