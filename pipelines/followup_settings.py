@@ -216,3 +216,129 @@ class EventsConfig(_Model):
     max_oxygen_flow_l_min: float = Field(
         default=100.0, gt=0, description="Highest plausible `oxygen_flow_l_min`, L/min (default 100)."
     )
+
+
+# --- CRS/ICANS (ASTCT 2019) and ICAHT (EHA/EBMT 2023) ---
+
+
+class CrsIcansConfig(_Model):
+    """How CRS and ICANS are graded per assessment (ASTCT 2019, Lee et al. BBMT 2019;25:625) and per subject."""
+
+    fever_celsius_at_least: float = Field(
+        default=38.0,
+        gt=30,
+        description="Fever: temperature at or above this, in degrees Celsius (default 38.0, ASTCT 2019).",
+    )
+    fever_cause_unrecorded: Literal["unknown", "not_other_cause"] = Field(
+        default="unknown",
+        description="A fever whose `fever_other_cause` is null: `unknown` (default: whether another cause explains "
+        "it was not assessed, so the fever criterion is unknown) or `not_other_cause` (the site records only "
+        "attributed fevers, so null means not attributed).",
+    )
+    hypotension_systolic_below: float = Field(
+        default=90.0,
+        gt=0,
+        description="Hypotension when `hypotension` is null: systolic blood pressure strictly below this, in mmHg "
+        "(default 90, the usual adult cut-off; a choice, ASTCT names none).",
+    )
+    vasopressin_alone_is_vasopressor: bool = Field(
+        default=True,
+        description="Whether vasopressin without any other vasopressor is 'one vasopressor' (grade 3). Default true: "
+        "ASTCT grade 3 is 'a vasopressor with or without vasopressin' and only grade 4 excludes vasopressin from "
+        "the count. False grades it as hypotension without vasopressors (grade 2).",
+    )
+    low_flow_max_l_min: float = Field(
+        default=6.0,
+        gt=0,
+        description="Nasal cannula at or below this flow (L/min) is low-flow (grade 2); above it, high-flow (grade 3). "
+        "Default 6 (ASTCT 2019). The flow decides only for `nasal_cannula`; every other device decides itself.",
+    )
+    ice_min_age_years: float = Field(
+        default=12.0,
+        ge=0,
+        description="Below this age the ICE score is not validated (ASTCT 2019 uses CAPD under 12): the ICE domain is "
+        "not assessable (reason ICE_NOT_VALIDATED_UNDER_12) and the other domains still grade. Default 12.",
+    )
+    ice_when_age_unknown: Literal["use", "not_assessable"] = Field(
+        default="use",
+        description="The ICE domain for a subject without `age_years`: `use` (default: ICE is the adult tool and the "
+        "SLE CAR-T trials enrol adults) or `not_assessable` (reason ICE_AGE_UNKNOWN).",
+    )
+    grade5_death_within_days: int = Field(
+        default=7,
+        ge=0,
+        description="Grade 5 (death) when `death_date` is at most this many days after the last assessment known to "
+        "be grade >= 3, and no later assessment is known below grade 3 (an ongoing event). Default 7 (a choice: the "
+        "data do not say what caused the death, so grade 5 is a signal for review, not an attribution).",
+    )
+
+
+class IcahtConfig(_Model):
+    """How ICAHT (EHA/EBMT consensus, Rejeski et al., Blood 2023;142:865) and its platelet companion are graded.
+
+    Thresholds follow follow-up-facts.md §4 (the ANC split is verified; the values are from an open implementation,
+    uncertain [U] against the paper), so each is configuration. Neutrophils and platelets in 10^9/L.
+    """
+
+    anc_early_at_most: float = Field(
+        default=0.5,
+        gt=0,
+        description="Early ICAHT: a day counts when its ANC daily minimum is at or below this (default 0.5 = 500/uL).",
+    )
+    anc_profound_at_most: float = Field(
+        default=0.1,
+        gt=0,
+        description="Early ICAHT profound neutropenia: ANC daily minimum at or below this (default 0.1 = 100/uL); 7-13 "
+        "such days give grade 3, 14 or more grade 4.",
+    )
+    anc_late_at_most: tuple[float, float, float, float] = Field(
+        default=(1.5, 1.0, 0.5, 0.1),
+        description="Late ICAHT (days after `early_last_day` up to `late_last_day`): ANC at or below these give grades "
+        "1, 2, 3, 4 (default 1.5, 1.0, 0.5, 0.1 = 1500, 1000, 500, 100/uL), on at least `late_min_measurements` days.",
+    )
+    platelet_early_below: tuple[float, float] = Field(
+        default=(50.0, 20.0),
+        description="Early platelet ICAHT: days with a daily minimum strictly below the first value (default 50): 1-6 "
+        "grade 1, >= 7 grade 2; below the second (default 20): 1-13 grade 3, >= 14 grade 4 (T-ICAHT).",
+    )
+    platelet_late_below: tuple[float, float, float] = Field(
+        default=(100.0, 50.0, 20.0),
+        description="Late platelet ICAHT: below the first (default 100) grade 1, the second (50) grade 2, on at least "
+        "`platelet_late_min_measurements` days; below the third (20) for 1-13 days grade 3, >= 14 days grade 4.",
+    )
+    early_last_day: int = Field(
+        default=30,
+        ge=0,
+        description="Last day of the early phase (default 30): early grades come from episodes starting on days 0 to "
+        "this day, counted to the episode's end.",
+    )
+    late_last_day: int = Field(
+        default=100,
+        ge=1,
+        description="Last day of the late phase and the cap of every episode's duration (default 100).",
+    )
+    join_gap_days: int = Field(
+        default=3,
+        ge=1,
+        description="Two episodes are one unless at least this many consecutive days between them are not below the "
+        "threshold (default 3: ANC > 500/uL for 3 days ends an episode, as the open implementation).",
+    )
+    interpolate_gap_days: int = Field(
+        default=7,
+        ge=0,
+        description="Unmeasured days between two consecutive measurements that are both below the threshold count as "
+        "below when the measurements are at most this many days apart (default 7, as the open implementation); "
+        "every other unmeasured day counts as not below.",
+    )
+    late_min_measurements: int = Field(
+        default=2,
+        ge=1,
+        description="Late ICAHT is not transient: a late grade needs at least this many measurement days at or below "
+        "its threshold (default 2, [U]).",
+    )
+    platelet_late_min_measurements: int = Field(
+        default=1,
+        ge=1,
+        description="Late platelet grades 1 and 2 need at least this many measurement days below the threshold "
+        "(default 1: 'any' platelet count below, as follow-up-facts §4 words it).",
+    )
