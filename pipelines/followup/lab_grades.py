@@ -338,11 +338,16 @@ def _compare(bounds: tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr], comparator: str,
     return pl.when(true.fill_null(False)).then(True).when(false.fill_null(False)).then(False).otherwise(None)
 
 
-def _condition(criterion: dict[str, object], cfg: LabGradesConfig) -> tuple[pl.Expr, pl.Expr]:
-    """(met, cause) of one criterion row: met three-valued; cause the position in `_UNKNOWN` when met is null."""
+def _condition(criterion: dict[str, object], cfg: LabGradesConfig, of_baseline: bool) -> tuple[pl.Expr, pl.Expr]:
+    """(met, cause) of one criterion row: met three-valued; cause the position in `_UNKNOWN` when met is null.
+
+    With `of_baseline` the rows are baseline values themselves: a multiple (> 1) of the baseline is never met.
+    """
     basis, comparator = criterion["threshold_basis"], str(criterion["comparator"])
     limit_value = criterion["_limit_value"]
     code = {c: pl.lit(i, pl.Int8) for i, c in enumerate(_UNKNOWN)}
+    if basis == "baseline" and of_baseline:
+        return pl.lit(False), pl.lit(None, pl.Int8)
     if limit_value is None:  # an absolute threshold in a unit the table cannot convert
         return pl.lit(None, pl.Boolean), code["UNIT_NOT_CONVERTIBLE"]
     low, low_open, high, high_open = _bounds()
@@ -377,9 +382,11 @@ def _condition(criterion: dict[str, object], cfg: LabGradesConfig) -> tuple[pl.E
     return met.cast(pl.Boolean), cause
 
 
-def _grade_term(rows: pl.DataFrame, criteria: pl.DataFrame, cfg: LabGradesConfig) -> pl.DataFrame:
+def _grade_term(rows: pl.DataFrame, criteria: pl.DataFrame, cfg: LabGradesConfig, of_baseline: bool) -> pl.DataFrame:
     """`rows` (one analyte's measurements) with `grade` and `reason` for one term's criteria."""
-    conditions = [_condition(c, cfg) for c in criteria.iter_rows(named=True)]  # a handful of criterion rows
+    conditions = [
+        _condition(c, cfg, of_baseline) for c in criteria.iter_rows(named=True)
+    ]  # a handful of criterion rows
     grades = criteria["grade"].to_list()
     met_cols, cause_cols = [], []
     for g in sorted(set(grades)):
@@ -415,7 +422,9 @@ _MEASUREMENT = {
 }
 
 
-def _graded(rows: pl.DataFrame, resolved: pl.DataFrame, cfg: LabGradesConfig) -> pl.DataFrame:
+def _graded(
+    rows: pl.DataFrame, resolved: pl.DataFrame, cfg: LabGradesConfig, *, of_baseline: bool = False
+) -> pl.DataFrame:
     """Every row of `rows` whose analyte a term grades, once per such term: `term`, `direction`, `grade`,
     `reason` added; terms in table order, rows in input order within a term."""
     out = []
@@ -423,7 +432,9 @@ def _graded(rows: pl.DataFrame, resolved: pl.DataFrame, cfg: LabGradesConfig) ->
         criteria = resolved.filter(pl.col("term") == term)
         analyte, direction = criteria["analyte"][0], criteria["direction"][0]
         subset = rows.filter(pl.col("analyte") == analyte)
-        out.append(_grade_term(subset, criteria, cfg).with_columns(term=pl.lit(term), direction=pl.lit(direction)))
+        out.append(
+            _grade_term(subset, criteria, cfg, of_baseline).with_columns(term=pl.lit(term), direction=pl.lit(direction))
+        )
     if not out:
         return rows.clear().with_columns(
             term=pl.lit(None, pl.String),
@@ -451,11 +462,8 @@ def baseline_grades(
         _with_optional(baseline_values, _MEASUREMENT)
         .select(*KEY, "analyte", *_MEASUREMENT)
         .unique([*KEY, "analyte"], keep="first", maintain_order=True)
-        .with_columns(
-            _baseline_value=pl.when(pl.col("censoring").is_null() & pl.col("value_high").is_null()).then("value")
-        )
     )
-    return _graded(rows, resolved, cfg).select(
+    return _graded(rows, resolved, cfg, of_baseline=True).select(
         *KEY, "term", pl.col("grade").alias("baseline_grade"), pl.col("reason").alias("baseline_reason")
     )
 
@@ -485,8 +493,8 @@ def grade_labs(
     Returns:
         One row per measurement and term, keyed by `source_file`, `source_row`, `term`: `study_id`,
         `subject_id`, `analyte`, `collected_date`, `days_since_infusion` (null without day 0), `direction`,
-        `grade` (Int8; null when not gradable), `reason` (`REASONS`), `baseline_grade`; in input order, the terms
-        of one measurement in table order.
+        `grade` (Int8; null when not gradable), `reason` (`REASONS`), `baseline_grade`; terms in table order, the
+        measurements of one term in input order.
     """
     cfg = config or LabGradesConfig()
     ref = reference or load_reference()
@@ -500,32 +508,35 @@ def grade_labs(
     )
     rows = (
         _with_optional(labs.filter(pl.col("analyte").is_in(resolved["analyte"].unique().to_list())), _MEASUREMENT)
+        .lazy()
         .select("source_file", "source_row", *KEY, "analyte", "collected_date", *_MEASUREMENT)
-        .with_row_index("_row")
         .join(
-            day0.unique(KEY, keep="first", maintain_order=True).select(*KEY, pl.col("day0").cast(pl.Date)),
+            day0.unique(KEY, keep="first", maintain_order=True).select(*KEY, pl.col("day0").cast(pl.Date)).lazy(),
             on=KEY,
             how="left",
             maintain_order="left",
         )
-        .join(base, on=[*KEY, "analyte"], how="left", maintain_order="left")
+        .join(base.lazy(), on=[*KEY, "analyte"], how="left", maintain_order="left")
+        .collect()
     )
-    terms = resolved["term"].unique(maintain_order=True)
-    order = pl.col("term").replace_strict(terms, pl.Series(range(terms.len())), return_dtype=pl.UInt32)
-    graded = _graded(rows, resolved, cfg).sort(pl.col("_row"), order)
-    baseline = baseline_grades(baseline_values, criteria, cfg, ref).drop("baseline_reason")
-    return graded.join(baseline, on=[*KEY, "term"], how="left", maintain_order="left").select(
-        "source_file",
-        "source_row",
-        "term",
-        *KEY,
-        "analyte",
-        "collected_date",
-        (pl.col("collected_date") - pl.col("day0")).dt.total_days().cast(pl.Int32).alias("days_since_infusion"),
-        "direction",
-        "grade",
-        "reason",
-        "baseline_grade",
+    graded = _graded(rows, resolved, cfg).lazy()
+    baseline = baseline_grades(baseline_values, criteria, cfg, ref).drop("baseline_reason").lazy()
+    return (
+        graded.join(baseline, on=[*KEY, "term"], how="left", maintain_order="left")
+        .select(
+            "source_file",
+            "source_row",
+            "term",
+            *KEY,
+            "analyte",
+            "collected_date",
+            (pl.col("collected_date") - pl.col("day0")).dt.total_days().cast(pl.Int32).alias("days_since_infusion"),
+            "direction",
+            "grade",
+            "reason",
+            "baseline_grade",
+        )
+        .collect()
     )
 
 
