@@ -37,7 +37,8 @@ The reason of a not-gradable row is that of the highest undecided grade; when se
 unknown, the first in `REASONS` order names it.
 
 **Baseline grade**: the treatment-baseline value (`treatment_baseline_labs`: the last value on or before first
-exposure, within `baseline_window_days`) graded by the same rules, with its own limits.
+exposure, within `baseline_window_days`) graded by the same rules, with its own limits; a multiple of the
+baseline is never met by the baseline itself.
 
 **Worst treatment-emergent grade** (`worst_emergent_grades`, long; `worst_grades_wide`, one column per term):
 post-infusion means `days_since_infusion >= emergent_from_day` (default 1: samples on day 0 are usually drawn
@@ -67,6 +68,8 @@ __all__ = [
     "CRITERIA_COLUMNS",
     "REASONS",
     "WORST_REASONS",
+    "baseline_grades",
+    "criteria_from_config",
     "default_criteria_path",
     "grade_labs",
     "load_criteria",
