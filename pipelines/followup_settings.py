@@ -9,6 +9,7 @@ before and after infusion.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -341,4 +342,60 @@ class IcahtConfig(_Model):
         ge=1,
         description="Late platelet grades 1 and 2 need at least this many measurement days below the threshold "
         "(default 1: 'any' platelet count below, as follow-up-facts §4 words it).",
+    )
+
+
+# --- CTCAE lab grades ---
+
+
+class LabGradesConfig(_Model):
+    """CTCAE v5 laboratory toxicity grading (immunostrat.followup.lab_grades; docs/toxicity.md)."""
+
+    criteria_file: Path | None = Field(
+        default=None,
+        description="A user's criteria table (CSV, the columns of pipelines/protocols/ctcae_v5_lab_criteria.csv); "
+        "None (default): the shipped NCI CTCAE v5.0 table alone.",
+    )
+    criteria_mode: Literal["extend", "replace"] = Field(
+        default="extend",
+        description="How `criteria_file` combines with the shipped table: `extend` (default: the user's terms "
+        "replace the shipped rows of the same term, new terms are added) or `replace` (the user's table alone).",
+    )
+    baseline_window_days: int = Field(
+        default=30,
+        ge=0,
+        description="Treatment baseline of a lab analyte: the last value at most this many days before first "
+        "exposure (first_exposure_date, else day 0); default 30, a choice (recent enough to describe the subject "
+        "at treatment start).",
+    )
+    baseline_includes_exposure_day: bool = Field(
+        default=True,
+        description="Whether a value dated on the first-exposure day can be the treatment baseline (default true: "
+        "the ADaM convention, last value on or before the first dose date, since samples that day are drawn "
+        "before dosing).",
+    )
+    ratio_decimals: int = Field(
+        default=6,
+        ge=0,
+        le=12,
+        description="Decimal places a ratio to a limit (value / LLN, ULN or baseline) is rounded to, halves away "
+        "from zero, before it meets the criterion's multiplier (default 6: removes binary artefacts, so 1.2/0.8 "
+        "counts as exactly 1.5, and is far finer than any lab reports).",
+    )
+    missing_baseline: Literal["unknown", "not_applicable"] = Field(
+        default="unknown",
+        description="A baseline-multiple criterion (creatinine > 1.5 x baseline) when the subject has no exact "
+        "treatment baseline value: `unknown` (default: the criterion may hold, so a grade it could raise is not "
+        "gradable, NO_BASELINE) or `not_applicable` (the criterion is false, as admiral does).",
+    )
+    emergent_from_day: int = Field(
+        default=1,
+        description="First day since infusion that counts as post-infusion for the worst treatment-emergent grade "
+        "(default 1: samples on day 0 are usually drawn before the infusion).",
+    )
+    unknown_baseline_grade: Literal["unknown", "emergent"] = Field(
+        default="unknown",
+        description="A post-infusion grade >= 1 when the subject's baseline grade for that term is unknown: "
+        "`unknown` (default: whether it is treatment-emergent is not known) or `emergent` (counted as emergent, "
+        "i.e. the baseline taken as normal).",
     )
