@@ -87,6 +87,7 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
         choices=["boolean", "weight"],
         help="how the visits file writes descriptors: true/false (default boolean) or 0/the SLEDAI weight",
     )
+    v.add_argument("--events", metavar="FILE", help="events file: CRS and ICANS assessments (docs/input.md, Events)")
 
 
 def add_streaming(p: argparse.ArgumentParser) -> None:
@@ -106,6 +107,7 @@ def format_params(args: argparse.Namespace) -> dict[str, Any]:
         "samples": args.samples,
         "patients": args.patients,
         "visits": args.visits,
+        "events": args.events,
     }
 
 

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from immunostrat.endpoint_definition import EndpointDefinition, load_endpoint_definition
 from immunostrat.errors import SettingsError
 from immunostrat.features import DEFAULT_FEATURES
-from immunostrat.followup_settings import FollowUpConfig
+from immunostrat.followup_settings import (
+    CrsIcansConfig,
+    EventsConfig,
+    FollowUpConfig,
+    IcahtConfig,
+    ImmuneCourseConfig,
+    LabGradesConfig,
+)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -506,6 +513,16 @@ class RunConfig(_Model):
     followup: FollowUpConfig = Field(
         default_factory=FollowUpConfig, description="SLEDAI-2K from items and labs; the two baselines (follow-up)."
     )
+    events: EventsConfig = Field(default_factory=EventsConfig, description="How the events file is checked.")
+    immune_course: ImmuneCourseConfig = Field(
+        default_factory=ImmuneCourseConfig,
+        description="B-cell aplasia and return, serology, IgG, flares, LICATS (docs/immune_course.md).",
+    )
+    lab_grades: LabGradesConfig = Field(
+        default_factory=LabGradesConfig, description="CTCAE v5 laboratory grades (docs/toxicity.md)."
+    )
+    crs_icans: CrsIcansConfig = Field(default_factory=CrsIcansConfig, description="ASTCT 2019 CRS and ICANS grades.")
+    icaht: IcahtConfig = Field(default_factory=IcahtConfig, description="ICAHT and its platelet companion grades.")
     publish: PublishConfig = Field(
         default_factory=PublishConfig,
         description="Sponsor snapshot: pseudonym key, privacy settings, report (docs/sponsor.md).",
@@ -532,6 +549,11 @@ class InputFiles(_Model):
         description="Visits file (CSV or Parquet): SLEDAI-2K descriptors, physician global assessment and treatment "
         "per subject and assessment date (docs/input.md). stratify takes the selection-baseline SLEDAI-2K from it; "
         "monitor needs it.",
+    )
+    events: str | None = Field(
+        default=None,
+        description="Events file (CSV or Parquet): CRS and ICANS assessments per subject and time (docs/input.md, "
+        "Events); monitor grades them (ASTCT 2019).",
     )
 
 

@@ -436,6 +436,20 @@ RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
         "fields emptied on accepted rows, each quarantined alone).",
     ),
     (
+        "counts.events",
+        "object",
+        "The events file (monitor --events): `path`, `rows_read` = `accepted` + `quarantined`, reasons, and field "
+        "records (bad cells emptied on accepted assessments) counted apart.",
+    ),
+    (
+        "changes",
+        "object",
+        "monitor: what changed since the newest earlier completed monitor run of the output folder covering each "
+        "study (`previous_run`), under the same endpoint definition (else `not_compared` says why): `counts` per "
+        "kind (toxicity, endpoint, relapse) and change (new, resolved, corrected), `items` (each change with the "
+        "subject's pseudonym, never its identifier; empty without a pseudonym key, `note` says so).",
+    ),
+    (
         "counts.selection_sledai",
         "object",
         "Where the strata's `sledai_2k` came from: `sledai_2k_from_subjects`, `sledai_2k_from_visits`, "

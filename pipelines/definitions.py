@@ -99,11 +99,17 @@ class Prepared:
     counts: dict[str, Any] = field(default_factory=dict)
     visits: pl.DataFrame | None = None
     visit_quarantine: pl.DataFrame | None = None
+    events: pl.DataFrame | None = None
+    event_quarantine: pl.DataFrame | None = None
 
     @property
     def quarantine(self) -> pl.DataFrame:
-        """Every quarantined row: lab rows first, then subject rows, then visit rows."""
-        others = [q for q in (self.subject_quarantine, self.visit_quarantine) if q is not None and q.height]
+        """Every quarantined row: lab rows first, then subject, visit and event rows."""
+        others = [
+            q
+            for q in (self.subject_quarantine, self.visit_quarantine, self.event_quarantine)
+            if q is not None and q.height
+        ]
         if not others:
             return self.lab_quarantine
         return pl.concat([self.lab_quarantine, *others], how="diagonal_relaxed")
@@ -218,6 +224,8 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
     )
     if inputs.visits is not None:
         prepared = with_visits(prepared, inputs.visits, cfg)
+    if inputs.events is not None:
+        prepared = with_events(prepared, inputs.events, cfg)
     if any(t.rejected is not None for t in inputs.labs) or (inputs.subjects and inputs.subjects.rejected is not None):
         from immunostrat.readers import merge_reader_quarantine
 
@@ -246,6 +254,18 @@ def with_visits(prepared: Prepared, visits: Any, cfg: RunConfig) -> Prepared:
     return prepared
 
 
+def with_events(prepared: Prepared, events: Any, cfg: RunConfig) -> Prepared:
+    """Validate an events file (CRS / ICANS assessments) against the valid subjects, as visits are."""
+    from immunostrat.followup.events import event_counts, validate_events
+
+    split = validate_events(
+        events.frame, prepared.subjects, cfg.validation.as_of, refused=prepared.subject_quarantine, config=cfg.events
+    )
+    prepared.events, prepared.event_quarantine = split.accepted, split.quarantine
+    prepared.counts["events"] = {"path": events.path, **event_counts(events.rows_read, split)}
+    return prepared
+
+
 def harmonise_validate(tables: Tables, ctx: RunContext) -> PhaseResult:
     """Phase: map, parse, convert and validate one partition; rows accepted, outside the panel or quarantined."""
     prepared = prepare(tables["inputs"], ctx.cfg, ctx.reference)
@@ -256,6 +276,7 @@ def harmonise_validate(tables: Tables, ctx: RunContext) -> PhaseResult:
             "outside_panel": prepared.outside_panel,
             "subjects": prepared.subjects,
             "visits": prepared.visits,
+            "events": prepared.events,
         },
         counts=prepared.counts,
     )
@@ -468,30 +489,19 @@ def describe_inputs(inputs: Inputs, ctx: RunContext) -> dict[str, Any]:
         }
         for t in inputs.labs
     ]
-    if inputs.subjects is not None:
-        s = inputs.subjects
-        files.append(
-            {
-                "path": s.path,
-                "kind": "subjects",
-                "format": s.fmt,
-                "sha256": s.sha256,
-                "rows": s.rows_read,
-                "notes": s.notes,
-            }
-        )
-    if inputs.visits is not None:
-        v = inputs.visits
-        files.append(
-            {
-                "path": v.path,
-                "kind": "visits",
-                "format": v.fmt,
-                "sha256": v.sha256,
-                "rows": v.rows_read,
-                "notes": v.notes,
-            }
-        )
+    for kind in ("subjects", "visits", "events"):
+        table = getattr(inputs, kind)
+        if table is not None:
+            files.append(
+                {
+                    "path": table.path,
+                    "kind": kind,
+                    "format": table.fmt,
+                    "sha256": table.sha256,
+                    "rows": table.rows_read,
+                    "notes": table.notes,
+                }
+            )
     record: dict[str, Any] = {
         "started_at": ctx.started.isoformat(),
         "as_of": ctx.cfg.validation.as_of.isoformat(),
@@ -509,10 +519,11 @@ def describe_inputs(inputs: Inputs, ctx: RunContext) -> dict[str, Any]:
 
 
 def _file_order(view: View) -> dict[str, int]:
-    """Lab files in run order, then the subjects file, then the visits file (as one pass lists their rows)."""
+    """Lab files in run order, then the subjects, visits and events files (as one pass lists their rows)."""
     source = view.source
     paths = [t.path for t in source.labs]
-    paths += [t.path for t in (source.subjects, getattr(source, "visits", None)) if t is not None]
+    others = (source.subjects, getattr(source, "visits", None), getattr(source, "events", None))
+    paths += [t.path for t in others if t is not None]
     return {p: i for i, p in enumerate(dict.fromkeys(paths))}
 
 
@@ -564,7 +575,7 @@ HARMONISE_VALIDATE = Phase(
     description="map tests onto the panel, parse results and dates, convert units; pandera checks split rows "
     "into accepted, outside the panel and quarantined (with a reason code and a readable message)",
     reads=("inputs",),
-    writes=("harmonised", "quarantine", "outside_panel", "subjects", "visits"),
+    writes=("harmonised", "quarantine", "outside_panel", "subjects", "visits", "events"),
     run=harmonise_validate,
 )
 #: Selection pipelines depend on the selection panel only: messy follow-up analytes never stop them.

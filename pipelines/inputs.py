@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from immunostrat.config import RunConfig
+from immunostrat.followup.events import read_events
 from immunostrat.followup.visits import read_visits
 from immunostrat.io import (
     LAB_OPTIONAL,
@@ -56,6 +57,7 @@ class Inputs:
     labs: list[InputTable]
     subjects: InputTable | None
     visits: InputTable | None = None  # keyed by subject like the subjects file, cut into the same partitions
+    events: InputTable | None = None  # CRS / ICANS assessments: keyed by subject too
 
 
 def reader_options(cfg: RunConfig, samples: str | Path | None = None) -> Any:
@@ -85,6 +87,7 @@ def read_inputs(
     samples: str | Path | None = None,
     patients: str | Path | None = None,
     visits: str | Path | None = None,
+    events: str | Path | None = None,
 ) -> Inputs:
     """Read all inputs; raises `InputError` on the first unusable file, before any compute.
 
@@ -101,7 +104,12 @@ def read_inputs(
         r = cfg.readers if cfg is not None else None
         found = read_fhir_patients(patients, study_id=r.study_id if r else None, crosswalk=r.crosswalk if r else None)
         subjects = add_patient_demographics(subjects, found)
-    return Inputs(labs=labs, subjects=subjects, visits=read_visits(visits) if visits is not None else None)
+    return Inputs(
+        labs=labs,
+        subjects=subjects,
+        visits=read_visits(visits) if visits is not None else None,
+        events=read_events(events) if events is not None else None,
+    )
 
 
 def input_options(files: Any, cfg: RunConfig) -> dict[str, Any]:
@@ -113,8 +121,9 @@ def input_options(files: Any, cfg: RunConfig) -> dict[str, Any]:
         options.update(expression=list(files.expression), samples=files.samples)
     if files.patients:
         options["patients"] = files.patients
-    if getattr(files, "visits", None):
-        options["visits"] = files.visits
+    for table in ("visits", "events"):
+        if getattr(files, table, None):
+            options[table] = getattr(files, table)
     return options
 
 

@@ -85,6 +85,7 @@ def check_data_roots(
         ("samples", files.samples),
         ("patients", files.patients),
         ("visits", getattr(files, "visits", None)),
+        ("events", getattr(files, "events", None)),
         ("strata", getattr(files, "strata", None)),
         ("out", out),
         ("protocol", protocol),
@@ -165,6 +166,12 @@ def check_inputs(files: Any) -> None:
 
         _exists(visits, "visits")
         scan_input(visits, VISIT_REQUIRED, VISIT_OPTIONAL, kind="visits")  # the header, rows unread
+    events = getattr(files, "events", None)
+    if events:
+        from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED
+
+        _exists(events, "events")
+        scan_input(events, EVENT_REQUIRED, EVENT_OPTIONAL, kind="events")
 
 
 def check_out_folder(out: str | Path) -> None:

@@ -78,11 +78,13 @@ def split_inputs(inputs: Inputs, n: int) -> list[Inputs]:
     labs = [split_table(t, n) for t in inputs.labs]
     subjects = split_table(inputs.subjects, n) if inputs.subjects is not None else None
     visits = split_table(inputs.visits, n) if inputs.visits is not None else None
+    events = split_table(inputs.events, n) if inputs.events is not None else None
     return [
         Inputs(
             labs=[parts[k] for parts in labs],
             subjects=subjects[k] if subjects is not None else None,
             visits=visits[k] if visits is not None else None,
+            events=events[k] if events is not None else None,
         )
         for k in range(n)
     ]
@@ -120,6 +122,8 @@ class SplitInputs:
     # Visits are read whole and cut in memory: a few rows per subject and month, small next to the labs.
     visits: InputTable | None = None  # the whole visits file's provenance (no rows)
     visit_parts: list[InputTable] = field(default_factory=list)
+    events: InputTable | None = None  # likewise the events file (CRS / ICANS assessments)
+    event_parts: list[InputTable] = field(default_factory=list)
 
     def partition(self, k: int) -> Inputs:
         """The `Inputs` of partition `k` (rows split on disk are read now)."""
@@ -128,13 +132,16 @@ class SplitInputs:
             for i, t in enumerate(self.labs)
         ]
         visits = self.visit_parts[k] if self.visit_parts else None
+        events = self.event_parts[k] if self.event_parts else None
         if self.subjects_on_disk is not None:
-            return Inputs(labs=labs, subjects=_from_disk(self.subjects, self.subjects_on_disk, k), visits=visits)
-        return Inputs(labs=labs, subjects=self.subject_parts[k], visits=visits)
+            subjects = _from_disk(self.subjects, self.subjects_on_disk, k)
+        else:
+            subjects = self.subject_parts[k]
+        return Inputs(labs=labs, subjects=subjects, visits=visits, events=events)
 
     def header(self) -> Inputs:
         """`Inputs` carrying provenance only (paths, checksums, row counts), for run.json."""
-        return Inputs(labs=self.labs, subjects=self.subjects, visits=self.visits)
+        return Inputs(labs=self.labs, subjects=self.subjects, visits=self.visits, events=self.events)
 
 
 def _read_partition(folder: Path, k: int, empty: pl.DataFrame) -> pl.DataFrame:
@@ -197,6 +204,7 @@ def split_on_disk(files: Any, cfg: Any, folder: Path, n: int) -> SplitInputs:
         samples=files.samples,
         patients=files.patients,
         visits=getattr(files, "visits", None) or None,
+        events=getattr(files, "events", None) or None,
     )
     eager_labs = iter(eager.labs)
     ordered = [scanned.get(p) or next(eager_labs) for p in files.labs] + list(eager_labs)  # expression last
@@ -212,6 +220,8 @@ def split_on_disk(files: Any, cfg: Any, folder: Path, n: int) -> SplitInputs:
         )
     if eager.visits is not None:
         split.visits, split.visit_parts = _header_only(eager.visits), split_table(eager.visits, n)
+    if eager.events is not None:
+        split.events, split.event_parts = _header_only(eager.events), split_table(eager.events, n)
     for i, table in enumerate(ordered):
         if isinstance(table, ScannedInput):
             split.on_disk[i] = folder / f"labs-{i}"

@@ -840,6 +840,10 @@ OUTPUT_MODELS: dict[str, type[pa.DataFrameModel]] = {
 FOLLOW_UP_TABLES: dict[str, tuple[str, str]] = {
     "activity.parquet": ("immunostrat.schemas.followup", "Activity"),
     "endpoints.parquet": ("immunostrat.schemas.endpoints", "EndpointRow"),
+    "immune_course.parquet": ("immunostrat.schemas.immune_course", "ImmuneCourse"),
+    "lab_grades.parquet": ("immunostrat.schemas.lab_grades", "LabGradeRow"),
+    "crs_icans.parquet": ("immunostrat.schemas.toxicity_events", "CrsIcans"),
+    "toxicity.parquet": ("immunostrat.schemas.toxicity", "Toxicity"),
 }
 
 

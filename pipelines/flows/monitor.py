@@ -18,6 +18,31 @@ from immunostrat.errors import UserError
 from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, rename_flow_run, result_of
 from immunostrat.flows.stratify import dask_task_runner
 
+#: The Prefect event a monitor run emits when its findings changed since the previous run (docs/operations.md).
+CHANGED_EVENT = "immunostrat.monitor.changed"
+
+
+def emit_changes(result: RunOutputs) -> Any:
+    """Emit `CHANGED_EVENT` when anything changed since the previous monitor run: counts per kind and change, and
+    each change with the subject's pseudonym (never its identifier). Returns the event, or None when nothing
+    changed or the runs were not comparable. Events reach automations only through a long-lived server."""
+    from prefect.events import emit_event
+
+    changes = result.run_json.get("changes", {})
+    counts = changes.get("counts", {})
+    if not any(n for by_change in counts.values() for n in by_change.values()):
+        return None
+    return emit_event(
+        event=CHANGED_EVENT,
+        resource={"prefect.resource.id": f"immunostrat.monitor.{result.run_dir.parent.name}"},
+        payload={
+            "run_id": result.run_json.get("run_id"),
+            "previous_run": changes.get("previous_run"),
+            "counts": counts,
+            "changes": changes.get("items", []),
+        },
+    )
+
 
 def publish_artifacts(result: RunOutputs, min_cell_count: int) -> None:
     """Endpoint rates as a table and a Markdown summary in the Prefect UI (small counts suppressed)."""
@@ -39,6 +64,7 @@ def monitor_flow(params: MonitorParams) -> Any:
     except UserError as exc:
         return failed(exc)
     publish_artifacts(result, params.config.publish.min_cell_count)
+    emit_changes(result)
     return str(result.run_dir)
 
 

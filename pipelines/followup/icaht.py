@@ -46,6 +46,7 @@ ANC, PLATELETS = "neutrophils", "platelets"
 
 #: Reason code -> meaning, for every `*_reason` column (null when the grade is known).
 REASONS: dict[str, str] = {
+    "NOT_INFUSED": "The subject has no day 0 (no infusion): not assessable.",
     "NO_MEASUREMENT": "No result of the analyte in the phase (days 0-30 early, 31-100 late): not assessable.",
     "INPUT_UNKNOWN": "A day's status is unknown (a censored or interval result that does not decide the "
     "threshold) and the grade depends on it.",

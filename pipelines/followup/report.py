@@ -140,7 +140,7 @@ def _changes(run: Mapping[str, Any]) -> Section:
         "Findings a team acts on (treatment-emergent grade >= 3 toxicities, endpoints met, relapses) compared with "
         "the newest earlier monitor run of this output folder: new, resolved, or corrected by a data change.",
     )
-    changes = run.get("summary", {}).get("changes")
+    changes = run.get("changes")
     if not changes:
         section.add("text", text="Not compared (no comparison was recorded for this run).")
         return section

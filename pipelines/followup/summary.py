@@ -50,6 +50,23 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def changes_markdown(changes: Mapping[str, Any]) -> list[str]:
+    """What changed since the previous monitor run, as Markdown lines (counts; subjects by pseudonym)."""
+    lines = ["## What changed since the last run", ""]
+    if not changes.get("previous_run") or changes.get("not_compared"):
+        return [*lines, f"Not compared: {changes.get('not_compared', 'no earlier run')}."]
+    lines.append(f"Compared with run `{changes['previous_run']}`.")
+    lines += ["", "| finding | new | resolved | corrected |", "|---|---|---|---|"]
+    for kind, by_change in changes.get("counts", {}).items():
+        lines.append(f"| {kind} | {by_change['new']} | {by_change['resolved']} | {by_change['corrected']} |")
+    for item in changes.get("items", [])[:50]:
+        who = str(item.get("subject_pseudonym", ""))[:8]
+        lines.append(f"- {item['change']}: {item['kind']} `{item['item']}` (subject {who}, day {item.get('day')})")
+    if changes.get("note"):
+        lines.append(changes["note"])
+    return lines
+
+
 def monitor_summary(run: Mapping[str, Any], *, min_cell_count: int = 5) -> tuple[str, list[dict[str, Any]]]:
     """(markdown, rows) for a monitor run's run.json: counts, endpoint rates, and by predicted group."""
     k = min_cell_count
@@ -68,6 +85,7 @@ def monitor_summary(run: Mapping[str, Any], *, min_cell_count: int = 5) -> tuple
     ]
     if run.get("status") != "completed":
         lines += ["", f"Stopped: {run.get('error', '')}"]
+    lines += ["", *changes_markdown(run.get("changes", {}))]
     rows = endpoint_rows(summary.get("endpoints", []), k)
     lines += ["", "## Endpoints (rate among assessable subjects)", "", *_markdown_table(rows)]
     by_group = summary.get("by_predicted_group")
