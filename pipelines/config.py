@@ -364,8 +364,27 @@ class ValidationConfig(_Model):
     as_of: dt.date = Field(
         default_factory=dt.date.today,
         description="The run's reference day: a measurement dated after it is quarantined. Recorded in run.json "
-        "so that a re-run with the same value is deterministic.",
+        "so that a re-run with the same value is deterministic. Unset: today, in `as_of_timezone` when given.",
     )
+    as_of_timezone: str | None = Field(
+        default=None,
+        description="IANA time zone in which an unset `as_of` (today) is evaluated, e.g. Europe/Berlin; default the "
+        "machine's. `serve` sets each schedule's time zone, so a run at 00:30 in Berlin uses Berlin's date.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _today_in_zone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("as_of") is None and data.get("as_of_timezone"):
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                zone = ZoneInfo(str(data["as_of_timezone"]))
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown IANA time zone {data['as_of_timezone']!r} (e.g. Europe/Berlin)") from exc
+            data = {**data, "as_of": dt.datetime.now(zone).date()}
+        return data
+
     max_quarantine_fraction: float = Field(
         default=0.25,
         ge=0.0,

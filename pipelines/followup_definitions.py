@@ -367,8 +367,22 @@ def write_team_report(run_dir: Path, ctx: RunContext) -> Path:
     from immunostrat.followup.report import render_follow_up_report
     from immunostrat.io import write_text_atomic
 
-    html = render_follow_up_report(run_dir, min_cell_count=ctx.cfg.publish.min_cell_count)
+    html = render_follow_up_report(
+        run_dir, min_cell_count=ctx.cfg.publish.min_cell_count, lane_labels=_pseudonym_labels(ctx)
+    )
     return write_text_atomic(html, run_dir / TEAM_REPORT)
+
+
+def _pseudonym_labels(ctx: RunContext) -> Any:
+    """Swimmer-lane labels: the first 8 hex digits of each subject's pseudonym; None (numbered lanes) without a
+    key. Subject identifiers never reach the report."""
+    from immunostrat.pseudonym import PseudonymKeyError, load_key, subject_pseudonyms
+
+    try:
+        key = load_key(ctx.cfg.publish.key_file, demo=ctx.cfg.publish.demo_key)
+    except PseudonymKeyError:
+        return None
+    return lambda frame: subject_pseudonyms(key, frame["study_id"], frame["subject_id"]).str.head(8).to_list()
 
 
 def publish_follow_up_snapshot(run_dir: Path, ctx: RunContext) -> Any:

@@ -729,6 +729,27 @@ def sponsor_endpoint_rates(summary: Mapping[str, Any], min_cell_count: int) -> p
     return pl.DataFrame(table, schema=schema)
 
 
+#: Aggregate tables of the follow-up snapshot beside the endpoint rates (small cells suppressed).
+TOXICITY_FILE = "toxicity_by_grade.parquet"
+TRAJECTORY_FILE = "trajectories.parquet"
+
+
+def _follow_up_aggregates(run_dir: Path, run: dict[str, Any], k: int, staging: Path) -> dict[str, Path]:
+    """Subjects by worst toxicity grade (suppressed cells as `<k` / `*`) and the B-cell and anti-dsDNA medians
+    by predicted group (null under k subjects): aggregates only, study days, no subject."""
+    from immunostrat.followup.report import toxicity_by_grade, trajectory_medians
+    from immunostrat.io import write_parquet_atomic
+
+    files: dict[str, Path] = {}
+    if (run_dir / "toxicity.parquet").is_file():
+        table = toxicity_by_grade(pl.read_parquet(run_dir / "toxicity.parquet"), k)
+        files[TOXICITY_FILE] = write_parquet_atomic(table, staging / TOXICITY_FILE)
+    medians = trajectory_medians(run_dir, run, k)
+    if medians is not None:
+        files[TRAJECTORY_FILE] = write_parquet_atomic(medians, staging / TRAJECTORY_FILE)
+    return files
+
+
 def publish_follow_up(
     run_dir: str | Path,
     cfg: PublishConfig | None = None,
@@ -779,6 +800,7 @@ def publish_follow_up(
                 RATES_FILE: write_parquet_atomic(
                     sponsor_endpoint_rates(summary, cfg.min_cell_count), staging / RATES_FILE
                 ),
+                **_follow_up_aggregates(run_dir, run, cfg.min_cell_count, staging),
             }
             if cfg.report:
                 html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count, team=False)

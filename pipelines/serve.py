@@ -131,6 +131,8 @@ def serve_schedules(path: Path) -> int:
     for s in schedules.schedules:
         # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
         parameters = {"params": s.parameters.model_dump(mode="json", exclude_unset=True)}
+        validation = parameters["params"].setdefault("config", {}).setdefault("validation", {})
+        validation.setdefault("as_of_timezone", s.timezone)  # an unset as_of is today in the schedule's zone
         deployments.append(
             flows[s.flow].to_deployment(
                 name=s.name, schedules=[Cron(s.cron, timezone=s.timezone)], parameters=parameters, tags=s.tags

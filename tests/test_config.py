@@ -418,3 +418,28 @@ def test_load_invalid_protocol(tmp_path: Path, text: str, message: str) -> None:
     """Structurally invalid protocols fail validation with a clear message naming the file and setting."""
     with pytest.raises(SettingsError, match=message):
         load_protocol(_write(tmp_path, text))
+
+
+def test_an_unset_as_of_is_today_in_the_given_time_zone() -> None:
+    """Kiritimati (UTC+14) and Pago Pago (UTC-11) are 25 hours apart: at any moment their dates differ by one
+    day, so each zone's own date (read before and after, in case midnight passes) is what a run gets."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from immunostrat.config import ValidationConfig
+
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
+        before = dt.datetime.now(ZoneInfo(zone)).date()
+        got = ValidationConfig(as_of_timezone=zone).as_of
+        after = dt.datetime.now(ZoneInfo(zone)).date()
+        assert got in (before, after)
+    assert ValidationConfig(as_of="2025-01-02", as_of_timezone="Pacific/Kiritimati").as_of == dt.date(2025, 1, 2)
+
+
+def test_an_unknown_time_zone_is_refused_with_an_example() -> None:
+    from pydantic import ValidationError
+
+    from immunostrat.config import ValidationConfig
+
+    with pytest.raises(ValidationError, match="unknown IANA time zone 'Mars/Olympus'"):
+        ValidationConfig(as_of_timezone="Mars/Olympus")

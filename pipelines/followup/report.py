@@ -13,6 +13,7 @@ stratify run predicted (`--strata`), with that run's model id, never a re-scorin
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from immunostrat.report import (
     suppress,
 )
 
-__all__ = ["FOLLOW_UP_SECTIONS", "TEAM_ONLY", "render_follow_up_report"]
+__all__ = ["FOLLOW_UP_SECTIONS", "TEAM_ONLY", "render_follow_up_report", "toxicity_by_grade", "trajectory_medians"]
 
 #: Section ids and titles, in page order.
 FOLLOW_UP_SECTIONS: tuple[tuple[str, str], ...] = (
@@ -170,6 +171,30 @@ def _read(run_dir: Path, name: str) -> pl.DataFrame | None:
     return pl.read_parquet(path) if path.is_file() else None
 
 
+def toxicity_by_grade(toxicity: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Subjects by worst grade per measure (every `*_grade` column of toxicity.parquet), small cells suppressed.
+
+    Returns:
+        `measure`, then one column per grade 0-5, `not_assessable` and `subjects`, as display strings (`<k`, `*`
+        where suppressed; see `immunostrat.report.suppress`).
+    """
+    columns = [c for c in toxicity.columns if c.endswith("_grade")]
+    counts = np.array(
+        [[int((toxicity[c] == g).sum()) for g in _GRADES] + [toxicity[c].null_count()] for c in columns],
+        dtype=np.int64,
+    ).reshape(len(columns), len(_GRADES) + 1)
+    values = np.column_stack([counts, counts.sum(axis=1)])
+    shown = suppress(values, [[(i, j) for j in range(values.shape[1])] for i in range(len(columns))], k)
+    names = [*(f"grade_{g}" for g in _GRADES), "not_assessable", "subjects"]
+    return pl.DataFrame(
+        {
+            "measure": [c.removesuffix("_grade") for c in columns],
+            **{name: [str(shown[i, j]) for i in range(len(columns))] for j, name in enumerate(names)},
+        },
+        schema={"measure": pl.String, **dict.fromkeys(names, pl.String)},
+    )
+
+
 def _toxicity(run_dir: Path, k: int) -> Section:
     section = Section(
         "toxicity",
@@ -178,18 +203,13 @@ def _toxicity(run_dir: Path, k: int) -> Section:
         "worst treatment-emergent CTCAE v5 laboratory grade per term; small cells suppressed.",
     )
     table = _read(run_dir, "toxicity.parquet")
-    columns = [c for c in table.columns if c.endswith("_grade")] if table is not None else []
-    if table is None or not columns:
+    if table is None or not any(c.endswith("_grade") for c in table.columns):
         section.add("text", text="No toxicity table in this run.")
         return section
-    counts = np.array(
-        [[int((table[c] == g).sum()) for g in _GRADES] + [table[c].null_count()] for c in columns], dtype=np.int64
-    )
-    values = np.column_stack([counts, counts.sum(axis=1)])
-    shown = suppress(values, [[(i, j) for j in range(values.shape[1])] for i in range(len(columns))], k)
+    by_grade = toxicity_by_grade(table, k)
     section.table(
         ["measure", *(f"grade {g}" for g in _GRADES), "not assessable", "subjects"],
-        [[c.removesuffix("_grade").replace("_", " "), *shown[i]] for i, c in enumerate(columns)],
+        [[row[0].replace("_", " "), *row[1:]] for row in by_grade.iter_rows()],
         caption="Subjects by worst grade",
     )
     return section
@@ -205,29 +225,22 @@ _BINS: tuple[tuple[int, int, str], ...] = (
 )
 
 
-def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
-    section = Section(
-        "trajectories",
-        "B cells and anti-dsDNA by predicted group",
-        "Median CD19+ B cells (cells/uL) and anti-dsDNA (IU/mL) per period since infusion, by the responder group "
-        "the pre-infusion stratify run predicted; a cell with fewer than the minimum subjects is suppressed.",
-    )
+def trajectory_medians(run_dir: Path, run: Mapping[str, Any], k: int) -> pl.DataFrame | None:
+    """Median CD19+ B cells and anti-dsDNA per predicted group and period since infusion (`_BINS`), with the
+    number of subjects; both are null where fewer than `k` subjects contribute. None without the immune
+    course or a readable stratify run."""
     course = _read(run_dir, "immune_course.parquet")
     strata_run = (run.get("summary", {}).get("by_predicted_group") or {}).get("strata_run")
     harmonised = run_dir / "harmonised.parquet"
-    if course is None or not strata_run or not harmonised.is_file():
-        section.add("text", text="Needs the immune course and a stratify run (--strata).")
-        return section
-    strata = Path(str(strata_run)) / "strata.parquet"
-    if not strata.is_file():
-        section.add("text", text=f"The stratify run's strata.parquet is not readable here ({strata.parent.name}).")
-        return section
+    strata = Path(str(strata_run)) / "strata.parquet" if strata_run else None
+    if course is None or strata is None or not strata.is_file() or not harmonised.is_file():
+        return None
     key = ["study_id", "subject_id"]
     day = (pl.col("collected_date") - pl.col("day0")).dt.total_days()
     period = pl.lit(None, pl.String)
     for low, high, label in reversed(_BINS):
         period = pl.when(day.is_between(low, high)).then(pl.lit(label)).otherwise(period)
-    rows = (
+    return (
         pl.scan_parquet(harmonised)
         .filter(pl.col("analyte").is_in(["cd19_b_cells", "anti_dsdna"]))
         .select(*key, "analyte", "value", "collected_date")
@@ -237,8 +250,27 @@ def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
         .filter(pl.col("period").is_not_null())
         .group_by("analyte", "responder_group", "period")
         .agg(median=pl.col("value").median(), subjects=pl.struct(key).n_unique())
+        # Under k subjects neither the median nor the count is shown.
+        .with_columns(
+            median=pl.when(pl.col("subjects") >= k).then("median"),
+            subjects=pl.when(pl.col("subjects") >= k).then("subjects"),
+        )
+        .sort("analyte", "responder_group", "period")
         .collect()
     )
+
+
+def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
+    section = Section(
+        "trajectories",
+        "B cells and anti-dsDNA by predicted group",
+        "Median CD19+ B cells (cells/uL) and anti-dsDNA (IU/mL) per period since infusion, by the responder group "
+        "the pre-infusion stratify run predicted; a cell with fewer than the minimum subjects is suppressed.",
+    )
+    rows = trajectory_medians(run_dir, run, k)
+    if rows is None:
+        section.add("text", text="Needs the immune course and a readable stratify run (--strata).")
+        return section
     labels = [b[2] for b in _BINS]
     fig = new_figure(9.5, 3.2)
     for n, analyte in enumerate(("cd19_b_cells", "anti_dsdna")):
@@ -246,10 +278,8 @@ def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
         table_rows = []
         for group in GROUPS:
             part = rows.filter((pl.col("analyte") == analyte) & (pl.col("responder_group") == group))
-            by_period = {r["period"]: r for r in part.iter_rows(named=True)}
-            medians = [
-                by_period[p]["median"] if p in by_period and by_period[p]["subjects"] >= k else None for p in labels
-            ]
+            by_period = dict(zip(part["period"], part["median"], strict=True))
+            medians = [by_period.get(p) for p in labels]
             if any(m is not None for m in medians):
                 ax.plot(range(len(labels)), [np.nan if m is None else m for m in medians], marker="o", label=group)
                 table_rows.append([analyte, group, *medians])
@@ -258,17 +288,19 @@ def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
         ax.spines[["top", "right"]].set_visible(False)
         if table_rows:
             section.table(["analyte", "predicted group", *labels], table_rows, label_columns=2)
-    fig.axes[0].legend(fontsize=7, frameon=False)
+    if fig.axes[0].lines:
+        fig.axes[0].legend(fontsize=7, frameon=False)
     section.blocks.append(figure_block(fig, "Median B cells and anti-dsDNA over time by predicted group"))
     return section
 
 
-def _lane_events(run_dir: Path, course: pl.DataFrame) -> pl.DataFrame:
-    """Per subject: follow-up end, aplasia span, CRS/ICANS onset, first met endpoint, relapse (days)."""
+def _lane_events(run_dir: Path, course: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
+    """Per subject: follow-up end (death, discontinuation or re-treatment, else `as_of`), aplasia span, CRS/ICANS
+    onset, first met endpoint, relapse (days since infusion)."""
     key = ["study_id", "subject_id"]
     frame = course.select(
         *key,
-        end=pl.col("course_end_day"),
+        end=pl.coalesce("course_end_day", (pl.lit(as_of) - pl.col("day0")).dt.total_days().cast(pl.Int32)),
         aplasia=pl.col("b_cell_aplasia_day"),
         aplasia_end=pl.coalesce("b_cell_return_day", "b_cell_censored_day"),
         relapse=pl.min_horizontal("serological_relapse_day", "first_flare_day"),
@@ -284,7 +316,7 @@ def _lane_events(run_dir: Path, course: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def _swimmer(run_dir: Path, lanes: int, labels: Any = None) -> Section:
+def _swimmer(run_dir: Path, as_of: dt.date, lanes: int, labels: Any = None) -> Section:
     section = Section(
         "swimmer",
         "Swimmer plot",
@@ -295,7 +327,7 @@ def _swimmer(run_dir: Path, lanes: int, labels: Any = None) -> Section:
     if course is None or course.height == 0:
         section.add("text", text="No immune course in this run.")
         return section
-    frame = _lane_events(run_dir, course).filter(pl.col("end").is_not_null())
+    frame = _lane_events(run_dir, course, as_of).filter(pl.col("end").is_not_null())
     frame = frame.sort("end", descending=True).head(lanes)
     names = labels(frame) if labels is not None else [f"lane {i + 1}" for i in range(frame.height)]
     fig = new_figure(9.5, 0.22 * max(frame.height, 4) + 1.2)
@@ -352,7 +384,7 @@ def render_follow_up_report(
         _by_group(summary, k),
         _toxicity(run_dir, k),
         _trajectories(run_dir, run, k),
-        _swimmer(run_dir, swimmer_lanes, lane_labels),
+        _swimmer(run_dir, dt.date.fromisoformat(run["as_of"]), swimmer_lanes, lane_labels),
         quarantine_section(run, read_quarantine(run_dir), k),
     ]
     assert [(s.id, s.title) for s in sections] == list(FOLLOW_UP_SECTIONS)
