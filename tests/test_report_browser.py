@@ -8,6 +8,7 @@ absent (CI installs them: see docs/sponsor.md).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _chromium(tmp_path: Path) -> Any:
+    """Debian's headless Chromium through Debian's chromedriver, logging the browser console."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     return build_demo(tmp_path_factory)
@@ -44,18 +58,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
 def test_demo_report_opens_offline_in_chromium_without_console_errors(
     demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     monkeypatch.setenv("SE_OFFLINE", "true")
     assert demo.result.report is not None
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver = _chromium(tmp_path)
     try:
         driver.set_page_load_timeout(30)
         driver.get(demo.result.report.resolve().as_uri())
@@ -80,3 +87,35 @@ def test_demo_report_opens_offline_in_chromium_without_console_errors(
     finally:
         driver.quit()
     print(f"screenshot: {screenshot}")
+
+
+def test_follow_up_team_report_shows_the_swimmer_plot_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor run's team report opens offline with every section, the swimmer plot drawn as an image, and
+    no console error; the sponsor's copy has no swimmer plot."""
+    from selenium.webdriver.common.by import By
+
+    from immunostrat.cli import main
+    from immunostrat.followup.report import FOLLOW_UP_SECTIONS, TEAM_ONLY
+    from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
+
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    files = write_cohort(generate_cohort(SynthConfig(n_subjects=60, seed=4)), tmp_path / "in", fmt="parquet")
+    args = ["monitor", "--engine", "local", "--labs", str(files["labs"]), str(files["labs_followup"])]
+    args += ["--subjects", str(files["subjects"]), "--visits", str(files["visits"]), "--as-of", "2026-10-31"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 0
+    (run,) = [p for p in (tmp_path / "m").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert 'data-section="swimmer"' not in (run / "sponsor" / "report.html").read_text(encoding="utf-8")
+    driver = _chromium(tmp_path)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get((run / "report.html").resolve().as_uri())
+        for section_id, title in FOLLOW_UP_SECTIONS:
+            section = driver.find_element(By.ID, section_id)
+            assert section.is_displayed() and section.find_element(By.TAG_NAME, "h2").text == title
+        swimmer = driver.find_element(By.ID, "swimmer").find_element(By.TAG_NAME, "img")
+        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalHeight > 200", swimmer)
+        assert "swimmer" in TEAM_ONLY
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
