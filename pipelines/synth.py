@@ -369,12 +369,17 @@ _MEAN_Z = 2
 # Kit-unit variants of anti-dsDNA: (unit, kit upper limit of normal in that unit).
 _KITS: tuple[tuple[str, float], ...] = (("U/mL", 20.0), ("U/mL", 25.0), ("U/mL", 100.0), ("AU/mL", 25.0))
 
-_METHODS = ("", "ELISA", "CIA", "FEIA", *_IFN_METHODS, "NEPHELOMETRY", "TURBIDIMETRY", "FLOW CYTOMETRY")
+# Selection rows use the first ten (by index); follow-up methods are appended, so those indices never move.
+_METHODS = (
+    "", "ELISA", "CIA", "FEIA", *_IFN_METHODS, "NEPHELOMETRY", "TURBIDIMETRY", "FLOW CYTOMETRY", "CKD-EPI 2021", "QPCR"
+)  # fmt: skip
 _M_NONE = 0
 _M_DSDNA = np.array([1, 2, 3], dtype=np.int8)  # ELISA, CIA, FEIA (kits: ELISA or CIA)
 _M_IFN = np.array([4, 5, 6], dtype=np.int8)
 _M_COMPLEMENT = np.array([7, 8], dtype=np.int8)
 _M_FLOW = 9
+_M_CKD_EPI = 10
+_M_QPCR = 11
 
 _KINDS = ("baseline", "pre_window", "post_exposure", "outside_panel", "conflicting_duplicate", "duplicate")
 _BASE, _PRE, _POST, _OUT, _CONFLICT, _DUP = range(6)
@@ -932,7 +937,8 @@ def _subjects(
     """Subject listing: demographics, dates and the clinical fields eligibility rules use.
 
     Also returns the parts the follow-up generator builds on: `clinical_part` (SLEDAI-2K without the two
-    serology items), `ln_class` (index into the nephritis classes, 0 = none) and `egfr` (before nulls).
+    serology items), `ln_class` (index into the nephritis classes, 0 = none), `egfr` (before nulls), `age` and
+    `female` (for the creatinine of an eGFR, CKD-EPI 2021).
     """
     n = cfg.n_subjects
     # SLEDAI-2K: a clinical part plus the serology items (2 points each), so it tracks the labs a little.
@@ -977,7 +983,14 @@ def _subjects(
         .with_columns(*(pl.when(pl.col(f"_null_{c}")).then(None).otherwise(pl.col(c)).alias(c) for c in optional))
         .select(SUBJECT_COLUMNS)
     )
-    return frame, {"clinical_part": clinical_part.astype(np.int64), "ln_class": ln_class, "egfr": egfr}
+    parts = {
+        "clinical_part": clinical_part.astype(np.int64),
+        "ln_class": ln_class,
+        "egfr": egfr,
+        "age": frame["age_years"].to_numpy(),  # never null
+        "female": (frame["sex"] == "F").to_numpy(),
+    }
+    return frame, parts
 
 
 def _missing_names(n: int, miss_subj: np.ndarray, miss_test: np.ndarray) -> pl.Series:
@@ -1144,6 +1157,30 @@ class _FuTest(NamedTuple):
     descriptor: str | None  # the lab-derivable SLEDAI-2K descriptor it carries
 
 
+_CREATININE_UMOL_PER_MG_DL = 88.42
+
+
+def ckd_epi_2021(creatinine_mg_dl: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
+    """eGFR (mL/min/1.73m2) by the race-free CKD-EPI 2021 creatinine equation (Inker, NEJM 2021).
+
+    142 x min(Scr/k, 1)^a x max(Scr/k, 1)^-1.200 x 0.9938^age (x 1.012 if female); k = 0.7 (female) or 0.9,
+    a = -0.241 (female) or -0.302; Scr in mg/dL.
+    """
+    kappa, alpha = np.where(female, 0.7, 0.9), np.where(female, -0.241, -0.302)
+    ratio = creatinine_mg_dl / kappa
+    scale = 142.0 * 0.9938**age * np.where(female, 1.012, 1.0)
+    return scale * np.minimum(ratio, 1.0) ** alpha * np.maximum(ratio, 1.0) ** -1.200
+
+
+def creatinine_for_egfr(egfr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
+    """Serum creatinine (mg/dL) that gives `egfr` by CKD-EPI 2021: the equation solved for Scr."""
+    kappa, alpha = np.where(female, 0.7, 0.9), np.where(female, -0.241, -0.302)
+    scale = 142.0 * 0.9938**age * np.where(female, 1.012, 1.0)
+    relative = egfr / scale  # >= 1 exactly when Scr <= k (the min() branch)
+    ratio = np.where(relative >= 1.0, relative ** (1.0 / alpha), relative ** (-1.0 / 1.200))
+    return ratio * kappa
+
+
 _COUNT_UNITS = ("10^9/L", "10*9/L", "G/L", "10^3/uL", "K/uL", "x10E3/uL")
 _UPCR_MG_MMOL = 1.0 / 0.00884  # g/g -> mg/mmol (0.5 g/g = 56.6 mg/mmol)
 _CREAT_MG_DL = 1.0 / 88.42  # umol/L -> mg/dL
@@ -1159,6 +1196,8 @@ _FU_TESTS: tuple[_FuTest, ...] = (
             None),
     _FuTest("creatinine", 1.0, (("umol/L", 1.0, 0, "45", "90"), ("mg/dL", _CREAT_MG_DL, 2, "0.51", "1.02")),
             ("CREAT", "2160-0"), None),
+    # eGFR as labs report it beside creatinine: CKD-EPI 2021 (race-free), whole numbers, the equation in `method`.
+    _FuTest("egfr", 1.0, (("mL/min/1.73m2", 1.0, 0, "90", ""),), (), None),
     _FuTest("upcr", 0.01, (("g/g", 1.0, 2, "", "0.20"), ("mg/mmol", _UPCR_MG_MMOL, 1, "", "22.6"),
                            ("mg/g", 1000.0, 0, "", "200")), ("PROTCRT", "2890-2"), "proteinuria"),
     _FuTest("urine_protein_24h", 0.01, (("g/24h", 1.0, 2, "", "0.15"),), (), "proteinuria"),
@@ -1432,6 +1471,7 @@ def _followup(
         kit=kit,
         kit_var=kit_var,
         egfr=subject_parts["egfr"],
+        subject_parts=subject_parts,
         b_return=b_return,
         methods=methods,
         visit_study=visit_study,
@@ -1488,6 +1528,7 @@ def _followup_labs(
     kit: np.ndarray,
     kit_var: np.ndarray,
     egfr: np.ndarray,
+    subject_parts: dict[str, np.ndarray],
     b_return: np.ndarray,
     methods: dict[str, np.ndarray],
     visit_study: pl.Series,
@@ -1517,7 +1558,14 @@ def _followup_labs(
     val[:, _F["wbc"]] = wbc
     val[:, _F["neutrophils"]] = np.round(wbc, 1) * uniform(0.5, 0.7)
     val[:, _F["hemoglobin"]] = np.where(hemolytic, uniform(75, 95), np.clip(rng.normal(122.0, 12.0, v), 96, 165))
-    val[:, _F["creatinine"]] = np.clip(80.0 * 88.0 / egfr[subj] * np.exp(0.05 * rng.standard_normal(v)), 35, 700)
+    # Kidney function: the visit's eGFR is the subject's (the subjects file's value at screening) with 5 %
+    # log-normal noise after it; creatinine is the value that gives that eGFR by CKD-EPI 2021, and the lab's
+    # eGFR is CKD-EPI 2021 of the creatinine as rounded, so the two rows agree as a lab's would.
+    egfr_visit = egfr[subj] * np.where(post, np.exp(0.05 * rng.standard_normal(v)), 1.0)
+    age, female = subject_parts["age"][subj], subject_parts["female"][subj]
+    creatinine = np.rint(creatinine_for_egfr(egfr_visit, age, female) * _CREATININE_UMOL_PER_MG_DL)
+    val[:, _F["creatinine"]] = creatinine
+    val[:, _F["egfr"]] = ckd_epi_2021(creatinine / _CREATININE_UMOL_PER_MG_DL, age, female)
     val[:, _F["upcr"]] = np.where(side("proteinuria"), uniform(0.7, 4.0), uniform(0.03, 0.35))
     val[:, _F["urine_protein_24h"]] = np.where(side("proteinuria"), uniform(0.7, 5.0), uniform(0.05, 0.35))
     val[:, _F["urine_rbc"]] = np.where(side("hematuria"), rng.integers(6, 61, v), rng.integers(0, 6, v))
@@ -1572,6 +1620,7 @@ def _followup_labs(
     is_compl = (test == _F["c3"]) | (test == _F["c4"])
     method[is_compl] = methods["complement"][r_subj[is_compl]]
     method[test == _F["cd19_b_cells"]] = _M_FLOW
+    method[test == _F["egfr"]] = _M_CKD_EPI
     # One collection time per visit: about half the visits carry a time of day.
     visit_time = np.where(rng.random(v) < 0.5, 0, rng.integers(1, len(_TIMES), v))
     collected = dates + _gather(_TIMES, visit_time)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -382,3 +383,47 @@ def test_write_cohort_writes_visits_and_followup_labs(tmp_path: Path, fmt: str) 
         pl.read_csv(paths["subjects"], schema=c.subjects.schema) if fmt == "csv" else pl.read_parquet(paths["subjects"])
     )
     assert subjects.equals(c.subjects)
+
+
+# ---- kidney function (renal endpoints need an eGFR beside UPCR) ----------------------------------------------
+
+
+def test_ckd_epi_2021_hand_worked() -> None:
+    from immunostrat.synth import ckd_epi_2021, creatinine_for_egfr
+
+    # Female, 40 y, Scr 0.7 mg/dL (= kappa): 142 x 0.9938^40 x 1.012 = 142 x 0.77976 x 1.012 = 112.05.
+    # Male, 60 y, Scr 1.8 mg/dL (Scr/kappa = 2): 142 x 2^-1.2 x 0.9938^60 = 142 x 0.43528 x 0.68857 = 42.56.
+    # Female, 30 y, Scr 0.5 mg/dL (Scr/kappa = 0.714286): 142 x 0.714286^-0.241 x 0.9938^30 x 1.012
+    #   = 142 x 1.08447 x 0.82979 x 1.012 = 129.32.
+    age, female = np.array([40, 60, 30]), np.array([True, False, True])
+    got = ckd_epi_2021(np.array([0.7, 1.8, 0.5]), age, female)
+    assert got == pytest.approx([112.05, 42.56, 129.32], abs=0.02)
+    back = creatinine_for_egfr(got, age, female)
+    assert back == pytest.approx([0.7, 1.8, 0.5], rel=1e-9)
+
+
+def test_followup_egfr_rows_agree_with_creatinine_and_the_subjects_file(cohort: SynthCohort) -> None:
+    from immunostrat.synth import ckd_epi_2021
+
+    labs = _labs(cohort).with_columns(pl.col("analyte").cast(pl.String))
+    egfr = labs.filter(pl.col("analyte") == "egfr")
+    assert set(egfr["unit"]) == {"mL/min/1.73m2"} and set(egfr["method"]) == {"CKD-EPI 2021"}
+    creat = labs.filter(pl.col("analyte") == "creatinine").select(
+        "visit_row",
+        (pl.col("result").cast(pl.Float64) * pl.when(pl.col("unit") == "mg/dL").then(88.42).otherwise(1)).alias("umol"),
+    )
+    j = egfr.join(creat, on="visit_row").join(cohort.subjects.select("subject_id", "age_years", "sex"), on="subject_id")
+    expected = ckd_epi_2021(j["umol"].to_numpy() / 88.42, j["age_years"].to_numpy(), (j["sex"] == "F").to_numpy())
+    # Within rounding: creatinine written as whole umol/L or 2-decimal mg/dL, eGFR as a whole number.
+    assert np.abs(j["result"].cast(pl.Float64).to_numpy() - expected).max() < 1.5
+    # Screening eGFR is the subjects file's (the treatment baseline the renal endpoints compare against).
+    tags = cohort.followup.visit_tags.with_row_index("visit_row") if cohort.followup else pl.DataFrame()
+    screening = (
+        egfr.join(tags.select(pl.col("visit_row").cast(pl.Int64), "phase"), on="visit_row")
+        .filter(pl.col("phase") == 0)
+        .join(cohort.subjects.select("subject_id", pl.col("egfr").alias("file_egfr")), on="subject_id")
+        .drop_nulls("file_egfr")
+    )
+    assert screening.height > 0
+    diff = (screening["result"].cast(pl.Float64) - screening["file_egfr"]).abs()
+    assert diff.max() < 2.0  # one whole umol/L of creatinine moves eGFR by less than 2 at these levels
