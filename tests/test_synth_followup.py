@@ -15,6 +15,7 @@ import pytest
 from immunostrat.synth import (
     CLINICAL_DESCRIPTORS,
     FOLLOWUP_ANALYTES,
+    FOLLOWUP_LAB_COLUMNS,
     FOLLOWUP_SUBJECT_COLUMNS,
     LAB_COLUMNS,
     LABORATORY_DESCRIPTORS,
@@ -247,7 +248,7 @@ def _labs(c: SynthCohort) -> pl.DataFrame:
 def test_followup_labs_format_and_units(cohort: SynthCohort) -> None:
     assert cohort.followup is not None
     labs = _labs(cohort)
-    assert cohort.followup.labs.columns == list(LAB_COLUMNS)
+    assert cohort.followup.labs.columns == [*LAB_COLUMNS, "lloq"] == list(FOLLOWUP_LAB_COLUMNS)
     assert all(dtype == pl.String for dtype in cohort.followup.labs.dtypes)
     assert set(labs["analyte"].cast(pl.String).unique()) == set(FOLLOWUP_ANALYTES)
     units = labs.group_by("analyte").agg(pl.col("unit").unique()).with_columns(pl.col("analyte").cast(pl.String))
@@ -258,17 +259,32 @@ def test_followup_labs_format_and_units(cohort: SynthCohort) -> None:
     assert units_of["creatinine"] == {"umol/L", "mg/dL"}
     assert units_of["upcr"] == {"g/g", "mg/mmol", "mg/g"}
     assert units_of["igg"] == {"g/L", "mg/dL"}
+    assert units_of["lymphocytes"] == units_of["cd4_t_cells"] == {"cells/uL", "10^9/L"}
+    assert units_of["egfr"] == {"mL/min/1.73m2"} and units_of["car_t_cells"] == {"cells/uL"}
+    assert units_of["car_t_copies"] == {"copies/ug DNA", "copies/µg DNA"}
     assert units_of["urine_protein_24h"] == {"g/24h"} and units_of["urine_rbc"] == {"/HPF"}
     # Canonical test names for most rows (aliases at 10 %).
     assert _share(labs["test"] == labs["analyte"].cast(pl.String)) > 0.85
     # Semi-quantitative urine sediment: ranges and TNTC beside plain counts.
     urine = labs.filter(pl.col("analyte") == "urine_rbc")["result"]
     assert urine.is_in(["0-2", "3-5", "6-10"]).any() and (urine == "TNTC").any() and (urine == "4").any()
-    # Lab rows are dated on visit dates (collected_at starts with the visit's date).
+    # Visit rows are dated on visit dates (collected_at starts with the visit's date); the other collections
+    # (early and monthly draws) never fall on a day the subject has a visit.
     visits = cohort.followup.visits.with_row_index("visit_row").select(pl.col("visit_row").cast(pl.Int64), "visit_date")
     dated = labs.join(visits, on="visit_row")
     assert (dated["collected_at"].str.slice(0, 10) == dated["visit_date"]).all()
     assert (dated["subject_id"] == cohort.followup.visits["subject_id"].gather(dated["visit_row"])).all()
+    draws = labs.filter(pl.col("visit_row").is_null()).select(
+        *KEY, pl.col("collected_at").str.slice(0, 10).alias("visit_date")
+    )
+    assert draws.height > dated.height  # dense early draws outnumber the visit rows
+    assert draws.join(cohort.followup.visits.select(*KEY, "visit_date"), on=[*KEY, "visit_date"]).height == 0
+    # Rows come subject by subject (each subject's rows together), by date within a subject.
+    order = labs.select(*KEY, pl.col("collected_at").str.slice(0, 10).alias("d"))
+    runs = order.select((pl.struct(KEY) != pl.struct(KEY).shift(1)).fill_null(True).sum()).item()
+    assert runs == order.select(pl.struct(KEY).n_unique()).item()
+    by_date = order.group_by(KEY).agg((pl.col("d") >= pl.col("d").shift(1)).fill_null(True).all().alias("ok"))
+    assert by_date["ok"].all()
 
 
 def _canonical(labs: pl.DataFrame) -> pl.Expr:
@@ -325,20 +341,35 @@ def test_lab_derived_descriptors_agree_with_the_report(cohort: SynthCohort) -> N
 def test_b_cell_aplasia_then_return(cohort: SynthCohort) -> None:
     assert cohort.followup is not None
     to_cells = pl.when(pl.col("unit") == "10^9/L").then(1000).otherwise(1)
-    tags = cohort.followup.visit_tags.with_row_index("visit_row").with_columns(pl.col("visit_row").cast(pl.Int64))
     cd19 = (
         _labs(cohort)
         .filter(pl.col("analyte") == "cd19_b_cells")
-        .with_columns(cells=pl.col("result").cast(pl.Float64) * to_cells)
-        .join(tags, on="visit_row")
-        .join(cohort.followup.truth.select("subject_id", "b_cell_return_day"), on="subject_id")
+        .with_columns(
+            cells=pl.col("result").str.strip_prefix("<").cast(pl.Float64) * to_cells,
+            censored=pl.col("result").str.starts_with("<"),
+        )
+        .join(cohort.followup.truth.select("subject_id", "b_cell_aplasia_day", "b_cell_return_day"), on="subject_id")
     )
-    aplasia = cd19.filter(pl.col("days_since_infusion").is_between(1, pl.col("b_cell_return_day") - 1))
-    back = cd19.filter(pl.col("days_since_infusion") > pl.col("b_cell_return_day") + 120)
-    assert aplasia.height > 0 and float(aplasia["cells"].max()) <= 2  # type: ignore[arg-type]
+    # The LLOQ (0.441 cells/uL, in the row's unit) is on every row of a high-sensitivity assay; a value below it
+    # is written "<" and the limit, which the native reader reads as censored.
+    with_lloq = cd19.filter(pl.col("lloq").is_not_null())
+    assert set(with_lloq["lloq"]) == {"0.441", "0.000441"}
+    assert (with_lloq.filter("censored")["result"] == "<" + with_lloq.filter("censored")["lloq"]).all()
+    assert (with_lloq.filter("censored")["cells"] - 0.441).abs().max() < 1e-9  # type: ignore[operator]
+    assert 0.8 < with_lloq.select(pl.col("subject_id").n_unique()).item() / cd19["subject_id"].n_unique() < 0.9
+    aplasia = cd19.filter(
+        pl.col("days_since_infusion").is_between(pl.col("b_cell_aplasia_day"), pl.col("b_cell_return_day") - 1)
+    )
+    assert aplasia.height > 0
+    assert aplasia.filter(pl.col("lloq").is_not_null())["censored"].all()  # below the LLOQ throughout
+    assert float(aplasia.filter(pl.col("lloq").is_null())["cells"].max()) <= 2  # type: ignore[arg-type]
+    # Within days: by day 7 every subject is in aplasia (the first day is 2 to 5).
+    assert cohort.followup.truth["b_cell_aplasia_day"].drop_nulls().is_between(2, 5).all()
+    back = cd19.filter(pl.col("days_since_infusion") >= pl.col("b_cell_return_day"))
     assert back.height > 0 and float(back["cells"].min()) >= 5  # type: ignore[arg-type]
+    assert not back["censored"].any()
     ret = cohort.followup.truth["b_cell_return_day"].drop_nulls()
-    assert 100 < ret.mean() < 120  # Mackensen 2022: 110 +- 32 days
+    assert 100 < ret.mean() < 120  # type: ignore[operator]  # Mackensen 2022: 110 +- 32 days
 
 
 # ---- determinism, old cohorts, writing ---------------------------------------------------------------------
@@ -369,7 +400,9 @@ def test_write_cohort_writes_visits_and_followup_labs(tmp_path: Path, fmt: str) 
     c = generate_cohort(SynthConfig(n_subjects=200, seed=4))
     assert c.followup is not None
     paths = write_cohort(c, tmp_path, fmt="csv" if fmt == "csv" else "parquet", include_truth=True)
-    assert set(paths) == {"labs", "subjects", "outcomes", "visits", "labs_followup", "truth", "followup_truth"}
+    assert set(paths) == {
+        "labs", "subjects", "outcomes", "visits", "labs_followup", "events", "truth", "followup_truth"
+    }  # fmt: skip
     if fmt == "csv":
         visits = pl.read_csv(paths["visits"], schema=c.followup.visits.schema)
         labs = pl.read_csv(paths["labs_followup"], infer_schema=False)
@@ -409,13 +442,17 @@ def test_followup_egfr_rows_agree_with_creatinine_and_the_subjects_file(cohort: 
     egfr = labs.filter(pl.col("analyte") == "egfr")
     assert set(egfr["unit"]) == {"mL/min/1.73m2"} and set(egfr["method"]) == {"CKD-EPI 2021"}
     creat = labs.filter(pl.col("analyte") == "creatinine").select(
-        "visit_row",
+        *KEY,
+        "collected_at",
         (pl.col("result").cast(pl.Float64) * pl.when(pl.col("unit") == "mg/dL").then(88.42).otherwise(1)).alias("umol"),
     )
-    j = egfr.join(creat, on="visit_row").join(cohort.subjects.select("subject_id", "age_years", "sex"), on="subject_id")
+    j = egfr.join(creat, on=[*KEY, "collected_at"]).join(cohort.subjects.select(*KEY, "age_years", "sex"), on=KEY)
+    assert j.height > 0.9 * egfr.height
     expected = ckd_epi_2021(j["umol"].to_numpy() / 88.42, j["age_years"].to_numpy(), (j["sex"] == "F").to_numpy())
-    # Within rounding: creatinine written as whole umol/L or 2-decimal mg/dL, eGFR as a whole number.
-    assert np.abs(j["result"].cast(pl.Float64).to_numpy() - expected).max() < 1.5
+    # Within rounding: eGFR is whole, creatinine whole umol/L or 2-decimal mg/dL (up to 1 % of a low value,
+    # which moves eGFR by about 1 %).
+    got = j["result"].cast(pl.Float64).to_numpy()
+    assert (np.abs(got - expected) <= 0.5 + 0.012 * expected).all()
     # Screening eGFR is the subjects file's (the treatment baseline the renal endpoints compare against).
     tags = cohort.followup.visit_tags.with_row_index("visit_row") if cohort.followup else pl.DataFrame()
     screening = (
