@@ -20,11 +20,17 @@ equals `SynthConfig.response_rate`. For MEAN_Z, whose scale is additive, `ifn_si
 Outcomes are Bernoulli draws from these probabilities, so `oracle_auroc` is the ceiling any model of the
 baseline features can reach (about 0.80 with the defaults). See docs/synthetic.md.
 
-Follow-up (`SynthConfig.followup`, on by default; its own RNG stream, so every table above is unchanged):
+Follow-up (`SynthConfig.followup`, on by default; its own RNG streams, so every table above is unchanged):
 `infusion_date` and `discontinued_date` on the subjects, a visits table (screening, months 1, 3, 6, 12,
-unscheduled) with the 24 SLEDAI-2K descriptors, and follow-up lab rows at the visit dates. Screening descriptors
-sum to the subjects file's `sledai_2k`; after infusion, responders reach drug-free DORIS remission by month 6
-and non-responders keep activity, so the endpoint derived from the visits is the latent outcome.
+unscheduled) with the 24 SLEDAI-2K descriptors, follow-up lab rows at the visits and at early (days 0-24) and
+monthly blood draws, and CRS/ICANS assessments (`events`, days 0-14). Screening descriptors sum to the subjects
+file's `sledai_2k`; after infusion, responders reach drug-free DORIS remission by month 6 and non-responders
+keep activity, so the endpoint derived from the visits is the latent outcome. The immune course (cytopenias,
+CAR-T expansion, B-cell aplasia below the LLOQ and return, IgG, a renal signal, seroconversion) and the event
+rates follow the published figures in follow-up-facts §3-4; docs/synthetic.md states each rate. Choices: the
+course only lowers blood counts, so a cytopenia the site reports stays on the lab; eGFR is CKD-EPI 2021 of the
+written creatinine, so the two rows agree as a lab's would; the event truth is the ASTCT 2019 grade of the
+written fields, and the site's reported grades differ from it only at `event_report_disagreement`.
 """
 
 from __future__ import annotations
@@ -311,7 +317,8 @@ class SynthConfig(BaseModel):
         ge=0.0,
         le=1.0,
         description="Per CRS or ICANS assessment with a true grade above 0: the site's reported grade is one grade "
-        "off; per fever with another cause: the site reports CRS grade 1 (its reported grade disagrees).",
+        "off. At the same rate per assessment with a fever from another cause (true CRS grade 0): the site reports "
+        "CRS grade 1.",
     )
     event_incomplete: float = Field(
         default=0.02,
@@ -1491,15 +1498,24 @@ class SynthFollowUp:
             not assessed; `pga` and `prednisone_mg_day` Float64, `immunosuppressants` Int64.
         visit_tags: row-aligned with `visits`: `phase` (0 screening; 1..4 the course stage of months 1, 3, 6,
             12, also for unscheduled visits), `days_since_infusion` (null when not infused), `incomplete`.
-        labs: native follow-up lab rows, all String (`LAB_COLUMNS`), sorted by subject, date and analyte.
-        lab_tags: row-aligned with `labs`: `analyte`, `visit_row` (index into `visits`), `descriptor` (the
-            SLEDAI-2K descriptor the row carries, or null), `lab_descriptor` (that descriptor as the visit's
-            labs show it: the value lies on its present side; for C3 and C4 the visit's low complement),
-            `alt_unit` (kit units included), `alt_code`.
+        labs: native follow-up lab rows, all String (`FOLLOWUP_LAB_COLUMNS`: the lab columns plus `lloq`),
+            sorted by subject, date and analyte; from visits and from blood draws between them.
+        lab_tags: row-aligned with `labs`: `analyte`, `visit_row` (index into `visits`; null for a draw),
+            `days_since_infusion` (null when not infused), `descriptor` (the SLEDAI-2K descriptor the row
+            carries, or null), `lab_descriptor` (that descriptor as the row shows it: the value lies on its
+            present side; for C3 and C4 the visit's low complement), `below_lloq`, `alt_unit` (kit units
+            included), `alt_code`.
         truth: one row per subject: `infused`, `responded`, `discontinued`, `b_cell_return_day` (days after
             infusion; null when not infused), `screening_sledai_2k` (the weighted sum of the screening
             descriptors, before any cell is left empty), `clinical_sledai_2k_month_6` (null without a month-6
-            visit).
+            visit), the immune course's model values (`b_cell_aplasia_day`, `car_t_peak_day`, `car_t_peak`,
+            `anc_nadir`, `anc_nadir_days`, `platelet_nadir`, `igg_drop`, `renal_signal_day`, `seroconverted`,
+            `serological_relapse`) and the events' (`crs_max_grade`, `crs_onset_day`, `icans_max_grade`,
+            `icans_onset_day`).
+        events: CRS/ICANS assessments of infused subjects (`EVENT_COLUMNS`): flags as "true"/"false" text,
+            numbers typed, null when not assessed.
+        event_tags: row-aligned with `events`: `days_since_infusion`, `crs_grade` and `icans_grade` (the true
+            ASTCT 2019 grades), `reported_differs`, `incomplete`.
     """
 
     visits: pl.DataFrame
