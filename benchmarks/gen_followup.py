@@ -1,12 +1,13 @@
-"""The follow-up benchmark cohort: the one generator `monitor` is timed on (issue 12).
+"""The follow-up benchmark cohort: the one generator `monitor` is timed on (issues 12 and 13).
 
 Usage:
     python benchmarks/gen_followup.py OUT SUBJECTS SEED [--format parquet|csv]
 
 It is `immunostrat.synth.generate_cohort(SynthConfig(n_subjects=SUBJECTS, seed=SEED))` with its default
 (messy) settings, written by `write_cohort` to OUT: `subjects`, `labs` (selection-time rows), `outcomes`,
-`visits` and `labs_followup`. Everything is vectorised (numpy + polars), so 100,000 subjects take seconds; the
-timings and peak memory are printed as one JSON line. The design is in docs/synthetic.md ("Follow-up").
+`visits`, `labs_followup` and `events` (issue 13). Everything is vectorised (numpy + polars); the timings and
+peak memory are printed as one JSON line. The design is in docs/synthetic.md ("Follow-up", "Immune course",
+"Events"). The same generator serves 500 and 100,000 subjects.
 
 What a cohort holds, per subject (data cut-off 2026-10-31, day 0 = infusion):
 
@@ -16,10 +17,15 @@ What a cohort holds, per subject (data cut-off 2026-10-31, day 0 = infusion):
   MONTH_3 (90 +- 7), MONTH_6 (180 +- 7) and MONTH_12 (365 +- 14), each missed at 3 %, and for 25 % one
   UNSCHEDULED visit (days 40-75, 105-160 or 200-340). Visits after the cut-off or the discontinuation are not
   there, so MONTH_12 exists for about half the subjects: about 4.5 visits per subject in all.
-- **Lab dates**: one per visit, on the visit date. At each: platelets, wbc, neutrophils, hemoglobin,
-  creatinine, upcr, urine_rbc, urine_wbc, urine_casts, cd19_b_cells, anti_dsdna, c3, c4; igg at scheduled
-  visits only; urine_protein_24h at a quarter of visits; any row missing at 2 %. About 14 rows per visit,
-  63 follow-up rows per subject, beside about 11 selection-time rows (`labs`, dated before first exposure).
+- **Lab collections**: one per visit, on the visit date (platelets, wbc, neutrophils, hemoglobin, creatinine,
+  egfr, upcr, urine_rbc, urine_wbc, urine_casts, cd19_b_cells, anti_dsdna, c3, c4; after infusion also
+  lymphocytes and cd4_t_cells; igg at scheduled visits; urine_protein_24h at a quarter of visits; car_t_cells,
+  and car_t_copies at half the sites, up to day 200). For infused subjects also early draws on days 0, 2, 4, 7,
+  10, 14, 17, 21, 24 (blood count with lymphocytes, hemoglobin, creatinine, egfr; CAR-T from day 2; CD19 on
+  days 4-21; CD4 on days 7-21) and monthly draws around days 60, 120, 150, 210-330 (blood count, creatinine,
+  egfr, CD19; CD4 on days 120 and 240; CAR-T on day 60). Any row missing at 2 %. About 210 follow-up rows per
+  subject, beside about 11 selection-time rows (`labs`, dated before first exposure).
+- **Events**: per infused subject, 13 CRS/ICANS assessments (days 0-10, 12, 14): about 12 rows per subject.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed,
                 "visits": cohort.followup.visits.height,
                 "followup_lab_rows": cohort.followup.labs.height,
+                "event_rows": cohort.followup.events.height,
                 "selection_lab_rows": cohort.labs.height,
                 "generate_s": round(generated - start, 2),
                 "write_s": round(written - generated, 2),

@@ -20,11 +20,17 @@ equals `SynthConfig.response_rate`. For MEAN_Z, whose scale is additive, `ifn_si
 Outcomes are Bernoulli draws from these probabilities, so `oracle_auroc` is the ceiling any model of the
 baseline features can reach (about 0.80 with the defaults). See docs/synthetic.md.
 
-Follow-up (`SynthConfig.followup`, on by default; its own RNG stream, so every table above is unchanged):
+Follow-up (`SynthConfig.followup`, on by default; its own RNG streams, so every table above is unchanged):
 `infusion_date` and `discontinued_date` on the subjects, a visits table (screening, months 1, 3, 6, 12,
-unscheduled) with the 24 SLEDAI-2K descriptors, and follow-up lab rows at the visit dates. Screening descriptors
-sum to the subjects file's `sledai_2k`; after infusion, responders reach drug-free DORIS remission by month 6
-and non-responders keep activity, so the endpoint derived from the visits is the latent outcome.
+unscheduled) with the 24 SLEDAI-2K descriptors, follow-up lab rows at the visits and at early (days 0-24) and
+monthly blood draws, and CRS/ICANS assessments (`events`, days 0-14). Screening descriptors sum to the subjects
+file's `sledai_2k`; after infusion, responders reach drug-free DORIS remission by month 6 and non-responders
+keep activity, so the endpoint derived from the visits is the latent outcome. The immune course (cytopenias,
+CAR-T expansion, B-cell aplasia below the LLOQ and return, IgG, a renal signal, seroconversion) and the event
+rates follow the published figures in follow-up-facts §3-4; docs/synthetic.md states each rate. Choices: the
+course only lowers blood counts, so a cytopenia the site reports stays on the lab; eGFR is CKD-EPI 2021 of the
+written creatinine, so the two rows agree as a lab's would; the event truth is the ASTCT 2019 grade of the
+written fields, and the site's reported grades differ from it only at `event_report_disagreement`.
 """
 
 from __future__ import annotations
@@ -33,22 +39,28 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from immunostrat.io import atomic_path
 
 __all__ = [
+    "CEREBRAL_EDEMA",
     "CLINICAL_DESCRIPTORS",
+    "CONSCIOUSNESS",
     "ENDPOINT",
+    "EVENT_COLUMNS",
     "FOLLOWUP_ANALYTES",
+    "FOLLOWUP_LAB_COLUMNS",
     "FOLLOWUP_SUBJECT_COLUMNS",
+    "ICANS_SEIZURE",
     "LABORATORY_DESCRIPTORS",
     "LAB_COLUMNS",
     "MESS_FIELDS",
+    "OXYGEN_DEVICES",
     "PANEL_ANALYTES",
     "RESPONSE_COEFFICIENTS",
     "SLEDAI_WEIGHTS",
@@ -59,6 +71,8 @@ __all__ = [
     "SynthCohort",
     "SynthConfig",
     "SynthFollowUp",
+    "ckd_epi_2021",
+    "creatinine_for_egfr",
     "generate_cohort",
     "oracle_auroc",
     "write_cohort",
@@ -108,6 +122,8 @@ MESS_FIELDS: tuple[str, ...] = (
     "followup_alt_unit",
     "followup_alt_code",
     "followup_lab_missing",
+    "event_report_disagreement",
+    "event_incomplete",
 )
 
 # Invented coefficients of the latent response model (see the module docstring); b0 is calibrated per cohort.
@@ -267,6 +283,59 @@ class SynthConfig(BaseModel):
         default=0.02, ge=0.0, le=1.0, description="Per (visit, follow-up analyte): the lab row is not sent."
     )
 
+    crs_grade_1: float = Field(
+        default=0.667,
+        ge=0.0,
+        le=1.0,
+        description="Per infused subject: cytokine release syndrome of highest grade 1 (fever >= 38 C without "
+        "hypotension or hypoxia). Default: Mueller 2024, 10 of 15 SLE patients.",
+    )
+    crs_grade_2: float = Field(
+        default=0.067,
+        ge=0.0,
+        le=1.0,
+        description="Per infused subject: CRS of highest grade 2 (hypotension without vasopressors, or low-flow "
+        "oxygen). Default: Mueller 2024, 1 of 15. crs_grade_1 + crs_grade_2 must not exceed 1; no grade 3 or more.",
+    )
+    icans_grade_1: float = Field(
+        default=0.067,
+        ge=0.0,
+        le=1.0,
+        description="Per infused subject: ICANS grade 1 (ICE score 7-9), after a CRS. Default: Mueller 2024, 1 of "
+        "15. At most crs_grade_1 + crs_grade_2.",
+    )
+    renal_signal: float = Field(
+        default=0.20,
+        ge=0.0,
+        le=1.0,
+        description="Per infused subject with renal involvement at screening (a nephritis class or a renal "
+        "descriptor): creatinine 1.6-2.3 x its level from day 6-15 for 5-17 days, during B-cell aplasia (a "
+        "LICATS kidney signal; Hagen 2025: kidney in 22 % of 39 patients with autoimmune disease).",
+    )
+    event_report_disagreement: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Per CRS or ICANS assessment with a true grade above 0: the site's reported grade is one grade "
+        "off. At the same rate per assessment with a fever from another cause (true CRS grade 0): the site reports "
+        "CRS grade 1.",
+    )
+    event_incomplete: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="Per CRS/ICANS assessment: one of temperature_c, systolic_bp, oxygen_device, ice_score is "
+        "left empty (not assessed).",
+    )
+
+    @model_validator(mode="after")
+    def _event_rates_fit(self) -> SynthConfig:
+        if self.crs_grade_1 + self.crs_grade_2 > 1.0:
+            raise ValueError("crs_grade_1 + crs_grade_2 must not exceed 1")
+        if self.icans_grade_1 > self.crs_grade_1 + self.crs_grade_2:
+            raise ValueError("icans_grade_1 must not exceed crs_grade_1 + crs_grade_2 (ICANS follows a CRS here)")
+        return self
+
     def clean(self) -> SynthConfig:
         """Return a copy of this config with every mess rate set to 0."""
         return self.model_copy(update=dict.fromkeys(MESS_FIELDS, 0.0))
@@ -369,12 +438,17 @@ _MEAN_Z = 2
 # Kit-unit variants of anti-dsDNA: (unit, kit upper limit of normal in that unit).
 _KITS: tuple[tuple[str, float], ...] = (("U/mL", 20.0), ("U/mL", 25.0), ("U/mL", 100.0), ("AU/mL", 25.0))
 
-_METHODS = ("", "ELISA", "CIA", "FEIA", *_IFN_METHODS, "NEPHELOMETRY", "TURBIDIMETRY", "FLOW CYTOMETRY")
+# Selection rows use the first ten (by index); follow-up methods are appended, so those indices never move.
+_METHODS = (
+    "", "ELISA", "CIA", "FEIA", *_IFN_METHODS, "NEPHELOMETRY", "TURBIDIMETRY", "FLOW CYTOMETRY", "CKD-EPI 2021", "QPCR"
+)  # fmt: skip
 _M_NONE = 0
 _M_DSDNA = np.array([1, 2, 3], dtype=np.int8)  # ELISA, CIA, FEIA (kits: ELISA or CIA)
 _M_IFN = np.array([4, 5, 6], dtype=np.int8)
 _M_COMPLEMENT = np.array([7, 8], dtype=np.int8)
 _M_FLOW = 9
+_M_CKD_EPI = 10
+_M_QPCR = 11
 
 _KINDS = ("baseline", "pre_window", "post_exposure", "outside_panel", "conflicting_duplicate", "duplicate")
 _BASE, _PRE, _POST, _OUT, _CONFLICT, _DUP = range(6)
@@ -932,7 +1006,8 @@ def _subjects(
     """Subject listing: demographics, dates and the clinical fields eligibility rules use.
 
     Also returns the parts the follow-up generator builds on: `clinical_part` (SLEDAI-2K without the two
-    serology items), `ln_class` (index into the nephritis classes, 0 = none) and `egfr` (before nulls).
+    serology items), `ln_class` (index into the nephritis classes, 0 = none), `egfr` (before nulls), `age` and
+    `female` (for the creatinine of an eGFR, CKD-EPI 2021).
     """
     n = cfg.n_subjects
     # SLEDAI-2K: a clinical part plus the serology items (2 points each), so it tracks the labs a little.
@@ -977,7 +1052,14 @@ def _subjects(
         .with_columns(*(pl.when(pl.col(f"_null_{c}")).then(None).otherwise(pl.col(c)).alias(c) for c in optional))
         .select(SUBJECT_COLUMNS)
     )
-    return frame, {"clinical_part": clinical_part.astype(np.int64), "ln_class": ln_class, "egfr": egfr}
+    parts = {
+        "clinical_part": clinical_part.astype(np.int64),
+        "ln_class": ln_class,
+        "egfr": egfr,
+        "age": frame["age_years"].to_numpy(),  # never null
+        "female": (frame["sex"] == "F").to_numpy(),
+    }
+    return frame, parts
 
 
 def _missing_names(n: int, miss_subj: np.ndarray, miss_test: np.ndarray) -> pl.Series:
@@ -1058,6 +1140,52 @@ VISIT_COLUMNS: tuple[str, ...] = (
     "immunosuppressants",
 )
 FOLLOWUP_SUBJECT_COLUMNS: tuple[str, ...] = ("infusion_date", "discontinued_date")
+# Follow-up lab rows: the native lab columns plus `lloq` (the assay's lower limit of quantification, in the row's
+# unit; empty where the assay has none). Readers keep columns outside their contract as extra columns.
+FOLLOWUP_LAB_COLUMNS: tuple[str, ...] = (*LAB_COLUMNS, "lloq")
+# Categories of the events file (issue 13), exactly as the events contract lists them.
+OXYGEN_DEVICES: tuple[str, ...] = (
+    "none",
+    "nasal_cannula",
+    "blow_by",
+    "high_flow_nasal_cannula",
+    "facemask",
+    "non_rebreather",
+    "venturi",
+    "cpap",
+    "bipap",
+    "mechanical_ventilation",
+)
+CONSCIOUSNESS: tuple[str, ...] = (
+    "awake",
+    "awakens_spontaneously",
+    "awakens_to_voice",
+    "awakens_to_touch",
+    "unarousable",
+)
+ICANS_SEIZURE: tuple[str, ...] = ("none", "rapidly_resolving", "prolonged_or_repetitive")
+CEREBRAL_EDEMA: tuple[str, ...] = ("none", "focal", "diffuse")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "subject_id",
+    "assessed_at",
+    "temperature_c",
+    "fever_other_cause",
+    "anticytokine_or_antipyretic",
+    "systolic_bp",
+    "hypotension",
+    "vasopressors",
+    "vasopressin",
+    "oxygen_device",
+    "oxygen_flow_l_min",
+    "ice_score",
+    "consciousness",
+    "icans_seizure",
+    "motor_weakness",
+    "cerebral_edema",
+    "crs_grade_reported",
+    "icans_grade_reported",
+)
 
 _D = {item: k for k, (item, _, _) in enumerate(_SLEDAI)}
 _W = np.array([w for _, w, _ in _SLEDAI], dtype=np.int64)
@@ -1133,7 +1261,6 @@ _GAP_LO = np.array([40, 105, 200])  # unscheduled visits fall between scheduled 
 _GAP_HI = np.array([75, 160, 340])
 _PREDNISONE = np.array([5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0])
 _PREDNISONE_P = np.array([0.10, 0.15, 0.25, 0.10, 0.15, 0.15, 0.10])
-_LYMPHODEPLETION_P = {"thrombocytopenia": 0.3, "leukopenia": 0.4}  # month-1 lab cytopenia the site attributes to drug
 
 
 class _FuTest(NamedTuple):
@@ -1142,6 +1269,30 @@ class _FuTest(NamedTuple):
     units: tuple[tuple[str, float, int, str, str], ...]  # (unit, factor, decimals, ref_low, ref_high); first canonical
     codes: tuple[str, ...]  # aliases and codes (schemas/reference/test_codes.csv of the follow-up panel)
     descriptor: str | None  # the lab-derivable SLEDAI-2K descriptor it carries
+
+
+_CREATININE_UMOL_PER_MG_DL = 88.42
+
+
+def ckd_epi_2021(creatinine_mg_dl: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
+    """eGFR (mL/min/1.73m2) by the race-free CKD-EPI 2021 creatinine equation (Inker, NEJM 2021).
+
+    142 x min(Scr/k, 1)^a x max(Scr/k, 1)^-1.200 x 0.9938^age (x 1.012 if female); k = 0.7 (female) or 0.9,
+    a = -0.241 (female) or -0.302; Scr in mg/dL.
+    """
+    kappa, alpha = np.where(female, 0.7, 0.9), np.where(female, -0.241, -0.302)
+    ratio = creatinine_mg_dl / kappa
+    scale = 142.0 * 0.9938**age * np.where(female, 1.012, 1.0)
+    return scale * np.minimum(ratio, 1.0) ** alpha * np.maximum(ratio, 1.0) ** -1.200
+
+
+def creatinine_for_egfr(egfr: np.ndarray, age: np.ndarray, female: np.ndarray) -> np.ndarray:
+    """Serum creatinine (mg/dL) that gives `egfr` by CKD-EPI 2021: the equation solved for Scr."""
+    kappa, alpha = np.where(female, 0.7, 0.9), np.where(female, -0.241, -0.302)
+    scale = 142.0 * 0.9938**age * np.where(female, 1.012, 1.0)
+    relative = egfr / scale  # >= 1 exactly when Scr <= k (the min() branch)
+    ratio = np.where(relative >= 1.0, relative ** (1.0 / alpha), relative ** (-1.0 / 1.200))
+    return ratio * kappa
 
 
 _COUNT_UNITS = ("10^9/L", "10*9/L", "G/L", "10^3/uL", "K/uL", "x10E3/uL")
@@ -1155,10 +1306,16 @@ _FU_TESTS: tuple[_FuTest, ...] = (
     _FuTest("wbc", 0.1, tuple((u, 1.0, 1, "4.0", "11.0") for u in _COUNT_UNITS), ("6690-2", "leukocytes"),
             "leukopenia"),
     _FuTest("neutrophils", 0.01, tuple((u, 1.0, 2, "1.80", "7.50") for u in _COUNT_UNITS), ("ANC", "NEUT"), None),
+    _FuTest("lymphocytes", 10.0, (("cells/uL", 1.0, 0, "1000", "4000"), ("10^9/L", 0.001, 2, "1.00", "4.00")),
+            ("26474-7", "LYM"), None),
+    _FuTest("cd4_t_cells", 1.0, (("cells/uL", 1.0, 0, "300", "1400"), ("10^9/L", 0.001, 3, "0.300", "1.400")),
+            ("24467-3", "CD4"), None),
     _FuTest("hemoglobin", 1.0, (("g/L", 1.0, 0, "120", "160"), ("g/dL", 0.1, 1, "12.0", "16.0")), ("HGB", "718-7"),
             None),
     _FuTest("creatinine", 1.0, (("umol/L", 1.0, 0, "45", "90"), ("mg/dL", _CREAT_MG_DL, 2, "0.51", "1.02")),
             ("CREAT", "2160-0"), None),
+    # eGFR as labs report it beside creatinine: CKD-EPI 2021 (race-free), whole numbers, the equation in `method`.
+    _FuTest("egfr", 1.0, (("mL/min/1.73m2", 1.0, 0, "90", ""),), (), None),
     _FuTest("upcr", 0.01, (("g/g", 1.0, 2, "", "0.20"), ("mg/mmol", _UPCR_MG_MMOL, 1, "", "22.6"),
                            ("mg/g", 1000.0, 0, "", "200")), ("PROTCRT", "2890-2"), "proteinuria"),
     _FuTest("urine_protein_24h", 0.01, (("g/24h", 1.0, 2, "", "0.15"),), (), "proteinuria"),
@@ -1169,6 +1326,8 @@ _FU_TESTS: tuple[_FuTest, ...] = (
             None),
     _FuTest("cd19_b_cells", 1.0, (("cells/uL", 1.0, 0, "100", "500"), ("10^9/L", 0.001, 3, "0.1", "0.5")),
             ("8116-6", "BLYCE"), None),
+    _FuTest("car_t_cells", 0.1, (("cells/uL", 1.0, 1, "", ""),), (), None),
+    _FuTest("car_t_copies", 1.0, (("copies/ug DNA", 1.0, 0, "", ""), ("copies/µg DNA", 1.0, 0, "", "")), (), None),
     _FuTest("anti_dsdna", 0.1, (("IU/mL", 1.0, 1, "", "30"),), ("5130-0", "ADSDNA"), "increased_dna_binding"),
     _FuTest("c3", 0.01, (("g/L", 1.0, 2, "0.9", "1.8"), ("mg/dL", 100.0, 0, "90", "180")), ("4485-9",),
             "low_complement"),
@@ -1194,9 +1353,140 @@ _FU_CODES = [t.name for t in _FU_TESTS] + [c for t in _FU_TESTS for c in t.codes
 _FU_CODE_COUNT = np.array([len(t.codes) for t in _FU_TESTS], dtype=np.int16)
 _FU_CODE_START = (len(_FU_TESTS) + np.cumsum(_FU_CODE_COUNT) - _FU_CODE_COUNT).astype(np.int16)
 _FU_QUANTUM = np.array([t.quantum for t in _FU_TESTS])
+# Lower limits of quantification, per (analyte, unit) as the lab prints them (the `lloq` column, in the row's
+# unit). CD19: high-sensitivity flow, 0.441 cells/uL (NOBILITY); CAR-T flow 1 cells/uL and qPCR 20 copies/ug DNA
+# are invented for the synthetic data (no published figure was at hand).
+_LLOQ_TEXT = {
+    ("cd19_b_cells", "cells/uL"): "0.441",
+    ("cd19_b_cells", "10^9/L"): "0.000441",
+    ("car_t_cells", "cells/uL"): "1",
+    ("car_t_copies", "copies/ug DNA"): "20",
+    ("car_t_copies", "copies/µg DNA"): "20",
+}
+_FU_UNIT_ANALYTE = [t.name for t in _FU_TESTS for _ in t.units] + ["anti_dsdna"] * len(_KITS)
+_FU_LLOQ = [_LLOQ_TEXT.get((a, u), "") for a, u in zip(_FU_UNIT_ANALYTE, _FU_UNIT, strict=True)]
+# The same limit in the canonical unit (NaN: no LLOQ), to decide which values are below it.
+_FU_LLOQ_CANONICAL = np.array([float(x) / f if x else np.nan for x, f in zip(_FU_LLOQ, _FU_FACTOR, strict=True)])
 # Semi-quantitative urinalysis as sites print it: ranges by count band; beyond 50 /HPF "TNTC".
 _URINE_BAND_EDGES = np.array([2, 5, 10, 20, 50])
 _URINE_BANDS = ("0-2", "3-5", "6-10", "11-20", "21-50", "TNTC")
+
+# Lab collections besides the visits, for infused subjects (days since infusion): dense early draws while
+# neutrophils and platelets are lowest and CAR-T cells expand, then monthly ones between the scheduled visits.
+_EARLY_DAYS = (0, 2, 4, 7, 10, 14, 17, 21, 24)
+_MONTHLY_DAYS = (60, 120, 150, 210, 240, 270, 300, 330)  # +- _MONTHLY_JITTER
+_MONTHLY_JITTER = 3
+_ALL_EARLY, _ALL_MONTHLY = frozenset(_EARLY_DAYS), frozenset(_MONTHLY_DAYS)
+_BLOOD_COUNT = frozenset(("platelets", "wbc", "neutrophils", "lymphocytes", "hemoglobin", "creatinine", "egfr"))
+# Which analytes a collection holds: (at screening, at visits after infusion, early days, monthly days).
+# Further rules in _followup_labs: CAR-T only up to day 200 and qPCR only for subjects whose site runs it, IgG
+# not at unscheduled visits, 24-hour urine protein at a quarter of visits.
+# Lymphocytes and CD4 are selection-panel analytes: the selection labs carry their screening values already.
+_LAB_SCHEDULE: dict[str, tuple[bool, bool, frozenset[int], frozenset[int]]] = {
+    **{name: (True, True, _ALL_EARLY, _ALL_MONTHLY) for name in _BLOOD_COUNT},
+    "lymphocytes": (False, True, _ALL_EARLY, _ALL_MONTHLY),
+    "cd4_t_cells": (False, True, frozenset((7, 14, 21)), frozenset((120, 240))),
+    "cd19_b_cells": (True, True, frozenset((4, 7, 14, 21)), _ALL_MONTHLY),
+    "car_t_cells": (False, True, _ALL_EARLY - {0}, frozenset((60,))),
+    "car_t_copies": (False, True, frozenset((4, 7, 10, 14, 21)), frozenset((60,))),
+}
+_VISIT_ONLY = (True, True, frozenset[int](), frozenset[int]())
+
+
+def _in_slot(name: str, slot: int) -> bool:
+    """Whether a collection of `slot` holds analyte `name` (slots: 0 screening visit, 1 visit after infusion,
+    2.. the early days, then the monthly days)."""
+    at_screening, at_visit, early, monthly = _LAB_SCHEDULE.get(name, _VISIT_ONLY)
+    if slot < 2:
+        return at_visit if slot else at_screening
+    if slot < 2 + len(_EARLY_DAYS):
+        return _EARLY_DAYS[slot - 2] in early
+    return _MONTHLY_DAYS[slot - 2 - len(_EARLY_DAYS)] in monthly
+
+
+_SLOT_ANALYTES = np.array(
+    [[_in_slot(t.name, slot) for t in _FU_TESTS] for slot in range(2 + len(_EARLY_DAYS) + len(_MONTHLY_DAYS))]
+)
+_CAR_T_LAST_VISIT_DAY = 200
+_CD19_RETURN_FLOOR = 5.0  # cells/uL: the first values after the return day are at least this
+_SEROCONVERSION = 0.85  # responders positive at screening: anti-dsDNA negative from the month-3 stage
+_SEROLOGICAL_RELAPSE = 0.30  # non-responders positive at screening: negative at months 1-3, positive again later
+_LATE_NEUTROPENIA = 0.10  # a second, late ANC dip (days 40-80), as in biphasic ICAHT
+_RENAL_ITEMS = ("urinary_casts", "hematuria", "proteinuria", "pyuria")
+# CRS/ICANS assessments (days since infusion): daily to day 10, then days 12 and 14.
+_EVENT_DAYS = (*range(11), 12, 14)
+_FEVER_OTHER_CAUSE = 0.03  # per infused subject: one assessment with fever from another cause (not CRS)
+
+
+def _course(rng: np.random.Generator, cfg: SynthConfig, responded: np.ndarray, renal: np.ndarray) -> dict[str, Any]:
+    """Per-subject parameters of the post-infusion immune course (see docs/synthetic.md, "Immune course").
+
+    Every entry is an array over subjects (drawn for all, used for the infused); `renal` marks the subjects
+    who may get a renal signal.
+    """
+    n = responded.size
+
+    def lognormal(median: float, sd: float, lo: float, hi: float) -> np.ndarray:
+        return np.clip(np.exp(rng.normal(np.log(median), sd, n)), lo, hi)
+
+    return {
+        # Neutrophils fall from day -3 (lymphodepletion) to an absolute nadir, stay there, then recover.
+        "anc_nadir": lognormal(0.4, 0.8, 0.02, 1.5),  # 10^9/L
+        "anc_bottom": rng.integers(4, 9, n),  # day the nadir is reached
+        "anc_plateau": np.clip(np.rint(lognormal(4.0, 0.7, 0.0, 45.0)), 0, 45),  # days at the nadir
+        "anc_recover": rng.integers(4, 11, n),  # days back to the usual level
+        "anc_late_start": np.where(rng.random(n) < _LATE_NEUTROPENIA, rng.integers(40, 61, n), 100_000),
+        "anc_late_days": rng.integers(10, 21, n),
+        "anc_late_factor": rng.uniform(0.25, 0.6, n),
+        "plt_nadir": lognormal(110.0, 0.5, 8.0, 400.0),  # 10^9/L
+        "plt_bottom": rng.integers(7, 15, n),
+        "plt_plateau": rng.integers(0, 8, n),
+        "plt_recover": rng.integers(7, 15, n),
+        "hgb_factor": rng.uniform(0.80, 0.97, n),  # hemoglobin at its lowest (days 14-24), x its level
+        "lym_nadir": lognormal(150.0, 0.6, 10.0, 1000.0),  # cells/uL, days 0-7
+        "lym_tau": rng.uniform(30.0, 90.0, n),  # days: recovery time constant
+        "cd4_nadir": lognormal(60.0, 0.6, 5.0, 500.0),
+        "cd4_tau": rng.uniform(90.0, 240.0, n),
+        "car_t_peak": lognormal(40.0, 0.9, 2.0, 2000.0),  # cells/uL
+        "car_t_peak_day": rng.integers(7, 15, n),
+        "car_t_half_life": rng.uniform(5.0, 12.0, n),  # days, after the peak
+        "qpcr": rng.random(n) < 0.5,  # the site also measures CAR transgene copies
+        "copies_per_cell": lognormal(300.0, 0.3, 50.0, 2000.0),
+        "aplasia_day": rng.integers(2, 6, n),  # first day CD19 B cells are below the LLOQ
+        "has_lloq": rng.random(n) < 0.85,  # high-sensitivity flow with an LLOQ; else plain counts
+        "igg_drop": np.clip(rng.normal(0.35, 0.18, n), 0.0, 0.8),  # fraction of IgG lost at the lowest
+        "renal_signal": renal & (rng.random(n) < cfg.renal_signal),
+        "renal_onset": rng.integers(6, 16, n),
+        "renal_days": rng.integers(5, 18, n),
+        "renal_factor": rng.uniform(1.6, 2.3, n),
+        "seroconverts": responded & (rng.random(n) < _SEROCONVERSION),
+        "serological_relapse": ~responded & (rng.random(n) < _SEROLOGICAL_RELAPSE),
+    }
+
+
+def _ramp(
+    t: np.ndarray,
+    start: np.ndarray | float,
+    bottom: np.ndarray | float,
+    plateau: np.ndarray | float,
+    recover: np.ndarray | float,
+) -> np.ndarray:
+    """A trapezoid in [0, 1]: 0 before `start`, 1 from `bottom` for `plateau` days, back to 0 over `recover`."""
+    down = np.clip((t - start) / np.maximum(bottom - start, 1), 0.0, 1.0)
+    up = np.clip(1.0 - (t - bottom - plateau) / np.maximum(recover, 1), 0.0, 1.0)
+    return np.minimum(down, up)
+
+
+def _toward(level: np.ndarray, nadir: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Log-linear mix of a usual `level` and a `nadir` (never above the level): depth 0 -> level, 1 -> nadir."""
+    return np.exp((1.0 - depth) * np.log(level) + depth * np.log(np.minimum(nadir, level)))
+
+
+def _car_t_cells(t: np.ndarray, peak: np.ndarray, peak_day: np.ndarray, half_life: np.ndarray) -> np.ndarray:
+    """CAR-T cells/uL on day t: log-linear rise from 0.3 on day 1 to the peak, then exponential decay; 0 before."""
+    rise = np.exp(np.log(0.3) + (np.log(peak) - np.log(0.3)) * np.clip((t - 1.0) / (peak_day - 1.0), 0.0, 1.0))
+    fall = peak * np.exp2(-np.maximum(t - peak_day, 0.0) / half_life)
+    return np.where(t < 1.0, 0.0, np.where(t <= peak_day, rise, fall))
 
 
 @dataclass
@@ -1208,15 +1498,24 @@ class SynthFollowUp:
             not assessed; `pga` and `prednisone_mg_day` Float64, `immunosuppressants` Int64.
         visit_tags: row-aligned with `visits`: `phase` (0 screening; 1..4 the course stage of months 1, 3, 6,
             12, also for unscheduled visits), `days_since_infusion` (null when not infused), `incomplete`.
-        labs: native follow-up lab rows, all String (`LAB_COLUMNS`), sorted by subject, date and analyte.
-        lab_tags: row-aligned with `labs`: `analyte`, `visit_row` (index into `visits`), `descriptor` (the
-            SLEDAI-2K descriptor the row carries, or null), `lab_descriptor` (that descriptor as the visit's
-            labs show it: the value lies on its present side; for C3 and C4 the visit's low complement),
-            `alt_unit` (kit units included), `alt_code`.
+        labs: native follow-up lab rows, all String (`FOLLOWUP_LAB_COLUMNS`: the lab columns plus `lloq`),
+            sorted by subject, date and analyte; from visits and from blood draws between them.
+        lab_tags: row-aligned with `labs`: `analyte`, `visit_row` (index into `visits`; null for a draw),
+            `days_since_infusion` (null when not infused), `descriptor` (the SLEDAI-2K descriptor the row
+            carries, or null), `lab_descriptor` (that descriptor as the row shows it: the value lies on its
+            present side; for C3 and C4 the visit's low complement), `below_lloq`, `alt_unit` (kit units
+            included), `alt_code`.
         truth: one row per subject: `infused`, `responded`, `discontinued`, `b_cell_return_day` (days after
             infusion; null when not infused), `screening_sledai_2k` (the weighted sum of the screening
             descriptors, before any cell is left empty), `clinical_sledai_2k_month_6` (null without a month-6
-            visit).
+            visit), the immune course's model values (`b_cell_aplasia_day`, `car_t_peak_day`, `car_t_peak`,
+            `anc_nadir`, `anc_nadir_days`, `platelet_nadir`, `igg_drop`, `renal_signal_day`, `seroconverted`,
+            `serological_relapse`) and the events' (`crs_max_grade`, `crs_onset_day`, `icans_max_grade`,
+            `icans_onset_day`).
+        events: CRS/ICANS assessments of infused subjects (`EVENT_COLUMNS`): flags as "true"/"false" text,
+            numbers typed, null when not assessed.
+        event_tags: row-aligned with `events`: `days_since_infusion`, `crs_grade` and `icans_grade` (the true
+            ASTCT 2019 grades), `reported_differs`, `incomplete`.
     """
 
     visits: pl.DataFrame
@@ -1224,6 +1523,8 @@ class SynthFollowUp:
     labs: pl.DataFrame
     lab_tags: pl.DataFrame
     truth: pl.DataFrame
+    events: pl.DataFrame
+    event_tags: pl.DataFrame
 
 
 def _screening_descriptors(
@@ -1331,6 +1632,11 @@ def _followup(
     # a phase- and response-dependent chance; a non-responder always keeps some activity.
     nephritis = subject_parts["ln_class"] > 0
     screen, residual = _screening_descriptors(rng, subject_parts["clinical_part"], nephritis)
+    # The immune course and the CRS/ICANS events draw from a third stream, so the visit draws above and below
+    # keep their values whatever the course needs.
+    course_rng = np.random.default_rng([cfg.seed, 13])
+    renal = nephritis | screen[:, [_D[item] for item in _RENAL_ITEMS]].any(axis=1)
+    course = _course(course_rng, cfg, responded, renal & infused)
     present = screen[subj] & (
         rng.random((v, len(_SLEDAI)), dtype=np.float32) < _by_phase(_PERSIST, resp, phase)[:, None]
     )
@@ -1343,6 +1649,17 @@ def _followup(
     noise = np.where(post[:, None], np.exp(0.15 * rng.standard_normal((v, 3))), 1.0)
     dsdna = _quantise(values[subj, _DSDNA] * _by_phase(_DSDNA_MULT, resp, phase) * noise[:, 0], _DSDNA)
     dsdna = np.where(post & ~kit[subj] & (dsdna == 30.0), 30.1, dsdna)  # off the cut-off: no >/>= ambiguity
+    # Seroconversion (responders) and serological relapse (some non-responders) of subjects positive at
+    # screening: negative is 30-90 % of the cut-off, positive again 1.5-4 x it (never below the usual course).
+    base_kit = np.rint(values[:, _DSDNA] * _VAR_FACTOR[kit_var] * 10.0) / 10.0
+    positive_subject = np.where(kit, base_kit / _VAR_REF_HIGH[kit_var], values[:, _DSDNA] / 30.0) >= 1.0
+    positive = positive_subject[subj]
+    negative_value = _quantise(30.0 * course_rng.uniform(0.3, 0.9, v), _DSDNA)
+    relapse_value = _quantise(30.0 * course_rng.uniform(1.5, 4.0, v), _DSDNA)
+    relapse = course["serological_relapse"][subj] & positive
+    to_negative = (course["seroconverts"][subj] & positive & (phase >= 2)) | (relapse & ((phase == 1) | (phase == 2)))
+    dsdna = np.where(to_negative, negative_value, dsdna)
+    dsdna = np.where(relapse & (phase >= 3), np.maximum(dsdna, relapse_value), dsdna)
     c_mult = _by_phase(_COMPLEMENT_MULT, resp, phase)
     c3 = _quantise(values[subj, _C3] * c_mult * noise[:, 1], _C3)
     c4 = _quantise(values[subj, _C4] * c_mult * noise[:, 2], _C4)
@@ -1375,11 +1692,9 @@ def _followup(
     hemolytic = (rng.random(n) < 0.03)[subj] & (~post | (~resp & (rng.random(v) < 0.5)))
     gi = (rng.random(n) < 0.02)[subj] & (~post | (~resp & (rng.random(v) < 0.5)))
 
-    # The lab side of the lab-derivable descriptors: as reported, except month-1 cytopenias from
-    # lymphodepletion (the site excludes the drug cause) and a few contradictions.
+    # The lab side of the lab-derivable descriptors: as reported, except a few contradictions. (Cytopenias
+    # after infusion come on top, from the immune course in _followup_labs; the site excludes the drug cause.)
     lab_side = present.copy()
-    for item, chance in _LYMPHODEPLETION_P.items():  # two descriptors
-        lab_side[:, _D[item]] |= (phase == 1) & (rng.random(v) < chance)
     for item in ("urinary_casts", "hematuria", "proteinuria", "pyuria", "thrombocytopenia", "leukopenia"):
         lab_side[:, _D[item]] ^= rng.random(v) < cfg.lab_contradicts_report
 
@@ -1418,26 +1733,31 @@ def _followup(
         }
     )
 
+    last_day = np.where(discontinued, np.minimum(disc_day, cutoff), cutoff)
     labs, lab_tags = _followup_labs(
         rng,
         cfg,
         visit_subj=subj,
+        visit_day=day,
         phase=phase,
         label=label,
-        since=since,
         lab_side=lab_side,
         hemolytic=hemolytic,
         serology=(dsdna, c3, c4),
         values=values,
         kit=kit,
         kit_var=kit_var,
-        egfr=subject_parts["egfr"],
+        subject_parts=subject_parts,
         b_return=b_return,
+        course=course,
+        infused=infused,
+        infusion_day=infusion_day,
+        last_day=last_day,
         methods=methods,
-        visit_study=visit_study,
-        visit_site=site_s.gather(subj),
-        visit_subject=visit_subject,
-        dates=dates,
+        ids=(study_s, site_s, subject_ids),
+    )
+    events, event_tags, event_truth = _events(
+        course_rng, cfg, infused=infused, infusion_day=infusion_day, last_day=last_day, ids=(study_s, subject_ids)
     )
 
     clinical_points = (present[:, _NON_SEROLOGY] * _W[_NON_SEROLOGY]).sum(axis=1)
@@ -1457,6 +1777,8 @@ def _followup(
             ),
             "screening_fill_residual": residual,
             "clinical_sledai_2k_month_6": clinical_m6,
+            **_course_truth(course, infused=infused, dsdna_positive=positive_subject),
+            **event_truth,
         }
     )
     subject_columns = {
@@ -1464,7 +1786,13 @@ def _followup(
         "discontinued_date": _day_strings(disc_day).scatter(np.flatnonzero(~discontinued), None),
     }
     return subject_columns, SynthFollowUp(
-        visits=visits, visit_tags=visit_tags, labs=labs, lab_tags=lab_tags, truth=truth
+        visits=visits,
+        visit_tags=visit_tags,
+        labs=labs,
+        lab_tags=lab_tags,
+        truth=truth,
+        events=events,
+        event_tags=event_tags,
     )
 
 
@@ -1473,80 +1801,208 @@ def _text_bool(flag: np.ndarray, blank: np.ndarray) -> pl.Series:
     return _gather(("false", "true"), flag.astype(np.int64)).scatter(np.flatnonzero(blank), None)
 
 
+def _course_truth(course: dict[str, Any], *, infused: np.ndarray, dsdna_positive: np.ndarray) -> dict[str, pl.Series]:
+    """Per-subject truth of the immune course (model values, before sampling and rounding); null if not infused."""
+    not_infused = np.flatnonzero(~infused)
+
+    def col(values: np.ndarray, dtype: type[pl.DataType] = pl.Float64) -> pl.Series:
+        return pl.Series(values).cast(dtype).scatter(not_infused, None)
+
+    signal = course["renal_signal"]
+    return {
+        "b_cell_aplasia_day": col(course["aplasia_day"], pl.Int64),
+        "car_t_peak_day": col(course["car_t_peak_day"], pl.Int64),
+        "car_t_peak": col(course["car_t_peak"]),
+        "anc_nadir": col(course["anc_nadir"]),
+        "anc_nadir_days": col(course["anc_plateau"], pl.Int64),
+        "platelet_nadir": col(course["plt_nadir"]),
+        "igg_drop": col(course["igg_drop"]),
+        "renal_signal_day": col(np.where(signal, course["renal_onset"], 0), pl.Int64).scatter(
+            np.flatnonzero(~signal), None
+        ),
+        "seroconverted": col(course["seroconverts"] & dsdna_positive, pl.Boolean),
+        "serological_relapse": col(course["serological_relapse"] & dsdna_positive, pl.Boolean),
+    }
+
+
+def _collections(
+    rng: np.random.Generator,
+    *,
+    visit_subj: np.ndarray,
+    visit_day: np.ndarray,
+    phase: np.ndarray,
+    infused: np.ndarray,
+    infusion_day: np.ndarray,
+    last_day: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Every lab collection, sorted by subject and day: the visits plus the early and monthly draws of infused
+    subjects (none after the cut-off or discontinuation, none on a day the subject has a visit).
+
+    Returns `subj`, `day`, `slot` (row of _SLOT_ANALYTES) and `visit` (index into the visits, -1 for a draw).
+    """
+    early, monthly = np.array(_EARLY_DAYS), np.array(_MONTHLY_DAYS)
+    inf_idx = np.flatnonzero(infused).astype(np.int32)
+    e_subj, e_k = np.repeat(inf_idx, early.size), np.tile(np.arange(early.size), inf_idx.size)
+    m_subj, m_k = np.repeat(inf_idx, monthly.size), np.tile(np.arange(monthly.size), inf_idx.size)
+    jitter = rng.integers(-_MONTHLY_JITTER, _MONTHLY_JITTER + 1, m_subj.size)
+    d_subj = np.concatenate([e_subj, m_subj])
+    d_day = np.concatenate([infusion_day[e_subj] + early[e_k], infusion_day[m_subj] + monthly[m_k] + jitter])
+    d_slot = np.concatenate([2 + e_k, 2 + early.size + m_k])
+
+    def key(subj: np.ndarray, day: np.ndarray) -> np.ndarray:
+        return subj.astype(np.int64) * 1_000_000 + day.astype(np.int64)
+
+    keep = (d_day <= last_day[d_subj]) & ~np.isin(key(d_subj, d_day), key(visit_subj, visit_day))
+    subj = np.concatenate([visit_subj, d_subj[keep]]).astype(np.int32)
+    day = np.concatenate([visit_day, d_day[keep]]).astype(np.int32)
+    slot = np.concatenate([np.where(phase == 0, 0, 1), d_slot[keep]]).astype(np.int16)
+    visit = np.concatenate([np.arange(visit_subj.size), np.full(int(keep.sum()), -1)]).astype(np.int32)
+    order = np.argsort(key(subj, day), kind="stable")
+    return {"subj": subj[order], "day": day[order], "slot": slot[order], "visit": visit[order]}
+
+
 def _followup_labs(
     rng: np.random.Generator,
     cfg: SynthConfig,
     *,
     visit_subj: np.ndarray,
+    visit_day: np.ndarray,
     phase: np.ndarray,
     label: np.ndarray,
-    since: np.ndarray,
     lab_side: np.ndarray,
     hemolytic: np.ndarray,
     serology: tuple[np.ndarray, np.ndarray, np.ndarray],
     values: np.ndarray,
     kit: np.ndarray,
     kit_var: np.ndarray,
-    egfr: np.ndarray,
+    subject_parts: dict[str, np.ndarray],
     b_return: np.ndarray,
+    course: dict[str, Any],
+    infused: np.ndarray,
+    infusion_day: np.ndarray,
+    last_day: np.ndarray,
     methods: dict[str, np.ndarray],
-    visit_study: pl.Series,
-    visit_site: pl.Series,
-    visit_subject: pl.Series,
-    dates: pl.Series,
+    ids: tuple[pl.Series, pl.Series, pl.Series],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Native follow-up lab rows at every visit date: a (visit x analyte) grid, then rendered in one pass."""
-    v = visit_subj.size
-    n = values.shape[0]
-    subj = visit_subj
-    post = phase > 0
-    a = len(_FU_TESTS)
-    val = np.zeros((v, a))
+    """Native follow-up lab rows: per collection (visit or draw) the analytes of its slot, rendered in one pass.
 
-    def uniform(lo: float, hi: float) -> np.ndarray:
-        return rng.uniform(lo, hi, v)
+    Values are computed per collection (one array per analyte), then gathered into the (collection x analyte)
+    rows that exist. See docs/synthetic.md ("Follow-up labs", "Immune course").
+    """
+    n = values.shape[0]
+    coll = _collections(
+        rng,
+        visit_subj=visit_subj,
+        visit_day=visit_day,
+        phase=phase,
+        infused=infused,
+        infusion_day=infusion_day,
+        last_day=last_day,
+    )
+    s, c_visit = coll["subj"], coll["visit"]
+    c = s.size
+    is_visit = c_visit >= 0
+    vr = np.maximum(c_visit, 0)
+    on = infused[s] & (coll["slot"] != 0)  # the course applies: infused, after the screening visit
+    t = np.where(on, coll["day"] - infusion_day[s], -1000).astype(np.float64)
+    p = course
 
     def side(item: str) -> np.ndarray:
-        return lab_side[:, _D[item]]
+        return lab_side[vr, _D[item]] & is_visit
 
-    # Values on the side of each SLEDAI threshold that the lab side says (strictly away from the cut-offs).
-    val[:, _F["platelets"]] = np.where(
-        side("thrombocytopenia"), uniform(40, 95), np.clip(240.0 * np.exp(0.25 * rng.standard_normal(v)), 105, 600)
-    )
-    wbc = np.where(side("leukopenia"), uniform(1.5, 2.9), np.clip(5.8 * np.exp(0.3 * rng.standard_normal(v)), 3.1, 15))
-    val[:, _F["wbc"]] = wbc
-    val[:, _F["neutrophils"]] = np.round(wbc, 1) * uniform(0.5, 0.7)
-    val[:, _F["hemoglobin"]] = np.where(hemolytic, uniform(75, 95), np.clip(rng.normal(122.0, 12.0, v), 96, 165))
-    val[:, _F["creatinine"]] = np.clip(80.0 * 88.0 / egfr[subj] * np.exp(0.05 * rng.standard_normal(v)), 35, 700)
-    val[:, _F["upcr"]] = np.where(side("proteinuria"), uniform(0.7, 4.0), uniform(0.03, 0.35))
-    val[:, _F["urine_protein_24h"]] = np.where(side("proteinuria"), uniform(0.7, 5.0), uniform(0.05, 0.35))
-    val[:, _F["urine_rbc"]] = np.where(side("hematuria"), rng.integers(6, 61, v), rng.integers(0, 6, v))
-    val[:, _F["urine_wbc"]] = np.where(side("pyuria"), rng.integers(6, 61, v), rng.integers(0, 6, v))
-    val[:, _F["urine_casts"]] = np.where(side("urinary_casts"), rng.integers(1, 6, v), 0)
-    igg_base = np.clip(rng.normal(11.5, 3.0, n), 5.0, 25.0)[subj]
-    val[:, _F["igg"]] = np.where(post, igg_base * 0.85 * np.exp(0.05 * rng.standard_normal(v)), igg_base)
-    # B cells: aplasia after infusion until the subject's return day, then a climb back over ~4 months.
-    cd19_base = values[subj, _CD19]
-    ret = b_return[subj]
-    recovered = cd19_base * np.minimum(1.0, 0.1 + (since - ret) / 120.0)
-    val[:, _F["cd19_b_cells"]] = np.select(
-        [~post, since < ret], [cd19_base, rng.integers(0, 3, v)], np.maximum(recovered, 5.0)
-    )
+    def uniform(lo: float, hi: float) -> np.ndarray:
+        return rng.uniform(lo, hi, c)
+
+    def noise(sd: float) -> np.ndarray:
+        return np.exp(sd * rng.standard_normal(c))
+
+    # Usual levels per subject (with a little day-to-day noise), then the SLE side each reported cytopenia
+    # needs, then the course: log-linear toward each nadir (all factors <= 1, so a reported cytopenia stays).
+    plt_level = np.clip(240.0 * np.exp(0.25 * rng.standard_normal(n)), 110.0, 600.0)
+    wbc_level = np.clip(5.8 * np.exp(0.3 * rng.standard_normal(n)), 3.3, 15.0)
+    anc_share = np.asarray(rng.uniform(0.5, 0.7, n))
+    hgb_level = np.clip(rng.normal(122.0, 12.0, n), 100.0, 165.0)
+    igg_level = np.clip(rng.normal(11.5, 3.0, n), 5.0, 25.0)
+    val: dict[str, np.ndarray] = {}
+    plt = np.where(side("thrombocytopenia"), uniform(40, 95), np.maximum(plt_level[s] * noise(0.08), 105.0))
+    depth = _ramp(t, -2.0, p["plt_bottom"][s], p["plt_plateau"][s], p["plt_recover"][s])
+    val["platelets"] = _toward(plt, p["plt_nadir"][s] * noise(0.1), depth)
+    wbc = np.where(side("leukopenia"), uniform(1.5, 2.9), np.maximum(wbc_level[s] * noise(0.08), 3.1))
+    anc_usual = wbc * anc_share[s]
+    depth = _ramp(t, -3.0, p["anc_bottom"][s], p["anc_plateau"][s], p["anc_recover"][s])
+    late = (t >= p["anc_late_start"][s]) & (t < p["anc_late_start"][s] + p["anc_late_days"][s])
+    anc = _toward(anc_usual, p["anc_nadir"][s] * noise(0.1), depth) * np.where(late, p["anc_late_factor"][s], 1.0)
+    lym_usual = values[s, _LYM] * np.where(is_visit & ~on, 1.0, noise(0.1))
+    # Lymphodepletion from day -4, deepest days 0-7, then recovery; CAR-T cells are lymphocytes too.
+    lym_depth = np.clip((t + 4.0) / 4.0, 0.0, 1.0) * np.exp(-np.maximum(t - 7.0, 0.0) / p["lym_tau"][s])
+    lym_model = _toward(lym_usual, p["lym_nadir"][s], lym_depth)
+    car_t = _car_t_cells(t, p["car_t_peak"][s], p["car_t_peak_day"][s], p["car_t_half_life"][s]) * noise(0.15)
+    other = (wbc - anc_usual) * np.clip(0.4 + 0.6 * lym_model / lym_usual, 0.4, 1.0)  # lymphocytes, monocytes...
+    val["wbc"] = anc + other + car_t / 1000.0
+    val["neutrophils"] = anc
+    val["lymphocytes"] = np.minimum(lym_model + car_t, 950.0 * other + car_t)
+    cd4_depth = np.clip((t + 4.0) / 4.0, 0.0, 1.0) * np.exp(-np.maximum(t - 7.0, 0.0) / p["cd4_tau"][s])
+    cd4 = _toward(values[s, _CD4] * np.where(is_visit & ~on, 1.0, noise(0.1)), p["cd4_nadir"][s], cd4_depth)
+    val["cd4_t_cells"] = np.minimum(cd4, 0.9 * val["lymphocytes"])
+    hgb = np.where(hemolytic[vr] & is_visit, uniform(75, 95), hgb_level[s] + 4.0 * rng.standard_normal(c))
+    val["hemoglobin"] = hgb * (1.0 - _ramp(t, 0.0, 14.0, 10.0, 35.0) * (1.0 - p["hgb_factor"][s]))
+
+    # Kidney function: the collection's eGFR is the subject's (the subjects file's at screening) with 5 %
+    # log-normal noise after it; creatinine gives that eGFR by CKD-EPI 2021, raised during a renal signal; the
+    # lab's eGFR is CKD-EPI 2021 of the creatinine as rounded, so the two rows agree as a lab's would.
+    egfr_now = subject_parts["egfr"][s] * np.where(on, noise(0.05), 1.0)
+    age, female = subject_parts["age"][s], subject_parts["female"][s]
+    signal = p["renal_signal"][s] & (t >= p["renal_onset"][s]) & (t < p["renal_onset"][s] + p["renal_days"][s])
+    creatinine = creatinine_for_egfr(egfr_now, age, female) * _CREATININE_UMOL_PER_MG_DL
+    creatinine = np.rint(creatinine * np.where(signal, p["renal_factor"][s], 1.0))
+    val["creatinine"] = creatinine
+    val["egfr"] = ckd_epi_2021(creatinine / _CREATININE_UMOL_PER_MG_DL, age, female)
+
+    # Urine and serology: visits only (the rows' sides as reported, see _followup).
+    val["upcr"] = np.where(side("proteinuria"), uniform(0.7, 4.0), uniform(0.03, 0.35))
+    val["urine_protein_24h"] = np.where(side("proteinuria"), uniform(0.7, 5.0), uniform(0.05, 0.35))
+    val["urine_rbc"] = np.where(side("hematuria"), rng.integers(6, 61, c), rng.integers(0, 6, c))
+    val["urine_wbc"] = np.where(side("pyuria"), rng.integers(6, 61, c), rng.integers(0, 6, c))
+    val["urine_casts"] = np.where(side("urinary_casts"), rng.integers(1, 6, c), 0)
     dsdna, c3, c4 = serology
-    val[:, _F["anti_dsdna"]], val[:, _F["c3"]], val[:, _F["c4"]] = dsdna, c3, c4
-    q = _FU_QUANTUM
-    val = np.rint(val / q) * q
+    val["anti_dsdna"], val["c3"], val["c4"] = dsdna[vr], c3[vr], c4[vr]
 
-    # Which rows exist: 24-hour protein on a quarter of visits, IgG at scheduled visits, a few not sent.
-    sent = rng.random((v, a), dtype=np.float32) >= cfg.followup_lab_missing
-    sent[:, _F["urine_protein_24h"]] &= rng.random(v) < 0.25
-    sent[:, _F["igg"]] &= label != 5
-    row_visit, test = np.nonzero(sent)  # row-major: by visit (subject, date), then analyte order
+    # IgG falls toward 1 - igg_drop of its level over about a month, recovering slowly from 2 months after
+    # B cells return. B cells: partly depleted before aplasia, below the LLOQ (or 0-2 cells/uL where the lab
+    # has none) until the return day, then back to the screening level over about five months.
+    ret = b_return[s].astype(np.float64)
+    fall = (1.0 - np.exp(-np.maximum(t, 0.0) / 30.0)) * np.where(t > ret + 60.0, np.exp(-(t - ret - 60.0) / 150.0), 1.0)
+    val["igg"] = igg_level[s] * (1.0 - p["igg_drop"][s] * fall) * np.where(on, noise(0.03), 1.0)
+    cd19 = values[s, _CD19]
+    aplasia = np.where(p["has_lloq"][s], 0.0, rng.integers(0, 3, c))
+    recovered = np.maximum(cd19 * np.minimum(1.0, 0.02 + (t - ret) / 150.0) * noise(0.1), _CD19_RETURN_FLOOR)
+    val["cd19_b_cells"] = np.select(
+        [~on, t < p["aplasia_day"][s], t < ret], [cd19, cd19 * 0.3 * noise(0.2), aplasia], recovered
+    )
+    val["car_t_cells"] = car_t
+    val["car_t_copies"] = car_t * p["copies_per_cell"][s] * noise(0.3)
+
+    # Which rows exist: the slot's analytes, then the rules the slot table cannot say, then a few not sent.
+    sent = _SLOT_ANALYTES[coll["slot"]] & (
+        rng.random((c, len(_FU_TESTS)), dtype=np.float32) >= cfg.followup_lab_missing
+    )
+    since = coll["day"] - infusion_day[s]
+    for name in ("car_t_cells", "car_t_copies"):  # two analytes
+        sent[:, _F[name]] &= on & (since <= _CAR_T_LAST_VISIT_DAY)
+    sent[:, _F["car_t_copies"]] &= p["qpcr"][s]
+    sent[:, _F["urine_protein_24h"]] &= rng.random(c) < 0.25
+    sent[:, _F["igg"]] &= ~is_visit | (label[vr] != 5)
+    row_coll, test = np.nonzero(sent)  # row-major: by collection (subject, date), then analyte order
     del sent
-    row_visit, test = row_visit.astype(np.int32), test.astype(np.int8)  # narrow: millions of rows
-    rows = row_visit.size
-    value = val[row_visit, test]
-    r_subj = subj[row_visit]
+    row_coll, test = row_coll.astype(np.int32), test.astype(np.int8)  # narrow: millions of rows
+    rows = row_coll.size
+    value = np.zeros(rows)
+    for k, name in enumerate(FOLLOWUP_ANALYTES):  # one pass per analyte, not per row
+        at = np.flatnonzero(test == k)
+        value[at] = val[name][row_coll[at]]
+    del val
+    value = np.rint(value / _FU_QUANTUM[test]) * _FU_QUANTUM[test]
+    r_subj = s[row_coll]
 
     # Unit variant: kit subjects' anti-dsDNA in their kit unit; otherwise canonical or an alternative.
     alt_unit = (_FU_UNIT_COUNT[test] > 1) & (rng.random(rows, dtype=np.float32) < cfg.followup_alt_unit)
@@ -1563,6 +2019,12 @@ def _followup_labs(
         ((test == _F["urine_rbc"]) | (test == _F["urine_wbc"])) & (rng.random(rows, dtype=np.float32) < 0.4)
     )
     result.scatter(urine, _gather(_URINE_BANDS, np.searchsorted(_URINE_BAND_EDGES, value[urine])))
+    # The assay's LLOQ on each of its rows; a value below it is written censored, "<" and the limit.
+    has_lloq = ~np.isnan(_FU_LLOQ_CANONICAL[uvar]) & ((test != _F["cd19_b_cells"]) | p["has_lloq"][r_subj])
+    below_lloq = has_lloq & (value < np.nan_to_num(_FU_LLOQ_CANONICAL[uvar]))
+    below = np.flatnonzero(below_lloq)
+    lloq = _gather(_FU_LLOQ, uvar).scatter(np.flatnonzero(~has_lloq), None)
+    result.scatter(below, "<" + lloq.gather(below))
 
     alt_code = (_FU_CODE_COUNT[test] > 0) & (rng.random(rows, dtype=np.float32) < cfg.followup_alt_code)
     code = np.where(alt_code, _FU_CODE_START[test] + (rng.random(rows) * _FU_CODE_COUNT[test]).astype(np.int64), test)
@@ -1571,40 +2033,190 @@ def _followup_labs(
     method[is_dsdna] = methods["dsdna"][r_subj[is_dsdna]]
     is_compl = (test == _F["c3"]) | (test == _F["c4"])
     method[is_compl] = methods["complement"][r_subj[is_compl]]
-    method[test == _F["cd19_b_cells"]] = _M_FLOW
-    # One collection time per visit: about half the visits carry a time of day.
-    visit_time = np.where(rng.random(v) < 0.5, 0, rng.integers(1, len(_TIMES), v))
-    collected = dates + _gather(_TIMES, visit_time)
+    for name, code_ in (("cd4_t_cells", _M_FLOW), ("cd19_b_cells", _M_FLOW), ("car_t_cells", _M_FLOW)):
+        method[test == _F[name]] = code_
+    method[test == _F["egfr"]] = _M_CKD_EPI
+    method[test == _F["car_t_copies"]] = _M_QPCR
+    # One collection time per collection: about half carry a time of day.
+    coll_time = np.where(rng.random(c) < 0.5, 0, rng.integers(1, len(_TIMES), c))
+    collected = _day_strings(coll["day"]) + _gather(_TIMES, coll_time)
+    study_s, site_s, subject_ids = ids
 
     labs = pl.DataFrame(
         {
-            "study_id": visit_study.gather(row_visit),
-            "subject_id": visit_subject.gather(row_visit),
-            "site_id": visit_site.gather(row_visit),
+            "study_id": study_s.gather(r_subj),
+            "subject_id": subject_ids.gather(r_subj),
+            "site_id": site_s.gather(r_subj),
             "test": _gather(_FU_CODES, code),
             "result": result,
             "unit": _gather(_FU_UNIT, uvar),
-            "collected_at": collected.gather(row_visit),
+            "collected_at": collected.gather(row_coll),
             "method": _gather(_METHODS, method),
             "ref_low": _gather(_FU_REF_LOW, uvar),
             "ref_high": _gather(_FU_REF_HIGH, uvar),
+            "lloq": lloq,
         }
     )
     descriptor_names = [t.descriptor for t in _FU_TESTS]
     carries = np.array([d is not None for d in descriptor_names])
     lab_descriptor_col = np.array([_D[d] if d is not None else 0 for d in descriptor_names])
-    lab_descriptor = lab_side[row_visit, lab_descriptor_col[test]]
+    row_visit = c_visit[row_coll]
+    lab_descriptor = lab_side[np.maximum(row_visit, 0), lab_descriptor_col[test]]
+    # Platelets and WBC carry the course too: their descriptor is what the value shows.
+    lab_descriptor = np.select(
+        [test == _F["platelets"], test == _F["wbc"]], [value < 100.0, value < 3.0 - 1e-9], lab_descriptor
+    )
+    row_since = np.where(infused[r_subj], coll["day"][row_coll] - infusion_day[r_subj], 0)
     lab_tags = pl.DataFrame(
         {
             "analyte": _enum_gather(FOLLOWUP_ANALYTES, test),
-            "visit_row": row_visit.astype(np.int64),
+            "visit_row": pl.Series(row_visit.astype(np.int64)).scatter(np.flatnonzero(row_visit < 0), None),
+            "days_since_infusion": pl.Series(row_since.astype(np.int64)).scatter(
+                np.flatnonzero(~infused[r_subj]), None
+            ),
             "descriptor": pl.Series(descriptor_names, dtype=pl.String).gather(test),
             "lab_descriptor": pl.Series(lab_descriptor).scatter(np.flatnonzero(~carries[test]), None),
+            "below_lloq": below_lloq,
             "alt_unit": alt_unit | kit_row,
             "alt_code": alt_code,
         }
     )
     return labs, lab_tags
+
+
+def _events(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    *,
+    infused: np.ndarray,
+    infusion_day: np.ndarray,
+    last_day: np.ndarray,
+    ids: tuple[pl.Series, pl.Series],
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, pl.Series]]:
+    """CRS and ICANS assessments of infused subjects on `_EVENT_DAYS` (see docs/synthetic.md, "Events").
+
+    Returns the events table (`EVENT_COLUMNS`), its row-aligned tags (the true ASTCT grades) and per-subject
+    truth (highest grades and onset days).
+    """
+    n = infused.size
+    study_s, subject_ids = ids
+    # Per subject: the highest CRS grade, its onset day and course; ICANS only after a CRS.
+    u = rng.random(n)
+    crs = np.where(u < cfg.crs_grade_2, 2, np.where(u < cfg.crs_grade_2 + cfg.crs_grade_1, 1, 0)) * infused
+    onset = rng.choice(np.arange(1, 6), n, p=[0.3, 0.3, 0.2, 0.1, 0.1])
+    fever_days = np.where(crs == 2, rng.integers(2, 4, n), rng.integers(1, 4, n))
+    grade_2_days = rng.integers(1, 3, n)  # from the day after onset; anti-cytokine therapy starts then
+    hypoxia = rng.random(n) < 0.5  # grade 2 by low-flow oxygen, else by hypotension
+    antipyretic = (crs == 1) & (rng.random(n) < 0.3)  # given on the last fever day
+    with_crs = cfg.crs_grade_1 + cfg.crs_grade_2
+    icans = (crs > 0) & (rng.random(n) < (cfg.icans_grade_1 / with_crs if with_crs > 0 else 0.0))
+    icans_onset = onset + rng.integers(1, 4, n)
+    icans_days = rng.integers(1, 3, n)
+    other_fever = infused & (rng.random(n) < _FEVER_OTHER_CAUSE)
+    other_fever_day = rng.choice(np.array(_EVENT_DAYS), n)
+    site_flags_hypotension = rng.random(n) < 0.5  # else the reader derives it from systolic_bp
+    hour = rng.integers(6, 11, n)
+
+    days = np.array(_EVENT_DAYS)
+    inf_idx = np.flatnonzero(infused).astype(np.int32)
+    subj, t = np.repeat(inf_idx, days.size), np.tile(days, inf_idx.size)
+    keep = infusion_day[subj] + t <= last_day[subj]
+    subj, t = subj[keep], t[keep]
+    m = subj.size
+    g, o = crs[subj], onset[subj]
+    grade_2 = (g == 2) & (t >= o + 1) & (t < o + 1 + grade_2_days[subj])
+    treated_from = np.where(g == 2, o + 1, np.where(antipyretic[subj], o + fever_days[subj] - 1, 10_000))
+    treated = t >= treated_from
+    # Fever on the CRS days, except a second grade-2 day, when anti-cytokine therapy has masked it.
+    fever = (g > 0) & (t >= o) & (t < o + fever_days[subj]) & ~(grade_2 & (t > o + 1))
+    other = other_fever[subj] & (t == other_fever_day[subj]) & ~fever & ~grade_2
+    low_bp = grade_2 & ~hypoxia[subj]
+    on_oxygen = grade_2 & hypoxia[subj]
+    # ASTCT 2019: grade 2 = hypotension without vasopressors or low-flow oxygen (fever not required once
+    # treated); grade 1 = fever >= 38 C not attributable to another cause.
+    crs_true = np.where(low_bp | on_oxygen, 2, np.where(fever, 1, 0))
+    icans_day = icans[subj] & (t >= icans_onset[subj]) & (t < icans_onset[subj] + icans_days[subj])
+    icans_true = icans_day.astype(np.int64)
+
+    temperature = np.round(np.where(fever | other, rng.uniform(38.0, 39.6, m), rng.uniform(36.2, 37.7, m)), 1)
+    systolic = np.where(low_bp, rng.integers(78, 90, m), rng.integers(100, 141, m))
+    device = np.where(on_oxygen, np.where(rng.random(m) < 0.8, 1, 2), 0)  # none, nasal_cannula, blow_by
+    flow = rng.integers(1, 5, m).astype(np.float64)  # L/min, low flow
+    ice = np.where(icans_day, rng.integers(7, 10, m), 10)
+    consciousness = np.where(icans_day & (rng.random(m) < 0.5), 1, 0)  # awakens spontaneously, else awake
+
+    # The site's grades: the truth, one grade off at `event_report_disagreement` of the assessments with a
+    # true grade above 0 or a fever from another cause (which a site may still call CRS grade 1).
+    off = rng.random(m) < cfg.event_report_disagreement
+    down = rng.random(m) < 0.5
+    crs_reported = np.where(
+        off & (crs_true == 2),
+        1,
+        np.where(off & (crs_true == 1), np.where(down, 0, 2), np.where(off & other, 1, crs_true)),
+    )
+    icans_reported = np.where(off & (icans_true == 1), np.where(down, 0, 2), icans_true)
+    # Not assessed: one of four measurements left empty.
+    incomplete = rng.random(m) < cfg.event_incomplete
+    which = rng.integers(0, 4, m)
+    blank = [np.flatnonzero(incomplete & (which == k)) for k in range(4)]
+
+    assessed = (
+        _day_strings(infusion_day[subj] + t) + "T" + pl.Series(hour[subj]).cast(pl.String).str.zfill(2) + ":00:00"
+    )
+    no_flow = np.flatnonzero((device != 1) | (incomplete & (which == 2)))  # no cannula, or device not recorded
+    events = pl.DataFrame(
+        {
+            "study_id": study_s.gather(subj),
+            "subject_id": subject_ids.gather(subj),
+            "assessed_at": assessed,
+            "temperature_c": pl.Series(temperature).scatter(blank[0], None),
+            "fever_other_cause": _text_bool(other, np.zeros(m, dtype=bool)),
+            "anticytokine_or_antipyretic": _text_bool(treated, np.zeros(m, dtype=bool)),
+            "systolic_bp": pl.Series(systolic.astype(np.int64)).scatter(blank[1], None),
+            "hypotension": _text_bool(systolic < 90, ~site_flags_hypotension[subj]).scatter(blank[1], None),
+            "vasopressors": pl.Series(np.zeros(m, dtype=np.int64)),
+            "vasopressin": _text_bool(np.zeros(m, dtype=bool), np.zeros(m, dtype=bool)),
+            "oxygen_device": _gather(OXYGEN_DEVICES, device).scatter(blank[2], None),
+            "oxygen_flow_l_min": pl.Series(flow).scatter(no_flow, None),
+            "ice_score": pl.Series(ice.astype(np.int64)).scatter(blank[3], None),
+            "consciousness": _gather(CONSCIOUSNESS, consciousness),
+            "icans_seizure": _gather(ICANS_SEIZURE, np.zeros(m, dtype=np.int64)),
+            "motor_weakness": _text_bool(np.zeros(m, dtype=bool), np.zeros(m, dtype=bool)),
+            "cerebral_edema": _gather(CEREBRAL_EDEMA, np.zeros(m, dtype=np.int64)),
+            "crs_grade_reported": crs_reported.astype(np.int64),
+            "icans_grade_reported": icans_reported.astype(np.int64),
+        }
+    )
+    event_tags = pl.DataFrame(
+        {
+            "days_since_infusion": t.astype(np.int64),
+            "crs_grade": crs_true.astype(np.int64),
+            "icans_grade": icans_true,
+            "reported_differs": (crs_reported != crs_true) | (icans_reported != icans_true),
+            "incomplete": incomplete,
+        }
+    )
+
+    def worst(grade: np.ndarray) -> tuple[pl.Series, pl.Series]:
+        highest = np.zeros(n, dtype=np.int64)
+        np.maximum.at(highest, subj, grade)
+        first = np.full(n, 10_000, dtype=np.int64)
+        np.minimum.at(first, subj, np.where(grade > 0, t, 10_000))
+        not_infused = np.flatnonzero(~infused)
+        return (
+            pl.Series(highest).scatter(not_infused, None),
+            pl.Series(first).scatter(np.flatnonzero(first == 10_000), None),
+        )
+
+    crs_max, crs_onset = worst(crs_true)
+    icans_max, icans_onset_day = worst(icans_true)
+    truth = {
+        "crs_max_grade": crs_max,
+        "crs_onset_day": crs_onset,
+        "icans_max_grade": icans_max,
+        "icans_onset_day": icans_onset_day,
+    }
+    return events, event_tags, truth
 
 
 def oracle_auroc(cohort: SynthCohort) -> float:
@@ -1654,7 +2266,7 @@ def write_cohort(
     out.mkdir(parents=True, exist_ok=True)
     tables = {"labs": cohort.labs, "subjects": cohort.subjects, "outcomes": cohort.outcomes}
     if cohort.followup is not None:
-        tables.update(visits=cohort.followup.visits, labs_followup=cohort.followup.labs)
+        tables.update(visits=cohort.followup.visits, labs_followup=cohort.followup.labs, events=cohort.followup.events)
     if include_truth:
         tables["truth"] = cohort.truth
         if cohort.followup is not None:

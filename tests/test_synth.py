@@ -293,7 +293,7 @@ def test_conflicting_duplicates_and_out_of_window(big: SynthCohort) -> None:
 def test_write_cohort_round_trips(tmp_path: Path, fmt: Literal["csv", "parquet"]) -> None:
     cohort = generate_cohort(SynthConfig(n_subjects=300, seed=2, malformed=0.2))
     paths = write_cohort(cohort, tmp_path / "out", fmt=fmt)
-    assert set(paths) == {"labs", "subjects", "outcomes", "visits", "labs_followup"}
+    assert set(paths) == {"labs", "subjects", "outcomes", "visits", "labs_followup", "events"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{k}.{fmt}" for k in paths)
     if fmt == "csv":
         labs = pl.read_csv(paths["labs"], infer_schema=False)
