@@ -22,7 +22,7 @@ demo: install
 		--visits $(DEMO)/input/visits.parquet --out $(DEMO)/runs --demo-key
 	$(BIN)/immunostrat monitor --engine local --labs $(DEMO)/input/labs.parquet $(DEMO)/input/labs_followup.parquet \
 		--subjects $(DEMO)/input/subjects.parquet --visits $(DEMO)/input/visits.parquet \
-		--strata $(DEMO)/runs --as-of 2026-10-31 --out $(DEMO)/monitor --demo-key
+		--events $(DEMO)/input/events.parquet --strata $(DEMO)/runs --as-of 2026-10-31 --out $(DEMO)/monitor --demo-key
 
 ## test: lint, type-check, the import contract, data-dictionary drift check, then the test suite
 test: install lint typecheck imports

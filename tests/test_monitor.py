@@ -37,7 +37,8 @@ def test_monitor_accounts_for_every_visit_and_writes_one_endpoint_row_per_subjec
     run = _run(
         [
             "monitor", "--engine", "local", "--labs", str(cohort["labs"]), str(cohort["labs_followup"]),
-            "--subjects", str(cohort["subjects"]), "--visits", str(cohort["visits"]), "--as-of", AS_OF,
+            "--subjects", str(cohort["subjects"]), "--visits", str(cohort["visits"]),
+            "--events", str(cohort["events"]), "--as-of", AS_OF,
             "--strata", str(strata_run), "--out", str(tmp_path / "m"),
         ],
         tmp_path / "m",
@@ -49,6 +50,12 @@ def test_monitor_accounts_for_every_visit_and_writes_one_endpoint_row_per_subjec
     assert visits["rows_read"] == rows_in_file == visits["accepted"] + visits["quarantined"]
     activity = pl.read_parquet(run / "activity.parquet")
     assert activity.height == visits["accepted"]
+    events = manifest["counts"]["events"]
+    assert events["rows_read"] == pl.read_csv(cohort["events"], infer_schema=False).height
+    assert events["rows_read"] == events["accepted"] + events["quarantined"]
+    assert pl.read_parquet(run / "crs_icans.parquet").height == events["accepted"]
+    toxicity = pl.read_parquet(run / "toxicity.parquet")
+    assert toxicity.height == manifest["counts"]["subjects"]["accepted"]
     endpoints = pl.read_parquet(run / "endpoints.parquet")
     subjects = manifest["counts"]["subjects"]["accepted"]
     per_subject = endpoints.group_by("endpoint", "landmark").len()["len"].unique().to_list()
