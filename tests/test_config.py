@@ -29,7 +29,14 @@ from immunostrat.config import (
     load_protocol,
 )
 from immunostrat.errors import SettingsError
-from immunostrat.followup_settings import FollowUpConfig
+from immunostrat.followup_settings import (
+    CrsIcansConfig,
+    EventsConfig,
+    FollowUpConfig,
+    IcahtConfig,
+    ImmuneCourseConfig,
+    LabGradesConfig,
+)
 from immunostrat.publish import PublishConfig
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
@@ -110,6 +117,11 @@ def test_walk_reaches_every_model() -> None:
         PublishConfig,
         VisitsConfig,
         FollowUpConfig,
+        EventsConfig,
+        ImmuneCourseConfig,
+        LabGradesConfig,
+        CrsIcansConfig,
+        IcahtConfig,
     }
     assert Criterion in _nested_models(Protocol.model_fields["criteria"].annotation)
     assert RunConfig in _nested_models(StratifyParams.model_fields["config"].annotation)
