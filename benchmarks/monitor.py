@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -119,7 +120,10 @@ def main() -> int:
         print(report(res), end="\n\n")
     out = HERE / "results" / f"monitor-{started.replace(':', '')}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"started": started, "machine": machine(), "runs": runs}, indent=2) + "\n")
+    load = dict(zip(("1 min", "5 min", "15 min"), (round(x, 2) for x in os.getloadavg()), strict=True))
+    print(f"load average at the end: {load} (other work on the machine makes every figure slower)")
+    record = {"started": started, "machine": machine(), "load_average_at_end": load, "runs": runs}
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {out}")
     return 0
 

@@ -40,7 +40,6 @@ from typing import Any
 import polars as pl
 
 from immunostrat.followup.sledai import parse_descriptor
-from immunostrat.followup.visits import _enrolment as enrolment_flags
 from immunostrat.followup_settings import EventsConfig
 from immunostrat.io import InputError, InputTable, read_input
 from immunostrat.schemas.events import (
@@ -51,7 +50,15 @@ from immunostrat.schemas.events import (
     EventCandidate,
 )
 from immunostrat.stages.harmonise import is_present, parse_iso_date, parse_number, with_parsed
-from immunostrat.stages.validate import Rule, Split, apply_rules, count_by, enrolment_rules, subject_refusals
+from immunostrat.stages.validate import (
+    Rule,
+    Split,
+    apply_rules,
+    count_by,
+    enrolment_flags,
+    enrolment_rules,
+    subject_refusals,
+)
 
 __all__ = [
     "EVENT_FIELD_CODES",

@@ -32,7 +32,15 @@ from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptor
 from immunostrat.io import InputError, InputTable, read_input
 from immunostrat.schemas.inputs import VISIT_FLAGS, VISIT_REQUIRED, VisitCandidate
 from immunostrat.stages.harmonise import is_present, parse_iso_date, parse_number, with_parsed
-from immunostrat.stages.validate import Rule, Split, apply_rules, count_by, enrolment_rules, subject_refusals
+from immunostrat.stages.validate import (
+    Rule,
+    Split,
+    apply_rules,
+    count_by,
+    enrolment_flags,
+    enrolment_rules,
+    subject_refusals,
+)
 
 __all__ = [
     "VISIT_FIELD_CODES",
@@ -272,26 +280,6 @@ def _stripped(col: str) -> pl.Expr:
     return pl.col(col).str.strip_chars()
 
 
-def _enrolment(frame: pl.DataFrame, subjects: pl.DataFrame | None, refusals: pl.DataFrame) -> pl.DataFrame:
-    """`_enrolled`, `_refused` and `_refusal` (why, in words) per row, from the valid and the refused subjects."""
-    if subjects is None:
-        return pl.DataFrame(
-            {
-                "_enrolled": pl.repeat(True, frame.height, eager=True),
-                "_refused": pl.repeat(False, frame.height, eager=True),
-                "_refusal": pl.repeat(None, frame.height, dtype=pl.String, eager=True),
-            }
-        )
-    keys = frame.select(_stripped(c).alias(c) for c in _KEY)
-    enrolled = subjects.select(_stripped(c).alias(c) for c in _KEY).unique().with_columns(_enrolled=pl.lit(True))
-    refused = refusals.unique(_KEY, keep="first").with_columns(_refused=pl.lit(True))
-    return (
-        keys.join(enrolled, on=_KEY, how="left", nulls_equal=False, maintain_order="left")
-        .join(refused, on=_KEY, how="left", nulls_equal=False, maintain_order="left")
-        .select(pl.col("_enrolled").fill_null(False), pl.col("_refused").fill_null(False), "_refusal")
-    )
-
-
 def _content(descriptors: Sequence[Descriptor]) -> list[pl.Expr]:
     """What a visit says, typed (so `1` and `true` agree); an unreadable cell by its text (so two differ)."""
     content = [_stripped("visit").fill_null("")]
@@ -408,7 +396,7 @@ def validate_visits(
     frame = _with_contract_columns(raw, [*required, *optional])
     frame = with_parsed(frame, _parsed(descriptors, config.descriptor_encoding))
     refusals = subject_refusals(refused)
-    frame = frame.hstack(_enrolment(frame, subjects, refusals).get_columns())
+    frame = frame.hstack(enrolment_flags(frame, subjects, refusals).get_columns())
     frame = frame.hstack(_duplicate_flags(frame, descriptors).get_columns())
     items = [f"_{ITEM_PREFIX}{d.item}" for d in descriptors]
     typed = ["_visit_date", *items, "_pga", "_prednisone_mg_day", *(f"_{f}" for f in VISIT_FLAGS)]

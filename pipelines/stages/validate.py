@@ -302,6 +302,9 @@ ACCEPTED_LAB_COLUMNS = (
 )
 
 
+_SUBJECT_KEY = ["study_id", "subject_id"]
+
+
 def enrolment_rules() -> list[Rule]:
     """A row's subject is an accepted subject (lab and visit rows): rules on the `_enrolled`, `_refused` and
     `_refusal` columns, in priority order."""
@@ -321,6 +324,32 @@ def enrolment_rules() -> list[Rule]:
             pl.format("a subject accepted from the subjects file, but {}", "_refusal"),
         ),
     ]
+
+
+def enrolment_flags(frame: pl.DataFrame, subjects: pl.DataFrame | None, refusals: pl.DataFrame) -> pl.DataFrame:
+    """`_enrolled`, `_refused` and `_refusal` (why, in words) per row of a subject-keyed input (visits, events),
+    from the valid and the refused subjects; the columns `enrolment_rules` read. Identifiers are compared
+    stripped, as lab rows are. No subjects file: every row counts as enrolled."""
+    if subjects is None:
+        return pl.DataFrame(
+            {
+                "_enrolled": pl.repeat(True, frame.height, eager=True),
+                "_refused": pl.repeat(False, frame.height, eager=True),
+                "_refusal": pl.repeat(None, frame.height, dtype=pl.String, eager=True),
+            }
+        )
+    keys = frame.select(pl.col(c).str.strip_chars().alias(c) for c in _SUBJECT_KEY)
+    enrolled = (
+        subjects.select(pl.col(c).str.strip_chars().alias(c) for c in _SUBJECT_KEY)
+        .unique()
+        .with_columns(_enrolled=pl.lit(True))
+    )
+    refused = refusals.unique(_SUBJECT_KEY, keep="first").with_columns(_refused=pl.lit(True))
+    return (
+        keys.join(enrolled, on=_SUBJECT_KEY, how="left", nulls_equal=False, maintain_order="left")
+        .join(refused, on=_SUBJECT_KEY, how="left", nulls_equal=False, maintain_order="left")
+        .select(pl.col("_enrolled").fill_null(False), pl.col("_refused").fill_null(False), "_refusal")
+    )
 
 
 def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
