@@ -219,3 +219,21 @@ def test_monitor_flow_shows_its_steps_as_tasks_and_publishes_its_summary(prefect
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
         )
     assert {"monitor-summary", "monitor-endpoints"} <= {a.key for a in artifacts}
+
+
+def test_a_monitor_run_with_changes_emits_one_event_with_pseudonyms_only(prefect_harness: None, tmp_path: Path) -> None:
+    """The event a team's automation listens for carries the counts and the pseudonyms, never a subject id; a run
+    where nothing changed emits none."""
+    from immunostrat.engine.runfolder import RunOutputs
+    from immunostrat.flows.monitor import CHANGED_EVENT, emit_changes
+
+    counts = {"toxicity": {"new": 1, "resolved": 0, "corrected": 0}, "endpoint": {"new": 0, "resolved": 0}}
+    item = {"study_id": "S1", "subject_pseudonym": "ab" * 16, "kind": "toxicity", "item": "crs", "change": "new"}
+    changed = {"run_id": "r2", "changes": {"previous_run": "r1", "counts": counts, "items": [item]}}
+    event = emit_changes(RunOutputs(run_dir=tmp_path / "follow-up" / "r2", run_json=changed))
+    assert event is not None and event.event == CHANGED_EVENT
+    assert event.resource.id == "immunostrat.monitor.follow-up"
+    assert event.payload["counts"] == counts and event.payload["changes"] == [item]
+    assert "subject_id" not in json.dumps(event.payload)
+    unchanged = {"run_id": "r3", "changes": {"previous_run": "r2", "counts": {"toxicity": {"new": 0}}, "items": []}}
+    assert emit_changes(RunOutputs(run_dir=tmp_path / "follow-up" / "r3", run_json=unchanged)) is None
