@@ -93,6 +93,11 @@ class PublishConfig(BaseModel):
         "`<5`), and any further cell that would let a reader recompute one from a total (shown as `*`).",
     )
     report: bool = Field(default=True, description="Write the HTML report into the snapshot (`sponsor/report.html`).")
+    team_sections: bool = Field(
+        default=False,
+        description="Monitor runs: also publish the follow-up report's team-only sections (what changed, the "
+        "swimmer plot with pseudonym-prefixed lanes) in the sponsor's copy. Default false: aggregates only.",
+    )
     chunk_subjects: int = Field(
         default=250_000,
         ge=100,

@@ -803,7 +803,7 @@ def publish_follow_up(
                 **_follow_up_aggregates(run_dir, run, cfg.min_cell_count, staging),
             }
             if cfg.report:
-                html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count, team=False)
+                html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count, team=cfg.team_sections)
                 files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
             manifest = {
                 "format": FOLLOW_UP_FORMAT,
