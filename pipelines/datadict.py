@@ -290,12 +290,14 @@ OUT/                          --out
     strata.parquet            one row per valid subject: baseline, flags, eligibility, responder score
     harmonised.parquet        accepted lab rows, one measurement per row, canonical units
     quarantine.parquet        rejected lab, subject and visit rows, with reason codes and messages
+    outside_panel.parquet     lab rows whose test is not on the panel (set aside, counted)
+    ifn_controls.parquet      with --expression only: the healthy controls' reference and scores (team QC)
     run.json                  manifest: provenance, parameters, counts, model, summary, output checksums
     sponsor/                  the sponsor snapshot (see "Sponsor snapshot" below): data, manifest, dictionary, report
   <run_id>/                   a monitor run (follow-up):
     activity.parquet          one row per accepted visit: SLEDAI-2K descriptors with their source, scores, bounds
     endpoints.parquet         one row per subject, endpoint and landmark: met / not met / not assessable, reason
-    harmonised.parquet, quarantine.parquet, outside_panel.parquet, run.json   as for stratify
+    harmonised.parquet, quarantine.parquet, outside_panel.parquet, ifn_controls.parquet, run.json   as for stratify
     report.html               the team's follow-up report (aggregates, small cells suppressed)
     sponsor/                  the follow-up snapshot: pseudonymised endpoint rows, endpoint_rates.parquet, report
   .<run_id>.partial/          staging folder while a run is being written; never a finished run
@@ -344,6 +346,19 @@ TABLE_INTRO = {
         "follow the fixed columns as text: lab columns are present when a lab row was quarantined, subject-only "
         "columns when a subject row was, visit-only columns when a visit row was. The values of `reason_code` are "
         "listed under *Reason codes*; [input.md](input.md) explains each one."
+    ),
+    "outside_panel.parquet": (
+        "Rows whose test maps to no analyte are neither accepted nor quarantined: they are set aside here, one row "
+        "per input row, and counted per test in `run.json` `counts.outside_panel_by_test` (so `rows_read` = "
+        "`accepted` + `outside_panel` + `quarantined`). Join on `source_file` and `source_row` to the input file "
+        "for the rest of the row. Team only: never in the sponsor snapshot."
+    ),
+    "ifn_controls.parquet": (
+        "Written only when the run is given expression matrices (`--expression`), for the team's quality control "
+        "of the IFN scores; never in the sponsor snapshot. One long table, two kinds of row (`level`): per matrix, "
+        "a `gene` row per gene of the IFN method with the healthy controls' mean, SD and median (the reference the "
+        "scores are computed against), then a `sample` row per healthy control with its own score. Each kind has "
+        "its own columns, null on the other kind; `n_controls`, `method` and `statistic` are on both."
     ),
 }
 

@@ -35,6 +35,7 @@ from immunostrat.errors import QuarantineCeilingError
 from immunostrat.followup.baselines import with_selection_sledai
 from immunostrat.inputs import Inputs, read_run_inputs
 from immunostrat.partition import in_source_order, split_inputs, split_on_disk
+from immunostrat.readers.expression import control_qc
 from immunostrat.reference import PANEL_GROUPS, SELECTION, ReferenceTables, load_reference
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
@@ -101,6 +102,7 @@ class Prepared:
     visit_quarantine: pl.DataFrame | None = None
     events: pl.DataFrame | None = None
     event_quarantine: pl.DataFrame | None = None
+    ifn_controls: pl.DataFrame | None = None  # healthy-control QC of the expression matrices (None: none given)
 
     @property
     def quarantine(self) -> pl.DataFrame:
@@ -222,6 +224,9 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
             subject_quarantine=subject_quarantine,
         ),
     )
+    expression = [t for t in inputs.labs if t.fmt == "expression"]
+    if expression:
+        prepared.ifn_controls = pl.concat([control_qc(t) for t in expression])
     if inputs.visits is not None:
         prepared = with_visits(prepared, inputs.visits, cfg)
     if inputs.events is not None:
@@ -277,6 +282,7 @@ def harmonise_validate(tables: Tables, ctx: RunContext) -> PhaseResult:
             "subjects": prepared.subjects,
             "visits": prepared.visits,
             "events": prepared.events,
+            "ifn_controls": prepared.ifn_controls,
         },
         counts=prepared.counts,
     )
@@ -546,6 +552,7 @@ def _strata_in_subject_order(frame: pl.DataFrame, view: View, ctx: RunContext) -
 ORDER = {
     "harmonised": _labs_in_source_order,
     "outside_panel": _labs_in_source_order,
+    "ifn_controls": _labs_in_source_order,  # per matrix: gene rows (no source_row, nulls first), then controls
     "quarantine": _labs_in_source_order,
     "subjects": _subjects_in_source_order,
     "strata": _strata_in_subject_order,
@@ -575,8 +582,15 @@ HARMONISE_VALIDATE = Phase(
     description="map tests onto the panel, parse results and dates, convert units; pandera checks split rows "
     "into accepted, outside the panel and quarantined (with a reason code and a readable message)",
     reads=("inputs",),
-    writes=("harmonised", "quarantine", "outside_panel", "subjects", "visits", "events"),
+    writes=("harmonised", "quarantine", "outside_panel", "subjects", "visits", "events", "ifn_controls"),
     run=harmonise_validate,
+)
+#: The team's QC of the expression matrices' healthy controls: written when matrices are given, never published.
+IFN_CONTROLS_OUTPUT = Output(
+    "ifn_controls.parquet",
+    "ifn_controls",
+    contract="ifn_controls",
+    when=lambda ctx: bool(getattr(ctx.files, "expression", None)),
 )
 #: Selection pipelines depend on the selection panel only: messy follow-up analytes never stop them.
 QUARANTINE_CEILING = quarantine_ceiling_gate((SELECTION,))
@@ -625,7 +639,8 @@ STRATIFY = Pipeline(
     outputs=(
         Output("harmonised.parquet", "harmonised", contract="harmonised"),
         Output("quarantine.parquet", "quarantine", contract="quarantine"),
-        Output("outside_panel.parquet", "outside_panel"),
+        Output("outside_panel.parquet", "outside_panel", contract="outside_panel"),
+        IFN_CONTROLS_OUTPUT,
         Output("strata.parquet", "strata", contract="strata", on_failure=False),
     ),
     finish=(

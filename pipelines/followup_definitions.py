@@ -25,6 +25,7 @@ import polars as pl
 
 from immunostrat.definitions import (
     HARMONISE_VALIDATE,
+    IFN_CONTROLS_OUTPUT,
     LABELLED,
     ORDER,
     QUARANTINE_CEILING_ALL_GROUPS,
@@ -478,7 +479,8 @@ MONITOR = Pipeline(
     outputs=(
         Output("harmonised.parquet", "harmonised", contract="harmonised"),
         Output("quarantine.parquet", "quarantine", contract="quarantine"),
-        Output("outside_panel.parquet", "outside_panel"),
+        Output("outside_panel.parquet", "outside_panel", contract="outside_panel"),
+        IFN_CONTROLS_OUTPUT,
         Output("activity.parquet", "activity", contract="activity", on_failure=False),
         Output("endpoints.parquet", "endpoints", contract="endpoints", on_failure=False),
         Output("immune_course.parquet", "immune_course", contract="immune_course", on_failure=False),

@@ -1,4 +1,5 @@
-"""Contracts for the tables a run writes: `harmonised.parquet`, `quarantine.parquet` and `strata.parquet`.
+"""Contracts for the tables a run writes: `harmonised.parquet`, `quarantine.parquet`, `strata.parquet`,
+`outside_panel.parquet` and (registered here, defined in `immunostrat.schemas.ifn_controls`) `ifn_controls.parquet`.
 
 One pandera `DataFrameModel` per table. Every column carries a description (and a unit in
 `metadata={"unit": ...}` where it has one); `immunostrat.datadict` renders them into docs/output.md, so the
@@ -37,6 +38,7 @@ from immunostrat.followup.visits import VISIT_FIELD_CODES, VISIT_REASON_CODES
 from immunostrat.readers import READER_REASONS
 from immunostrat.reference import load_reference
 from immunostrat.schemas.events import EVENT_OPTIONAL
+from immunostrat.schemas.ifn_controls import IfnControlRow
 from immunostrat.schemas.inputs import VISIT_FLAGS
 from immunostrat.stages.baseline import CORE_ANALYTES
 from immunostrat.stages.validate import (
@@ -60,7 +62,9 @@ __all__ = [
     "SEX_CODES",
     "SLEDAI_SOURCES",
     "HarmonisedLab",
+    "IfnControlRow",
     "OutputContractError",
+    "OutsidePanelRow",
     "QuarantineRow",
     "Strata",
     "strata_model",
@@ -296,6 +300,30 @@ class HarmonisedLab(pa.DataFrameModel):
 
     class Config:
         title = "harmonised.parquet"
+        strict = True
+        unique = ("source_file", "source_row")
+
+
+# --------------------------------------------------------------------------------------------------
+# outside_panel.parquet
+# --------------------------------------------------------------------------------------------------
+
+
+class OutsidePanelRow(pa.DataFrameModel):
+    """One lab row whose test maps to no analyte of the panel: not an error, set aside and counted
+    (`outside_panel.parquet`)."""
+
+    source_file: str = pa.Field(str_length={"min_value": 1}, description="Input file the row came from, as given.")
+    source_row: int = pa.Field(ge=1, description="1-based data row in `source_file` (header excluded).")
+    test: str = pa.Field(
+        str_length={"min_value": 1},
+        description="Input `test`, as read: a code or name that maps to no analyte (schemas/reference/test_codes.csv "
+        "and `harmonise.alias_file`). An expression matrix's healthy controls are here with `IFN_REFERENCE_CONTROL` "
+        "(their scores are in `ifn_controls.parquet`). An empty test is not here: it is quarantined `TEST_MISSING`.",
+    )
+
+    class Config:
+        title = "outside_panel.parquet"
         strict = True
         unique = ("source_file", "source_row")
 
@@ -833,6 +861,8 @@ OUTPUT_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "strata.parquet": Strata,
     "harmonised.parquet": HarmonisedLab,
     "quarantine.parquet": QuarantineRow,
+    "outside_panel.parquet": OutsidePanelRow,
+    "ifn_controls.parquet": IfnControlRow,
 }
 
 
@@ -1041,7 +1071,8 @@ def validate_output(name: str, frame: pl.DataFrame, *, features: Sequence[Featur
     """Validate an output table eagerly, collecting every failure (`lazy=True`), and return it.
 
     Args:
-        name: `strata`, `harmonised` or `quarantine` (a `.parquet` suffix is accepted).
+        name: `strata`, `harmonised`, `quarantine`, `outside_panel`, `ifn_controls` or a monitor table (a
+            `.parquet` suffix is accepted).
         frame: the table as an eager DataFrame (pandera checks a LazyFrame at the schema level only).
         features: for `strata`, the scoring model's features when they are not `DEFAULT_FEATURES`.
 

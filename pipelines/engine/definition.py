@@ -90,6 +90,8 @@ class Output:
     table: str
     contract: str | None = None
     on_failure: bool = True  # also written when a gate stopped the run
+    # Written only when this holds for the run's context (e.g. an input was given); always when None.
+    when: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True)

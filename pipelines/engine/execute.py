@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from immunostrat.engine.definition import Finish, Gate, Phase, Pipeline, View
+from immunostrat.engine.definition import Finish, Gate, Output, Phase, Pipeline, View
 from immunostrat.engine.executors import Produced, UnitResult
 from immunostrat.engine.runfolder import RunOutputs, read_manifest, staged_run_folder, write_manifest, write_table
 from immunostrat.errors import RunStopped
@@ -101,7 +101,7 @@ class StepsResult:
     stop: RunStopped | None = None
 
 
-def _runs(step: Gate | Finish, ctx: Any) -> bool:
+def _runs(step: Gate | Finish | Output, ctx: Any) -> bool:
     return step.when is None or bool(step.when(ctx))
 
 
@@ -132,10 +132,10 @@ def run_steps(pipeline: Pipeline, executor: Executor, runner: Runner, ctx: Any, 
 
 
 def _write_outputs(
-    pipeline: Pipeline, executor: Executor, result: StepsResult, staging: Path, run_id: str
+    outputs: Sequence[Output], executor: Executor, result: StepsResult, staging: Path, run_id: str
 ) -> dict[str, Any]:
     written = {}
-    for output in pipeline.outputs:
+    for output in outputs:
         if result.stop is not None and not output.on_failure:
             continue
         source = executor.output(result.view, output.table, output.contract)
@@ -173,7 +173,8 @@ def execute(
         else:
             record["status"] = "completed"
         record["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
-        outputs = runner.call("write", _write_outputs, pipeline, executor, result, staging, run_id, io=True)
+        wanted = tuple(o for o in pipeline.outputs if _runs(o, ctx))  # an output with `when` only for its runs
+        outputs = runner.call("write", _write_outputs, wanted, executor, result, staging, run_id, io=True)
         shutil.rmtree(scratch, ignore_errors=True)
         write_manifest(staging, run_id, record, outputs)
     run_dir = Path(out) / run_id

@@ -13,7 +13,17 @@ Methods (`schemas/reference/ifn_gene_sets.csv`; the cut-offs are in `ifn_methods
 Each sample is one record (`source_row` = its row in the matrix). A patient sample becomes an `ifn_score` row
 (method recorded). A healthy control is a record read too: it becomes a row with test `IFN_REFERENCE_CONTROL`,
 which is outside the panel, so it is counted (per test, in run.json) and never scored as a patient; its own
-score is in the row for quality control.
+score is in the row.
+
+Quality control (`control_qc`, the team-only run table `ifn_controls.parquet`, never published): one long table
+per matrix, with two kinds of row (`level`): a `gene` row per gene of the method with the controls' mean, SD
+(sample SD, ddof 1) and median of the log2 values, the reference every score is computed against; and a `sample`
+row per healthy control with its own score. One table rather than two, so that a matrix's reference and its
+controls' scores travel (and are checked) together; `level` tells them apart. A control's score is computed
+against a reference that includes that control (as the scores of the published methods are), so controls score
+about 1 (`median_fc`) or 0 (`mean_z`) by construction; a control far from that is the outlier to look at.
+A run cuts rows into subject partitions: every partition holds the file's reference (the reader's notes), so
+only the partition holding the file's first control row emits the gene rows, and the table has them once.
 """
 
 from __future__ import annotations
@@ -336,3 +346,62 @@ def read_expression(
         rules=rules,
         source_label="expression",
     )
+
+
+#: The two kinds of row of `ifn_controls.parquet` (see the module docstring).
+QC_LEVELS = ("gene", "sample")
+#: Columns and types of `ifn_controls.parquet` (contract: `immunostrat.schemas.ifn_controls.IfnControlRow`).
+IFN_CONTROL_SCHEMA: dict[str, type[pl.DataType]] = {
+    "source_file": pl.String,
+    "method": pl.String,
+    "statistic": pl.String,
+    "n_controls": pl.Int64,
+    "level": pl.String,
+    "gene": pl.String,
+    "control_mean": pl.Float64,
+    "control_sd": pl.Float64,
+    "control_median": pl.Float64,
+    "sample": pl.String,
+    "source_row": pl.Int64,
+    "score": pl.Float64,
+}
+
+
+def control_qc(table: InputTable) -> pl.DataFrame:
+    """The rows of `ifn_controls.parquet` for one expression file, or for the part of it a subject partition holds.
+
+    `sample` rows: every healthy control among `table.frame`'s rows (test `IFN_REFERENCE_CONTROL`), with its
+    score from the reader's `detail`. `gene` rows: the controls' reference per gene (the reader's notes, which
+    every partition carries whole), only when `table.frame` holds the file's first control row, so that a
+    partitioned run writes them once. Gene rows come first (in the method's gene order), then controls by row.
+    Any other table (not read as an expression matrix) gives no rows.
+    """
+    empty = pl.DataFrame(schema=IFN_CONTROL_SCHEMA)
+    if table.fmt != "expression" or table.detail is None or "control_reference" not in table.notes:
+        return empty
+    notes = table.notes
+    # The detail names the file as the caller spelled it, the rows as `table.path`: match on the row only.
+    held = table.frame.filter(pl.col("test") == CONTROL_TEST).select("source_row")
+    controls = table.detail.filter(pl.col("healthy_control"))
+    samples = controls.join(held, on="source_row", how="semi").select(
+        pl.lit(table.path).alias("source_file"), pl.lit("sample").alias("level"), "sample", "source_row", "score"
+    )
+    first = controls["source_row"].min()
+    reference: dict[str, dict[str, float | None]] = (
+        notes["control_reference"] if held.filter(pl.col("source_row") == first).height else {}
+    )
+    genes = pl.DataFrame(
+        {
+            "gene": list(reference),
+            "control_mean": [r["mean"] for r in reference.values()],
+            "control_sd": [r["sd"] for r in reference.values()],
+            "control_median": [r["median"] for r in reference.values()],
+        },
+        schema={"gene": pl.String, "control_mean": pl.Float64, "control_sd": pl.Float64, "control_median": pl.Float64},
+    ).with_columns(source_file=pl.lit(table.path), level=pl.lit("gene"))
+    rows = pl.concat([genes, samples], how="diagonal_relaxed").with_columns(
+        method=pl.lit(notes["method"]),
+        statistic=pl.lit(notes["statistic"]),
+        n_controls=pl.lit(notes["healthy_controls"], pl.Int64),
+    )
+    return rows.select(pl.col(c).cast(t) for c, t in IFN_CONTROL_SCHEMA.items()) if rows.height else empty
