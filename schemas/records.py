@@ -13,8 +13,10 @@ Rules and choices:
   writes is always documented.
 - Values keep their JSON type: numbers that may be whole are `int | float` (pydantic would otherwise turn `1`
   into `1.0` and change the file's text), timestamps stay the ISO strings they were written as.
-- Optional parts are absent, not null, when a run did not produce them (`model` and `summary` on a stopped run,
-  `error` on a completed one): writers dump with `exclude_unset`, readers get None.
+- Optional parts are absent, not null, when a run did not produce them (`summary` on a stopped run, `error` on a
+  completed one, `model` on a monitor run): writers dump with `exclude_unset`, readers get None.
+- `ModelCard` types models/*/card.json for reading (both card versions shipped); the registry still builds the
+  card it writes, and checks it against this model whenever it reads one.
 - This module imports pydantic only, so every layer of the package may read records.
 """
 
@@ -41,7 +43,7 @@ Number: TypeAlias = int | float
 class Record(BaseModel):
     """Base of every record: keys not modelled here are kept (older or newer writers), fields keep their order."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow")
 
 
 # -------------------------------------------------------------------------------------------------- inputs
@@ -354,7 +356,7 @@ class RunRecord(Record):
         f"before it was versioned (read as `{LEGACY_SCHEMA_VERSION}`).",
     )
     run_id: str = Field(description="The run's id, also its folder name.")
-    status: Literal["completed", "failed"] | str = Field(
+    status: str = Field(
         description="`completed`, or `failed` when a gate (the quarantine ceiling, drift) stopped the run."
     )
     error: str | None = Field(default=None, description="Failed runs only: why the run stopped.")
