@@ -3,7 +3,8 @@
 `python -m immunostrat.datadict --out docs/output.md` rewrites docs/output.md and, beside it,
 docs/data-dictionary.json (the same dictionary as JSON); `--check` exits 1 when either differs from what would
 be generated (CI runs it), so the documentation cannot drift from the schemas. The column tables are generated;
-the prose around them (run folder, run.json, sponsor snapshot) is kept here as constants.
+the run.json keys are generated from the typed record (`immunostrat.schemas.records.RunRecord`, field
+descriptions); the prose around them (run folder, sponsor snapshot) is kept here as constants.
 
 The sponsor dataset is versioned (`SPONSOR_SCHEMA_VERSION`): writing refuses a dictionary whose sponsor columns
 changed while the version did not (or changed in a breaking way within the same major version), comparing with
@@ -29,6 +30,7 @@ from immunostrat.followup.events import event_rules
 from immunostrat.followup.visits import documented_visit_rules
 from immunostrat.followup_settings import EventsConfig
 from immunostrat.schemas.outputs import FOLLOW_UP_TABLES, OUTPUT_MODELS
+from immunostrat.schemas.records import RUN_RECORD_SCHEMA_VERSION, run_json_keys
 from immunostrat.schemas.sponsor import (
     PARTITION_COLUMN,
     SPONSOR_SCHEMA_VERSION,
@@ -174,7 +176,7 @@ def dictionary_json() -> dict[str, Any]:
             "sponsor_endpoints": follow_up_sponsor_dictionary(),
         },
         "reason_codes": reason_codes(),
-        "run_json_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in RUN_JSON_KEYS],
+        "run_json_keys": run_json_keys(),
         "sponsor_manifest_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in SPONSOR_MANIFEST_KEYS],
         "current_manifest_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in CURRENT_MANIFEST_KEYS],
     }
@@ -362,143 +364,14 @@ TABLE_INTRO = {
     ),
 }
 
-RUN_JSON_INTRO = """## run.json
+RUN_JSON_INTRO = f"""## run.json
 
-One JSON object (keys sorted, 2-space indent). `model` and `summary` exist only when `status` is `completed`;
-`error` only when it is `failed`.
+One JSON object (keys sorted, 2-space indent), typed by `immunostrat.schemas.records.RunRecord` (this table is
+generated from it; layout version `{RUN_RECORD_SCHEMA_VERSION}`, in `schema_version`). Optional parts are absent
+when a run did not produce them: `summary` exists only when `status` is `completed`, `error` only when it is
+`failed`. Dotted keys are nested; `<name>` stands for an object's own keys (a path, a group), `[]` for each item
+of a list. Readers accept run folders of earlier versions and keys they do not know.
 """
-
-#: (key, JSON type, meaning) of every run.json key; dotted keys are nested.
-RUN_JSON_KEYS: tuple[tuple[str, str, str], ...] = (
-    ("run_id", "string", "The run's id, also its folder name."),
-    ("status", "string", "`completed`, or `failed` when the quarantine ceiling stopped the run."),
-    ("error", "string", "Failed runs only: why the run stopped (quarantined fraction, most common reasons)."),
-    ("started_at", "string", "Start, ISO 8601 date-time in UTC (`+00:00`)."),
-    ("finished_at", "string", "End, ISO 8601 date-time in UTC."),
-    (
-        "as_of",
-        "string",
-        "The run's as-of date (ISO 8601); later collection dates are quarantined (`DATE_AFTER_AS_OF`).",
-    ),
-    (
-        "parameters",
-        "object",
-        "The validated run configuration with defaults filled in: `harmonise`, `validation`, `baseline`, `scoring`, "
-        "`readers`, `publish`.",
-    ),
-    ("protocol", "object", "The eligibility protocol: `protocol_id`, `version`."),
-    (
-        "inputs",
-        "list",
-        "One object per input file: `path` (as given), `kind` (`labs` or `subjects`), `format` (`native`, "
-        "`sdtm`, `fhir`, `expression`), `sha256`, `rows` (records read), `notes` (what a reader reports beyond "
-        "the contract, e.g. unmapped identifiers); lab files also `extra_columns` (columns outside the contract, "
-        "ignored).",
-    ),
-    ("partitions", "integer", "Subject partitions the run was split into (1: a single pass)."),
-    (
-        "versions",
-        "object",
-        "Versions of `immunostrat`, `python`, `polars`, `pandera`, `prefect`, `scikit-learn`, `pyarrow`, `skops`, "
-        "`numpy`, `pydantic`.",
-    ),
-    ("command", "list", "The process command line (`sys.argv`)."),
-    (
-        "drift",
-        "object",
-        "Completed runs: the cohort's feature distributions against the model's training reference: "
-        "`reference_model`, `threshold`, `features` (per feature `psi`, `missing_rate`, `reference_missing_rate`, "
-        "`flagged`) and `flagged` (names).",
-    ),
-    (
-        "counts",
-        "object",
-        "Row accounting of the lab files, each count from its own source: `rows_read` = `accepted` + "
-        "`outside_panel` + `quarantined`.",
-    ),
-    ("counts.rows_read", "integer", "Data rows read from all lab files."),
-    ("counts.accepted", "integer", "Lab rows accepted (rows of `harmonised.parquet`)."),
-    ("counts.outside_panel", "integer", "Lab rows whose test is not on the panel: ignored, not an error."),
-    ("counts.quarantined", "integer", "Lab rows quarantined (lab rows of `quarantine.parquet`)."),
-    (
-        "counts.per_file",
-        "object",
-        "Per lab file path: `kind`, `rows_read`, `accepted`, `outside_panel`, `quarantined`.",
-    ),
-    ("counts.outside_panel_by_test", "object", "Outside-panel rows per reported test, most frequent first."),
-    ("counts.quarantined_by_reason", "object", "Quarantined lab rows per primary `reason_code`, most frequent first."),
-    (
-        "counts.panel_groups",
-        "object",
-        "Per analyte group (`selection`, `follow_up`; `panel_group` of analytes.csv): `panel_rows`, `accepted` and "
-        "`quarantined` lab rows. The quarantine ceiling is checked per group (docs/input.md).",
-    ),
-    (
-        "counts.reader_quarantined",
-        "object",
-        "Readers of other formats only: records a reader itself quarantined, per file (included in `quarantined`).",
-    ),
-    (
-        "counts.sdtm_baseline_flags",
-        "object",
-        "SDTM lab files only: agreement of the baseline chosen here with the file's LBBLFL / LBLOBXFL flags.",
-    ),
-    (
-        "counts.subjects",
-        "object",
-        "The subjects file: `path`, `rows_read`, `accepted`, `quarantined` (refused rows; rows_read = accepted + "
-        "quarantined), `quarantined_by_reason`, `fields_quarantined` and `fields_quarantined_by_reason` (bad optional "
-        "fields emptied on accepted rows, each quarantined alone).",
-    ),
-    (
-        "counts.events",
-        "object",
-        "The events file (monitor --events): `path`, `rows_read` = `accepted` + `quarantined`, reasons, and field "
-        "records (bad cells emptied on accepted assessments) counted apart.",
-    ),
-    (
-        "changes",
-        "object",
-        "monitor: what changed since the newest earlier completed monitor run of the output folder covering each "
-        "study (`previous_run`), under the same endpoint definition (else `not_compared` says why): `counts` per "
-        "kind (toxicity, endpoint, relapse) and change (new, resolved, corrected), `items` (each change with the "
-        "subject's pseudonym, never its identifier; empty without a pseudonym key, `note` says so).",
-    ),
-    (
-        "counts.selection_sledai",
-        "object",
-        "Where the strata's `sledai_2k` came from: `sledai_2k_from_subjects`, `sledai_2k_from_visits`, "
-        "`sledai_2k_missing`, and `sledai_2k_disagreements` (subjects whose file score and selection-visit score are "
-        "both known and differ, whichever won).",
-    ),
-    ("model", "object", "The scoring model (completed runs)."),
-    ("model.model_id", "string", "Registry id of the model used (also in `strata.parquet` `model_id`)."),
-    ("model.sha256", "string", "SHA-256 of its model file, verified before loading."),
-    ("model.requested", "string", "The id or alias asked for (`--model`, default `champion`)."),
-    ("model.features", "list", "The model's features, in order (one `contrib_<feature>` column each)."),
-    ("model.cutoffs", "object", "`possible_min` and `likely_min`: the probability cut-offs of the responder groups."),
-    (
-        "model.cutoffs_source",
-        "string",
-        "`model card`, or `run parameters` when `--possible-min`/`--likely-min` were given.",
-    ),
-    ("summary", "object", "Counts a reader wants first (completed runs)."),
-    ("summary.subjects", "integer", "Rows of `strata.parquet`."),
-    ("summary.eligible", "object", "Subjects by `eligible`: `true`, `false`, `not_assessable` (null)."),
-    ("summary.responder_groups", "object", "Subjects per `responder_group`, most frequent first."),
-    (
-        "summary.missing_baseline_by_analyte",
-        "object",
-        "Per core analyte, subjects without a baseline value (anti-dsDNA in either form).",
-    ),
-    (
-        "summary.eligibility_funnel",
-        "list",
-        "Per criterion, in protocol order: `criterion`, `description`, `passed`, `failed`, `not_assessable`, "
-        "each counted over all subjects (not sequentially).",
-    ),
-    ("outputs", "object", "Per Parquet file written: `rows` and `sha256`."),
-)
 
 
 SPONSOR_INTRO = """## Sponsor snapshot (sponsor/)
@@ -739,7 +612,7 @@ def render_markdown() -> str:
         if file_name == "quarantine.parquet":
             lines += _reason_section()
     lines += [RUN_JSON_INTRO, "| key | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{key}` | {kind} | {_cell(meaning)} |" for key, kind, meaning in RUN_JSON_KEYS]
+    lines += [f"| `{k['key']}` | {k['type']} | {_cell(k['meaning'])} |" for k in run_json_keys()]
     lines += ["", *_sponsor_section()]
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -37,6 +37,7 @@ from immunostrat.inputs import Inputs, read_run_inputs
 from immunostrat.partition import in_source_order, split_inputs, split_on_disk
 from immunostrat.readers.expression import control_qc
 from immunostrat.reference import PANEL_GROUPS, SELECTION, ReferenceTables, load_reference
+from immunostrat.schemas.records import InputFile, ModelInfo
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
@@ -75,14 +76,14 @@ class RunContext:
     def model_info(self) -> dict[str, Any]:
         """The run.json `model` entry (known at launch)."""
         overridden = self.cfg.scoring.possible_min is not None and self.cfg.scoring.likely_min is not None
-        return {
-            "model_id": self.model.model_id,
-            "sha256": self.model.sha256,
-            "requested": self.cfg.scoring.model,
-            "features": [f.name for f in self.model.features],
-            "cutoffs": self.cutoffs,
-            "cutoffs_source": "run parameters" if overridden else "model card",
-        }
+        return ModelInfo(
+            model_id=self.model.model_id,
+            sha256=self.model.sha256,
+            requested=self.cfg.scoring.model,
+            features=[f.name for f in self.model.features],
+            cutoffs=self.cutoffs,
+            cutoffs_source="run parameters" if overridden else "model card",
+        ).model_dump()
 
 
 # ------------------------------------------------------------------------------------------ harmonise + validate
@@ -484,29 +485,29 @@ def package_versions() -> dict[str, str]:
 def describe_inputs(inputs: Inputs, ctx: RunContext) -> dict[str, Any]:
     """The provenance part of run.json: parameters, protocol, every input file with its checksum, versions."""
     files = [
-        {
-            "path": t.path,
-            "kind": "labs",
-            "format": t.fmt,
-            "sha256": t.sha256,
-            "rows": t.rows_read,
-            "extra_columns": list(t.extra_columns),
-            "notes": t.notes,
-        }
+        InputFile(
+            path=t.path,
+            kind="labs",
+            format=t.fmt,
+            sha256=t.sha256,
+            rows=t.rows_read,
+            extra_columns=list(t.extra_columns),
+            notes=t.notes,
+        )
         for t in inputs.labs
     ]
     for kind in ("subjects", "visits", "events"):
         table = getattr(inputs, kind)
         if table is not None:
             files.append(
-                {
-                    "path": table.path,
-                    "kind": kind,
-                    "format": table.fmt,
-                    "sha256": table.sha256,
-                    "rows": table.rows_read,
-                    "notes": table.notes,
-                }
+                InputFile(
+                    path=table.path,
+                    kind=kind,
+                    format=table.fmt,
+                    sha256=table.sha256,
+                    rows=table.rows_read,
+                    notes=table.notes,
+                )
             )
     record: dict[str, Any] = {
         "started_at": ctx.started.isoformat(),
@@ -515,7 +516,9 @@ def describe_inputs(inputs: Inputs, ctx: RunContext) -> dict[str, Any]:
     }
     if ctx.protocol is not None:
         record["protocol"] = {"protocol_id": ctx.protocol.protocol_id, "version": ctx.protocol.version}
-    record.update(inputs=files, versions=package_versions(), command=sys.argv)
+    # Only the keys given: subjects, visits and events files have no `extra_columns`.
+    written = [f.model_dump(exclude_unset=True) for f in files]
+    record.update(inputs=written, versions=package_versions(), command=sys.argv)
     if ctx.model is not None:
         record["model"] = ctx.model_info()
     return record

@@ -40,6 +40,7 @@ from immunostrat import __version__
 from immunostrat.config import PublishConfig
 from immunostrat.errors import UserError
 from immunostrat.pseudonym import PseudonymKey, date_shifts, load_key, site_pseudonyms, subject_pseudonyms
+from immunostrat.schemas.records import RUN_JSON, EndpointRate, RunRecord, Summary, as_run_record, read_run_record
 from immunostrat.snapshot import DATA_DIR, SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
 
 if TYPE_CHECKING:
@@ -124,18 +125,19 @@ def _age_band(column: str, edges: Sequence[int]) -> pl.Expr:
     return expr.when(age >= edges[-1]).then(pl.lit(labels[-1])).otherwise(pl.lit(None, pl.String))
 
 
-def run_features(run: dict[str, Any]) -> tuple[FeatureSpec, ...]:
-    """The scoring model's features of a run: the defaults, or the specs from its model card."""
+def run_features(run: RunRecord | Mapping[str, Any]) -> tuple[FeatureSpec, ...]:
+    """The scoring model's features of a run (its run.json): the defaults, or the specs from its model card."""
     from immunostrat.features import DEFAULT_FEATURES, FeatureSpec
 
-    names = list(run.get("model", {}).get("features", []))
-    if not names or names == [f.name for f in DEFAULT_FEATURES]:
+    record = as_run_record(run)
+    names = list(record.model.features) if record.model else []
+    if not record.model or not names or names == [f.name for f in DEFAULT_FEATURES]:
         return DEFAULT_FEATURES
     try:
         from immunostrat.registry import load_model
 
-        registry = run.get("parameters", {}).get("scoring", {}).get("registry")
-        specs = load_model(run["model"]["model_id"], registry).features
+        registry = (record.parameters.get("scoring") or {}).get("registry")
+        specs = load_model(record.model.model_id, registry).features
         if [f.name for f in specs] == names:
             return specs
     except Exception:  # the card only adds descriptions; the names are what the contract needs
@@ -228,28 +230,28 @@ def _strip_paths(value: Any, key: str = "") -> Any:
     return value
 
 
-def _provenance(run: dict[str, Any], cfg: PublishConfig, key: PseudonymKey) -> dict[str, Any]:
+def _provenance(run: RunRecord, cfg: PublishConfig, key: PseudonymKey) -> dict[str, Any]:
     """Everything a sponsor needs to trust the data, and nothing that identifies a subject or a local path."""
     from immunostrat.schemas.sponsor import SPONSOR_SCHEMA_VERSION, WITHHELD
 
-    counts = run.get("counts", {})
-    subjects = counts.get("subjects", {})
+    counts = run.counts
+    subjects = counts.subjects
     return {
         "schema_version": SPONSOR_SCHEMA_VERSION,
-        "run_id": run["run_id"],
-        "as_of": run.get("as_of"),
-        "started_at": run.get("started_at"),
-        "finished_at": run.get("finished_at"),
-        "code_version": run.get("versions", {}).get("immunostrat"),
+        "run_id": run.run_id,
+        "as_of": run.as_of,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "code_version": run.versions.get("immunostrat"),
         "publisher_version": __version__,
-        "versions": run.get("versions", {}),
-        "model": run.get("model", {}),
-        "protocol": run.get("protocol", {}),
-        "parameters": _strip_paths(run.get("parameters", {})),
-        "inputs": [{"kind": i.get("kind"), "sha256": i.get("sha256"), "rows": i.get("rows")} for i in run["inputs"]],
+        "versions": run.versions,
+        "model": run.model.model_dump(exclude_unset=True) if run.model else {},
+        "protocol": run.protocol or {},
+        "parameters": _strip_paths(run.parameters),
+        "inputs": [{"kind": i.kind, "sha256": i.sha256, "rows": i.rows} for i in run.inputs],
         "counts": {
             "lab_rows": {
-                k: counts.get(k)
+                k: getattr(counts, k)
                 for k in (
                     "rows_read",
                     "accepted",
@@ -259,7 +261,9 @@ def _provenance(run: dict[str, Any], cfg: PublishConfig, key: PseudonymKey) -> d
                     "outside_panel_by_test",
                 )
             },
-            "subject_rows": {k: subjects.get(k) for k in ("rows_read", "accepted", "quarantined")},
+            "subject_rows": {
+                k: getattr(subjects, k) if subjects else None for k in ("rows_read", "accepted", "quarantined")
+            },
         },
         "privacy": {
             "pseudonym": {
@@ -376,15 +380,12 @@ def _update_current(
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_run(run_dir: Path) -> dict[str, Any]:
-    manifest = run_dir / "run.json"
-    if not manifest.is_file():
+def _read_run(run_dir: Path) -> RunRecord:
+    if not (run_dir / RUN_JSON).is_file():
         raise PublishError(f"{run_dir} is not a run folder: it has no run.json")
-    run: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
-    if run.get("status") != "completed":
-        raise PublishError(
-            f"run {run.get('run_id')} did not complete (status {run.get('status')!r}): nothing to publish"
-        )
+    run = read_run_record(run_dir)
+    if not run.completed:
+        raise PublishError(f"run {run.run_id} did not complete (status {run.status!r}): nothing to publish")
     return run
 
 
@@ -402,21 +403,22 @@ def read_strata_for_sponsor(path: Path, features: Sequence[FeatureSpec]) -> pl.D
     return pl.read_parquet(path, columns=strata_columns_for_sponsor(path, features))
 
 
-def _checked_strata(run_dir: Path, run: dict[str, Any]) -> Path:
+def _checked_strata(run_dir: Path, run: RunRecord) -> Path:
     from immunostrat.io import sha256_file
 
     path = run_dir / "strata.parquet"
     if not path.is_file():
         raise PublishError(f"{path} is missing")
-    expected = run.get("outputs", {}).get("strata.parquet", {}).get("sha256")
+    written = run.outputs.get("strata.parquet")
+    expected = written.sha256 if written else None
     if expected and sha256_file(path) != expected:
         raise PublishError(f"{path} does not match the SHA-256 in run.json: the run folder was changed after the run")
     return path
 
 
-def publish_config_of(run: dict[str, Any]) -> PublishConfig:
+def publish_config_of(run: RunRecord | Mapping[str, Any]) -> PublishConfig:
     """The publish settings a run was made with (run.json `parameters.publish`), else the defaults."""
-    saved = run.get("parameters", {}).get("publish")
+    saved = as_run_record(run).parameters.get("publish")
     return PublishConfig.model_validate(saved) if isinstance(saved, dict) else PublishConfig()
 
 
@@ -508,7 +510,7 @@ def _write_snapshot(
     features: Sequence[FeatureSpec],
     cfg: PublishConfig,
     key: PseudonymKey,
-    run: dict[str, Any],
+    run: RunRecord,
 ) -> dict[str, Any]:
     """Stage the whole snapshot in a hidden folder, then rename it to RUN/sponsor (swapping out an old one)."""
     from immunostrat.datadict import render_sponsor_markdown, sponsor_dictionary
@@ -551,13 +553,13 @@ def _write_snapshot(
 
 def _publication(
     run_dir: Path, cfg: PublishConfig | None, key: PseudonymKey | None, force: bool
-) -> tuple[dict[str, Any], PublishConfig, PseudonymKey, Path]:
+) -> tuple[RunRecord, PublishConfig, PseudonymKey, Path]:
     """A completed run not yet published (unless `force`): its run.json, settings, key and snapshot folder."""
     run = _read_run(run_dir)
     cfg = cfg or publish_config_of(run)
     final = run_dir / SNAPSHOT_DIR
     if final.exists() and not force:
-        raise PublishError(f"{final} exists: run {run['run_id']} is already published (--force replaces it)")
+        raise PublishError(f"{final} exists: run {run.run_id} is already published (--force replaces it)")
     key = key or load_key(cfg.key_file, demo=cfg.demo_key)
     if key.created:
         print(
@@ -580,13 +582,13 @@ def _swap_in(staging: Path, final: Path) -> None:
 
 
 def _current_entries(
-    run: Mapping[str, Any], final: Path, studies: Mapping[str, Any], manifest: Mapping[str, Any], key: PseudonymKey
+    run: RunRecord, final: Path, studies: Mapping[str, Any], manifest: Mapping[str, Any], key: PseudonymKey
 ) -> dict[str, dict[str, Any]]:
     """The OUT/sponsor-manifest.json entry of each study of a snapshot (paths relative to OUT)."""
     out_dir = final.parent.parent
     return {
         study: {
-            "run_id": run["run_id"],
+            "run_id": run.run_id,
             "snapshot": os.path.relpath(final, out_dir),
             "data": os.path.relpath(final / info["path"], out_dir),
             "manifest": os.path.relpath(final / SNAPSHOT_MANIFEST, out_dir),
@@ -635,7 +637,7 @@ def publish_run(
     strata = _checked_strata(run_dir, run)
     n = int(pl.scan_parquet(strata).select(pl.len()).collect().item())
     if n == 0:
-        raise PublishError(f"run {run['run_id']} stratified no subject: there is nothing to publish")
+        raise PublishError(f"run {run.run_id} stratified no subject: there is nothing to publish")
     table: pl.DataFrame | _ChunkedStrata
     if n > cfg.chunk_subjects:  # contract enforced per chunk, before its file is written
         table = _ChunkedStrata(strata, n, key)
@@ -646,7 +648,7 @@ def publish_run(
     out_dir = run_dir.parent
     with _locked(out_dir):  # one publication at a time per OUT: snapshot swap and current manifest together
         if final.exists() and not force:
-            raise PublishError(f"{final} exists: run {run['run_id']} is already published (--force replaces it)")
+            raise PublishError(f"{final} exists: run {run.run_id} is already published (--force replaces it)")
         conflicts = _key_conflicts(_read_current(out_dir / CURRENT_MANIFEST), studies, key)
         if conflicts and not allow_key_change and make_current is not False:
             raise _key_change_error(conflicts, key)  # before anything is written
@@ -689,7 +691,7 @@ def sponsor_endpoints(endpoints: pl.DataFrame, key: PseudonymKey) -> pl.DataFram
     return validate_sponsor_endpoints(ordered.sort("study_id", "subject_pseudonym", "endpoint", "landmark"))
 
 
-def sponsor_endpoint_rates(summary: Mapping[str, Any], min_cell_count: int) -> pl.DataFrame:
+def sponsor_endpoint_rates(summary: Summary | Mapping[str, Any], min_cell_count: int) -> pl.DataFrame:
     """Endpoint rates overall and by predicted group, as a table with small counts suppressed (null + flag).
 
     The counts come from run.json (`summary.endpoints`, `summary.by_predicted_group.rates`), suppressed exactly
@@ -697,7 +699,7 @@ def sponsor_endpoint_rates(summary: Mapping[str, Any], min_cell_count: int) -> p
     """
     from immunostrat.followup.summary import endpoint_rows
 
-    def rows(rates: list[Mapping[str, Any]], group: str | None) -> list[dict[str, Any]]:
+    def rows(rates: Sequence[EndpointRate], group: str | None) -> list[dict[str, Any]]:
         out = []
         for r in endpoint_rows(rates, min_cell_count, group=group):
             counts = {c: r[c] for c in ("met", "not_met", "not_assessable", "subjects")}
@@ -713,8 +715,9 @@ def sponsor_endpoint_rates(summary: Mapping[str, Any], min_cell_count: int) -> p
             )
         return out
 
-    by_group = summary.get("by_predicted_group") or {}
-    table = rows(summary.get("endpoints", []), None) + rows(by_group.get("rates", []), "responder_group")
+    typed = summary if isinstance(summary, Summary) else Summary.model_validate(summary)
+    by_group = typed.by_predicted_group
+    table = rows(typed.endpoints or [], None) + rows(by_group.rates if by_group else [], "responder_group")
     schema = {
         "predicted_group": pl.String,
         "endpoint": pl.String,
@@ -734,7 +737,7 @@ TOXICITY_FILE = "toxicity_by_grade.parquet"
 TRAJECTORY_FILE = "trajectories.parquet"
 
 
-def _follow_up_aggregates(run_dir: Path, run: dict[str, Any], k: int, staging: Path) -> dict[str, Path]:
+def _follow_up_aggregates(run_dir: Path, run: RunRecord, k: int, staging: Path) -> dict[str, Path]:
     """Subjects by worst toxicity grade (suppressed cells as `<k` / `*`) and the B-cell and anti-dsDNA medians
     by predicted group (null under k subjects): aggregates only, study days, no subject."""
     from immunostrat.followup.report import toxicity_by_grade, trajectory_medians
@@ -776,14 +779,16 @@ def publish_follow_up(
     run_dir = Path(run_dir)
     run, cfg, key, final = _publication(run_dir, cfg, key, force)
     table = sponsor_endpoints(pl.read_parquet(run_dir / "endpoints.parquet"), key)
-    summary = run.get("summary", {})
+    summary = run.summary or Summary()
+    definition = summary.endpoint_definition
+    by_group = summary.by_predicted_group
     provenance = {
         **_provenance(run, cfg, key),
         "schema_version": FOLLOW_UP_SCHEMA_VERSION,
-        "endpoint_definition": summary.get("endpoint_definition", {}),
+        "endpoint_definition": definition.model_dump(exclude_unset=True) if definition else {},
         "strata_run": {
-            "run_id": Path(str((summary.get("by_predicted_group") or {}).get("strata_run", ""))).name or None,
-            "model": (summary.get("by_predicted_group") or {}).get("model"),
+            "run_id": Path((by_group.strata_run if by_group else None) or "").name or None,
+            "model": by_group.model.model_dump(exclude_unset=True) if by_group and by_group.model else None,
         },
     }
     out_dir = run_dir.parent
@@ -859,7 +864,7 @@ def write_report(
     from immunostrat.report import render_report
 
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    run = read_run_record(run_dir)
     cfg = cfg or publish_config_of(run)
     snapshot = run_dir / SNAPSHOT_DIR
     provenance: dict[str, Any] | None = None

@@ -46,10 +46,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from immunostrat.errors import UserError
 from immunostrat.evaluation import render_evaluation_markdown
 from immunostrat.features import FeatureSpec
 from immunostrat.io import atomic_path
+from immunostrat.schemas.records import ModelCard
 from immunostrat.scoring import ResponderEstimator, linear_logit_parts
 
 if TYPE_CHECKING:
@@ -72,6 +75,7 @@ __all__ = [
     "list_models",
     "load_model",
     "read_card",
+    "read_model_card",
     "remove_alias",
     "render_card_markdown",
     "resolve",
@@ -153,6 +157,11 @@ class LoadedModel:
         """Names of the model's input features, in order."""
         return tuple(f.name for f in self.features)
 
+    @property
+    def model_card(self) -> ModelCard:
+        """The model card as a typed record (checked when the model was resolved)."""
+        return ModelCard.model_validate(self.card)
+
 
 # --------------------------------------------------------------------------------------------- paths
 
@@ -223,15 +232,25 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def read_card(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """A model's ``card.json`` by alias or id, read WITHOUT the model checks (for listings; load_model verifies)."""
+    """A model's ``card.json`` by alias or id, read WITHOUT the model checks (for listings; load_model verifies).
+
+    The card is checked against :class:`immunostrat.schemas.records.ModelCard` (any card version) and returned as
+    written (a dict); :func:`read_model_card` returns the typed record.
+    """
     root = _root(registry_dir)
     mid = _resolve_in(_read_registry(root), ref, root)
     path = _entry_file(root, f"{mid}/{CARD_JSON}", "model card")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        ModelCard.model_validate(card)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
         raise RegistryError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     return dict(card)
+
+
+def read_model_card(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> ModelCard:
+    """A model's ``card.json`` by alias or id as a typed :class:`ModelCard`, WITHOUT the model checks."""
+    return ModelCard.model_validate(read_card(ref, registry_dir))
 
 
 def _sha256(data: bytes) -> str:
@@ -883,6 +902,10 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
             f"{card_path}: sha256 mismatch: registry.json expects {expected_card}, file has {_sha256(card_bytes)}"
         )
     card = json.loads(card_bytes)
+    try:
+        ModelCard.model_validate(card)  # every card version the registry may hold; keys it adds are kept
+    except ValidationError as exc:
+        raise ModelIntegrityError(f"{card_path}: not a model card: {exc}") from exc
     if card.get("model_id") != mid:
         raise ModelIntegrityError(f"{card_path}: card is for {card.get('model_id')!r}, not {mid!r}")
     features = tuple(FeatureSpec.from_dict(f) for f in card["features"])

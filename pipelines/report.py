@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from immunostrat import __version__
+from immunostrat.schemas.records import FileCounts, ModelCard, RunRecord, read_run_record
 from immunostrat.snapshot import SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
 
 if TYPE_CHECKING:
@@ -234,17 +235,17 @@ def new_figure(width: float, height: float, layout: Literal["constrained", "tigh
 # --------------------------------------------------------------------------------------------------
 
 
-def _summary(run: Mapping[str, Any], provenance: Mapping[str, Any] | None, k: int) -> Section:
+def _summary(run: RunRecord, provenance: Mapping[str, Any] | None, k: int) -> Section:
     section = Section("summary", "Run", "What was run, on which model and protocol, and how this report protects.")
-    model = run.get("model", {})
-    protocol = run.get("protocol", {})
+    model = run.model
+    protocol = run.protocol or {}
     items = [
-        ("run id", run.get("run_id")),
-        ("status", run.get("status")),
-        ("as-of date", run.get("as_of")),
-        ("finished", run.get("finished_at")),
-        ("immunostrat", run.get("versions", {}).get("immunostrat")),
-        ("model", f"{model.get('model_id', '–')} (sha256 {str(model.get('sha256', ''))[:12]}…)" if model else "–"),
+        ("run id", run.run_id),
+        ("status", run.status),
+        ("as-of date", run.as_of),
+        ("finished", run.finished_at),
+        ("immunostrat", run.versions.get("immunostrat")),
+        ("model", f"{model.model_id} (sha256 {model.sha256[:12]}…)" if model else "–"),
         ("protocol", f"{protocol.get('protocol_id', '–')} version {protocol.get('version', '–')}"),
     ]
     if provenance:
@@ -256,8 +257,8 @@ def _summary(run: Mapping[str, Any], provenance: Mapping[str, Any] | None, k: in
             ("dates", privacy.get("dates")),
         ]
     section.add("kv", pairs=[(key, _text(value)) for key, value in items])
-    if run.get("status") != "completed":
-        section.add("note", text=f"This run did not complete: {run.get('error', 'no reason recorded')}")
+    if not run.completed:
+        section.add("note", text=f"This run did not complete: {run.error or 'no reason recorded'}")
     section.add(
         "notice",
         text=f"Counts of 1 to {k - 1} subjects are shown as <{k}; a cell that would reveal one through a total is "
@@ -266,41 +267,43 @@ def _summary(run: Mapping[str, Any], provenance: Mapping[str, Any] | None, k: in
     return section
 
 
-def _cohort(run: Mapping[str, Any], sponsor: pl.DataFrame | None, k: int) -> Section:
+def _cohort(run: RunRecord, sponsor: pl.DataFrame | None, k: int) -> Section:
     section = Section(
         "cohort",
         "Cohort and row accounting",
         "Every lab row ends in exactly one place: accepted, outside the panel, or quarantined.",
     )
-    counts = run.get("counts", {})
+    counts = run.counts
     section.table(
         ["lab rows", "count"],
         [
-            ["read", counts.get("rows_read", 0)],
-            ["accepted", counts.get("accepted", 0)],
-            ["outside the panel", counts.get("outside_panel", 0)],
-            ["quarantined", counts.get("quarantined", 0)],
+            ["read", counts.rows_read],
+            ["accepted", counts.accepted],
+            ["outside the panel", counts.outside_panel],
+            ["quarantined", counts.quarantined],
         ],
         caption="Lab rows (rows, not subjects: not suppressed)",
     )
-    files = [i for i in run.get("inputs", []) if i.get("kind") == "labs"]
-    per_file = counts.get("per_file", {})
+    files = [i for i in run.inputs if i.kind == "labs"]
     if len(files) > 1:
         rows = []
         for n, item in enumerate(files, start=1):
-            c = per_file.get(item.get("path"), {})
+            c = counts.per_file.get(item.path) or FileCounts()
             rows.append(
                 [
-                    f"labs file {n} ({str(item.get('sha256', ''))[:12]}…)",
-                    *(c.get(x, 0) for x in ("rows_read", "accepted", "outside_panel", "quarantined")),
+                    f"labs file {n} ({(item.sha256 or '')[:12]}…)",
+                    c.rows_read,
+                    c.accepted,
+                    c.outside_panel,
+                    c.quarantined,
                 ]
             )
         section.table(
             ["input", "read", "accepted", "outside panel", "quarantined"], rows, caption="Lab rows per input file"
         )
-    subjects = counts.get("subjects")
+    subjects = counts.subjects
     if subjects:
-        values = np.array([[subjects.get("accepted", 0)], [subjects.get("quarantined", 0)]], dtype=np.int64)
+        values = np.array([[subjects.accepted], [subjects.quarantined]], dtype=np.int64)
         full = np.vstack([values, values.sum(axis=0, keepdims=True)])
         shown = suppress(full, [[(0, 0), (1, 0), (2, 0)]], k)
         section.table(
@@ -333,7 +336,7 @@ def _cohort(run: Mapping[str, Any], sponsor: pl.DataFrame | None, k: int) -> Sec
     return section
 
 
-def _funnel(run: Mapping[str, Any], sponsor: pl.DataFrame | None, k: int) -> Section:
+def _funnel(run: RunRecord, sponsor: pl.DataFrame | None, k: int) -> Section:
     section = Section(
         "funnel",
         "Eligibility funnel",
@@ -344,7 +347,8 @@ def _funnel(run: Mapping[str, Any], sponsor: pl.DataFrame | None, k: int) -> Sec
     if sponsor is None or not criteria or sponsor.height == 0:
         section.add("note", text="No eligibility results in this run.")
         return section
-    described = {f["criterion"]: f.get("description", "") for f in run.get("summary", {}).get("eligibility_funnel", [])}
+    funnel = (run.summary.eligibility_funnel if run.summary else None) or []
+    described = {f.criterion: f.description for f in funnel}
     n = sponsor.height
     per = sponsor.select(
         *(
@@ -579,28 +583,27 @@ def _boxplot(ax: Axes, boxes: list[dict[str, Any]], names: list[str], label: str
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def _model(run: Mapping[str, Any], card: Mapping[str, Any] | None, card_error: str | None, k: int) -> Section:
+def _model(run: RunRecord, card: ModelCard | None, card_error: str | None, k: int) -> Section:
     section = Section(
         "model",
         "Model calibration and ROC",
         "How the scoring model performed where it was evaluated, as recorded in its model card.",
     )
-    model = run.get("model")
+    model = run.model
     if not model:
         section.add("note", text="This run did not score subjects, so no model was used.")
         return section
     if card is None:
         section.add("note", text=f"The model card is not available: {card_error or 'unknown reason'}.")
         return section
-    metrics = card.get("metrics", {})
     items = [
-        ("model", card.get("model_id")),
-        ("intended use", card.get("intended_use")),
-        ("cross-validated AUROC", metrics.get("cv_auroc")),
-        ("cross-validated Brier score", metrics.get("cv_brier")),
-        ("group cut-offs", ", ".join(f"{a} {b}" for a, b in model.get("cutoffs", {}).items())),
+        ("model", card.model_id),
+        ("intended use", card.intended_use),
+        ("cross-validated AUROC", card.metrics.get("cv_auroc")),
+        ("cross-validated Brier score", card.metrics.get("cv_brier")),
+        ("group cut-offs", ", ".join(f"{a} {b}" for a, b in model.cutoffs.items())),
     ]
-    evaluation = card.get("evaluation") or {}
+    evaluation = card.evaluation or {}
     if evaluation.get("kind"):
         items.append(("evaluation", evaluation["kind"]))
     section.add("kv", pairs=[(key, _text(value)) for key, value in items if value not in (None, "")])
@@ -612,7 +615,7 @@ def _model(run: Mapping[str, Any], card: Mapping[str, Any] | None, card_error: s
             metric_rows,
             caption="Evaluation metrics (bootstrap percentile intervals)",
         )
-    limitations = card.get("limitations") or []
+    limitations = card.limitations
     if limitations:
         section.add("note", text="Limitations: " + " ".join(str(x) for x in limitations))
     calibration = evaluation.get("calibration")
@@ -691,37 +694,37 @@ def _metric_rows(evaluation: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _drift(run: Mapping[str, Any]) -> Section:
+def _drift(run: RunRecord) -> Section:
     section = Section(
         "drift",
         "Drift",
         "Whether this cohort's model features differ from the model's training data (population stability index "
         "and missingness).",
     )
-    drift = run.get("drift")
-    if not isinstance(drift, Mapping) or not drift.get("features"):
+    drift = run.drift
+    if drift is None or not drift.features:
         section.add("note", text="Drift was not assessed for this run.")
         return section
-    flagged = list(drift.get("flagged") or [])
-    features = drift["features"]
+    flagged = drift.flagged
+    features = drift.features
     if flagged:
         section.add("note", text="Flagged: " + ", ".join(str(f) for f in flagged))
     else:
         section.add("text", text="No feature is flagged.")
-    names = sorted(features, key=lambda f: (not features[f].get("flagged"), f))
+    names = sorted(features, key=lambda f: (not features[f].flagged, f))
     section.table(
         ["feature", "PSI", "missing", "missing in training", "flagged"],
         [
             [
                 f,
-                features[f].get("psi"),
-                _percent(features[f].get("missing_rate")),
-                _percent(features[f].get("reference_missing_rate")),
-                "yes" if features[f].get("flagged") else "no",
+                features[f].psi,
+                _percent(features[f].missing_rate),
+                _percent(features[f].reference_missing_rate),
+                "yes" if features[f].flagged else "no",
             ]
             for f in names
         ],
-        css=["flagged" if features[f].get("flagged") else "" for f in names],
+        css=["flagged" if features[f].flagged else "" for f in names],
     )
     return section
 
@@ -730,20 +733,20 @@ def _percent(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}%"
 
 
-def quarantine_section(run: Mapping[str, Any], quarantine: pl.DataFrame | None, k: int) -> Section:
+def quarantine_section(run: RunRecord, quarantine: pl.DataFrame | None, k: int) -> Section:
     section = Section(
         "quarantine",
         "Quarantine",
         "Rows rejected by validation, by reason. Examples show the reason, the column and, for columns that cannot "
         "identify anyone, the offending value (truncated); identifiers and dates are withheld.",
     )
-    counts = run.get("counts", {})
-    by_reason = _most_first(counts.get("quarantined_by_reason", {}))
+    counts = run.counts
+    by_reason = _most_first(counts.quarantined_by_reason)
     if by_reason:
         section.table(["reason", "lab rows"], by_reason, caption="Quarantined lab rows by reason")
     else:
         section.add("text", text="No lab row was quarantined.")
-    subject_reasons = dict(_most_first(counts.get("subjects", {}).get("quarantined_by_reason", {})))
+    subject_reasons = dict(_most_first(counts.subjects.quarantined_by_reason if counts.subjects else {}))
     if subject_reasons:
         values = np.array([[n] for n in subject_reasons.values()] + [[sum(subject_reasons.values())]])
         shown = suppress(values, [[(i, 0) for i in range(values.shape[0])]], k)
@@ -753,7 +756,7 @@ def quarantine_section(run: Mapping[str, Any], quarantine: pl.DataFrame | None, 
             caption="Quarantined subjects by reason",
             css=[""] * len(subject_reasons) + ["subtotal"],
         )
-    outside = _most_first(counts.get("outside_panel_by_test", {}))
+    outside = _most_first(counts.outside_panel_by_test)
     if outside:
         section.table(
             ["reported test", "lab rows"],
@@ -761,7 +764,7 @@ def quarantine_section(run: Mapping[str, Any], quarantine: pl.DataFrame | None, 
             caption="Rows outside the panel, by reported test (not errors)",
         )
     if quarantine is not None and quarantine.height:
-        subjects_path = counts.get("subjects", {}).get("path")
+        subjects_path = counts.subjects.path if counts.subjects else None
         examples = (
             quarantine.with_columns(
                 pl.when(pl.col("source_file") == pl.lit(subjects_path))
@@ -802,15 +805,14 @@ def _shown_value(column: str, value: str | None) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_card(run: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    model = run.get("model")
-    if not model:
+def _load_card(run: RunRecord) -> tuple[ModelCard | None, str | None]:
+    if not run.model:
         return None, "the run used no model"
     try:
         from immunostrat.registry import load_model
 
-        registry = (run.get("parameters", {}).get("scoring") or {}).get("registry")
-        return dict(load_model(model["model_id"], registry).card), None
+        registry = (run.parameters.get("scoring") or {}).get("registry")
+        return load_model(run.model.model_id, registry).model_card, None
     except Exception as exc:  # a missing or moved registry must not stop the report
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -831,7 +833,7 @@ def render_report(
     sponsor: pl.DataFrame | None,
     min_cell_count: int = 5,
     provenance: Mapping[str, Any] | None = None,
-    card: Mapping[str, Any] | None = _NOT_GIVEN,
+    card: ModelCard | Mapping[str, Any] | None = _NOT_GIVEN,
 ) -> str:
     """The report of a run as one HTML string.
 
@@ -843,12 +845,15 @@ def render_report(
         card: The model card; default: loaded from the registry named in run.json (None: not available).
     """
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    run = read_run_record(run_dir)
     card_error = None
+    model_card: ModelCard | None = None
     if card is _NOT_GIVEN:
-        card, card_error = _load_card(run)
+        model_card, card_error = _load_card(run)
     elif card is None:
         card_error = "no card was given"
+    else:
+        model_card = card if isinstance(card, ModelCard) else ModelCard.model_validate(card)
     k = min_cell_count
     sections = [
         _summary(run, provenance, k),
@@ -856,14 +861,14 @@ def render_report(
         _funnel(run, sponsor, k),
         _groups(sponsor, k),
         _biomarkers(sponsor, k),
-        _model(run, card, card_error, k),
+        _model(run, model_card, card_error, k),
         _drift(run),
         quarantine_section(run, read_quarantine(run_dir), k),
     ]
     assert [(s.id, s.title) for s in sections] == list(SECTIONS)
     return render_page(
-        title=f"immunostrat run {run.get('run_id', '')}",
-        subtitle=f"Stratification report · {run.get('status', 'unknown')} · as of {run.get('as_of', '–')}",
+        title=f"immunostrat run {run.run_id}",
+        subtitle=f"Stratification report · {run.status} · as of {run.as_of or '–'}",
         sections=sections,
     )
 
@@ -907,7 +912,7 @@ def artifact_summary(
         a suppressed ``"<5"`` / ``"*"``; the last rows (``study_id`` ``all studies``) are the totals per group.
     """
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    run = read_run_record(run_dir)
     k = min_cell_count
     snapshot = run_dir / SNAPSHOT_DIR
     manifest_path = snapshot / SNAPSHOT_MANIFEST
@@ -917,17 +922,17 @@ def artifact_summary(
         frame = read_snapshot(snapshot).select("study_id", "responder_group")
     elif (run_dir / "strata.parquet").is_file():
         frame = pl.read_parquet(run_dir / "strata.parquet", columns=["study_id", "responder_group"])
-    counts = run.get("counts", {})
+    counts = run.counts
     lines = [
-        f"# Stratify run `{run.get('run_id')}`",
+        f"# Stratify run `{run.run_id}`",
         "",
-        f"Status **{run.get('status')}**, as of {run.get('as_of')}; run folder `{run_dir}`.",
+        f"Status **{run.status}**, as of {run.as_of}; run folder `{run_dir}`.",
         "",
-        f"Lab rows read {counts.get('rows_read', 0)} = accepted {counts.get('accepted', 0)} + outside panel "
-        f"{counts.get('outside_panel', 0)} + quarantined {counts.get('quarantined', 0)}.",
+        f"Lab rows read {counts.rows_read} = accepted {counts.accepted} + outside panel "
+        f"{counts.outside_panel} + quarantined {counts.quarantined}.",
     ]
-    if run.get("status") != "completed":
-        lines += ["", f"Stopped: {run.get('error', '')}"]
+    if not run.completed:
+        lines += ["", f"Stopped: {run.error or ''}"]
     rows: list[dict[str, Any]] = []
     if frame is not None and frame.height:
         table = (
@@ -944,7 +949,7 @@ def artifact_summary(
                 rows.append(
                     {"study_id": study, "responder_group": group, "subjects": int(value) if value.isdigit() else value}
                 )
-        eligible = run.get("summary", {}).get("eligible", {})
+        eligible = (run.summary.eligible if run.summary else None) or {}
         e = suppress(np.array([[eligible.get(x, 0) for x in ("true", "false", "not_assessable")]]), [], k)[0]
         lines += [
             "",
@@ -954,7 +959,7 @@ def artifact_summary(
             "|---|---|",
             *(f"| {g.replace('_', ' ')} | {shown[-1, j]} |" for j, g in enumerate(GROUPS)),
             "",
-            f"Model `{run.get('model', {}).get('model_id', '-')}`. Counts of 1 to {k - 1} subjects show as <{k}.",
+            f"Model `{run.model.model_id if run.model else '-'}`. Counts of 1 to {k - 1} subjects show as <{k}.",
         ]
     if published:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -18,6 +18,7 @@ import polars as pl
 from immunostrat import __version__
 from immunostrat.engine.executors import OutputSource
 from immunostrat.io import atomic_path, sha256_file, write_json_atomic, write_parquet_atomic
+from immunostrat.schemas.records import RUN_JSON, RunRecord, new_run_record
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class RunOutputs:
 
     run_dir: Path
     run_json: dict[str, Any]
+
+    @property
+    def record(self) -> RunRecord:
+        """run.json as a typed record."""
+        return RunRecord.model_validate(self.run_json)
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -76,11 +82,17 @@ def write_table(source: OutputSource, path: Path, run_id: str) -> dict[str, Any]
     return {"rows": source.rows, "sha256": sha256_file(path)}
 
 
-def write_manifest(staging: Path, run_id: str, manifest: dict[str, Any], outputs: dict[str, Any]) -> None:
-    """Write run.json (the last file of a run folder) into the staging folder."""
-    write_json_atomic({**manifest, "run_id": run_id, "outputs": outputs}, staging / "run.json")
+def write_manifest(staging: Path, run_id: str, manifest: dict[str, Any], outputs: dict[str, Any]) -> RunRecord:
+    """Write run.json (the last file of a run folder) into the staging folder, as a validated `RunRecord`.
+
+    Only the keys the run set are written (a stopped run has no `summary`), sorted, with `schema_version`.
+    """
+    record = new_run_record({**manifest, "run_id": run_id, "outputs": outputs})
+    write_json_atomic(record.to_json_dict(), staging / RUN_JSON)
+    return record
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    """run.json of a run folder as written (a dict; `immunostrat.schemas.records.read_run_record` types it)."""
+    result: dict[str, Any] = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
     return result

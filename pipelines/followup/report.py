@@ -14,7 +14,6 @@ stratify run predicted (`--strata`), with that run's model id, never a re-scorin
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from immunostrat.report import (
     render_page,
     suppress,
 )
+from immunostrat.schemas.records import RunRecord, Summary, TableCounts, as_run_record, read_run_record
 
 __all__ = ["FOLLOW_UP_SECTIONS", "TEAM_ONLY", "render_follow_up_report", "toxicity_by_grade", "trajectory_medians"]
 
@@ -55,36 +55,37 @@ _GRADES = (0, 1, 2, 3, 4, 5)
 _RATE_COLUMNS = ["endpoint", "landmark", "met", "not met", "not assessable", "subjects", "rate"]
 
 
-def _summary(run: Mapping[str, Any], definition: Mapping[str, Any]) -> Section:
+def _summary(run: RunRecord, summary: Summary) -> Section:
     section = Section("summary", "Run", "What this monitor run covered, and with which definitions.")
+    definition = summary.endpoint_definition
     section.add(
         "kv",
         pairs=[
-            ("run", run.get("run_id", "–")),
-            ("status", run.get("status", "–")),
-            ("as of", run.get("as_of", "–")),
-            ("endpoint definition", f"version {definition.get('version', '–')}"),
+            ("run", run.run_id),
+            ("status", run.status),
+            ("as of", run.as_of or "–"),
+            ("endpoint definition", f"version {(definition.version if definition else None) or '–'}"),
         ],
     )
-    if run.get("status") != "completed":
-        section.add("notice", text=f"The run stopped: {run.get('error', 'no reason recorded')}")
+    if not run.completed:
+        section.add("notice", text=f"The run stopped: {run.error or 'no reason recorded'}")
     return section
 
 
-def _accounting(run: Mapping[str, Any]) -> Section:
+def _accounting(run: RunRecord) -> Section:
     section = Section(
         "accounting",
         "Inputs and row accounting",
         "Every input row ends in exactly one place: accepted, outside the panel (labs), or quarantined with a reason.",
     )
-    counts = run.get("counts", {})
-    visits = counts.get("visits", {})
-    subjects = counts.get("subjects", {})
-    fields = ("rows_read", "accepted", "outside_panel", "quarantined")
+    counts = run.counts
+    visits = counts.visits or TableCounts()
+    subjects = counts.subjects or TableCounts()
     rows = [
-        ["lab rows", *(counts.get(f, 0) for f in fields)],
-        ["subjects", *(subjects.get(f, 0) for f in fields)],
-        ["visits", *(visits.get(f, 0) for f in fields)],
+        ["lab rows", counts.rows_read, counts.accepted, counts.outside_panel, counts.quarantined],
+        # Subjects and visits have no panel: nothing of theirs is outside it.
+        ["subjects", subjects.rows_read, subjects.accepted, 0, subjects.quarantined],
+        ["visits", visits.rows_read, visits.accepted, 0, visits.quarantined],
     ]
     section.table(["input", "rows read", "accepted", "outside the panel", "quarantined"], rows)
     return section
@@ -95,14 +96,14 @@ def _table_rows(rows: Sequence[Mapping[str, Any]], group: bool = False) -> list[
     return [[*([r["group"]] if group else []), *(r[k] for k in keys)] for r in rows]
 
 
-def _endpoints(summary: Mapping[str, Any], k: int) -> Section:
+def _endpoints(summary: Summary, k: int) -> Section:
     section = Section(
         "endpoints",
         "Endpoints at landmarks",
         "Per endpoint and landmark: subjects met, not met and not assessable (pending, outside the population, no "
         "visit in the window, an input unknown); the rate is met among the assessable.",
     )
-    rows = endpoint_rows(summary.get("endpoints", []), k)
+    rows = endpoint_rows(summary.endpoints or [], k)
     if rows:
         section.table(_RATE_COLUMNS, _table_rows(rows), label_columns=2)
     else:
@@ -110,56 +111,54 @@ def _endpoints(summary: Mapping[str, Any], k: int) -> Section:
     return section
 
 
-def _by_group(summary: Mapping[str, Any], k: int) -> Section:
+def _by_group(summary: Summary, k: int) -> Section:
     section = Section(
         "by-group",
         "Endpoints by predicted responder group",
         "Observed endpoint rates by the responder group the pre-infusion stratify run predicted, with that run's "
         "model: the model is never re-run on today's data.",
     )
-    by_group = summary.get("by_predicted_group")
+    by_group = summary.by_predicted_group
     if not by_group:
         section.add("text", text="No stratify run was given (--strata): rates by predicted group are not shown.")
         return section
-    model = by_group.get("model", {})
     section.add(
         "kv",
         pairs=[
-            ("stratify run", Path(str(by_group.get("strata_run", "–"))).name),
-            ("model", model.get("model_id", "–")),
+            ("stratify run", Path(by_group.strata_run or "–").name),
+            ("model", by_group.model.model_id if by_group.model else "–"),
         ],
     )
-    rows = endpoint_rows(by_group.get("rates", []), k, group="responder_group")
+    rows = endpoint_rows(by_group.rates, k, group="responder_group")
     section.table(["predicted group", *_RATE_COLUMNS], _table_rows(rows, group=True), label_columns=3)
     return section
 
 
-def _changes(run: Mapping[str, Any]) -> Section:
+def _changes(run: RunRecord) -> Section:
     section = Section(
         "changes",
         "What changed since the last run",
         "Findings a team acts on (treatment-emergent grade >= 3 toxicities, endpoints met, relapses) compared with "
         "the newest earlier monitor run of this output folder: new, resolved, or corrected by a data change.",
     )
-    changes = run.get("changes")
+    changes = run.changes
     if not changes:
         section.add("text", text="Not compared (no comparison was recorded for this run).")
         return section
-    section.add("kv", pairs=[("compared with", changes.get("previous_run") or "–")])
-    if changes.get("not_compared"):
-        section.add("notice", text=f"Not compared: {changes['not_compared']}.")
+    section.add("kv", pairs=[("compared with", changes.previous_run or "–")])
+    if changes.not_compared:
+        section.add("notice", text=f"Not compared: {changes.not_compared}.")
         return section
-    counts = changes.get("counts", {})
     section.table(
         ["finding", "new", "resolved", "corrected"],
-        [[kind, c.get("new", 0), c.get("resolved", 0), c.get("corrected", 0)] for kind, c in counts.items()],
+        [[kind, c.get("new", 0), c.get("resolved", 0), c.get("corrected", 0)] for kind, c in changes.counts.items()],
         caption="Changes by kind of finding",
     )
-    items = changes.get("items", [])
+    items = changes.items
     if items:
         section.table(
             ["subject", "finding", "item", "change", "day"],
-            [[i.get("subject_pseudonym", "–"), i["kind"], i["item"], i["change"], i.get("day")] for i in items],
+            [[i.subject_pseudonym or "–", i.kind, i.item, i.change, i.day] for i in items],
             caption="Every change (subjects by pseudonym)",
             label_columns=1,
         )
@@ -225,12 +224,14 @@ _BINS: tuple[tuple[int, int, str], ...] = (
 )
 
 
-def trajectory_medians(run_dir: Path, run: Mapping[str, Any], k: int) -> pl.DataFrame | None:
+def trajectory_medians(run_dir: Path, run: RunRecord | Mapping[str, Any], k: int) -> pl.DataFrame | None:
     """Median CD19+ B cells and anti-dsDNA per predicted group and period since infusion (`_BINS`), with the
     number of subjects; both are null where fewer than `k` subjects contribute. None without the immune
     course or a readable stratify run."""
     course = _read(run_dir, "immune_course.parquet")
-    strata_run = (run.get("summary", {}).get("by_predicted_group") or {}).get("strata_run")
+    summary = as_run_record(run).summary
+    by_group = summary.by_predicted_group if summary else None
+    strata_run = by_group.strata_run if by_group else None
     harmonised = run_dir / "harmonised.parquet"
     strata = Path(str(strata_run)) / "strata.parquet" if strata_run else None
     if course is None or strata is None or not strata.is_file() or not harmonised.is_file():
@@ -372,26 +373,25 @@ def render_follow_up_report(
         lane_labels: frame -> list of lane labels (e.g. pseudonyms); default "lane 1", "lane 2", ...
     """
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    summary = run.get("summary", {})
-    definition = summary.get("endpoint_definition", {})
+    run = read_run_record(run_dir)
+    summary = run.summary or Summary()
     k = min_cell_count
     sections = [
         _changes(run),
-        _summary(run, definition),
+        _summary(run, summary),
         _accounting(run),
         _endpoints(summary, k),
         _by_group(summary, k),
         _toxicity(run_dir, k),
         _trajectories(run_dir, run, k),
-        _swimmer(run_dir, dt.date.fromisoformat(run["as_of"]), swimmer_lanes, lane_labels),
+        _swimmer(run_dir, dt.date.fromisoformat(str(run.as_of)), swimmer_lanes, lane_labels),
         quarantine_section(run, read_quarantine(run_dir), k),
     ]
     assert [(s.id, s.title) for s in sections] == list(FOLLOW_UP_SECTIONS)
     if not team:
         sections = [s for s in sections if s.id not in TEAM_ONLY]
     return render_page(
-        title=f"immunostrat follow-up {run.get('run_id', '')}",
-        subtitle=f"Follow-up report · {run.get('status', 'unknown')} · as of {run.get('as_of', '–')}",
+        title=f"immunostrat follow-up {run.run_id}",
+        subtitle=f"Follow-up report · {run.status} · as of {run.as_of or '–'}",
         sections=sections,
     )

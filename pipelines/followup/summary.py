@@ -3,15 +3,18 @@ infusion, as Markdown and table rows (Prefect artifacts, the command line). Smal
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from immunostrat.report import suppress
+from immunostrat.schemas.records import Changes, EndpointRate, RunRecord, TableCounts, as_run_record
 
 
-def endpoint_rows(rates: list[Mapping[str, Any]], k: int, group: str | None = None) -> list[dict[str, Any]]:
+def endpoint_rows(
+    rates: Sequence[EndpointRate | Mapping[str, Any]], k: int, group: str | None = None
+) -> list[dict[str, Any]]:
     """Table rows (endpoint, landmark, met, not met, not assessable, subjects, rate), small counts suppressed.
 
     Each row's three counts add up to its `subjects`, so a reader could recompute one hidden count from the others:
@@ -20,17 +23,18 @@ def endpoint_rows(rates: list[Mapping[str, Any]], k: int, group: str | None = No
     """
     if not rates:
         return []
-    counts = np.array([[int(r["met"]), int(r["not_met"]), int(r["not_assessable"])] for r in rates], dtype=np.int64)
+    typed = [EndpointRate.model_validate(r) if isinstance(r, Mapping) else r for r in rates]
+    counts = np.array([[r.met, r.not_met, r.not_assessable] for r in typed], dtype=np.int64)
     values = np.column_stack([counts, counts.sum(axis=1)])
     shown = suppress(values, [[(i, j) for j in range(4)] for i in range(len(rates))], k)
     rows = []
-    for i, r in enumerate(rates):
-        row: dict[str, Any] = {"group": r[group]} if group else {}
+    for i, r in enumerate(typed):
+        row: dict[str, Any] = {"group": getattr(r, group)} if group else {}
         met, not_met = counts[i, 0], counts[i, 1]
         visible = str(shown[i, 0]) == str(met) and str(shown[i, 1]) == str(not_met)
         row.update(
-            endpoint=r["endpoint"],
-            landmark=r["landmark"],
+            endpoint=r.endpoint,
+            landmark=r.landmark,
             met=shown[i, 0],
             not_met=shown[i, 1],
             not_assessable=shown[i, 2],
@@ -50,52 +54,53 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def changes_markdown(changes: Mapping[str, Any]) -> list[str]:
+def changes_markdown(changes: Changes | Mapping[str, Any] | None) -> list[str]:
     """What changed since the previous monitor run, as Markdown lines (counts; subjects by pseudonym)."""
+    record = changes if isinstance(changes, Changes) else Changes.model_validate(changes or {})
     lines = ["## What changed since the last run", ""]
-    if not changes.get("previous_run") or changes.get("not_compared"):
-        return [*lines, f"Not compared: {changes.get('not_compared', 'no earlier run')}."]
-    lines.append(f"Compared with run `{changes['previous_run']}`.")
+    if not record.previous_run or record.not_compared:
+        return [*lines, f"Not compared: {record.not_compared or 'no earlier run'}."]
+    lines.append(f"Compared with run `{record.previous_run}`.")
     lines += ["", "| finding | new | resolved | corrected |", "|---|---|---|---|"]
-    for kind, by_change in changes.get("counts", {}).items():
+    for kind, by_change in record.counts.items():
         lines.append(f"| {kind} | {by_change['new']} | {by_change['resolved']} | {by_change['corrected']} |")
-    for item in changes.get("items", [])[:50]:
-        who = str(item.get("subject_pseudonym", ""))[:8]
-        lines.append(f"- {item['change']}: {item['kind']} `{item['item']}` (subject {who}, day {item.get('day')})")
-    if changes.get("note"):
-        lines.append(changes["note"])
+    for item in record.items[:50]:
+        who = (item.subject_pseudonym or "")[:8]
+        lines.append(f"- {item.change}: {item.kind} `{item.item}` (subject {who}, day {item.day})")
+    if record.note:
+        lines.append(record.note)
     return lines
 
 
-def monitor_summary(run: Mapping[str, Any], *, min_cell_count: int = 5) -> tuple[str, list[dict[str, Any]]]:
-    """(markdown, rows) for a monitor run's run.json: counts, endpoint rates, and by predicted group."""
+def monitor_summary(run: RunRecord | Mapping[str, Any], *, min_cell_count: int = 5) -> tuple[str, list[dict[str, Any]]]:
+    """(markdown, rows) for a monitor run's run.json (a `RunRecord` or its dict): counts, endpoint rates, and by
+    predicted group."""
     k = min_cell_count
-    counts = run.get("counts", {})
-    visits = counts.get("visits", {})
-    summary = run.get("summary", {})
+    record = as_run_record(run)
+    counts = record.counts
+    visits = counts.visits or TableCounts()
     lines = [
-        f"# Monitor run `{run.get('run_id')}`",
+        f"# Monitor run `{record.run_id}`",
         "",
-        f"Status **{run.get('status')}**, as of {run.get('as_of')}.",
+        f"Status **{record.status}**, as of {record.as_of}.",
         "",
-        f"Lab rows read {counts.get('rows_read', 0)} = accepted {counts.get('accepted', 0)} + outside panel "
-        f"{counts.get('outside_panel', 0)} + quarantined {counts.get('quarantined', 0)}; visit rows read "
-        f"{visits.get('rows_read', 0)} = accepted {visits.get('accepted', 0)} + quarantined "
-        f"{visits.get('quarantined', 0)}.",
+        f"Lab rows read {counts.rows_read} = accepted {counts.accepted} + outside panel "
+        f"{counts.outside_panel} + quarantined {counts.quarantined}; visit rows read "
+        f"{visits.rows_read} = accepted {visits.accepted} + quarantined {visits.quarantined}.",
     ]
-    if run.get("status") != "completed":
-        lines += ["", f"Stopped: {run.get('error', '')}"]
-    lines += ["", *changes_markdown(run.get("changes", {}))]
-    rows = endpoint_rows(summary.get("endpoints", []), k)
+    if not record.completed:
+        lines += ["", f"Stopped: {record.error or ''}"]
+    lines += ["", *changes_markdown(record.changes)]
+    summary = record.summary
+    rows = endpoint_rows((summary.endpoints or []) if summary else [], k)
     lines += ["", "## Endpoints (rate among assessable subjects)", "", *_markdown_table(rows)]
-    by_group = summary.get("by_predicted_group")
+    by_group = summary.by_predicted_group if summary else None
     if by_group:
-        model = by_group.get("model", {})
+        model_id = by_group.model.model_id if by_group.model else None
         lines += [
             "",
-            f"## By the responder group predicted before infusion (model `{model.get('model_id')}`, run "
-            f"`{by_group.get('strata_run')}`)",
+            f"## By the responder group predicted before infusion (model `{model_id}`, run `{by_group.strata_run}`)",
             "",
-            *_markdown_table(endpoint_rows(by_group["rates"], k, group="responder_group")),
+            *_markdown_table(endpoint_rows(by_group.rates, k, group="responder_group")),
         ]
     return "\n".join(lines) + "\n", rows
