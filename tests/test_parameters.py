@@ -1,0 +1,120 @@
+"""One parameter surface: every documented command line parses, and flags land where the models say.
+
+The command lines are read from README.md, docs/*.md and the Makefile, so a renamed or dropped flag fails here
+before a user finds it. Fenced code blocks and Makefile recipes are whole command lines and are parsed as such;
+inline mentions (`` `immunostrat train --endpoint ...` ``) are fragments, so only their flags are checked.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from immunostrat.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("synth", "validate", "stratify", "monitor", "train", "evaluate", "models", "publish", "report", "serve")
+PLACEHOLDER = "placeholder"
+#: The Makefile's variables with their defaults (`SUBJECTS ?= 500`), as `make demo` expands them.
+MAKE_VARIABLES = dict(
+    re.findall(r"^([A-Z_]+)\s*[?:]?=\s*(\S+)\s*$", (REPO / "Makefile").read_text(encoding="utf-8"), re.MULTILINE)
+)
+
+
+def _clean(line: str) -> str:
+    """A documented line as a shell would see it: no comment, no optional-brackets, placeholders filled."""
+    line = re.sub(r"\s#\s.*$", "", line).strip()
+    line = re.sub(r"\[(--[^\]]+)\]", r"\1", line)  # `[--profile small]`: the optional part, given
+    line = re.sub(r"\$\(BIN\)/immunostrat", "immunostrat", line)
+    line = re.sub(r"\$\(([A-Z_]+)\)", lambda m: MAKE_VARIABLES.get(m.group(1), PLACEHOLDER), line)
+    return " ".join(PLACEHOLDER if token == "..." else token for token in line.split())
+
+
+def _alternatives(line: str) -> list[str]:
+    """`immunostrat models list | show ID` is two commands: the later ones share the first one's command."""
+    first, *rest = [part.strip() for part in line.split(" | ")]
+    words = first.split()
+    prefix = " ".join(words[:2]) if len(words) > 1 and words[1] == "models" else words[0]
+    return [first, *(f"{prefix} {part}" for part in rest)]
+
+
+def _joined(lines: list[str]) -> list[str]:
+    """Lines with their backslash continuations joined."""
+    out: list[str] = []
+    pending = ""
+    for line in lines:
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        out.append(pending + line)
+        pending = ""
+    return out
+
+
+def documented_command_lines() -> list[tuple[str, str]]:
+    """(where, command line) for every whole `immunostrat COMMAND ...` line in code blocks and the Makefile."""
+    found: list[tuple[str, str]] = []
+    pattern = re.compile(r"^(?:\$\(BIN\)/)?immunostrat (" + "|".join(COMMANDS) + r")\b")
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        in_block = False
+        block: list[str] = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip().startswith("```"):
+                if in_block:
+                    for i, joined in enumerate(_joined(block)):
+                        if pattern.match(joined.strip()):
+                            found.extend((f"{path.name}#{i}", c) for c in _alternatives(_clean(joined)))
+                in_block, block = not in_block, []
+            elif in_block:
+                block.append(line)
+    recipe = [line.strip() for line in (REPO / "Makefile").read_text(encoding="utf-8").splitlines()]
+    found.extend(("Makefile", _clean(line)) for line in _joined(recipe) if pattern.match(line))
+    return found
+
+
+def documented_fragments() -> list[tuple[str, str]]:
+    """(where, fragment) for every inline `` `immunostrat COMMAND ...` `` mention in the Markdown pages."""
+    pattern = re.compile(r"`immunostrat (" + "|".join(COMMANDS) + r")\b([^`]*)`")
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8").replace("\n", " ")
+        found.extend((path.name, f"immunostrat {m.group(1)}{m.group(2)}") for m in pattern.finditer(text))
+    return found
+
+
+COMMAND_LINES = documented_command_lines()
+FRAGMENTS = documented_fragments()
+
+
+def test_the_docs_hold_the_command_lines_this_test_reads() -> None:
+    commands = {line.split()[1] for _, line in COMMAND_LINES}
+    assert set(COMMANDS) - {"report"} <= commands  # `report` appears as `publish RUN_DIR | report RUN_DIR`
+    assert any(where == "Makefile" for where, _ in COMMAND_LINES)
+    assert len(COMMAND_LINES) >= 25 and len(FRAGMENTS) >= 10
+
+
+@pytest.mark.parametrize(("where", "line"), COMMAND_LINES, ids=[f"{w}:{c[:60]}" for w, c in COMMAND_LINES])
+def test_every_documented_command_line_parses(where: str, line: str) -> None:
+    args = build_parser().parse_args(shlex.split(line)[1:])
+    assert args.command == line.split()[1]
+
+
+def _subparser(command: str) -> object:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices[command]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("where", "fragment"), FRAGMENTS, ids=[f"{w}:{c[:60]}" for w, c in FRAGMENTS])
+def test_every_flag_of_a_documented_fragment_exists(where: str, fragment: str) -> None:
+    words = fragment.split()
+    sub = _subparser(words[1])
+    if words[1] == "models" and len(words) > 2 and not words[2].startswith("-"):
+        action = next(a for a in sub._actions if a.dest == "models_action")  # type: ignore[attr-defined]
+        sub = action.choices[words[2]]
+    known = {s for a in sub._actions for s in a.option_strings}  # type: ignore[attr-defined]
+    flags = {re.sub(r"[=\]|].*$", "", w) for w in words if w.startswith("--")}
+    assert flags <= known, (where, fragment, sorted(flags - known))
