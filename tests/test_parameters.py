@@ -7,6 +7,7 @@ inline mentions (`` `immunostrat train --endpoint ...` ``) are fragments, so onl
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -118,3 +119,63 @@ def test_every_flag_of_a_documented_fragment_exists(where: str, fragment: str) -
     known = {s for a in sub._actions for s in a.option_strings}  # type: ignore[attr-defined]
     flags = {re.sub(r"[=\]|].*$", "", w) for w in words if w.startswith("--")}
     assert flags <= known, (where, fragment, sorted(flags - known))
+
+
+# --------------------------------------------------------------------------------------------------
+# The environment: one settings object
+# --------------------------------------------------------------------------------------------------
+
+
+def test_each_setting_reads_the_variable_its_module_documents() -> None:
+    from immunostrat import pseudonym, registry, safety
+    from immunostrat.settings import env_name
+
+    assert env_name("data_roots") == safety.DATA_ROOTS_ENV == "IMMUNOSTRAT_DATA_ROOTS"
+    assert env_name("model_registry") == registry.REGISTRY_ENV == "IMMUNOSTRAT_MODEL_REGISTRY"
+    assert env_name("pseudonym_key") == pseudonym.KEY_ENV == "IMMUNOSTRAT_PSEUDONYM_KEY"
+    assert env_name("pseudonym_key_file") == pseudonym.KEY_FILE_ENV == "IMMUNOSTRAT_PSEUDONYM_KEY_FILE"
+    with pytest.raises(KeyError):
+        env_name("data_root")
+
+
+def test_data_roots_split_on_the_path_separator_and_blanks_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from immunostrat.settings import read_settings
+
+    sep = os.pathsep
+    monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", f"/srv/a{sep} {sep}{sep}/srv/b")
+    assert read_settings().data_roots == (Path("/srv/a"), Path("/srv/b"))
+    monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", "")  # empty is unset, as before: no confinement
+    assert read_settings().data_roots == ()
+
+
+def test_an_explicit_mapping_replaces_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from immunostrat.settings import read_settings
+
+    monkeypatch.setenv("IMMUNOSTRAT_MODEL_REGISTRY", "/from/the/shell")
+    monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", "/shell-root")
+    got = read_settings({"IMMUNOSTRAT_DATA_ROOTS": "/schedules-root", "UNRELATED": "x"})
+    assert got.data_roots == (Path("/schedules-root"),)
+    assert got.model_registry is None  # not mixed with the shell's
+    assert read_settings().model_registry == Path("/from/the/shell")  # the environment is read again after
+
+
+def test_the_pseudonym_key_never_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    from immunostrat.settings import read_settings
+
+    secret = "do-not-print-0123456789abcdef0123456789"
+    monkeypatch.setenv("IMMUNOSTRAT_PSEUDONYM_KEY", secret)
+    settings = read_settings()
+    assert settings.pseudonym_key is not None and settings.pseudonym_key.get_secret_value() == secret
+    for shown in (repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump())):
+        assert secret not in shown
+
+
+def test_scoped_settings_apply_inside_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from immunostrat import safety
+    from immunostrat.settings import Settings, read_settings, scoped
+
+    monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", "/env-root")
+    with scoped(Settings.model_validate({"data_roots": ["/served-root"]})):
+        assert safety.data_roots_from_env() == [Path("/served-root")]
+        assert safety.data_roots_from_env({}) == []  # an explicit mapping ignores the scope too
+    assert read_settings().data_roots == (Path("/env-root"),)
