@@ -7,6 +7,7 @@ inline mentions (`` `immunostrat train --endpoint ...` ``) are fragments, so onl
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -179,3 +180,118 @@ def test_scoped_settings_apply_inside_the_block_only(monkeypatch: pytest.MonkeyP
         assert safety.data_roots_from_env() == [Path("/served-root")]
         assert safety.data_roots_from_env({}) == []  # an explicit mapping ignores the scope too
     assert read_settings().data_roots == (Path("/env-root"),)
+
+
+# --------------------------------------------------------------------------------------------------
+# The parameter table: help and defaults from the models, values back into them
+# --------------------------------------------------------------------------------------------------
+
+
+def _parse(line: str) -> argparse.Namespace:
+    return build_parser().parse_args(shlex.split(line))
+
+
+def _help_of(command: str, flag: str) -> str:
+    sub = _subparser(command)
+    (action,) = (a for a in sub._actions if flag in a.option_strings)  # type: ignore[attr-defined]
+    return str(action.help)
+
+
+def test_help_is_the_field_description_with_its_default() -> None:
+    from immunostrat.config import ScoringConfig, ValidationConfig
+
+    text = _help_of("stratify", "--max-quarantine-fraction")
+    assert text.startswith(str(ValidationConfig.model_fields["max_quarantine_fraction"].description))
+    assert "Default: 0.25." in text and "[config: validation.max_quarantine_fraction]" in text
+    assert _help_of("stratify", "--possible-min") == (
+        f"{ScoringConfig.model_fields['possible_min'].description} [config: scoring.possible_min]"
+    )  # no default shown: None means "the model card's"
+    assert "Default: 1,000,000." in _help_of("stratify", "--partition-rows")
+    assert _help_of("stratify", "--no-publish").startswith("Turns off: publish the sponsor snapshot")
+
+
+def test_every_command_renders_its_help() -> None:
+    """argparse formats help with %: a description holding one (`95 %`) must not break `--help`."""
+    sub = _subparser("evaluate")
+    assert "95 %" in sub.format_help()  # type: ignore[attr-defined]
+    for command in COMMANDS:
+        assert _subparser(command).format_help()  # type: ignore[attr-defined]
+
+
+def test_flags_write_through_their_paths_and_win_over_the_config_file(tmp_path: Path) -> None:
+    from immunostrat import cli, cli_options
+    from immunostrat.config import StratifyParams
+
+    config = tmp_path / "run.yaml"
+    config.write_text("validation: {max_quarantine_fraction: 0.5}\nscoring: {model: from-file, likely_min: 0.9}\n")
+    args = _parse(
+        f"stratify --labs a.csv b.csv --subjects s.csv --out runs --config {config} --max-quarantine-fraction 0.1 "
+        "--possible-min 0.2 --likely-min 0.6 --format fhir --no-publish --partitions 4 --no-streaming"
+    )
+    params = cli_options.parse_model(StratifyParams, args, cli.STRATIFY)
+    assert params.labs == ["a.csv", "b.csv"] and params.lab_format == "fhir" and params.partitions == 4
+    assert params.config.validation.max_quarantine_fraction == 0.1  # the flag wins over the file's 0.5
+    assert params.config.scoring.model == "from-file"  # the file's value, no flag given
+    assert (params.config.scoring.possible_min, params.config.scoring.likely_min) == (0.2, 0.6)
+    assert params.config.publish.enabled is False and params.streaming is False
+    plain = cli_options.parse_model(StratifyParams, _parse("stratify --labs a --subjects s --out o"), cli.STRATIFY)
+    assert plain.config.publish.enabled is True and plain.streaming is None and plain.partition_rows == 1_000_000
+    assert plain.config.scoring.model == "champion" and plain.expression == []
+
+
+def test_a_flag_outside_its_range_names_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from immunostrat.cli import main
+    from immunostrat.errors import EXIT_UNUSABLE
+
+    code = main(["stratify", "--labs", "a", "--subjects", "s", "--out", "o", "--max-quarantine-fraction", "1.5"])
+    assert code == EXIT_UNUSABLE
+    assert "validation.max_quarantine_fraction" in capsys.readouterr().err
+
+
+def test_train_registry_sets_the_registry_and_the_run_configuration() -> None:
+    from immunostrat import cli, cli_options
+    from immunostrat.config import TrainParams
+
+    args = _parse("train --labs a --subjects s --outcomes o --registry reg --n-bootstrap 7 --profile small")
+    params = cli_options.parse_model(TrainParams, args, cli.TRAIN)
+    assert params.registry == "reg" and params.config.scoring.registry == Path("reg")
+    assert params.training.evaluation.n_bootstrap == 7  # the flag wins over the small profile's 200
+    assert params.training.cv_repeats == 1  # the small profile's preset, no flag given
+
+
+def test_evaluate_defaults_are_the_models_defaults() -> None:
+    from immunostrat import cli_options
+    from immunostrat.cli_models import EvaluateParams
+
+    params = cli_options.parse_model(EvaluateParams, _parse("evaluate --labs a --subjects s --outcomes o"))
+    assert params.config.scoring.model == "champion" and params.config.scoring.drift_threshold == 0.2
+    assert (params.evaluation.n_bootstrap, params.evaluation.seed) == (1000, 0)
+    given = cli_options.parse_model(
+        EvaluateParams, _parse("models compare A B --labs a --subjects s --outcomes o --n-bootstrap 5 --seed 3")
+    )
+    assert (given.evaluation.n_bootstrap, given.evaluation.seed) == (5, 3)
+
+
+def test_publish_flags_override_the_runs_own_settings_and_only_those_given(tmp_path: Path) -> None:
+    import json
+
+    from immunostrat.cli_publish import publish_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"parameters": {"publish": {"min_cell_count": 4, "site": "keep"}}}))
+    kept = publish_config(_parse(f"report {run}"))
+    assert (kept.min_cell_count, kept.site, kept.report) == (4, "keep", True)
+    changed = publish_config(_parse(f"publish {run} --site drop --no-report --demo-key"))
+    assert (changed.min_cell_count, changed.site, changed.report, changed.demo_key) == (4, "drop", False, True)
+
+
+def test_an_option_must_name_a_field_with_a_command_line_form() -> None:
+    from immunostrat.cli_options import Command, add_command, to
+    from immunostrat.config import RunConfig
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    with pytest.raises(KeyError, match="no field"):
+        add_command(sub, Command("x", "x", RunConfig, (to("--nope", "scoring.nope"),)))
+    with pytest.raises(TypeError, match="no command-line form"):  # a mapping of words to intervals
+        add_command(sub, Command("y", "y", RunConfig, (to("--words", "harmonise.urine_count_words"),)))
