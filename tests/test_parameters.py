@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -295,3 +296,115 @@ def test_an_option_must_name_a_field_with_a_command_line_form() -> None:
         add_command(sub, Command("x", "x", RunConfig, (to("--nope", "scoring.nope"),)))
     with pytest.raises(TypeError, match="no command-line form"):  # a mapping of words to intervals
         add_command(sub, Command("y", "y", RunConfig, (to("--words", "harmonise.urine_count_words"),)))
+
+
+# --------------------------------------------------------------------------------------------------
+# serve: the data roots are bound into the served flows, not passed through os.environ or the parameters
+# --------------------------------------------------------------------------------------------------
+
+# A served run, as Prefect's runner starts one: the pickled flow object in a fresh process, here with an
+# environment that holds no data roots. It prints the final state's message.
+RUN_PICKLED_FLOW = """
+import os, pickle, sys
+assert "IMMUNOSTRAT_DATA_ROOTS" not in os.environ
+from immunostrat.config import StratifyParams
+flow = pickle.loads(open(sys.argv[1], "rb").read())
+params = StratifyParams.model_validate_json(open(sys.argv[2]).read())
+print(flow.fn(params).message)
+"""
+
+
+@pytest.mark.parametrize(("inside", "expected"), [(False, "outside the configured data roots"), (True, "not found")])
+def test_a_served_run_checks_its_paths_against_the_schedules_roots(tmp_path: Path, inside: bool, expected: str) -> None:
+    import subprocess
+    import sys
+
+    import cloudpickle
+
+    from immunostrat.config import StratifyParams
+    from immunostrat.flows.stratify import stratify_flow
+    from immunostrat.serve import confined_flow
+
+    data = tmp_path / "data"
+    data.mkdir()
+    labs = (data if inside else tmp_path) / "labs.csv"  # edited in the UI to a file outside the roots
+    params = StratifyParams.model_validate(
+        {
+            "labs": [str(labs)],
+            "subjects": str(data / "s.csv"),
+            "out": str(data / "runs"),
+            "config": {"publish": {"enabled": False}},
+        }
+    )
+    (tmp_path / "flow.pickle").write_bytes(cloudpickle.dumps(confined_flow(stratify_flow, [str(data)])))
+    (tmp_path / "params.json").write_text(params.model_dump_json())
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_PICKLED_FLOW, str(tmp_path / "flow.pickle"), str(tmp_path / "params.json")],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    assert expected in out, out
+    assert "IMMUNOSTRAT_DATA_ROOTS" not in os.environ  # nothing leaked into this process either
+
+
+def test_a_served_flow_keeps_the_flows_name_parameters_and_options() -> None:
+    from immunostrat.flows.monitor import monitor_flow
+    from immunostrat.flows.stratify import stratify_flow
+    from immunostrat.serve import confined_flow
+
+    for flow in (stratify_flow, monitor_flow):
+        served = confined_flow(flow, ["/data"])
+        assert served.name == flow.name and served.parameters == flow.parameters  # the UI's run form
+        assert served.flow_run_name is flow.flow_run_name and served.log_prints is True
+
+
+def test_a_deployment_leaves_as_of_to_each_run_in_the_schedules_time_zone(tmp_path: Path) -> None:
+    from immunostrat.serve import deployment_options, load_schedules
+
+    text = (
+        "data_roots: [/data]\nschedules:\n  - {name: nightly, cron: '0 2 * * *', timezone: Europe/Berlin, "
+        "tags: [st1], flow: stratify, parameters: {labs: [/data/l.csv], subjects: /data/s.csv, out: /data/runs}}\n"
+    )
+    (tmp_path / "s.yaml").write_text(text)
+    (schedule,) = load_schedules(tmp_path / "s.yaml").schedules
+    options = deployment_options(schedule)
+    assert options["name"] == "nightly" and options["tags"] == ["st1"]
+    assert options["parameters"] == {
+        "params": {
+            "labs": ["/data/l.csv"],
+            "subjects": "/data/s.csv",
+            "out": "/data/runs",
+            "config": {"validation": {"as_of_timezone": "Europe/Berlin"}},
+        }
+    }
+    (cron,) = options["schedules"]
+    assert (cron.cron, cron.timezone) == ("0 2 * * *", "Europe/Berlin")
+
+
+@pytest.mark.flow
+def test_a_run_of_a_served_deployment_with_edited_parameters_stays_in_the_roots(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """Through Prefect's runner (its own process per run), as `immunostrat serve` starts runs."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.runner import Runner
+
+    from immunostrat.flows.stratify import stratify_flow
+    from immunostrat.serve import confined_flow
+
+    data = tmp_path / "data"
+    data.mkdir()
+    runner = Runner()
+    runner.add_flow(confined_flow(stratify_flow, [str(data)]), name="confined")
+    edited = {"labs": [str(tmp_path / "elsewhere.csv")], "subjects": str(data / "s.csv"), "out": str(data / "runs")}
+    flow_run = run_deployment(name="stratify/confined", parameters={"params": edited}, timeout=0)
+    asyncio.run(runner.execute_flow_run(flow_run.id))
+
+    async def final_state() -> Any:
+        async with get_client() as client:
+            return (await client.read_flow_run(flow_run.id)).state
+
+    state = asyncio.run(final_state())
+    assert state.is_failed() and "outside the configured data roots" in state.message, state
