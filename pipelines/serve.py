@@ -13,6 +13,7 @@ flow is `confined_flow(flow, roots)`, the flow with the roots bound in its code.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import sys
@@ -118,7 +119,7 @@ def confined_flow(flow: Any, data_roots: Sequence[str]) -> Any:
     `flow`'s under `settings.scoped(served_settings(data_roots))`. The roots live in the function's closure,
     which Prefect's runner pickles into the process of each run.
     """
-    from prefect import Flow
+    from prefect import Flow  # start-up time: Prefect loads only when serving
 
     roots = tuple(str(r) for r in data_roots)
     body = flow.fn
@@ -164,9 +165,7 @@ def serve_schedules(path: Path) -> int:
     if problem:
         print(f"{problem} {START_SERVER_HINT}", file=sys.stderr)
         return 2
-    import asyncio
-
-    from prefect.runner import Runner
+    from prefect.runner import Runner  # Prefect loads only when serving (start-up time of the other commands)
 
     from immunostrat.flows.monitor import monitor_flow
     from immunostrat.flows.stratify import stratify_flow
@@ -187,7 +186,7 @@ def serve_schedules(path: Path) -> int:
 
 def deployment_options(schedule: StratifySchedule | MonitorSchedule) -> dict[str, Any]:
     """The deployment of one schedule: its name, cron in its time zone, tags and the flow's parameters."""
-    from prefect.schedules import Cron
+    from prefect.schedules import Cron  # start-up time, as above
 
     # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
     parameters = {"params": schedule.parameters.model_dump(mode="json", exclude_unset=True)}
