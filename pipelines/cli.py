@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from immunostrat import cli_options
-from immunostrat.config import StratifyParams, TrainParams, read_yaml_mapping, validated
+from immunostrat.cli_options import Command, Group, own, to
+from immunostrat.config import MonitorParams, StratifyParams, TrainParams
 from immunostrat.errors import EXIT_OK, EXIT_STOPPED, EXIT_UNUSABLE, SettingsError, UserError
 
 EXIT_PROBLEMS = EXIT_STOPPED  # `validate` found problems
@@ -54,86 +55,111 @@ def _configure_prefect_env() -> None:
         )
 
 
+# --------------------------------------------------------------------------------------------------
+# The commands' parameter table (immunostrat.cli_options generates the parsers from it)
+# --------------------------------------------------------------------------------------------------
+
+SYNTH = Command(
+    "synth",
+    "generate a synthetic cohort (labs, subjects, outcomes)",
+    None,  # SynthConfig's module loads numpy: its two options are declared here, so `--help` stays fast
+    (
+        own("--subjects", "number of subjects", type=int, default=500),
+        own("--seed", "random seed", type=int, default=0),
+        own("--out", "output folder", required=True),
+        own("--format", "file format", choices=("parquet", "csv"), default="parquet"),
+    ),
+)
+
+VALIDATE = Command(
+    "validate",
+    "check input files only (no Prefect); exit 0 clean, 1 problems, 2 unusable",
+    StratifyParams,
+    (
+        *cli_options.INPUTS,
+        to("--subjects", "subjects", help="validate also checks that every lab row's subject is enrolled."),
+        own("--report", "write every problem to this file (.csv or .json)"),
+        own("--show", "problems to print (default 10)", type=int, default=10),
+        *cli_options.STREAMING,
+    ),
+)
+
+STRATIFY = Command(
+    "stratify",
+    "run the stratify pipeline and write a run folder",
+    StratifyParams,
+    (
+        *cli_options.INPUTS,
+        to("--subjects", "subjects", required=True),
+        to("--out", "out", required=True),
+        to("--model", "config.scoring.model"),
+        to("--registry", "config.scoring.registry"),
+        to("--protocol", "protocol"),
+        to("--possible-min", "config.scoring.possible_min"),
+        to("--likely-min", "config.scoring.likely_min"),
+        to("--max-quarantine-fraction", "config.validation.max_quarantine_fraction"),
+        *cli_options.PUBLISHING,
+        *cli_options.PARTITIONS,
+        *cli_options.STREAMING,
+        cli_options.ENGINE,
+    ),
+)
+
+MONITOR = Command(
+    "monitor",
+    "follow-up: disease activity per visit and response endpoints at landmarks",
+    MonitorParams,
+    (
+        *cli_options.INPUTS,
+        to("--subjects", "subjects", required=True),
+        to("--out", "out", required=True),
+        to("--strata", "strata", metavar="RUN_DIR"),
+        to("--protocol", "protocol"),
+        to("--max-quarantine-fraction", "config.validation.max_quarantine_fraction"),
+        *cli_options.PUBLISHING,
+        *cli_options.PARTITIONS,
+        *cli_options.STREAMING,
+        cli_options.ENGINE,
+    ),
+)
+
+TRAIN = Command(
+    "train",
+    "train a responder model and register it",
+    TrainParams,
+    (
+        *cli_options.INPUTS,
+        to("--subjects", "subjects", required=True),
+        Group(exclusive=True, required=True, options=(to("--outcomes", "outcomes"), to("--endpoint", "endpoint"))),
+        to("--landmark", "landmark"),
+        to("--protocol", "protocol"),
+        # The registry the model is written to is also the one the run's configuration names.
+        to("--registry", "registry", "config.scoring.registry"),
+        to("--alias", "alias"),
+        to("--profile", "training.profile"),
+        own("--training-config", "YAML file with a TrainingConfig (see docs/models.md)"),
+        to("--seed", "training.seed"),
+        to("--cv-folds", "training.cv_folds"),
+        to("--cv-repeats", "training.cv_repeats"),
+        to("--n-bootstrap", "training.evaluation.n_bootstrap"),
+        cli_options.ENGINE,
+    ),
+)
+
+SERVE = Command(
+    "serve",
+    "serve scheduled stratify runs from a schedules file (needs a Prefect server)",
+    None,
+    (own("--schedules", "YAML schedules file (see docs/operations.md)", required=True),),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for docs and tests)."""
+    """The argument parser (exposed for docs and tests), generated from the command table."""
     parser = argparse.ArgumentParser(prog="immunostrat", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("synth", help="generate a synthetic cohort (labs, subjects, outcomes)")
-    p.add_argument("--subjects", type=int, default=500, help="number of subjects (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
-
-    p = sub.add_parser("validate", help="check input files only (no Prefect); exit 0 clean, 1 problems, 2 unusable")
-    cli_options.add_inputs(p)
-    p.add_argument("--subjects", help="subjects file; also checks that every lab row's subject is enrolled")
-    p.add_argument("--report", help="write every problem to this file (.csv or .json)")
-    p.add_argument("--show", type=int, default=10, help="problems to print (default 10)")
-    cli_options.add_streaming(p)
-
-    p = sub.add_parser("stratify", help="run the stratify pipeline and write a run folder")
-    cli_options.add_inputs(p)
-    p.add_argument("--subjects", required=True, help="subjects file")
-    p.add_argument("--out", required=True, help="output folder; the run writes OUT/<run_id>/")
-    p.add_argument("--model", help="model id or alias (default champion)")
-    p.add_argument("--registry", help="model registry folder (default: the shipped models)")
-    p.add_argument("--protocol", help="eligibility protocol YAML (default: built-in)")
-    p.add_argument("--possible-min", type=float, help="override the model card's possible-group cut-off")
-    p.add_argument("--likely-min", type=float, help="override the model card's likely-group cut-off")
-    p.add_argument("--max-quarantine-fraction", type=float, help="fail above this quarantined fraction")
-    cli_options.add_publishing(p)
-    p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
-    p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
-    cli_options.add_streaming(p)
-    p.add_argument(
-        "--engine",
-        choices=["prefect", "local"],
-        default="prefect",
-        help="run as a Prefect flow (default) or directly",
-    )
-
-    p = sub.add_parser("monitor", help="follow-up: disease activity per visit and response endpoints at landmarks")
-    cli_options.add_inputs(p)
-    p.add_argument("--subjects", required=True, help="subjects file (infusion_date or first_exposure_date = day 0)")
-    p.add_argument("--out", required=True, help="output folder; the run writes OUT/<run_id>/")
-    p.add_argument(
-        "--strata",
-        metavar="RUN_DIR",
-        help="the stratify run from before infusion (or its output folder: the newest run): rates by its groups",
-    )
-    p.add_argument("--protocol", help="protocol YAML with its endpoint definition (default: built-in)")
-    p.add_argument("--max-quarantine-fraction", type=float, help="fail above this quarantined fraction")
-    cli_options.add_publishing(p)
-    p.add_argument("--partitions", type=int, default=1, help="run per subject partition (Prefect: on Dask)")
-    p.add_argument("--dask-address", help="Dask scheduler address for partitioned runs (default: local cluster)")
-    cli_options.add_streaming(p)
-    p.add_argument(
-        "--engine", choices=["prefect", "local"], default="prefect", help="run as a Prefect flow or directly"
-    )
-
-    p = sub.add_parser("train", help="train a responder model and register it")
-    cli_options.add_inputs(p)
-    p.add_argument("--subjects", required=True, help="subjects file")
-    label = p.add_mutually_exclusive_group(required=True)
-    label.add_argument("--outcomes", help="outcomes file (study_id, subject_id, responded, endpoint)")
-    label.add_argument(
-        "--endpoint", help="derive `responded` from this endpoint of the visits (e.g. drug_free_doris_remission)"
-    )
-    p.add_argument("--landmark", help="landmark of --endpoint (e.g. month_6; see the protocol's endpoints)")
-    p.add_argument("--protocol", help="protocol YAML with its endpoint definition (default: built-in)")
-    p.add_argument("--registry", help="model registry folder (default: the shipped models)")
-    p.add_argument("--alias", help="point this alias (e.g. champion) at the new model")
-    p.add_argument("--profile", choices=["full", "small"], help="training profile (default full; small for CI)")
-    p.add_argument("--training-config", help="YAML file with a TrainingConfig (see docs/models.md)")
-    p.add_argument("--seed", type=int, help="random seed of the cross-validation")
-    p.add_argument("--cv-folds", type=int, help="cross-validation folds")
-    p.add_argument("--cv-repeats", type=int, help="cross-validation repeats")
-    p.add_argument("--n-bootstrap", type=int, help="bootstrap resamples for the metrics' intervals")
-    p.add_argument("--engine", choices=["prefect", "local"], default="prefect")
-
-    p = sub.add_parser("serve", help="serve scheduled stratify runs from a schedules file (needs a Prefect server)")
-    p.add_argument("--schedules", required=True, help="YAML schedules file (see docs/operations.md)")
+    for command in (SYNTH, VALIDATE, STRATIFY, MONITOR, TRAIN, SERVE):
+        cli_options.add_command(sub, command)
 
     from immunostrat import cli_publish
 
@@ -182,13 +208,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from immunostrat import run
 
-    params = StratifyParams(
-        labs=list(args.labs),
-        subjects=args.subjects or "",
-        out="",
-        config=cli_options.run_config(args),
-        **cli_options.format_params(args),
-    ).model_copy(update=cli_options.streaming_options(args))
+    # No output folder, and the subjects file is optional: validate checks what it is given.
+    params = cli_options.parse_model(StratifyParams, args, VALIDATE, base={"subjects": "", "out": ""})
     # Large inputs stream partition by partition (scratch files only; validate writes no output).
     checked = run.validate(params)
     counts, problems = checked.counts, checked.quarantine
@@ -238,17 +259,7 @@ def _print_run_summary(run_dir: str) -> None:
 def cmd_stratify(args: argparse.Namespace) -> int:
     from immunostrat import launch
 
-    params = StratifyParams(
-        labs=list(args.labs),
-        subjects=args.subjects,
-        out=args.out,
-        protocol=args.protocol,
-        config=cli_options.run_config(args),
-        partitions=args.partitions,
-        dask_address=args.dask_address,
-        **cli_options.streaming_options(args),
-        **cli_options.format_params(args),
-    )
+    params = cli_options.parse_model(StratifyParams, args, STRATIFY)
     if args.engine == "local":
         from immunostrat import run
 
@@ -266,20 +277,8 @@ def cmd_stratify(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from immunostrat import launch
-    from immunostrat.config import MonitorParams
 
-    params = MonitorParams(
-        labs=list(args.labs),
-        subjects=args.subjects,
-        out=args.out,
-        protocol=args.protocol,
-        strata=args.strata,
-        config=cli_options.run_config(args),
-        partitions=args.partitions,
-        dask_address=args.dask_address,
-        **cli_options.streaming_options(args),
-        **cli_options.format_params(args),
-    )
+    params = cli_options.parse_model(MonitorParams, args, MONITOR)
     if args.engine == "local":
         from immunostrat import run
 
@@ -304,35 +303,8 @@ def _print_monitor_summary(run_dir: str) -> None:
     print(run_dir)
 
 
-def _training_config(args: argparse.Namespace) -> Any:
-    """TrainingConfig from an optional YAML file, with command-line flags on top."""
-    from immunostrat.config import TrainingConfig
-
-    data: dict[str, Any] = {}
-    if args.training_config:
-        data = read_yaml_mapping(args.training_config, "training config")
-    for key in ("profile", "seed", "cv_folds", "cv_repeats"):
-        if getattr(args, key) is not None:
-            data[key] = getattr(args, key)
-    if args.n_bootstrap is not None:
-        data.setdefault("evaluation", {})["n_bootstrap"] = args.n_bootstrap
-    return validated(TrainingConfig, data, f"training config {args.training_config or ''}".strip())
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    params = TrainParams(
-        labs=list(args.labs),
-        subjects=args.subjects,
-        outcomes=args.outcomes,
-        endpoint=args.endpoint,
-        landmark=args.landmark,
-        protocol=args.protocol,
-        registry=args.registry,
-        alias=args.alias,
-        training=_training_config(args),
-        config=cli_options.run_config(args),
-        **cli_options.format_params(args),
-    )
+    params = cli_options.parse_model(TrainParams, args, TRAIN)
     from immunostrat import launch
 
     launch.plan_training(params)  # launch checks before Prefect
@@ -347,7 +319,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_id = run_train_flow(params)
     from immunostrat.registry import load_model
 
-    card = load_model(model_id, args.registry).card
+    card = load_model(model_id, params.registry).card
     print(f"registered model {model_id}")
     print(json.dumps(card.get("metrics", {}), indent=2, default=str))
     return EXIT_OK

@@ -15,19 +15,94 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from immunostrat.cli_options import add_inputs, input_files, run_config
+from pydantic import Field
+
+from immunostrat.cli_options import DEFAULT_ALIAS, INPUTS, Command, add_command, own, parse_model, to
+from immunostrat.config import EvaluationConfig, InputFiles, RunConfig, ScoringConfig
 from immunostrat.errors import EXIT_OK, EXIT_UNUSABLE
 
-__all__ = ["COMMANDS", "cmd_evaluate", "cmd_models", "register"]
+__all__ = ["COMMANDS", "EvaluateParams", "cmd_evaluate", "cmd_models", "register"]
 
 
-def _eval_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--subjects", required=True, help="subjects file")
-    p.add_argument("--outcomes", required=True, help="outcomes file (study_id, subject_id, responded, endpoint)")
-    p.add_argument("--registry", help="model registry folder (default: the shipped models)")
-    p.add_argument("--report", help="write the full report to this file (.json, or .md for Markdown)")
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+class EvaluateParams(InputFiles):
+    """Inputs and options of `evaluate` and `models compare`: a labelled cohort, its run configuration (the model,
+    registry and drift threshold are its `scoring` settings) and the evaluation settings."""
+
+    outcomes: str = Field(description="Outcomes file (study_id, subject_id, responded, endpoint).")
+    config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation, baseline, scoring.")
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Bootstrap intervals, subgroups and calibration table."
+    )
+
+
+# Labelled data and the evaluation settings, shared by `evaluate` and `models compare`.
+LABELLED = (
+    to("--subjects", "subjects", required=True),
+    to("--outcomes", "outcomes", required=True),
+    to("--registry", "config.scoring.registry"),
+    own("--report", "write the full report to this file (.json, or .md for Markdown)"),
+    to("--n-bootstrap", "evaluation.n_bootstrap"),
+    to("--seed", "evaluation.seed"),
+)
+
+EVALUATE = Command(
+    "evaluate",
+    "external validation: score a labelled cohort with a registry model and report metrics with intervals",
+    EvaluateParams,
+    (
+        *INPUTS,
+        to("--model", "config.scoring.model"),
+        to("--drift-threshold", "config.scoring.drift_threshold"),
+        *LABELLED,
+    ),
+)
+
+# `models` actions other than compare only name the registry (ScoringConfig.registry) and their own arguments.
+REGISTRY = to("--registry", "registry")
+MODEL_ACTIONS = (
+    Command(
+        "list",
+        "every registered model, its aliases and validation AUROC",
+        ScoringConfig,
+        (REGISTRY, own("--json", "print JSON", kind="true", default=False)),
+    ),
+    Command(
+        "show",
+        "print a model card",
+        ScoringConfig,
+        (
+            own("model", "model id or alias"),
+            REGISTRY,
+            own("--json", "print card.json instead of the Markdown card", kind="true", default=False),
+        ),
+    ),
+    Command(
+        "promote",
+        f"point an alias (default {DEFAULT_ALIAS}) at a model",
+        ScoringConfig,
+        (
+            own("model", "model id or alias"),
+            own(
+                "--alias",
+                f"alias to set (default {DEFAULT_ALIAS}, the alias stratify scores with)",
+                default=DEFAULT_ALIAS,
+            ),
+            REGISTRY,
+        ),
+    ),
+    Command(
+        "unalias",
+        f"remove an alias (not {DEFAULT_ALIAS}); the model stays registered",
+        ScoringConfig,
+        (own("alias", "alias to remove"), REGISTRY),
+    ),
+    Command(
+        "compare",
+        "two (or more) models' metrics side by side on the same labelled data",
+        EvaluateParams,
+        (own("models", "model ids or aliases, the reference first", nargs="+", metavar="MODEL"), *INPUTS, *LABELLED),
+    ),
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,35 +112,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers: The object returned by ``parser.add_subparsers(dest="command")`` in ``immunostrat.cli``. It
             must not already hold a ``models`` command (this one replaces the old list/show/promote parser).
     """
-    p = subparsers.add_parser(
-        "evaluate",
-        help="external validation: score a labelled cohort with a registry model and report metrics with intervals",
-    )
-    add_inputs(p)
-    p.add_argument("--model", default="champion", help="model id or alias (default champion)")
-    p.add_argument("--drift-threshold", type=float, default=0.2, help="PSI above which a feature is flagged")
-    _eval_options(p)
-
+    add_command(subparsers, EVALUATE)
     models = subparsers.add_parser("models", help="list, show, promote or compare registry models")
-    actions = models.add_subparsers(dest="models_action", required=True, metavar="{list,show,promote,compare,unalias}")
-    q = actions.add_parser("list", help="every registered model, its aliases and validation AUROC")
-    q.add_argument("--registry", help="model registry folder")
-    q.add_argument("--json", action="store_true", help="print JSON")
-    q = actions.add_parser("show", help="print a model card")
-    q.add_argument("model", help="model id or alias")
-    q.add_argument("--registry", help="model registry folder")
-    q.add_argument("--json", action="store_true", help="print card.json instead of the Markdown card")
-    q = actions.add_parser("promote", help="point an alias (default champion) at a model")
-    q.add_argument("model", help="model id or alias")
-    q.add_argument("--alias", default="champion", help="alias to set (default champion)")
-    q.add_argument("--registry", help="model registry folder")
-    q = actions.add_parser("unalias", help="remove an alias (not champion); the model stays registered")
-    q.add_argument("alias", help="alias to remove")
-    q.add_argument("--registry", help="model registry folder")
-    q = actions.add_parser("compare", help="two (or more) models' metrics side by side on the same labelled data")
-    q.add_argument("models", nargs="+", metavar="MODEL", help="model ids or aliases, the reference first")
-    add_inputs(q)
-    _eval_options(q)
+    names = ",".join(c.name for c in MODEL_ACTIONS if c.name != "compare") + ",compare"
+    actions = models.add_subparsers(dest="models_action", required=True, metavar="{" + names + "}")
+    for command in MODEL_ACTIONS:
+        add_command(actions, command)
+
+
+def _registry(args: argparse.Namespace) -> str | None:
+    """The registry folder a `models` action names (None: the default registry)."""
+    given = parse_model(ScoringConfig, args).registry
+    return None if given is None else str(given)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,17 +159,17 @@ def _write_report(path: str, report: dict[str, Any], markdown: str) -> None:
     print(f"report: {target}")
 
 
-def _labelled(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def _labelled(params: EvaluateParams) -> tuple[Any, dict[str, Any]]:
     from immunostrat.training import labelled_strata
 
     # The same input options as stratify and train: formats, expression, crosswalk, study, patients.
-    return labelled_strata(input_files(args), None, args.outcomes, run_config(args))
+    files = InputFiles.model_validate(params.model_dump(include=set(InputFiles.model_fields)))
+    return labelled_strata(files, None, params.outcomes, params.config)
 
 
-def _eval_config(args: argparse.Namespace) -> Any:
-    from immunostrat.evaluation import EvaluationConfig
-
-    return EvaluationConfig(n_bootstrap=args.n_bootstrap, seed=args.seed)
+def _registry_of(params: EvaluateParams) -> str | None:
+    registry = params.config.scoring.registry
+    return None if registry is None else str(registry)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,9 +183,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from immunostrat.evaluation import METRICS, evaluate_model, render_report_markdown
     from immunostrat.registry import load_model
 
-    model = load_model(args.model, args.registry)
-    labelled, summary = _labelled(args)
-    report = evaluate_model(model, labelled, _eval_config(args), drift_threshold=args.drift_threshold)
+    params = parse_model(EvaluateParams, args)
+    model = load_model(params.config.scoring.model, _registry_of(params))
+    labelled, summary = _labelled(params)
+    report = evaluate_model(model, labelled, params.evaluation, drift_threshold=params.config.scoring.drift_threshold)
     report["data"] = summary
     print(f"model {model.model_id} (sha256 {model.sha256[:12]}...) on {labelled.height} labelled subjects")
     print(f"  scored {report['n']} ({report['n_events']} responders); not assessable {report['not_assessable']}")
@@ -164,14 +223,15 @@ def _card_auroc(registry_dir: str | None, model_id: str) -> str:
 def _models_list(args: argparse.Namespace) -> int:
     from immunostrat import registry
 
-    entries = registry.list_models(args.registry)
+    registry_dir = _registry(args)
+    entries = registry.list_models(registry_dir)
     if args.json:
         print(json.dumps(entries, indent=2, default=str))
         return EXIT_OK
     for entry in entries:
         aliases = ", ".join(entry.get("aliases", [])) or "-"
         print(
-            f"{entry['model_id']:<36} {entry.get('created_at', ''):<26} {_card_auroc(args.registry, entry['model_id'])}"
+            f"{entry['model_id']:<36} {entry.get('created_at', ''):<26} {_card_auroc(registry_dir, entry['model_id'])}"
             f"   aliases: {aliases}"
         )
     return EXIT_OK
@@ -180,7 +240,7 @@ def _models_list(args: argparse.Namespace) -> int:
 def _models_show(args: argparse.Namespace) -> int:
     from immunostrat import registry
 
-    card = registry.load_model(args.model, args.registry).card
+    card = registry.load_model(args.model, _registry(args)).card
     print(json.dumps(card, indent=2) if args.json else registry.render_card_markdown(card))
     return EXIT_OK
 
@@ -188,10 +248,11 @@ def _models_show(args: argparse.Namespace) -> int:
 def _models_promote(args: argparse.Namespace) -> int:
     from immunostrat import registry
 
-    model_id = registry.resolve(args.model, args.registry)
-    registry.load_model(model_id, args.registry)  # never promote a model that would fail to load
-    previous = {e["model_id"] for e in registry.list_models(args.registry) if args.alias in e.get("aliases", [])}
-    registry.set_alias(args.alias, model_id, args.registry)
+    registry_dir = _registry(args)
+    model_id = registry.resolve(args.model, registry_dir)
+    registry.load_model(model_id, registry_dir)  # never promote a model that would fail to load
+    previous = {e["model_id"] for e in registry.list_models(registry_dir) if args.alias in e.get("aliases", [])}
+    registry.set_alias(args.alias, model_id, registry_dir)
     was = f" (was {', '.join(sorted(previous))})" if previous and model_id not in previous else ""
     print(f"{args.alias} -> {model_id}{was}")
     return EXIT_OK
@@ -200,7 +261,7 @@ def _models_promote(args: argparse.Namespace) -> int:
 def _models_unalias(args: argparse.Namespace) -> int:
     from immunostrat import registry
 
-    target = registry.remove_alias(args.alias, args.registry)
+    target = registry.remove_alias(args.alias, _registry(args))
     print(f"removed alias {args.alias} (was {target}); {target} stays registered")
     return EXIT_OK
 
@@ -212,13 +273,15 @@ def _models_compare(args: argparse.Namespace) -> int:
     if len(args.models) < 2:
         print("models compare needs at least two models", file=sys.stderr)
         return EXIT_UNUSABLE
-    models = [load_model(ref, args.registry) for ref in args.models]
-    labelled, summary = _labelled(args)
-    report = compare_models(models, labelled, _eval_config(args))
+    params = parse_model(EvaluateParams, args)
+    models = [load_model(ref, _registry_of(params)) for ref in args.models]
+    labelled, summary = _labelled(params)
+    report = compare_models(models, labelled, params.evaluation)
     report["data"] = summary
     print(
         f"{report['n']} subjects scored by every model ({report['n_events']} responders; "
-        f"{report['not_assessable_by_any']} not assessable by at least one), same {args.n_bootstrap} resamples"
+        f"{report['not_assessable_by_any']} not assessable by at least one), "
+        f"same {params.evaluation.n_bootstrap} resamples"
     )
     ref = report["models"][0]
     for row, diff in zip(report["models"][1:], report["differences"], strict=True):

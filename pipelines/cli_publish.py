@@ -16,66 +16,76 @@ from typing import Any
 
 import yaml
 
+from immunostrat.cli_options import Command, Group, add_command, own, parse_model, to
+from immunostrat.config import PublishConfig
+
 __all__ = ["COMMANDS", "main", "publish_config", "register"]
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 
 
-def _add_privacy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a completed run folder (OUT/<run_id>)")
-    p.add_argument(
-        "--config", help="YAML run configuration; its `publish` section applies (default: the run's own settings)"
-    )
-    p.add_argument("--key-file", help="pseudonym key file (else $IMMUNOSTRAT_PSEUDONYM_KEY, or the config's key_file)")
-    p.add_argument(
-        "--demo-key",
-        action="store_true",
-        default=None,
-        help="demo only: create/use a local key file outside the repository when no key is configured",
-    )
-    p.add_argument("--site", choices=["pseudonymise", "keep", "drop"], help="what the sponsor `site` column holds")
-    p.add_argument("--dates", choices=["study_day", "shift"], help="also publish a keyed shifted reference date")
-    p.add_argument("--min-cell-count", type=int, help="suppress counts of subjects below this in the report")
+# The sponsor commands' options: the privacy flags set fields of `PublishConfig` (their help is its descriptions).
+PRIVACY = (
+    own("run_dir", "a completed run folder (OUT/<run_id>)", metavar="RUN_DIR"),
+    own("--config", "YAML run configuration; its `publish` section applies (default: the run's own settings)"),
+    to("--key-file", "key_file"),
+    to("--demo-key", "demo_key", kind="true"),
+    to("--site", "site"),
+    to("--dates", "dates"),
+    to("--min-cell-count", "min_cell_count"),
+)
+
+PUBLISH = Command(
+    "publish",
+    "publish a completed run for sponsors: pseudonymised hive dataset, manifest, dictionary, report",
+    PublishConfig,
+    (
+        *PRIVACY,
+        to("--no-report", "report", kind="false"),
+        own("--force", "replace this run's existing snapshot", kind="true", default=False),
+        Group(
+            exclusive=True,
+            options=(
+                own(
+                    "--make-current",
+                    "point every study of this run at it even when a newer run is current (rollback)",
+                    kind="true",
+                    dest="make_current",
+                ),
+                own(
+                    "--not-current",
+                    "write the snapshot but leave OUT/sponsor-manifest.json unchanged",
+                    kind="false",
+                    dest="make_current",
+                ),
+            ),
+        ),
+        own(
+            "--allow-key-change", "publish although a study was published with another key", kind="true", default=False
+        ),
+    ),
+    show_defaults=False,  # a flag not given keeps the run's own setting (or the --config file's)
+)
+
+REPORT = Command(
+    "report",
+    "render a run's self-contained HTML report (default RUN_DIR/report.html)",
+    PublishConfig,
+    (*PRIVACY, own("--out", "report file (default RUN_DIR/report.html)")),
+    show_defaults=False,
+)
 
 
 def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Add the `publish` and `report` sub-commands to an argparse sub-parser group; returns their handlers."""
-    p = subparsers.add_parser(
-        "publish",
-        help="publish a completed run for sponsors: pseudonymised hive dataset, manifest, dictionary, report",
-    )
-    _add_privacy_options(p)
-    p.add_argument("--no-report", action="store_true", help="do not write report.html into the snapshot")
-    p.add_argument("--force", action="store_true", help="replace this run's existing snapshot")
-    current = p.add_mutually_exclusive_group()
-    current.add_argument(
-        "--make-current",
-        dest="make_current",
-        action="store_const",
-        const=True,
-        default=None,
-        help="point every study of this run at it even when a newer run is current (rollback)",
-    )
-    current.add_argument(
-        "--not-current",
-        dest="make_current",
-        action="store_const",
-        const=False,
-        help="write the snapshot but leave OUT/sponsor-manifest.json unchanged",
-    )
-    p.add_argument(
-        "--allow-key-change", action="store_true", help="publish although a study was published with another key"
-    )
-
-    p = subparsers.add_parser("report", help="render a run's self-contained HTML report (default RUN_DIR/report.html)")
-    _add_privacy_options(p)
-    p.add_argument("--out", help="report file (default RUN_DIR/report.html)")
+    for command in (PUBLISH, REPORT):
+        add_command(subparsers, command)
     return dict(COMMANDS)
 
 
-def publish_config(args: argparse.Namespace) -> Any:
+def publish_config(args: argparse.Namespace) -> PublishConfig:
     """The PublishConfig of a command: the run's own settings, then the `--config` file, then the flags."""
-    from immunostrat.publish import PublishConfig, publish_config_of
+    from immunostrat.publish import publish_config_of
 
     run_json = Path(args.run_dir) / "run.json"
     if not run_json.is_file():
@@ -86,17 +96,7 @@ def publish_config(args: argparse.Namespace) -> Any:
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {args.config} must hold a mapping")
         data.update(loaded.get("publish") or {})
-    flags = {
-        "key_file": args.key_file,
-        "demo_key": args.demo_key,
-        "site": args.site,
-        "dates": args.dates,
-        "min_cell_count": args.min_cell_count,
-    }
-    data.update({k: v for k, v in flags.items() if v is not None})
-    if getattr(args, "no_report", False):
-        data["report"] = False
-    return PublishConfig.model_validate(data)
+    return parse_model(PublishConfig, args, base=data)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 import polars as pl
 
 from immunostrat.errors import UserError
+from immunostrat.settings import read_settings
 
 __all__ = [
     "DEMO_KEY_NAME",
@@ -162,11 +163,11 @@ def load_key(key_file: str | Path | None = None, *, demo: bool = False) -> Pseud
     Raises:
         PseudonymKeyError: No key is configured (and ``demo`` is false), or the key is unusable.
     """
-    env_key = os.environ.get(KEY_ENV)
-    if env_key:
-        secret = _from_text(env_key, f"${KEY_ENV}")
+    settings = read_settings()  # $IMMUNOSTRAT_PSEUDONYM_KEY (a SecretStr) and $IMMUNOSTRAT_PSEUDONYM_KEY_FILE
+    if settings.pseudonym_key is not None:
+        secret = _from_text(settings.pseudonym_key.get_secret_value(), f"${KEY_ENV}")
         return PseudonymKey(secret=secret, key_id=key_id(secret), source="environment")
-    explicit = key_file or os.environ.get(KEY_FILE_ENV)
+    explicit = key_file or settings.pseudonym_key_file
     if explicit:
         return _read_key_file(Path(explicit), "key file")
     if not demo:

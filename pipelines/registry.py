@@ -54,6 +54,7 @@ from immunostrat.features import FeatureSpec
 from immunostrat.io import atomic_path
 from immunostrat.schemas.records import ModelCard
 from immunostrat.scoring import ResponderEstimator, linear_logit_parts
+from immunostrat.settings import read_settings
 
 if TYPE_CHECKING:
     from immunostrat.modeling import TrainedModel
@@ -175,9 +176,9 @@ def default_registry_dir() -> Path:
     Raises:
         RegistryError: No registry directory can be located.
     """
-    env = os.environ.get(REGISTRY_ENV)
-    if env:
-        return Path(env)
+    configured = read_settings().model_registry  # $IMMUNOSTRAT_MODEL_REGISTRY
+    if configured is not None:
+        return configured
     try:
         import immunostrat.models as models_pkg
     except ImportError:

@@ -46,6 +46,7 @@ from urllib.parse import quote
 import polars as pl
 
 from immunostrat.errors import UserError
+from immunostrat.settings import read_settings
 
 if TYPE_CHECKING:
     pass
@@ -258,13 +259,13 @@ class PathEscapeError(UserError, ValueError):
 
 
 def data_roots_from_env(env: Mapping[str, str] | None = None) -> list[Path]:
-    """Data roots from ``$IMMUNOSTRAT_DATA_ROOTS`` (``os.pathsep``-separated); empty when unset.
+    """Data roots from ``$IMMUNOSTRAT_DATA_ROOTS`` (``os.pathsep``-separated; `immunostrat.settings`, which a
+    ``serve``d run scopes to its schedules file's roots), or from ``env`` when given; empty when unset.
 
     The roots must come from the operator's environment (or the schedules file, read at ``serve`` time), never
     from the run's own parameters: anyone who can start a deployment from the Prefect UI can change those.
     """
-    text = (os.environ if env is None else env).get(DATA_ROOTS_ENV, "")
-    return [Path(p) for p in text.split(os.pathsep) if p.strip()]
+    return list(read_settings(env).data_roots)
 
 
 def confine(path: str | os.PathLike[str], roots: Sequence[str | os.PathLike[str]], *, what: str = "path") -> Path:

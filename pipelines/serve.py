@@ -2,12 +2,23 @@
 
 Schedules need a Prefect server that outlives this process (the temporary server of an ad-hoc run dies with
 it), so `serve` refuses to start without `PREFECT_API_URL` pointing at a healthy server.
+
+Data roots. Every path of a served run must stay inside the schedules file's `data_roots`, also for a run started
+from the Prefect UI with edited parameters. The roots are therefore not one of the runs' parameters (anyone who
+can start a deployment may edit those) and not written into `os.environ` for the runs to inherit: each served
+flow is `confined_flow(flow, roots)`, the flow with the roots bound in its code. Its runs execute that flow object
+(Prefect's runner starts a process for each run from the flow it was given), and it runs the flow's body under
+`immunostrat.settings.scoped(...)` with those roots, so `launch.check_data_roots` checks against them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import sys
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,7 +26,7 @@ from pydantic import Field, field_validator
 
 from immunostrat.config import MonitorParams, StratifyParams, _Model, read_yaml_mapping, validated
 from immunostrat.launch import check_data_roots
-from immunostrat.safety import DATA_ROOTS_ENV
+from immunostrat.settings import Settings, read_settings, scoped
 
 START_SERVER_HINT = (
     "Start one in another terminal with `prefect server start`, then "
@@ -88,12 +99,48 @@ def load_schedules(path: Path) -> ScheduleFile:
     """Read and validate a schedules YAML file (and each run's parameters and paths)."""
     raw = read_yaml_mapping(path, "schedules file", allow_empty=False)
     parsed = validated(ScheduleFile, raw, f"schedules file {path}")
-    roots = {DATA_ROOTS_ENV: os.pathsep.join(parsed.data_roots)}
-    for schedule in parsed.schedules:
-        # Fail at launch, not at 02:00: the parameters must validate and every path must stay in the data roots.
-        check_data_roots(schedule.parameters, schedule.parameters.config, out=schedule.parameters.out,
-                         protocol=schedule.parameters.protocol, env=roots)  # fmt: skip
+    with scoped(served_settings(parsed.data_roots)):
+        for schedule in parsed.schedules:
+            # Fail at launch, not at 02:00: the parameters must validate and every path must stay in the roots.
+            check_data_roots(schedule.parameters, schedule.parameters.config, out=schedule.parameters.out,
+                             protocol=schedule.parameters.protocol)  # fmt: skip
     return parsed
+
+
+def served_settings(data_roots: Sequence[str]) -> Settings:
+    """The settings of a served run: the environment's, with the schedules file's data roots."""
+    return read_settings().model_copy(update={"data_roots": tuple(Path(r) for r in data_roots)})
+
+
+def confined_flow(flow: Any, data_roots: Sequence[str]) -> Any:
+    """`flow` with `data_roots` bound: each run checks its paths against them, whatever its parameters say.
+
+    The returned flow has the same name, run names, parameters (schema included) and options; its body runs
+    `flow`'s under `settings.scoped(served_settings(data_roots))`. The roots live in the function's closure,
+    which Prefect's runner pickles into the process of each run.
+    """
+    from prefect import Flow  # start-up time: Prefect loads only when serving
+
+    roots = tuple(str(r) for r in data_roots)
+    body = flow.fn
+
+    def run_confined(params: Any) -> Any:
+        with scoped(served_settings(roots)):
+            return body(params)
+
+    # The flow's own parameters (resolved types, not the strings of postponed annotations): same schema and
+    # validation as the flow's.
+    run_confined.__annotations__ = typing.get_type_hints(body)
+    run_confined.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
+    run_confined.__doc__ = body.__doc__
+    return Flow(
+        fn=run_confined,
+        name=flow.name,
+        flow_run_name=flow.flow_run_name,
+        log_prints=flow.log_prints,
+        validate_parameters=flow.should_validate_parameters,
+        description=flow.description,
+    )
 
 
 def _server_problem() -> str | None:
@@ -118,26 +165,36 @@ def serve_schedules(path: Path) -> int:
     if problem:
         print(f"{problem} {START_SERVER_HINT}", file=sys.stderr)
         return 2
-    from prefect import serve
-    from prefect.schedules import Cron
+    from prefect.runner import Runner  # Prefect loads only when serving (start-up time of the other commands)
 
     from immunostrat.flows.monitor import monitor_flow
     from immunostrat.flows.stratify import stratify_flow
 
-    flows = {"stratify": stratify_flow, "monitor": monitor_flow}
-    deployments = []
     # Runs started from the UI with edited parameters are checked against the same roots at their launch.
-    os.environ["IMMUNOSTRAT_DATA_ROOTS"] = os.pathsep.join(schedules.data_roots)
+    flows = {name: confined_flow(f, schedules.data_roots) for name, f in (("stratify", stratify_flow),
+                                                                          ("monitor", monitor_flow))}  # fmt: skip
+    runner = Runner(pause_on_shutdown=True)  # as prefect.serve: Ctrl-C pauses the schedules
     for s in schedules.schedules:
-        # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
-        parameters = {"params": s.parameters.model_dump(mode="json", exclude_unset=True)}
-        validation = parameters["params"].setdefault("config", {}).setdefault("validation", {})
-        validation.setdefault("as_of_timezone", s.timezone)  # an unset as_of is today in the schedule's zone
-        deployments.append(
-            flows[s.flow].to_deployment(
-                name=s.name, schedules=[Cron(s.cron, timezone=s.timezone)], parameters=parameters, tags=s.tags
-            )
-        )
-    print(f"serving {len(deployments)} deployment(s): {', '.join(s.name for s in schedules.schedules)}")
-    serve(*deployments)
+        runner.add_flow(flows[s.flow], **deployment_options(s))
+    print(f"serving {len(schedules.schedules)} deployment(s): {', '.join(s.name for s in schedules.schedules)}")
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        print("stopped; the schedules are paused")
     return 0
+
+
+def deployment_options(schedule: StratifySchedule | MonitorSchedule) -> dict[str, Any]:
+    """The deployment of one schedule: its name, cron in its time zone, tags and the flow's parameters."""
+    from prefect.schedules import Cron  # start-up time, as above
+
+    # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
+    parameters = {"params": schedule.parameters.model_dump(mode="json", exclude_unset=True)}
+    validation = parameters["params"].setdefault("config", {}).setdefault("validation", {})
+    validation.setdefault("as_of_timezone", schedule.timezone)  # an unset as_of is today in the schedule's zone
+    return {
+        "name": schedule.name,
+        "schedules": [Cron(schedule.cron, timezone=schedule.timezone)],
+        "parameters": parameters,
+        "tags": schedule.tags,
+    }
