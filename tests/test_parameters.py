@@ -280,7 +280,11 @@ def test_publish_flags_override_the_runs_own_settings_and_only_those_given(tmp_p
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({"parameters": {"publish": {"min_cell_count": 4, "site": "keep"}}}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {"run_id": "r1", "status": "completed", "parameters": {"publish": {"min_cell_count": 4, "site": "keep"}}}
+        )
+    )
     kept = publish_config(_parse(f"report {run}"))
     assert (kept.min_cell_count, kept.site, kept.report) == (4, "keep", True)
     changed = publish_config(_parse(f"publish {run} --site drop --no-report --demo-key"))
