@@ -26,7 +26,7 @@ demo: install
 
 ## test: lint, type-check, the import contract, data-dictionary drift check, then the test suite
 test: install lint typecheck imports
-	$(BIN)/python -m immunostrat.datadict --check
+	$(BIN)/python -m immunostrat.reporting.datadict --check
 	$(BIN)/pytest
 
 lint: install
@@ -48,7 +48,7 @@ demo-model: install
 		--outcomes data/train/outcomes.parquet --as-of 2026-11-01 --seed 0 --cv-folds 5 --cv-repeats 5 --alias champion
 
 datadict: install
-	$(BIN)/python -m immunostrat.datadict --out docs/output.md
+	$(BIN)/python -m immunostrat.reporting.datadict --out docs/output.md
 
 bench: install
 	$(BIN)/python benchmarks/run.py --subjects 100000

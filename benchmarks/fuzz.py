@@ -96,7 +96,7 @@ def _fuzz_strategy() -> Any:
 
 def _examine(fuzz: Any, path: Path, tally: dict[str, Any], keep: Path | None) -> None:
     """Run one file through the stages and record its outcome."""
-    from immunostrat.io import InputError
+    from immunostrat.ingest.io import InputError
     from tests.test_fuzz_formats import check_accounting, check_input_error, run_file
 
     path.write_bytes(fuzz.data)

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/stages.py LABS SUBJECTS OUTDIR
 Called by benchmarks/run.py; useful alone when profiling (e.g. under py-spy or pyinstrument). The steps are the
-pipeline definition's own (`immunostrat.definitions.STRATIFY`), run by a runner that times each one: nothing here
+pipeline definition's own (`immunostrat.pipeline.selection.STRATIFY`), run by a runner that times each one: nothing here
 restates their order.
 """
 
@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from immunostrat import launch, run
-from immunostrat.config import HarmoniseConfig, RunConfig, StratifyParams, ValidationConfig
-from immunostrat.engine.execute import LocalRunner
+from immunostrat.config.run import HarmoniseConfig, RunConfig, StratifyParams, ValidationConfig
+from immunostrat.pipeline import launch, run
+from immunostrat.pipeline.engine.execute import LocalRunner
 
 
 class TimingRunner(LocalRunner):

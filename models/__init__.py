@@ -2,5 +2,5 @@
 
 Each folder holds ``model.skops``, ``card.json`` and ``card.md``.
 
-Holds data only. Models are written by the train flow through ``immunostrat.registry.save_model``.
+Holds data only. Models are written by the train flow through ``immunostrat.modelling.registry.save_model``.
 """

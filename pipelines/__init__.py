@@ -1,4 +1,9 @@
-"""immunostrat: biomarker stratification for CAR-T trials in systemic lupus erythematosus."""
+"""immunostrat: biomarker stratification for CAR-T trials in systemic lupus erythematosus.
+
+Layout rule: `immunostrat.a.b` lives in `pipelines/a/b.py`; `immunostrat.schemas.*` in `schemas/`;
+`immunostrat.models` in `models/`. Capabilities: `cli`, `config`, `ingest`, `stages`, `followup`, `pipeline`,
+`flows`, `modelling`, `sponsor`, `reporting` (see the README's layout table).
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -7,7 +7,7 @@ Everything here is small and dependency-light so that the pipeline, the CLI and 
   the lock when its holder dies, so a killed run never leaves a stale lock. While the lock is held,
   `RunLock.remove_stale_staging` removes what killed runs left behind (hidden ``.<run_id>.partial`` folders
   and ``.tmp-*`` files).
-- `confine` (used by `immunostrat.launch.check_data_roots`): a path from a config or schedules file (or from a
+- `confine` (used by `immunostrat.pipeline.launch.check_data_roots`): a path from a config or schedules file (or from a
   Prefect UI parameter) must resolve, symlinks followed, inside one of the configured data roots.
 - `csv_safe`: neutralise spreadsheet formulas (cells starting with ``=``, ``+``, ``-``, ``@``, tab or CR get a
   leading single quote) before a frame is written as CSV for people to open.
@@ -45,8 +45,8 @@ from urllib.parse import quote
 
 import polars as pl
 
+from immunostrat.config.settings import read_settings
 from immunostrat.errors import UserError
-from immunostrat.settings import read_settings
 
 if TYPE_CHECKING:
     pass
@@ -76,8 +76,8 @@ __all__ = [
 LOCK_NAME = ".immunostrat.lock"
 DATA_ROOTS_ENV = "IMMUNOSTRAT_DATA_ROOTS"
 
-# What `immunostrat.engine.runfolder.staged_run_folder` (a hidden staging folder per run id) and
-# `immunostrat.io.atomic_path` (hidden temp files, e.g. of OUT/sponsor-manifest.json) leave behind when a process
+# What `immunostrat.pipeline.engine.runfolder.staged_run_folder` (a hidden staging folder per run id) and
+# `immunostrat.ingest.io.atomic_path` (hidden temp files, e.g. of OUT/sponsor-manifest.json) leave behind when a process
 # is killed.
 _PARTIAL_RE = re.compile(r"^\.\d{8}T\d{6}Z-[0-9a-f]+\.partial$")
 _TMP_RE = re.compile(r"^\.tmp-")
@@ -259,7 +259,7 @@ class PathEscapeError(UserError, ValueError):
 
 
 def data_roots_from_env(env: Mapping[str, str] | None = None) -> list[Path]:
-    """Data roots from ``$IMMUNOSTRAT_DATA_ROOTS`` (``os.pathsep``-separated; `immunostrat.settings`, which a
+    """Data roots from ``$IMMUNOSTRAT_DATA_ROOTS`` (``os.pathsep``-separated; `immunostrat.config.settings`, which a
     ``serve``d run scopes to its schedules file's roots), or from ``env`` when given; empty when unset.
 
     The roots must come from the operator's environment (or the schedules file, read at ``serve`` time), never

@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from immunostrat.io import atomic_path
+from immunostrat.ingest.io import atomic_path
 
 __all__ = [
     "CEREBRAL_EDEMA",

@@ -12,7 +12,7 @@ import datetime as dt
 import pandera.polars as pa
 import polars as pl
 
-from immunostrat.endpoint_definition import ENDPOINT_NAMES
+from immunostrat.config.endpoints import ENDPOINT_NAMES
 from immunostrat.followup.endpoints import NOT_ASSESSABLE_REASONS, NOT_MET_REASONS, REASONS
 from immunostrat.schemas.outputs import check_contract
 

@@ -1,7 +1,7 @@
 """Contract of `ifn_controls.parquet`: the healthy controls of each expression matrix, for the team's quality control.
 
 Written into the run folder by stratify and monitor when expression matrices are given (never into the sponsor
-snapshot). One long table with two kinds of row (`level`, rules in `immunostrat.readers.expression`):
+snapshot). One long table with two kinds of row (`level`, rules in `immunostrat.ingest.readers.expression`):
 
 - `gene`: per matrix and gene of the IFN method, the controls' mean, SD and median of the log2 values: the
   reference every score of that matrix is computed against;
@@ -19,7 +19,7 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 
-from immunostrat.readers.expression import QC_LEVELS, STATISTICS
+from immunostrat.ingest.readers.expression import QC_LEVELS, STATISTICS
 
 _GENE_COLUMNS = ("gene", "control_mean", "control_median")
 _SAMPLE_COLUMNS = ("sample", "source_row", "score")

@@ -2,7 +2,7 @@
 `outside_panel.parquet` and (registered here, defined in `immunostrat.schemas.ifn_controls`) `ifn_controls.parquet`.
 
 One pandera `DataFrameModel` per table. Every column carries a description (and a unit in
-`metadata={"unit": ...}` where it has one); `immunostrat.datadict` renders them into docs/output.md, so the
+`metadata={"unit": ...}` where it has one); `immunostrat.reporting.datadict` renders them into docs/output.md, so the
 schema is the single source of the data dictionary.
 
 The strata table is wide and depends on reference data: per selection-panel analyte `A` of
@@ -31,12 +31,12 @@ from pandera.api.polars.types import PolarsData
 from pandera.constants import CHECK_OUTPUT_KEY
 from pandera.errors import SchemaErrors
 
-from immunostrat.features import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.config.features import DEFAULT_FEATURES, GROUP_LEVELS, NOT_ASSESSABLE, FeatureSpec
 from immunostrat.followup.events import EVENT_FIELD_CODES, EVENT_REASON_CODES
 from immunostrat.followup.sledai import load_descriptors
 from immunostrat.followup.visits import VISIT_FIELD_CODES, VISIT_REASON_CODES
-from immunostrat.readers import READER_REASONS
-from immunostrat.reference import load_reference
+from immunostrat.ingest.readers import READER_REASONS
+from immunostrat.ingest.reference import load_reference
 from immunostrat.schemas.events import EVENT_OPTIONAL
 from immunostrat.schemas.ifn_controls import IfnControlRow
 from immunostrat.schemas.inputs import VISIT_FLAGS

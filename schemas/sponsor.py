@@ -14,7 +14,7 @@ fixed rule per column, so the two cannot drift apart:
 
 `SPONSOR_SCHEMA_VERSION` follows semantic versioning and changes with any change to the published columns
 (major on a breaking change: a column removed or renamed, a type changed, nulls newly allowed, allowed values
-extended or a unit changed). `immunostrat.datadict` refuses to regenerate the dictionary when the columns
+extended or a unit changed). `immunostrat.reporting.datadict` refuses to regenerate the dictionary when the columns
 changed and the version did not; docs/schema-changelog.md records every version.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 
-from immunostrat.features import DEFAULT_FEATURES, NOT_ASSESSABLE, FeatureSpec
+from immunostrat.config.features import DEFAULT_FEATURES, NOT_ASSESSABLE, FeatureSpec
 from immunostrat.schemas.outputs import (
     _FINITE,
     PANEL,

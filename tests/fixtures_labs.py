@@ -9,8 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from immunostrat.config import HarmoniseConfig
-from immunostrat.io import (
+from immunostrat.config.run import HarmoniseConfig
+from immunostrat.ingest.io import (
     LAB_OPTIONAL,
     LAB_REQUIRED,
     OUTCOME_OPTIONAL,
@@ -18,7 +18,7 @@ from immunostrat.io import (
     SUBJECT_OPTIONAL,
     SUBJECT_REQUIRED,
 )
-from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.ingest.reference import ReferenceTables, load_reference
 from immunostrat.stages.harmonise import Harmonised, harmonise_labs
 from immunostrat.stages.validate import Split, validate_labs
 

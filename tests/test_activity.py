@@ -9,10 +9,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from immunostrat.config import BaselineConfig
+from immunostrat.config.followup import FollowUpConfig
+from immunostrat.config.run import BaselineConfig
 from immunostrat.followup.activity import activity, lab_descriptors
 from immunostrat.followup.sledai import ITEM_PREFIX, load_descriptors, parse_descriptor
-from immunostrat.followup_settings import FollowUpConfig
 from immunostrat.schemas.followup import Activity
 from immunostrat.schemas.outputs import check_contract
 from tests.support import LAB_SCHEMA, NO_LABS

@@ -13,8 +13,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from immunostrat.config import BaselineConfig
-from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.config.run import BaselineConfig
+from immunostrat.ingest.reference import ReferenceTables, load_reference
 from immunostrat.stages.baseline import CORE_ANALYTES, derive_baseline, missing_counts, names_where, select_baseline
 
 LAB_SCHEMA: dict[str, pl.DataType] = {

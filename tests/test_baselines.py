@@ -9,7 +9,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from immunostrat.config import BaselineConfig
+from immunostrat.config.followup import FollowUpConfig
+from immunostrat.config.run import BaselineConfig
 from immunostrat.followup.baselines import (
     merge_selection_sledai,
     selection_baseline_visit,
@@ -17,7 +18,6 @@ from immunostrat.followup.baselines import (
     with_selection_sledai,
 )
 from immunostrat.followup.sledai import load_descriptors
-from immunostrat.followup_settings import FollowUpConfig
 from tests.support import NO_LABS
 
 D = dt.date

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, main
+from immunostrat.cli.main import EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, main
 
 from .support import AS_OF, Cohort
 
@@ -144,7 +144,7 @@ def test_serve_rejects_an_invalid_schedules_file_before_contacting_prefect(
 
 
 def test_schedules_leave_as_of_to_each_run() -> None:
-    from immunostrat.config import RunConfig, StratifyParams
+    from immunostrat.config.run import RunConfig, StratifyParams
 
     params = StratifyParams(labs=["l"], subjects="s", out="o", config=RunConfig.model_validate({}))
     dumped = params.model_dump(mode="json", exclude_unset=True)
@@ -153,7 +153,7 @@ def test_schedules_leave_as_of_to_each_run() -> None:
 
 def test_flat_schedules_pass_streaming_options_to_their_stratify_runs(tmp_path: Path) -> None:
     """A schedules file written before `flow:` existed is read as stratify schedules, options and all."""
-    from immunostrat.serve import load_schedules
+    from immunostrat.cli.serve import load_schedules
 
     text = SCHEDULES + "    streaming: true\n    partition_rows: 500000\n"
     (schedule,) = load_schedules(_write(tmp_path / "schedules.yaml", text)).schedules
@@ -180,7 +180,7 @@ schedules:
 
 
 def test_a_schedule_names_its_flow_and_takes_that_flows_full_parameters(tmp_path: Path) -> None:
-    from immunostrat.serve import load_schedules
+    from immunostrat.cli.serve import load_schedules
 
     (schedule,) = load_schedules(_write(tmp_path / "schedules.yaml", NAMED_FLOW)).schedules
     assert schedule.flow == "stratify" and schedule.parameters.partitions == 4

@@ -1,4 +1,4 @@
-"""Tests for immunostrat.config: self-documenting fields, protocol validation, scoring and baseline bounds."""
+"""Tests for immunostrat.config.run: self-documenting fields, protocol validation, scoring and baseline bounds."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from immunostrat import config as config_module
-from immunostrat.config import (
+from immunostrat.config import run as config_module
+from immunostrat.config.followup import (
+    CrsIcansConfig,
+    EventsConfig,
+    FollowUpConfig,
+    IcahtConfig,
+    ImmuneCourseConfig,
+    LabGradesConfig,
+)
+from immunostrat.config.run import (
     BaselineConfig,
     Criterion,
     HarmoniseConfig,
@@ -29,15 +37,7 @@ from immunostrat.config import (
     load_protocol,
 )
 from immunostrat.errors import SettingsError
-from immunostrat.followup_settings import (
-    CrsIcansConfig,
-    EventsConfig,
-    FollowUpConfig,
-    IcahtConfig,
-    ImmuneCourseConfig,
-    LabGradesConfig,
-)
-from immunostrat.publish import PublishConfig
+from immunostrat.sponsor.publish import PublishConfig
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     ReadersConfig,
@@ -438,7 +438,7 @@ def test_an_unset_as_of_is_today_in_the_given_time_zone() -> None:
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    from immunostrat.config import ValidationConfig
+    from immunostrat.config.run import ValidationConfig
 
     for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
         before = dt.datetime.now(ZoneInfo(zone)).date()
@@ -451,7 +451,7 @@ def test_an_unset_as_of_is_today_in_the_given_time_zone() -> None:
 def test_an_unknown_time_zone_is_refused_with_an_example() -> None:
     from pydantic import ValidationError
 
-    from immunostrat.config import ValidationConfig
+    from immunostrat.config.run import ValidationConfig
 
     with pytest.raises(ValidationError, match="unknown IANA time zone 'Mars/Olympus'"):
         ValidationConfig(as_of_timezone="Mars/Olympus")

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from immunostrat.config.followup import CrsIcansConfig
 from immunostrat.followup.crs_icans import (
     disagreement_counts,
     grade_crs_icans,
     reported_disagreements,
     worst_crs_icans,
 )
-from immunostrat.followup_settings import CrsIcansConfig
 from immunostrat.schemas.outputs import check_contract
 from immunostrat.schemas.toxicity_events import CrsIcans, CrsIcansDisagreement, CrsIcansWorst
 

@@ -8,14 +8,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat.config import RunConfig, StratifyParams, TrainParams, ValidationConfig, load_protocol
-from immunostrat.definitions import build_strata, prepare
-from immunostrat.evaluation import METRICS
-from immunostrat.inputs import read_inputs
-from immunostrat.modeling import TrainingConfig, linear_logit_parts, score_strata
-from immunostrat.registry import default_registry_dir, list_models, load_model
+from immunostrat.config.run import RunConfig, StratifyParams, TrainParams, ValidationConfig, load_protocol
+from immunostrat.ingest.inputs import read_inputs
+from immunostrat.modelling.evaluation import METRICS
+from immunostrat.modelling.model import TrainingConfig, linear_logit_parts, score_strata
+from immunostrat.modelling.registry import default_registry_dir, list_models, load_model
+from immunostrat.modelling.training import train
+from immunostrat.pipeline.selection import build_strata, prepare
 from immunostrat.synth import SynthConfig, generate_cohort, oracle_auroc, write_cohort
-from immunostrat.training import train
 
 from .support import AS_OF
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from immunostrat.cli import build_parser
-from immunostrat.definitions import STRATIFY
-from immunostrat.engine.definition import Phase
+from immunostrat.cli.main import build_parser
+from immunostrat.pipeline.engine.definition import Phase
+from immunostrat.pipeline.selection import STRATIFY
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").glob("*.md"))]

@@ -1,4 +1,4 @@
-"""Tests for immunostrat.drift: training reference, PSI, missingness flags, the run-summary line."""
+"""Tests for immunostrat.modelling.drift: training reference, PSI, missingness flags, the run-summary line."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from immunostrat import drift
-from immunostrat.modeling import FeatureSpec
-from immunostrat.registry import LoadedModel
+from immunostrat.modelling import drift
+from immunostrat.modelling.model import FeatureSpec
+from immunostrat.modelling.registry import LoadedModel
 
 SPECS = (
     FeatureSpec("c3", "c3", "identity", "g/L", "C3"),
@@ -37,7 +37,7 @@ def model_with_reference(reference: dict[str, Any] | None) -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, Any]:
-    from immunostrat.modeling import build_feature_frame
+    from immunostrat.modelling.model import build_feature_frame
 
     return drift.reference_profile(build_feature_frame(cohort(4000, seed=1, missing=0.05), SPECS), bins=10)
 

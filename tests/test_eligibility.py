@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from immunostrat.config import Criterion, Protocol, load_protocol
+from immunostrat.config.run import Criterion, Protocol, load_protocol
 from immunostrat.stages.eligibility import ProtocolError, assess_eligibility, criterion_expr, funnel
 
 # Hand-made columns: a float, an integer, a string and a boolean column, each with one null.

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from immunostrat.endpoint_definition import (
+from immunostrat.config.endpoints import (
     ENDPOINT_NAMES,
     LN_CLASSES,
     EndpointDefinition,
@@ -781,7 +781,7 @@ def test_a_descriptor_the_table_lacks_is_a_settings_error() -> None:
 
 
 def test_every_field_is_described_and_classes_match_the_contract() -> None:
-    from immunostrat import endpoint_definition as module
+    from immunostrat.config import endpoints as module
     from immunostrat.schemas.outputs import LN_CLASSES as CONTRACT_CLASSES
 
     models = [

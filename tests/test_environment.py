@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from immunostrat.pseudonym import KEY_FILE_ENV, load_key
-from immunostrat.registry import default_registry_dir
+from immunostrat.modelling.registry import default_registry_dir
+from immunostrat.sponsor.pseudonym import KEY_FILE_ENV, load_key
 
 from .conftest import TEST_KNOBS
 

@@ -1,4 +1,5 @@
-"""Tests for immunostrat.evaluation: metrics, the bootstrap engine, intervals, subgroups, tables, comparison."""
+"""Tests for immunostrat.modelling.evaluation: metrics, the bootstrap engine, intervals, subgroups, tables,
+comparison."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from immunostrat.evaluation import (
+from immunostrat.modelling.evaluation import (
     METRICS,
     EvaluationConfig,
     _bootstrap_weights,

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from immunostrat.config.followup import EventsConfig
 from immunostrat.followup.events import (
     EVENT_FIELD_CODES,
     EVENT_REASON_CODES,
@@ -25,8 +26,7 @@ from immunostrat.followup.events import (
     read_events,
     validate_events,
 )
-from immunostrat.followup_settings import EventsConfig
-from immunostrat.io import InputError
+from immunostrat.ingest.io import InputError
 from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED, Event
 from immunostrat.schemas.outputs import REASON_CODES, validate_output
 from immunostrat.stages.validate import Split, validate_subjects

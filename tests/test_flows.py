@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.config.run import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
 from immunostrat.schemas.outputs import validate_output
 
 from .support import AS_OF, Cohort, latest_flow_run_tasks
@@ -93,8 +93,8 @@ def test_flow_runs_are_named_after_what_ran_and_show_the_definitions_steps(
 ) -> None:
     from collections import Counter
 
-    from immunostrat.definitions import STRATIFY
     from immunostrat.flows import run_stratify_flow
+    from immunostrat.pipeline.selection import STRATIFY
 
     run_dir = Path(run_stratify_flow(_params(small_cohort, tmp_path / "runs", trained_registry)))
     name, tasks = latest_flow_run_tasks()
@@ -125,7 +125,7 @@ def test_prefect_engine_over_the_ceiling_exits_1_with_the_message_and_no_traceba
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     args = _cli_args(small_cohort.labs, small_cohort.subjects, tmp_path / "runs", trained_registry)
     assert main([*args, "--max-quarantine-fraction", "0"]) == 1
@@ -143,7 +143,7 @@ def test_prefect_engine_refuses_a_file_that_is_not_utf8_in_one_line(  # noqa: PL
 ) -> None:
     """A bad byte past the part launch samples is found while reading, inside the flow run: it fails with the
     one-line message as its state, exit 2, and no traceback in the terminal or the logs."""
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     text = small_cohort.labs.read_text(encoding="utf-8")
     header, *rows = text.splitlines()
@@ -163,10 +163,10 @@ def test_prefect_engine_refuses_a_file_that_is_not_utf8_in_one_line(  # noqa: PL
 def test_train_flow_shows_its_steps_as_tasks(prefect_harness: None, small_cohort: Cohort, tmp_path: Path) -> None:
     from collections import Counter
 
-    from immunostrat.config import TrainingConfig, TrainParams
-    from immunostrat.definitions import LABELLED
+    from immunostrat.config.run import TrainingConfig, TrainParams
     from immunostrat.flows import run_train_flow
-    from immunostrat.registry import resolve
+    from immunostrat.modelling.registry import resolve
+    from immunostrat.pipeline.selection import LABELLED
 
     params = TrainParams(
         labs=[str(small_cohort.labs)],
@@ -193,9 +193,9 @@ def test_monitor_flow_shows_its_steps_as_tasks_and_publishes_its_summary(prefect
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from immunostrat.config import MonitorParams
+    from immunostrat.config.run import MonitorParams
     from immunostrat.flows.monitor import run_monitor_flow
-    from immunostrat.followup_definitions import MONITOR
+    from immunostrat.pipeline.follow_up import MONITOR
     from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
 
     files = write_cohort(generate_cohort(SynthConfig(n_subjects=30, seed=5)), tmp_path / "input", fmt="parquet")
@@ -224,8 +224,8 @@ def test_monitor_flow_shows_its_steps_as_tasks_and_publishes_its_summary(prefect
 def test_a_monitor_run_with_changes_emits_one_event_with_pseudonyms_only(prefect_harness: None, tmp_path: Path) -> None:
     """The event a team's automation listens for carries the counts and the pseudonyms, never a subject id; a run
     where nothing changed emits none."""
-    from immunostrat.engine.runfolder import RunOutputs
     from immunostrat.flows.monitor import CHANGED_EVENT, emit_changes
+    from immunostrat.pipeline.engine.runfolder import RunOutputs
 
     counts = {"toxicity": {"new": 1, "resolved": 0, "corrected": 0}, "endpoint": {"new": 0, "resolved": 0}}
     item = {"study_id": "S1", "subject_pseudonym": "ab" * 16, "kind": "toxicity", "item": "crs", "change": "new"}

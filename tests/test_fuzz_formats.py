@@ -39,11 +39,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from immunostrat.config import RunConfig, ValidationConfig
-from immunostrat.definitions import Prepared, prepare
-from immunostrat.inputs import Inputs, read_labs
-from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError
-from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.config.run import RunConfig, ValidationConfig
+from immunostrat.ingest.inputs import Inputs, read_labs
+from immunostrat.ingest.io import LAB_OPTIONAL, LAB_REQUIRED, InputError
+from immunostrat.ingest.reference import ReferenceTables, load_reference
+from immunostrat.pipeline.selection import Prepared, prepare
 
 from .fixtures_labs import AS_OF
 from .test_properties import lab_tables
@@ -368,7 +368,7 @@ def parquet_files(draw: st.DrawFn, zones: list[str] = TIME_ZONES, flips: bool = 
 
 
 # --------------------------------------------------------------------------------------------------
-# SDTM LB (XPT, CSV, Parquet, Dataset-JSON) and FHIR Observations (NDJSON, Bundle), read by immunostrat.readers
+# SDTM LB (XPT, CSV, Parquet, Dataset-JSON) and FHIR Observations (NDJSON, Bundle), read by immunostrat.ingest.readers
 # --------------------------------------------------------------------------------------------------
 
 SDTM_VARS = {
@@ -389,7 +389,7 @@ FHIR_DAMAGE = ("none", "truncated", "junk_line", "wrong_types", "no_code", "no_s
 
 def _readers_present() -> bool:
     try:
-        import immunostrat.readers  # noqa: F401
+        import immunostrat.ingest.readers  # noqa: F401
     except ImportError:
         return False
     return True
@@ -578,7 +578,7 @@ def reference() -> ReferenceTables:
 def run_file(path: Path) -> Prepared:
     """read -> harmonise -> validate one lab file, as `immunostrat validate` does (FHIR rows get study S1)."""
     if _readers_present():
-        from immunostrat.readers import ReaderOptions
+        from immunostrat.ingest.readers import ReaderOptions
 
         table = read_labs(path, options=ReaderOptions(study_id="S1"))
     else:

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.config import HarmoniseConfig
-from immunostrat.reference import load_reference
+from immunostrat.config.run import HarmoniseConfig
+from immunostrat.ingest.reference import load_reference
 from immunostrat.stages.harmonise import HARMONISED_COLUMNS, harmonise_labs, harmonised_table
 
 from .fixtures_labs import harmonise, lab_row, raw_labs, validate

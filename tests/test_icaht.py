@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from immunostrat.config.followup import IcahtConfig
 from immunostrat.followup.icaht import icaht_grades
-from immunostrat.followup_settings import IcahtConfig
 from immunostrat.schemas.outputs import check_contract
 from immunostrat.schemas.toxicity_events import IcahtGrades
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.definitions import IFN_CONTROLS_OUTPUT, STRATIFY
-from immunostrat.followup_definitions import MONITOR
-from immunostrat.io import InputTable
-from immunostrat.partition import split_table
-from immunostrat.readers import ifn_method, read_expression
-from immunostrat.readers.expression import IFN_CONTROL_SCHEMA, control_qc
+from immunostrat.ingest.io import InputTable
+from immunostrat.ingest.readers import ifn_method, read_expression
+from immunostrat.ingest.readers.expression import IFN_CONTROL_SCHEMA, control_qc
+from immunostrat.pipeline.follow_up import MONITOR
+from immunostrat.pipeline.partition import split_table
+from immunostrat.pipeline.selection import IFN_CONTROLS_OUTPUT, STRATIFY
 from immunostrat.schemas.outputs import OutputContractError, validate_output
 
 READERS = Path(__file__).parent / "data" / "readers"
@@ -151,7 +151,7 @@ def test_a_gene_or_control_appears_once_per_matrix() -> None:
 
 
 def _stratify(out: Path, *extra: str, expression: bool = True) -> Path:
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     args = [
         "stratify", "--labs", str(READERS / "sdtm_lb.csv"), str(READERS / "sdtm_cp.json"),

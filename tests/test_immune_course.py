@@ -10,8 +10,8 @@ from typing import Any
 import polars as pl
 import pytest
 
+from immunostrat.config.followup import ImmuneCourseConfig
 from immunostrat.followup.immune_course import REASONS, immune_course, relapse_events
-from immunostrat.followup_settings import ImmuneCourseConfig
 from immunostrat.schemas.immune_course import validate_immune_course, validate_relapse_events
 
 DAY0 = dt.date(2024, 3, 1)

@@ -1,4 +1,4 @@
-"""Tests for immunostrat.io: reading CSV/Parquet inputs as strings, input errors, and atomic writes."""
+"""Tests for immunostrat.ingest.io: reading CSV/Parquet inputs as strings, input errors, and atomic writes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.inputs import read_labs, read_subjects
-from immunostrat.io import (
+from immunostrat.ingest.inputs import read_labs, read_subjects
+from immunostrat.ingest.io import (
     InputError,
     atomic_path,
     read_outcomes,

@@ -33,7 +33,7 @@ import polars as pl
 import pytest
 
 from immunostrat import safety
-from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.config.run import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
 
 from .support import AS_OF
 
@@ -51,9 +51,10 @@ def stop(name):
         marker.touch()
         time.sleep(300)
 
-from immunostrat import launch, run
-from immunostrat.config import StratifyParams
-from immunostrat.engine.execute import LocalRunner
+from immunostrat.pipeline import launch
+from immunostrat.pipeline import run
+from immunostrat.config.run import StratifyParams
+from immunostrat.pipeline.engine.execute import LocalRunner
 
 # Points named after a pipeline step stop right after that step's first partition.
 STEP_OF = {"after-validate": "harmonise-validate", "streaming-after-validate": "harmonise-validate"}
@@ -153,7 +154,7 @@ def check_output_folder(out: Path, previous: Path, before: dict[str, str]) -> li
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) -> dict[str, Any]:
     """A tiny cohort and an output folder holding one finished run (the 'previous run')."""
-    from immunostrat import run
+    from immunostrat.pipeline import run
     from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
 
     base = tmp_path_factory.mktemp("kill")
@@ -242,7 +243,7 @@ def killed(setup: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def test_sigkill_mid_run_leaves_nothing_half_written(killed: dict[str, Any]) -> None:
     """At every point, the folder holds the previous run and hidden leftovers only; a re-run completes."""
-    from immunostrat import run
+    from immunostrat.pipeline import run
 
     for point in ("after-validate", "torn-file", "streaming-after-validate"):
         _, _, out, previous, params = killed["harness"][point]
@@ -278,7 +279,7 @@ def test_sigkill_of_the_real_cli_after_random_delays(killed: dict[str, Any]) -> 
 
 
 def test_next_run_cleans_up_after_a_killed_one(killed: dict[str, Any]) -> None:
-    from immunostrat import run
+    from immunostrat.pipeline import run
 
     _, _, out, previous, params = killed["harness"]["before-rename"]
     assert list(out.glob(".*.partial"))
@@ -290,7 +291,7 @@ def test_next_run_cleans_up_after_a_killed_one(killed: dict[str, Any]) -> None:
 def test_second_run_on_a_busy_folder_fails_fast(
     setup: dict[str, Any], killed: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     holder, _, out, _, _ = killed["harness"]["busy"]
     assert holder.poll() is None

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from immunostrat.config.followup import LabGradesConfig
 from immunostrat.errors import SettingsError
 from immunostrat.followup.lab_grades import (
     CRITERIA_COLUMNS,
@@ -25,7 +26,6 @@ from immunostrat.followup.lab_grades import (
     worst_grade_column,
     worst_grades_wide,
 )
-from immunostrat.followup_settings import LabGradesConfig
 from immunostrat.schemas.lab_grades import validate_lab_grades, validate_worst_grades, validate_worst_grades_wide
 
 D = dt.date

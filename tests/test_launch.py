@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from immunostrat.cli import main
+from immunostrat.cli.main import main
 from immunostrat.errors import EXIT_STOPPED, EXIT_UNUSABLE
 
 from .support import AS_OF, Cohort
@@ -39,7 +39,7 @@ def test_stratify_without_a_key_exits_2_before_importing_prefect(
     """The default engine is Prefect; a missing key is found at launch: no Prefect import, no server."""
     probe = (
         "import sys\n"
-        "from immunostrat.cli import main\n"
+        "from immunostrat.cli.main import main\n"
         f"code = main({_stratify_args(small_cohort, tmp_path / 'runs', trained_registry)!r})\n"
         "print('prefect imported' if 'prefect' in sys.modules else 'prefect not imported')\n"
         "sys.exit(code)\n"
@@ -113,7 +113,7 @@ def test_a_programming_error_keeps_its_traceback(
     small_cohort: Cohort, trained_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only user errors become one-line messages: a bug inside a stage is raised as itself."""
-    from immunostrat import definitions
+    from immunostrat.pipeline import selection as definitions
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug")
@@ -128,8 +128,8 @@ def test_deciding_to_stream_reads_no_csv_row(small_cohort: Cohort, tmp_path: Pat
     """Parquet rows come from its metadata; CSV rows are estimated from the file size (documented constant)."""
     import polars as pl
 
-    from immunostrat.config import StratifyParams
-    from immunostrat.launch import CSV_BYTES_PER_ROW, estimated_lab_rows
+    from immunostrat.config.run import StratifyParams
+    from immunostrat.pipeline.launch import CSV_BYTES_PER_ROW, estimated_lab_rows
 
     csv = small_cohort.labs
     parquet = tmp_path / "labs.parquet"
@@ -186,7 +186,7 @@ def test_models_compare_reads_fhir_and_sdtm_with_the_crosswalk_and_study(
 ) -> None:
     import json
 
-    from immunostrat.registry import list_models
+    from immunostrat.modelling.registry import list_models
 
     first, second = (m["model_id"] for m in list_models()[:2])
     report = tmp_path / "compare.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.readers import read_sdtm_labs
+from immunostrat.ingest.readers import read_sdtm_labs
 from immunostrat.schemas.outputs import HarmonisedLab
 from immunostrat.stages.harmonise import harmonised_table
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.config import RunConfig, ValidationConfig, load_protocol
-from immunostrat.definitions import Prepared, build_strata, prepare
-from immunostrat.inputs import Inputs, read_labs, read_subjects
-from immunostrat.readers import ReaderOptions, baseline_flag_agreement, merge_reader_quarantine, read_crosswalk
+from immunostrat.config.run import RunConfig, ValidationConfig, load_protocol
+from immunostrat.ingest.inputs import Inputs, read_labs, read_subjects
+from immunostrat.ingest.readers import ReaderOptions, baseline_flag_agreement, merge_reader_quarantine, read_crosswalk
+from immunostrat.pipeline.selection import Prepared, build_strata, prepare
 
 from .support import AS_OF
 
@@ -132,7 +132,7 @@ def test_one_stratify_run_over_sdtm_fhir_and_expression(
     tmp_path: Path, trained_registry: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The command line: one stratify run mixes every source and writes one strata table."""
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     args = ["stratify", "--engine", "local", "--labs", str(LB), str(CP), str(FHIR), "--expression", str(MATRIX)]
     args += ["--samples", str(DATA / "expression_samples.csv"), "--crosswalk", str(DATA / "crosswalk.csv")]

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from immunostrat.registry import ModelHandle, ModelIntegrityError, UnknownModelError, resolve_model_file
+from immunostrat.modelling.registry import ModelHandle, ModelIntegrityError, UnknownModelError, resolve_model_file
 
 
 def test_a_pickled_handle_carries_the_verified_bytes_never_an_estimator() -> None:

@@ -1,4 +1,5 @@
-"""Tests for immunostrat.modeling: features, config, training with OOF cut-offs, calibration, contributions, scoring.
+"""Tests for immunostrat.modelling.model: features, config, training with OOF cut-offs, calibration, contributions,
+scoring.
 
 Training uses the small profile (1 CV repeat, 3 inner folds, 200 resamples) to keep the suite fast.
 """
@@ -15,7 +16,7 @@ from scipy.special import logit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
 
-from immunostrat.modeling import (
+from immunostrat.modelling.model import (
     DEFAULT_FEATURES,
     LOG2_FLOOR,
     NOT_ASSESSABLE,
@@ -33,7 +34,7 @@ from immunostrat.modeling import (
     score_strata,
     train_responder_model,
 )
-from immunostrat.registry import LoadedModel
+from immunostrat.modelling.registry import LoadedModel
 
 N = 300
 SMALL = TrainingConfig(profile="small")

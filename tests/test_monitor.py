@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.cli import main
+from immunostrat.cli.main import main
 from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
 
 AS_OF = "2026-10-31"  # the synthetic cohort's data cut-off: no visit is dated after it
@@ -145,7 +145,7 @@ def test_a_rerun_a_week_later_lists_exactly_what_the_new_week_changed(tmp_path: 
     """Run on the export of 2026-10-24, then on the full export of 2026-10-31 into the same folder: old rows are
     unchanged, so nothing is `corrected`, and the new toxicities and endpoints are exactly those the second run
     has and the first has not (counted here from the two runs' tables, not by the comparison under test)."""
-    from immunostrat.pseudonym import load_key, subject_pseudonyms
+    from immunostrat.sponsor.pseudonym import load_key, subject_pseudonyms
 
     full = {
         k: Path(v)

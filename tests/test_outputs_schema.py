@@ -1,4 +1,4 @@
-"""Output contracts (schemas/outputs.py) and the generated data dictionary (immunostrat.datadict).
+"""Output contracts (schemas/outputs.py) and the generated data dictionary (immunostrat.reporting.datadict).
 
 The good frames are real pipeline output: a tiny synthetic cohort run through prepare, baseline, eligibility and
 scoring (with a model fitted in-process, no registry). Each rejection test corrupts one of them.
@@ -15,13 +15,13 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaErrors
 
-from immunostrat import datadict
-from immunostrat.config import RunConfig, ValidationConfig, load_protocol
-from immunostrat.definitions import build_strata, prepare
-from immunostrat.inputs import read_inputs
-from immunostrat.modeling import DEFAULT_FEATURES, FeatureSpec, TrainConfig, build_feature_frame, score_strata
-from immunostrat.modeling import train_responder_model as fit
-from immunostrat.registry import LoadedModel
+from immunostrat.config.run import RunConfig, ValidationConfig, load_protocol
+from immunostrat.ingest.inputs import read_inputs
+from immunostrat.modelling.model import DEFAULT_FEATURES, FeatureSpec, TrainConfig, build_feature_frame, score_strata
+from immunostrat.modelling.model import train_responder_model as fit
+from immunostrat.modelling.registry import LoadedModel
+from immunostrat.pipeline.selection import build_strata, prepare
+from immunostrat.reporting import datadict
 from immunostrat.schemas.outputs import (
     OUTPUT_MODELS,
     PANEL,
@@ -254,7 +254,9 @@ def test_datadict_check_fails_on_drift_and_rewrites(tmp_path: Path, capsys: pyte
     assert datadict.main(["--check", "--out", str(out)]) == 0
     out.write_text(out.read_text(encoding="utf-8").replace("`responder_group`", "`group`", 1), encoding="utf-8")
     assert datadict.main(["--check", "--out", str(out)]) == 1
-    assert "regenerate it with: python -m immunostrat.datadict --out docs/output.md" in capsys.readouterr().err
+    assert (
+        "regenerate it with: python -m immunostrat.reporting.datadict --out docs/output.md" in capsys.readouterr().err
+    )
 
 
 def test_output_doc_covers_every_column_and_run_json_key() -> None:

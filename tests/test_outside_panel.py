@@ -7,9 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.definitions import STRATIFY
-from immunostrat.engine.executors import InMemory
-from immunostrat.followup_definitions import MONITOR
+from immunostrat.pipeline.engine.executors import InMemory
+from immunostrat.pipeline.follow_up import MONITOR
+from immunostrat.pipeline.selection import STRATIFY
 from immunostrat.schemas.outputs import OUTPUT_MODELS, OutputContractError, OutsidePanelRow, validate_output
 
 from .fixtures_labs import SOURCE, harmonise, lab_row
@@ -86,7 +86,7 @@ def test_a_broken_table_is_refused_before_anything_is_written() -> None:
 def test_a_stratify_run_writes_the_rows_outside_the_panel(tmp_path: Path) -> None:
     """Mixed sources: ALT (sdtm_lb row 8), ALB (row 11), NKLY (sdtm_cp row 4), LOINC 15074-8 glucose (FHIR row 8),
     and the matrix's six healthy controls (rows 1-6): read from the test files, not from the code."""
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     args = [
         "stratify", "--labs", str(READERS / "sdtm_lb.csv"), str(READERS / "sdtm_cp.json"),

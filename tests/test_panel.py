@@ -13,11 +13,11 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from immunostrat.config import BaselineConfig, HarmoniseConfig, ValidationConfig
-from immunostrat.definitions import check_quarantine_ceiling, panel_group_counts
+from immunostrat.config.run import BaselineConfig, HarmoniseConfig, ValidationConfig
 from immunostrat.errors import QuarantineCeilingError
 from immunostrat.followup.urinalysis import SEMI_QUANTITATIVE_ANALYTES
-from immunostrat.reference import load_reference
+from immunostrat.ingest.reference import load_reference
+from immunostrat.pipeline.selection import check_quarantine_ceiling, panel_group_counts
 from immunostrat.schemas.outputs import OUTPUT_SCHEMA_VERSION, HarmonisedLab
 from immunostrat.stages.baseline import derive_baseline
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table

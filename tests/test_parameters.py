@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from immunostrat.cli import build_parser
+from immunostrat.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "validate", "stratify", "monitor", "train", "evaluate", "models", "publish", "report", "serve")
@@ -129,8 +129,10 @@ def test_every_flag_of_a_documented_fragment_exists(where: str, fragment: str) -
 
 
 def test_each_setting_reads_the_variable_its_module_documents() -> None:
-    from immunostrat import pseudonym, registry, safety
-    from immunostrat.settings import env_name
+    from immunostrat import safety
+    from immunostrat.config.settings import env_name
+    from immunostrat.modelling import registry
+    from immunostrat.sponsor import pseudonym
 
     assert env_name("data_roots") == safety.DATA_ROOTS_ENV == "IMMUNOSTRAT_DATA_ROOTS"
     assert env_name("model_registry") == registry.REGISTRY_ENV == "IMMUNOSTRAT_MODEL_REGISTRY"
@@ -141,7 +143,7 @@ def test_each_setting_reads_the_variable_its_module_documents() -> None:
 
 
 def test_data_roots_split_on_the_path_separator_and_blanks_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    from immunostrat.settings import read_settings
+    from immunostrat.config.settings import read_settings
 
     sep = os.pathsep
     monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", f"/srv/a{sep} {sep}{sep}/srv/b")
@@ -151,7 +153,7 @@ def test_data_roots_split_on_the_path_separator_and_blanks_are_dropped(monkeypat
 
 
 def test_an_explicit_mapping_replaces_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from immunostrat.settings import read_settings
+    from immunostrat.config.settings import read_settings
 
     monkeypatch.setenv("IMMUNOSTRAT_MODEL_REGISTRY", "/from/the/shell")
     monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", "/shell-root")
@@ -162,7 +164,7 @@ def test_an_explicit_mapping_replaces_the_environment(monkeypatch: pytest.Monkey
 
 
 def test_the_pseudonym_key_never_prints(monkeypatch: pytest.MonkeyPatch) -> None:
-    from immunostrat.settings import read_settings
+    from immunostrat.config.settings import read_settings
 
     secret = "do-not-print-0123456789abcdef0123456789"
     monkeypatch.setenv("IMMUNOSTRAT_PSEUDONYM_KEY", secret)
@@ -174,7 +176,7 @@ def test_the_pseudonym_key_never_prints(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_scoped_settings_apply_inside_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
     from immunostrat import safety
-    from immunostrat.settings import Settings, read_settings, scoped
+    from immunostrat.config.settings import Settings, read_settings, scoped
 
     monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", "/env-root")
     with scoped(Settings.model_validate({"data_roots": ["/served-root"]})):
@@ -199,7 +201,7 @@ def _help_of(command: str, flag: str) -> str:
 
 
 def test_help_is_the_field_description_with_its_default() -> None:
-    from immunostrat.config import ScoringConfig, ValidationConfig
+    from immunostrat.config.run import ScoringConfig, ValidationConfig
 
     text = _help_of("stratify", "--max-quarantine-fraction")
     assert text.startswith(str(ValidationConfig.model_fields["max_quarantine_fraction"].description))
@@ -220,8 +222,9 @@ def test_every_command_renders_its_help() -> None:
 
 
 def test_flags_write_through_their_paths_and_win_over_the_config_file(tmp_path: Path) -> None:
-    from immunostrat import cli, cli_options
-    from immunostrat.config import StratifyParams
+    from immunostrat.cli import main as cli
+    from immunostrat.cli import options as cli_options
+    from immunostrat.config.run import StratifyParams
 
     config = tmp_path / "run.yaml"
     config.write_text("validation: {max_quarantine_fraction: 0.5}\nscoring: {model: from-file, likely_min: 0.9}\n")
@@ -241,7 +244,7 @@ def test_flags_write_through_their_paths_and_win_over_the_config_file(tmp_path: 
 
 
 def test_a_flag_outside_its_range_names_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
     from immunostrat.errors import EXIT_UNUSABLE
 
     code = main(["stratify", "--labs", "a", "--subjects", "s", "--out", "o", "--max-quarantine-fraction", "1.5"])
@@ -250,8 +253,9 @@ def test_a_flag_outside_its_range_names_the_setting(capsys: pytest.CaptureFixtur
 
 
 def test_train_registry_sets_the_registry_and_the_run_configuration() -> None:
-    from immunostrat import cli, cli_options
-    from immunostrat.config import TrainParams
+    from immunostrat.cli import main as cli
+    from immunostrat.cli import options as cli_options
+    from immunostrat.config.run import TrainParams
 
     args = _parse("train --labs a --subjects s --outcomes o --registry reg --n-bootstrap 7 --profile small")
     params = cli_options.parse_model(TrainParams, args, cli.TRAIN)
@@ -261,8 +265,8 @@ def test_train_registry_sets_the_registry_and_the_run_configuration() -> None:
 
 
 def test_evaluate_defaults_are_the_models_defaults() -> None:
-    from immunostrat import cli_options
-    from immunostrat.cli_models import EvaluateParams
+    from immunostrat.cli import options as cli_options
+    from immunostrat.cli.models import EvaluateParams
 
     params = cli_options.parse_model(EvaluateParams, _parse("evaluate --labs a --subjects s --outcomes o"))
     assert params.config.scoring.model == "champion" and params.config.scoring.drift_threshold == 0.2
@@ -276,7 +280,7 @@ def test_evaluate_defaults_are_the_models_defaults() -> None:
 def test_publish_flags_override_the_runs_own_settings_and_only_those_given(tmp_path: Path) -> None:
     import json
 
-    from immunostrat.cli_publish import publish_config
+    from immunostrat.cli.publish import publish_config
 
     run = tmp_path / "run"
     run.mkdir()
@@ -292,8 +296,8 @@ def test_publish_flags_override_the_runs_own_settings_and_only_those_given(tmp_p
 
 
 def test_an_option_must_name_a_field_with_a_command_line_form() -> None:
-    from immunostrat.cli_options import Command, add_command, to
-    from immunostrat.config import RunConfig
+    from immunostrat.cli.options import Command, add_command, to
+    from immunostrat.config.run import RunConfig
 
     sub = argparse.ArgumentParser().add_subparsers()
     with pytest.raises(KeyError, match="no field"):
@@ -311,7 +315,7 @@ def test_an_option_must_name_a_field_with_a_command_line_form() -> None:
 RUN_PICKLED_FLOW = """
 import os, pickle, sys
 assert "IMMUNOSTRAT_DATA_ROOTS" not in os.environ
-from immunostrat.config import StratifyParams
+from immunostrat.config.run import StratifyParams
 flow = pickle.loads(open(sys.argv[1], "rb").read())
 params = StratifyParams.model_validate_json(open(sys.argv[2]).read())
 print(flow.fn(params).message)
@@ -325,9 +329,9 @@ def test_a_served_run_checks_its_paths_against_the_schedules_roots(tmp_path: Pat
 
     import cloudpickle
 
-    from immunostrat.config import StratifyParams
+    from immunostrat.cli.serve import confined_flow
+    from immunostrat.config.run import StratifyParams
     from immunostrat.flows.stratify import stratify_flow
-    from immunostrat.serve import confined_flow
 
     data = tmp_path / "data"
     data.mkdir()
@@ -351,9 +355,9 @@ def test_a_served_run_checks_its_paths_against_the_schedules_roots(tmp_path: Pat
 
 
 def test_a_served_flow_keeps_the_flows_name_parameters_and_options() -> None:
+    from immunostrat.cli.serve import confined_flow
     from immunostrat.flows.monitor import monitor_flow
     from immunostrat.flows.stratify import stratify_flow
-    from immunostrat.serve import confined_flow
 
     for flow in (stratify_flow, monitor_flow):
         served = confined_flow(flow, ["/data"])
@@ -362,7 +366,7 @@ def test_a_served_flow_keeps_the_flows_name_parameters_and_options() -> None:
 
 
 def test_a_deployment_leaves_as_of_to_each_run_in_the_schedules_time_zone(tmp_path: Path) -> None:
-    from immunostrat.serve import deployment_options, load_schedules
+    from immunostrat.cli.serve import deployment_options, load_schedules
 
     text = (
         "data_roots: [/data]\nschedules:\n  - {name: nightly, cron: '0 2 * * *', timezone: Europe/Berlin, "
@@ -395,8 +399,8 @@ def test_a_run_of_a_served_deployment_with_edited_parameters_stays_in_the_roots(
     from prefect.deployments import run_deployment
     from prefect.runner import Runner
 
+    from immunostrat.cli.serve import confined_flow
     from immunostrat.flows.stratify import stratify_flow
-    from immunostrat.serve import confined_flow
 
     data = tmp_path / "data"
     data.mkdir()

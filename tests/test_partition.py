@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from immunostrat import run as pipeline
-from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
-from immunostrat.inputs import read_inputs
-from immunostrat.partition import partition_of, split_inputs
+from immunostrat.config.run import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.ingest.inputs import read_inputs
+from immunostrat.pipeline import run as pipeline
+from immunostrat.pipeline.partition import partition_of, split_inputs
 
 from .support import AS_OF, Cohort
 

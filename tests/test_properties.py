@@ -11,10 +11,10 @@ import polars as pl
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from immunostrat.config import HarmoniseConfig
-from immunostrat.inputs import read_labs
-from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError
-from immunostrat.reference import load_reference
+from immunostrat.config.run import HarmoniseConfig
+from immunostrat.ingest.inputs import read_labs
+from immunostrat.ingest.io import LAB_OPTIONAL, LAB_REQUIRED, InputError
+from immunostrat.ingest.reference import load_reference
 from immunostrat.stages.harmonise import harmonise_labs
 from immunostrat.stages.validate import lab_rules, validate_labs
 

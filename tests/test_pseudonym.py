@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.pseudonym import (
+from immunostrat.sponsor.pseudonym import (
     KEY_ENV,
     KEY_FILE_ENV,
     PseudonymKey,

@@ -23,11 +23,14 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-from immunostrat import cli_publish, datadict
-from immunostrat import run as pipeline
-from immunostrat.config import RunConfig, StratifyParams, ValidationConfig
-from immunostrat.pseudonym import KEY_ENV, KEY_FILE_ENV, PseudonymKey, PseudonymKeyError, key_id, load_key
-from immunostrat.publish import (
+from immunostrat.cli import publish as cli_publish
+from immunostrat.config.run import RunConfig, StratifyParams, ValidationConfig
+from immunostrat.pipeline import run as pipeline
+from immunostrat.reporting import datadict
+from immunostrat.schemas.outputs import OutputContractError, Strata
+from immunostrat.schemas.sponsor import DAY_COLUMNS, SPONSOR_SCHEMA_VERSION, WITHHELD, Sponsor, validate_sponsor
+from immunostrat.sponsor.pseudonym import KEY_ENV, KEY_FILE_ENV, PseudonymKey, PseudonymKeyError, key_id, load_key
+from immunostrat.sponsor.publish import (
     CURRENT_MANIFEST,
     PublishConfig,
     PublishError,
@@ -38,8 +41,6 @@ from immunostrat.publish import (
     read_snapshot,
     sponsor_table,
 )
-from immunostrat.schemas.outputs import OutputContractError, Strata
-from immunostrat.schemas.sponsor import DAY_COLUMNS, SPONSOR_SCHEMA_VERSION, WITHHELD, Sponsor, validate_sponsor
 
 from .support import AS_OF
 
@@ -222,7 +223,7 @@ def test_provenance_in_parquet_metadata_and_manifest(demo: Demo) -> None:
     for study, entry in manifest["studies"].items():
         (item,) = entry["files"]
         path = demo.result.snapshot_dir / item["path"]
-        from immunostrat.io import sha256_file
+        from immunostrat.ingest.io import sha256_file
 
         assert sha256_file(path) == item["sha256"] and pq.read_metadata(path).num_rows == item["rows"]
         meta = {k.decode(): v.decode() for k, v in (pq.read_metadata(path).metadata or {}).items()}
@@ -366,7 +367,7 @@ def test_sites_ages_and_dates_as_configured(demo: Demo) -> None:
 
 
 def _with_pseudonyms(strata: pl.DataFrame, key: PseudonymKey) -> pl.DataFrame:
-    from immunostrat.pseudonym import subject_pseudonyms
+    from immunostrat.sponsor.pseudonym import subject_pseudonyms
 
     return strata.select(
         "study_id", "reference_date", subject_pseudonyms(key, strata["study_id"], strata["subject_id"])

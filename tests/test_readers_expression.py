@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from immunostrat.inputs import read_labs
-from immunostrat.io import InputError
-from immunostrat.readers import ExpressionError, ReaderOptions, ifn_method, read_crosswalk, read_expression
-from immunostrat.readers.expression import CONTROL_TEST, builtin_methods
+from immunostrat.ingest.inputs import read_labs
+from immunostrat.ingest.io import InputError
+from immunostrat.ingest.readers import ExpressionError, ReaderOptions, ifn_method, read_crosswalk, read_expression
+from immunostrat.ingest.readers.expression import CONTROL_TEST, builtin_methods
 
 DATA = Path(__file__).parent / "data" / "readers"
 MATRIX = DATA / "expression_matrix.csv"

@@ -13,11 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from immunostrat.config import HarmoniseConfig, RunConfig, ValidationConfig
-from immunostrat.definitions import prepare
-from immunostrat.inputs import Inputs, read_labs
-from immunostrat.io import InputError, read_input
-from immunostrat.readers import (
+from immunostrat.config.run import HarmoniseConfig, RunConfig, ValidationConfig
+from immunostrat.ingest.inputs import Inputs, read_labs
+from immunostrat.ingest.io import InputError, read_input
+from immunostrat.ingest.readers import (
     READER_REASONS,
     ReaderOptions,
     add_patient_demographics,
@@ -27,8 +26,9 @@ from immunostrat.readers import (
     read_fhir_patients,
     sniff,
 )
-from immunostrat.readers.crosswalk import crosswalk_from_frame
-from immunostrat.reference import load_reference
+from immunostrat.ingest.readers.crosswalk import crosswalk_from_frame
+from immunostrat.ingest.reference import load_reference
+from immunostrat.pipeline.selection import prepare
 from immunostrat.stages.harmonise import harmonise_labs, parse_iso_date
 
 from .fixtures_labs import LAB_COLUMNS
@@ -155,7 +155,7 @@ def test_patients_fill_sex_and_age_at_the_reference_date(tmp_path: Path) -> None
         "SLE-CART-01,SLE01-002,2025-03-09,,\n"
         "SLE-CART-01,SLE01-003,2025-03-10,M,50\n"
     )
-    from immunostrat.io import SUBJECT_OPTIONAL, SUBJECT_REQUIRED
+    from immunostrat.ingest.io import SUBJECT_OPTIONAL, SUBJECT_REQUIRED
 
     table = read_input(subjects, SUBJECT_REQUIRED, SUBJECT_OPTIONAL)
     patients = read_fhir_patients(DATA / "fhir_bundle.json", crosswalk=read_crosswalk(DATA / "crosswalk.csv"))

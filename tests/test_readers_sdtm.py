@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from immunostrat.config import RunConfig, ValidationConfig, load_protocol
-from immunostrat.definitions import build_strata, prepare
-from immunostrat.inputs import Inputs, read_labs, read_subjects
-from immunostrat.io import InputError
-from immunostrat.readers import (
+from immunostrat.config.run import RunConfig, ValidationConfig, load_protocol
+from immunostrat.ingest.inputs import Inputs, read_labs, read_subjects
+from immunostrat.ingest.io import InputError
+from immunostrat.ingest.readers import (
     ReaderOptions,
     baseline_flag_agreement,
     merge_reader_quarantine,
@@ -26,7 +25,8 @@ from immunostrat.readers import (
     read_sdtm_table,
     sniff,
 )
-from immunostrat.reference import load_reference
+from immunostrat.ingest.reference import load_reference
+from immunostrat.pipeline.selection import build_strata, prepare
 
 from .fixtures_labs import LAB_COLUMNS
 

@@ -1,4 +1,4 @@
-"""Tests for immunostrat.registry: save/load round trip, integrity and trust checks, aliases."""
+"""Tests for immunostrat.modelling.registry: save/load round trip, integrity and trust checks, aliases."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from immunostrat import registry
-from immunostrat.modeling import (
+from immunostrat.modelling import registry
+from immunostrat.modelling.model import (
     DEFAULT_FEATURES,
     TrainedModel,
     TrainingConfig,
@@ -33,7 +33,7 @@ from immunostrat.modeling import (
     score_strata,
     train_responder_model,
 )
-from immunostrat.registry import (
+from immunostrat.modelling.registry import (
     REGISTRY_ENV,
     TRUSTED_TYPES,
     ModelIntegrityError,
@@ -343,7 +343,7 @@ def test_path_escape_and_card_extra_checks(saved: tuple[Path, str], trained: Tra
 ALIAS_WRITER = """
 import sys, time
 from pathlib import Path
-from immunostrat.registry import set_alias
+from immunostrat.modelling.registry import set_alias
 root, model_id, prefix, count, ready, go = sys.argv[1:]
 Path(ready).touch()
 while not Path(go).exists():

@@ -23,8 +23,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from immunostrat import safety
-from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
-from immunostrat.io import InputError
+from immunostrat.config.run import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.ingest.io import InputError
 from immunostrat.safety import RunLockedError
 
 from .support import AS_OF
@@ -154,7 +154,7 @@ def test_same_inputs_give_the_same_outputs(
     tiny_cohort: dict[str, Path], trained_registry: Path, tmp_path: Path
 ) -> None:
     """Two runs of the same inputs and as_of: identical frames (apart from run_id) and the same run.json."""
-    from immunostrat import run
+    from immunostrat.pipeline import run
 
     params = _params(tiny_cohort, tmp_path / "runs", trained_registry)
     first, second = run.stratify(params), run.stratify(params)
@@ -249,7 +249,7 @@ def test_retry_transient_retries_only_os_errors(exc: BaseException | None, retry
 
 def test_os_error_inside_the_reader_stays_retryable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from immunostrat.flows.runner import _retry_transient
-    from immunostrat.inputs import read_labs
+    from immunostrat.ingest.inputs import read_labs
 
     path = tmp_path / "labs.csv"
     path.write_text("study_id,subject_id,test,result,unit,collected_at\n")
@@ -267,7 +267,7 @@ def test_os_error_inside_the_reader_stays_retryable(tmp_path: Path, monkeypatch:
 def test_cli_reports_os_errors_without_a_traceback(
     tiny_cohort: dict[str, Path], trained_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
@@ -281,8 +281,8 @@ def test_cli_reports_os_errors_without_a_traceback(
 @pytest.fixture
 def flaky_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Make lab reads fail with EIO (`failures` times; -1 for always) and make ingest retry without delay."""
-    from immunostrat import inputs
     from immunostrat.flows import runner
+    from immunostrat.ingest import inputs
 
     state: dict[str, Any] = {"failures": 1, "calls": 0}
     real = inputs.read_labs

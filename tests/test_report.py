@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat.publish import write_report
-from immunostrat.report import SECTIONS, artifact_summary, render_report, suppress
+from immunostrat.reporting.report import SECTIONS, artifact_summary, render_report, suppress
+from immunostrat.sponsor.publish import write_report
 
 from .test_publish import Demo, build_demo
 
@@ -84,7 +84,7 @@ def _run_copy(demo: Demo, tmp_path: Path, **changes: Any) -> Path:
 
 
 def _sponsor(demo: Demo) -> pl.DataFrame:
-    from immunostrat.publish import read_snapshot
+    from immunostrat.sponsor.publish import read_snapshot
 
     return read_snapshot(demo.result.snapshot_dir)
 
@@ -192,7 +192,7 @@ def test_suppression_leaves_no_line_with_a_single_hidden_cell() -> None:
 
 
 def _card(demo: Demo, evaluation: dict[str, Any] | None) -> dict[str, Any]:
-    from immunostrat.registry import load_model
+    from immunostrat.modelling.registry import load_model
 
     card = dict(load_model("champion").card)
     card.pop("evaluation", None)
@@ -299,7 +299,7 @@ def test_box_statistics_are_matplotlibs_and_keep_no_individual_value() -> None:
     statistics `Axes.boxplot(whis=(5, 95))` would compute from the values, without the outliers."""
     from matplotlib import cbook
 
-    from immunostrat.report import _box_stats
+    from immunostrat.reporting.report import _box_stats
 
     rng = np.random.default_rng(5)
     for values in (rng.lognormal(0, 1, n) for n in (7, 500, 20_000)):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from immunostrat.report import SECTIONS
+from immunostrat.reporting.report import SECTIONS
 
 from .test_publish import Demo, build_demo
 
@@ -94,7 +94,7 @@ def test_follow_up_team_report_shows_the_swimmer_plot_offline(tmp_path: Path, mo
     no console error; the sponsor's copy has no swimmer plot."""
     from selenium.webdriver.common.by import By
 
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
     from immunostrat.followup.report import FOLLOW_UP_SECTIONS, TEAM_ONLY
     from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
 

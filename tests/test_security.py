@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from immunostrat import safety
-from immunostrat.config import (
+from immunostrat.config.run import (
     BaselineConfig,
     HarmoniseConfig,
     RunConfig,
@@ -35,8 +35,14 @@ from immunostrat.config import (
     StratifyParams,
     ValidationConfig,
 )
-from immunostrat.modeling import DEFAULT_FEATURES, TrainConfig, TrainedModel, build_feature_frame, train_responder_model
-from immunostrat.registry import ModelIntegrityError, RegistryError, load_model, save_model
+from immunostrat.modelling.model import (
+    DEFAULT_FEATURES,
+    TrainConfig,
+    TrainedModel,
+    build_feature_frame,
+    train_responder_model,
+)
+from immunostrat.modelling.registry import ModelIntegrityError, RegistryError, load_model, save_model
 from immunostrat.safety import Finding, PathEscapeError
 
 from .fixtures_labs import lab_row, write_lab_csv
@@ -249,7 +255,7 @@ def _params(data: Path, **overrides: Any) -> StratifyParams:
     ],
 )
 def test_every_stratify_path_is_checked(roots: tuple[Path, Path], field: str, make: Any) -> None:
-    from immunostrat.launch import check_data_roots
+    from immunostrat.pipeline.launch import check_data_roots
 
     data, secret = roots
     env = {safety.DATA_ROOTS_ENV: str(data)}
@@ -265,7 +271,7 @@ def test_every_stratify_path_is_checked(roots: tuple[Path, Path], field: str, ma
 def test_stratify_refuses_paths_outside_the_data_roots(
     roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from immunostrat import run
+    from immunostrat.pipeline import run
 
     data, _ = roots
     monkeypatch.setenv(safety.DATA_ROOTS_ENV, str(data))
@@ -276,7 +282,7 @@ def test_stratify_refuses_paths_outside_the_data_roots(
 
 
 def test_schedules_cannot_escape_the_data_roots(roots: tuple[Path, Path], tmp_path: Path) -> None:
-    from immunostrat.serve import load_schedules
+    from immunostrat.cli.serve import load_schedules
 
     data, _ = roots
     path = tmp_path / "schedules.yaml"
@@ -356,7 +362,7 @@ def test_csv_safe_text_property(text: str) -> None:
 
 
 def test_validate_csv_report_has_no_formulas(tmp_path: Path) -> None:
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     rows = [lab_row(subject_id=h, result=h, method=h, site_id=h) for h in HOSTILE]
     labs = write_lab_csv(tmp_path / "labs.csv", rows)
@@ -439,7 +445,7 @@ def pii_run(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) ->
     One subject's site is an HTML tag, and a few lab rows have a script tag as test name (outside the panel,
     so it is counted by test name in run.json) or a formula as method.
     """
-    from immunostrat import run
+    from immunostrat.pipeline import run
     from immunostrat.synth import SynthConfig, generate_cohort
 
     base = tmp_path_factory.mktemp("pii")
@@ -496,9 +502,9 @@ def test_prefect_artifacts_carry_no_identifiers(
 def _sponsor_outputs(run_dir: Path) -> tuple[list[Path], Path]:
     """The sponsor snapshot of the run (published by the run itself, else now) and the current manifest."""
     try:
-        from immunostrat import publish
+        from immunostrat.sponsor import publish
     except ImportError as exc:
-        pytest.xfail(f"sponsor outputs need pipelines/publish.py, which is being written: {exc}")
+        pytest.xfail(f"sponsor outputs need pipelines/sponsor/publish.py, which is being written: {exc}")
     snapshot = run_dir / publish.SNAPSHOT_DIR
     if not snapshot.exists():
         publish.publish_run(run_dir)  # the run's own publish settings and the project key

@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from immunostrat import launch
-from immunostrat import run as pipeline
-from immunostrat.config import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
-from immunostrat.engine.execute import merge_counts
+from immunostrat.config.run import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
 from immunostrat.errors import QuarantineCeilingError
-from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, InputError, read_input, scan_input
-from immunostrat.partition import partition_count
+from immunostrat.ingest.io import LAB_OPTIONAL, LAB_REQUIRED, InputError, read_input, scan_input
+from immunostrat.pipeline import launch
+from immunostrat.pipeline import run as pipeline
+from immunostrat.pipeline.engine.execute import merge_counts
+from immunostrat.pipeline.partition import partition_count
 
 from .support import AS_OF, Cohort, latest_flow_run_tasks
 
@@ -176,7 +176,7 @@ def test_runs_stream_by_default_only_above_one_partition_of_lab_rows(small_cohor
 def test_streamed_validate_reports_exactly_what_one_pass_reports(
     small_cohort: Cohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from immunostrat.cli import EXIT_PROBLEMS, main
+    from immunostrat.cli.main import EXIT_PROBLEMS, main
 
     labs = tmp_path / "labs.parquet"
     pl.concat([pl.read_csv(small_cohort.labs, infer_schema=False)] * 5).write_parquet(labs)  # repeats: duplicates
@@ -194,9 +194,9 @@ def test_streamed_validate_reports_exactly_what_one_pass_reports(
 def test_streaming_flow_runs_one_task_per_partition_stage(
     prefect_harness: None, single_pass: Path, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
 ) -> None:
-    from immunostrat.definitions import STRATIFY
-    from immunostrat.engine.definition import Phase
     from immunostrat.flows import run_stratify_flow
+    from immunostrat.pipeline.engine.definition import Phase
+    from immunostrat.pipeline.selection import STRATIFY
 
     params = _params(small_cohort.labs, small_cohort.subjects, tmp_path, trained_registry, streaming=True, partitions=2)
     streamed = Path(run_stratify_flow(params))

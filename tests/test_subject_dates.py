@@ -9,8 +9,8 @@ import datetime as dt
 
 import polars as pl
 
-from immunostrat.config import RunConfig, load_protocol
-from immunostrat.definitions import baseline_and_eligibility
+from immunostrat.config.run import RunConfig, load_protocol
+from immunostrat.pipeline.selection import baseline_and_eligibility
 from immunostrat.stages.harmonise import harmonised_table
 from immunostrat.stages.validate import (
     SUBJECT_FOLLOW_UP_COLUMNS,

@@ -10,7 +10,7 @@ import datetime as dt
 
 import polars as pl
 
-from immunostrat.config import BaselineConfig, load_protocol
+from immunostrat.config.run import BaselineConfig, load_protocol
 from immunostrat.stages.baseline import derive_baseline
 from immunostrat.stages.eligibility import assess_eligibility
 from immunostrat.stages.harmonise import harmonised_table

@@ -1,5 +1,5 @@
 """Training end to end: grouped folds, a complete card, reproducibility, external validation with drift, and the
-``evaluate`` / ``models`` commands (parsed by immunostrat.cli_models, so they work before cli.py wires them in)."""
+``evaluate`` / ``models`` commands (parsed by immunostrat.cli.models, so they work before cli.py wires them in)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat import cli_models, launch
-from immunostrat.config import RunConfig, ScoringConfig, TrainParams, ValidationConfig
-from immunostrat.modeling import TrainingConfig, cv_splits
-from immunostrat.registry import load_model, resolve
+from immunostrat.cli import models as cli_models
+from immunostrat.config.run import RunConfig, ScoringConfig, TrainParams, ValidationConfig
+from immunostrat.modelling.model import TrainingConfig, cv_splits
+from immunostrat.modelling.registry import load_model, resolve
+from immunostrat.modelling.training import labelled_strata, resolve_training_config, train, train_model
+from immunostrat.pipeline import launch
 from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
-from immunostrat.training import labelled_strata, resolve_training_config, train, train_model
 
 from .support import AS_OF, Cohort
 
@@ -125,7 +126,7 @@ def test_training_twice_with_the_same_seed_gives_the_same_model(
     for key in ("metrics", "evaluation", "default_cutoffs", "reference", "estimator", "config"):
         assert a.card[key] == b.card[key], key
     joined, _ = labelled_strata([train_cohort.labs], train_cohort.subjects, train_cohort.outcomes, CFG)
-    from immunostrat.modeling import score_strata
+    from immunostrat.modelling.model import score_strata
 
     pa, pb = (score_strata(joined, m)["responder_probability"] for m in (a, b))
     assert pa.equals(pb)

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat.config import HarmoniseConfig
+from immunostrat.config.run import HarmoniseConfig
 from immunostrat.schemas.inputs import LabCandidate
 from immunostrat.stages.harmonise import harmonise_labs
 from immunostrat.stages.validate import (

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from immunostrat.config import VisitsConfig
+from immunostrat.config.run import VisitsConfig
 from immunostrat.followup.sledai import ITEM_PREFIX, load_descriptors, sledai_scores
 from immunostrat.followup.visits import (
     VISIT_FIELD_CODES,
@@ -26,7 +26,7 @@ from immunostrat.followup.visits import (
     visit_columns,
     visit_counts,
 )
-from immunostrat.io import InputError
+from immunostrat.ingest.io import InputError
 from immunostrat.schemas.outputs import REASON_CODES, validate_output
 from immunostrat.stages.validate import Split, validate_outcomes, validate_subjects
 

@@ -1,4 +1,4 @@
-"""The `monitor` flow: the `MONITOR` definition (immunostrat.followup_definitions), one task per step.
+"""The `monitor` flow: the `MONITOR` definition (immunostrat.pipeline.follow_up), one task per step.
 
 Launch checks run first (a bad setting fails the flow run with a one-line message, before any compute). The run's
 summary (endpoint rates, and by predicted group with `--strata`) becomes a Markdown artifact in the UI.
@@ -11,12 +11,12 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from immunostrat import launch, run
-from immunostrat.config import MonitorParams
-from immunostrat.engine.runfolder import RunOutputs
+from immunostrat.config.run import MonitorParams
 from immunostrat.errors import UserError
 from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, rename_flow_run, result_of
 from immunostrat.flows.stratify import dask_task_runner
+from immunostrat.pipeline import launch, run
+from immunostrat.pipeline.engine.runfolder import RunOutputs
 
 #: The Prefect event a monitor run emits when its findings changed since the previous run (docs/operations.md).
 CHANGED_EVENT = "immunostrat.monitor.changed"

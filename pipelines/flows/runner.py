@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
 from immunostrat.errors import UserError, as_payload, from_payload, is_payload
-from immunostrat.io import InputError
+from immunostrat.ingest.io import InputError
 
 #: Seconds before the first and second retry of a task that reads or writes files.
 IO_RETRY_DELAYS = [1, 5]
@@ -78,7 +78,7 @@ def quiet_user_errors() -> None:
 
 
 class PrefectRunner:
-    """`immunostrat.engine.execute.Runner` on Prefect: each step a task named after it, partitions mapped."""
+    """`immunostrat.pipeline.engine.execute.Runner` on Prefect: each step a task named after it, partitions mapped."""
 
     def __init__(self) -> None:
         self._tasks: dict[tuple[str, bool, Callable[..., Any]], Task[..., Any]] = {}

@@ -1,4 +1,4 @@
-"""The `stratify` flow: the `STRATIFY` definition (immunostrat.definitions), one task per step.
+"""The `stratify` flow: the `STRATIFY` definition (immunostrat.pipeline.selection), one task per step.
 
 Launch checks run first (a bad setting fails the flow run with a one-line message, before any compute); the
 run's model is resolved and verified there, once, and handed to the steps. In-memory partitions
@@ -12,11 +12,11 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from immunostrat import launch, run
-from immunostrat.config import StratifyParams
-from immunostrat.engine.runfolder import RunOutputs
+from immunostrat.config.run import StratifyParams
 from immunostrat.errors import UserError
 from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, rename_flow_run, result_of
+from immunostrat.pipeline import launch, run
+from immunostrat.pipeline.engine.runfolder import RunOutputs
 
 
 def dask_task_runner(address: str | None, workers: int = 2) -> Any:
@@ -36,7 +36,7 @@ def dask_task_runner(address: str | None, workers: int = 2) -> Any:
 
 def publish_artifacts(result: RunOutputs, min_cell_count: int) -> None:
     """A Markdown summary and a table of group counts in the Prefect UI (small counts suppressed)."""
-    from immunostrat.report import artifact_summary
+    from immunostrat.reporting.report import artifact_summary
 
     markdown, rows = artifact_summary(result.run_dir, min_cell_count=min_cell_count)
     create_markdown_artifact(markdown=markdown, key="stratify-summary", description="Run summary")

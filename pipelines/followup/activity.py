@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from immunostrat.config import BaselineConfig
+from immunostrat.config.followup import FollowUpConfig
+from immunostrat.config.run import BaselineConfig
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors, sledai_scores
 from immunostrat.followup.thresholds import compare
-from immunostrat.followup_settings import FollowUpConfig
 
 KEY = ["study_id", "subject_id"]
 #: The descriptors a lab rule can derive, in the order of the SLEDAI-2K table.

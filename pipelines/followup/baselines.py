@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from immunostrat.config import BaselineConfig
+from immunostrat.config.followup import FollowUpConfig
+from immunostrat.config.run import BaselineConfig
 from immunostrat.followup.activity import KEY, activity, item
-from immunostrat.followup_settings import FollowUpConfig
 
 #: The renal SLEDAI-2K descriptors the treatment baseline carries (renal involvement, renal response).
 RENAL_DESCRIPTORS: tuple[str, ...] = ("urinary_casts", "hematuria", "proteinuria", "pyuria")

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from immunostrat.followup_settings import CrsIcansConfig
+from immunostrat.config.followup import CrsIcansConfig
 
 __all__ = [
     "CRS_DRIVERS",

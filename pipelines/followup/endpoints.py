@@ -30,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat.endpoint_definition import (
+from immunostrat.config.endpoints import (
     EndpointDefinition,
     RenalPopulation,
     RenalResponseSettings,

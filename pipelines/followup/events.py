@@ -39,9 +39,9 @@ from typing import Any
 
 import polars as pl
 
+from immunostrat.config.followup import EventsConfig
 from immunostrat.followup.sledai import parse_descriptor
-from immunostrat.followup_settings import EventsConfig
-from immunostrat.io import InputError, InputTable, read_input
+from immunostrat.ingest.io import InputError, InputTable, read_input
 from immunostrat.schemas.events import (
     EVENT_BOOLEANS,
     EVENT_CATEGORIES,

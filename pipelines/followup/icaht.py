@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from immunostrat.config.followup import IcahtConfig
 from immunostrat.followup.thresholds import compare
-from immunostrat.followup_settings import IcahtConfig
 
 __all__ = ["ANC_EARLY_DAYS_BANDS", "PLATELET_EARLY_DAYS_BANDS", "REASONS", "icaht_grades"]
 

@@ -67,12 +67,12 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat.config import BaselineConfig
-from immunostrat.endpoint_definition import RenalPopulation
+from immunostrat.config.endpoints import RenalPopulation
+from immunostrat.config.followup import FollowUpConfig, ImmuneCourseConfig
+from immunostrat.config.run import BaselineConfig
 from immunostrat.followup.activity import item, lab_rule
 from immunostrat.followup.endpoints import renal_involvement
 from immunostrat.followup.thresholds import compare
-from immunostrat.followup_settings import FollowUpConfig, ImmuneCourseConfig
 
 __all__ = [
     "B_CELL_STATUSES",

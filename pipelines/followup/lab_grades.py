@@ -58,11 +58,11 @@ from typing import Literal
 
 import polars as pl
 
+from immunostrat.config.followup import LabGradesConfig
 from immunostrat.errors import SettingsError
 from immunostrat.followup.activity import KEY
 from immunostrat.followup.thresholds import compare
-from immunostrat.followup_settings import LabGradesConfig
-from immunostrat.reference import ReferenceTables, load_reference
+from immunostrat.ingest.reference import ReferenceTables, load_reference
 from immunostrat.stages.harmonise import decimals_of, places_added, round_to_places
 
 __all__ = [

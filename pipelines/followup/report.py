@@ -6,9 +6,9 @@ Two audiences, one builder:
 - the **sponsor report** (`RUN/sponsor/report.html`, with the follow-up snapshot): the same aggregate sections,
   nothing per subject.
 
-Both show counts of subjects with small cells suppressed (`immunostrat.report.suppress`: 1 to k-1 as `<k`, then
-complementary `*`), no subject identifier, site or date. Rates by predicted group use the groups the pre-infusion
-stratify run predicted (`--strata`), with that run's model id, never a re-scoring with today's model.
+Both show counts of subjects with small cells suppressed (`immunostrat.reporting.report.suppress`: 1 to k-1 as
+`<k`, then complementary `*`), no subject identifier, site or date. Rates by predicted group use the groups the
+pre-infusion stratify run predicted (`--strata`), with that run's model id, never a re-scoring with today's model.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from immunostrat.followup.summary import endpoint_rows
-from immunostrat.report import (
+from immunostrat.reporting.report import (
     GROUPS,
     Section,
     figure_block,
@@ -175,7 +175,7 @@ def toxicity_by_grade(toxicity: pl.DataFrame, k: int) -> pl.DataFrame:
 
     Returns:
         `measure`, then one column per grade 0-5, `not_assessable` and `subjects`, as display strings (`<k`, `*`
-        where suppressed; see `immunostrat.report.suppress`).
+        where suppressed; see `immunostrat.reporting.report.suppress`).
     """
     columns = [c for c in toxicity.columns if c.endswith("_grade")]
     counts = np.array(

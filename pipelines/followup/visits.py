@@ -27,9 +27,9 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat.config import VisitsConfig
+from immunostrat.config.run import VisitsConfig
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors, parse_descriptor
-from immunostrat.io import InputError, InputTable, read_input
+from immunostrat.ingest.io import InputError, InputTable, read_input
 from immunostrat.schemas.inputs import VISIT_FLAGS, VISIT_REQUIRED, VisitCandidate
 from immunostrat.stages.harmonise import is_present, parse_iso_date, parse_number, with_parsed
 from immunostrat.stages.validate import (

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from immunostrat.config import BaselineConfig
-from immunostrat.reference import ReferenceTables
+from immunostrat.config.run import BaselineConfig
+from immunostrat.ingest.reference import ReferenceTables
 
 # The analytes counted for completeness (anti-dsDNA counts as present in either IU/mL or xULN form).
 CORE_ANALYTES = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from immunostrat.config import Criterion, Protocol
+from immunostrat.config.run import Criterion, Protocol
 from immunostrat.errors import SettingsError
 from immunostrat.stages.baseline import names_where
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from immunostrat.config import HarmoniseConfig
+from immunostrat.config.run import HarmoniseConfig
 from immunostrat.followup.urinalysis import SEMI_QUANTITATIVE_ANALYTES, parse_count
-from immunostrat.reference import ReferenceTables
+from immunostrat.ingest.reference import ReferenceTables
 
 # A number with an optional censoring comparator: "12", "<10", ">= 800", "1.5e3", ".5". No thousands separators
 # and no decimal commas: "1,5" is ambiguous between sites, so it is not read (never guessed).
@@ -298,7 +298,7 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     reported with, without binary artefacts (`multiplied`, `per_upper_limit`; docs/input.md).
 
     Args:
-        raw: lab rows as read by `immunostrat.io.read_labs` (all String, plus source_file/source_row).
+        raw: lab rows as read by `immunostrat.ingest.io.read_labs` (all String, plus source_file/source_row).
         ref: the mapping tables.
         cfg: harmonisation options.
 

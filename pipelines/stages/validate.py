@@ -28,7 +28,7 @@ from pandera.api.polars.types import PolarsData
 from pandera.errors import SchemaErrors
 
 from immunostrat.followup.urinalysis import RANGE_REVERSED, SEMI_QUANTITATIVE_ANALYTES, WORD_UNMAPPED
-from immunostrat.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
+from immunostrat.ingest.io import LAB_OPTIONAL, LAB_REQUIRED, SUBJECT_OPTIONAL, SUBJECT_REQUIRED
 from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED
 from immunostrat.schemas.inputs import (
     VISIT_OPTIONAL,

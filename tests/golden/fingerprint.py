@@ -121,7 +121,7 @@ def run_fingerprint(run_dir: Path, folders: tuple[str, ...] = ()) -> dict[str, A
 
 
 def _stratify(args: list[str], out: Path, key_file: Path) -> Path:
-    from immunostrat.cli import main
+    from immunostrat.cli.main import main
 
     fixed = ["--out", str(out), "--as-of", AS_OF, "--engine", "local", "--key-file", str(key_file)]
     code = main(["stratify", *args, *fixed])

@@ -1,0 +1,1 @@
+"""Typed settings: the run configuration, protocol, follow-up and endpoint settings, features."""

@@ -1,0 +1,1 @@
+"""Reading inputs: file readers (native, SDTM, FHIR, expression), mapping tables, run inputs."""

@@ -1,0 +1,1 @@
+"""The responder model: training, evaluation, scoring, the registry, drift."""

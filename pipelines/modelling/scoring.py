@@ -1,0 +1,263 @@
+"""Stratify-time scoring: a verified registry model's probabilities, groups and exact per-feature contributions.
+
+The model is a standardised logistic regression, optionally Platt-calibrated: its logit decomposes exactly into
+per-feature contributions plus an intercept (see :class:`LinearLogit`). scikit-learn is never imported here at
+module level: scoring needs only the fitted arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+import polars as pl
+
+from immunostrat.config.features import (
+    _CUTOFF_KEYS,
+    GROUP_LEVELS,
+    NOT_ASSESSABLE,
+    SCORE_COLUMNS,
+    build_feature_frame,
+)
+
+if TYPE_CHECKING:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from immunostrat.modelling.registry import LoadedModel
+
+#: What the registry stores: the scaler + logistic pipeline, or that pipeline Platt-calibrated. (A typing alias
+#: only: at run time it is ``Any``, so that importing this module does not import scikit-learn.)
+if TYPE_CHECKING:
+    ResponderEstimator: TypeAlias = Pipeline | CalibratedClassifierCV
+else:
+    ResponderEstimator = Any
+
+
+def _check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
+    missing = [k for k in _CUTOFF_KEYS if k not in cutoffs]
+    if missing:
+        raise ValueError(f"cutoffs lack {missing}; expected keys {list(_CUTOFF_KEYS)}, got {dict(cutoffs)}")
+    possible_min, likely_min = float(cutoffs["possible_min"]), float(cutoffs["likely_min"])
+    if not 0.0 <= possible_min <= likely_min <= 1.0:
+        raise ValueError(f"cutoffs must satisfy 0 <= possible_min <= likely_min <= 1, got {dict(cutoffs)}")
+    return {"possible_min": possible_min, "likely_min": likely_min}
+
+
+def assign_groups(probability: np.ndarray, cutoffs: Mapping[str, float]) -> np.ndarray:
+    """Map probabilities to responder groups.
+
+    ``likely`` if p >= likely_min, ``possible`` if p >= possible_min, else ``unlikely``.
+
+    Args:
+        probability: Responder probabilities (finite).
+        cutoffs: ``possible_min`` and ``likely_min``.
+
+    Returns:
+        Array of group labels (``unlikely``/``possible``/``likely``).
+    """
+    return np.array(GROUP_LEVELS)[_group_codes(probability, cutoffs)]
+
+
+def _group_codes(probability: np.ndarray, cutoffs: Mapping[str, float]) -> np.ndarray:
+    """Index into GROUP_LEVELS of each probability's responder group (see :func:`assign_groups`)."""
+    c = _check_cutoffs(cutoffs)
+    p = np.asarray(probability, dtype=float)
+    return np.where(p >= c["likely_min"], 2, np.where(p >= c["possible_min"], 1, 0))
+
+
+@dataclass(frozen=True)
+class LinearLogit:
+    """The responder model as one linear function on the logit scale.
+
+    ``logit p = intercept + sum_j coef_j * (x_j - mean_j) / scale_j``. For a Platt-calibrated model,
+    ``logit p = platt_intercept + platt_slope * (b0 + sum_j w_j * z_j)``, which is again linear: ``coef_j =
+    platt_slope * w_j`` and ``intercept = platt_intercept + platt_slope * b0``.
+
+    Attributes:
+        scaler: The fitted StandardScaler (gives z_j).
+        coef: Effective coefficients on the standardised features (after calibration).
+        intercept: Effective intercept (after calibration).
+        raw_coef: Coefficients of the logistic regression itself.
+        raw_intercept: Its intercept.
+        platt_slope: Platt slope (None when not calibrated).
+        platt_intercept: Platt intercept (None when not calibrated).
+    """
+
+    scaler: StandardScaler
+    coef: np.ndarray
+    intercept: float
+    raw_coef: np.ndarray
+    raw_intercept: float
+    platt_slope: float | None
+    platt_intercept: float | None
+
+
+def _pipeline_parts(pipe: Any) -> tuple[StandardScaler, LogisticRegression]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = getattr(pipe, "named_steps", {})
+    scaler, clf = steps.get("scale"), steps.get("clf")
+    if not (isinstance(pipe, Pipeline) and isinstance(scaler, StandardScaler) and isinstance(clf, LogisticRegression)):
+        raise TypeError("expected Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)])")
+    if clf.coef_.shape[0] != 1:
+        raise TypeError("only binary logistic models are supported")
+    return scaler, clf
+
+
+def linear_logit_parts(estimator: Any) -> LinearLogit:
+    """Decompose a responder estimator into its linear logit (see :class:`LinearLogit`).
+
+    Args:
+        estimator: A fitted scaler + logistic pipeline, or that pipeline in a sigmoid ``CalibratedClassifierCV``
+            with ``ensemble=False`` (one calibrated classifier).
+
+    Raises:
+        TypeError: Any other estimator (its logit would not decompose exactly).
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+
+    if isinstance(estimator, CalibratedClassifierCV):
+        fitted = getattr(estimator, "calibrated_classifiers_", [])
+        if estimator.method != "sigmoid" or len(fitted) != 1 or len(fitted[0].calibrators) != 1:
+            raise TypeError("only a sigmoid CalibratedClassifierCV with ensemble=False keeps the logit linear")
+        scaler, clf = _pipeline_parts(fitted[0].estimator)
+        platt = fitted[0].calibrators[0]
+        # sklearn's sigmoid calibrator returns expit(-(a * d + b)), so logit p = -a * d - b.
+        slope, offset = -float(platt.a_), -float(platt.b_)
+        raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+        return LinearLogit(scaler, slope * raw_coef, offset + slope * raw_b0, raw_coef, raw_b0, slope, offset)
+    scaler, clf = _pipeline_parts(estimator)
+    raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+    return LinearLogit(scaler, raw_coef, raw_b0, raw_coef, raw_b0, None, None)
+
+
+def contributions(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact per-subject logit attributions of the (calibrated) standardised logistic model.
+
+    ``contribution_j = coef_j * (x_j - mean_j) / scale_j`` with the effective (post-calibration) coefficients of
+    :func:`linear_logit_parts`; summed over features plus the intercept this equals the logit of
+    ``estimator.predict_proba(X)[:, 1]``.
+
+    Args:
+        estimator: Fitted responder estimator (see :func:`linear_logit_parts`).
+        X: Raw (unscaled) feature matrix, shape (n_subjects, n_features), no missing values.
+
+    Returns:
+        ``(contrib, intercept)``: contrib has shape (n_subjects, n_features).
+
+    Raises:
+        TypeError: The estimator is not a supported linear logit model.
+    """
+    parts = linear_logit_parts(estimator)
+    x_std = parts.scaler.transform(np.asarray(X, dtype=np.float64))
+    return x_std * parts.coef, parts.intercept
+
+
+class FeatureUnavailableError(ValueError):
+    """The model needs a strata column that no input can supply, so it cannot score this data at all."""
+
+
+def missing_feature_sources(model: LoadedModel, columns: Sequence[str]) -> list[str]:
+    """Strata columns the model's features are computed from that are absent from ``columns`` (sorted)."""
+    return sorted({f.source for f in model.features} - set(columns))
+
+
+def check_model_inputs(model: LoadedModel, columns: Sequence[str]) -> None:
+    """Refuse a model whose features the strata schema cannot supply at all.
+
+    A column that exists but is null for a subject is fine (that subject is ``not_assessable``); a column that
+    does not exist means no input file can ever produce the feature, so every subject would be unscorable.
+
+    Raises:
+        FeatureUnavailableError: With the model id, the missing columns and the features that need them.
+    """
+    missing = missing_feature_sources(model, columns)
+    if missing:
+        needs = sorted(f"{f.name} (from {f.source})" for f in model.features if f.source in missing)
+        raise FeatureUnavailableError(
+            f"model {model.model_id!r} cannot score this data: it needs strata column(s) {missing} for feature(s) "
+            f"{needs}, and no input produces them. Choose a model whose features this pipeline derives "
+            "(`immunostrat models list`), or retrain."
+        )
+
+
+def _drop_previous_scores(strata: pl.DataFrame) -> pl.DataFrame:
+    # Re-scoring replaces every earlier score column, so contributions of two models never mix.
+    stale = [c for c in strata.columns if c in SCORE_COLUMNS or c.startswith("contrib_")]
+    return strata.drop(stale)
+
+
+def score_strata(
+    strata: pl.DataFrame,
+    model: LoadedModel,
+    cutoffs: Mapping[str, float] | None = None,
+    top_k: int = 3,
+) -> pl.DataFrame:
+    """Score every subject of the strata frame with a registry model.
+
+    Args:
+        strata: One row per subject holding the model's feature source columns.
+        model: Model loaded from the registry (:func:`immunostrat.modelling.registry.load_model`).
+        cutoffs: ``possible_min``/``likely_min``; None uses the model card's defaults.
+        top_k: Number of features listed in ``top_features`` (largest absolute contribution first).
+
+    Returns:
+        ``strata`` (earlier score columns dropped) plus ``responder_probability`` (Float64, null when not
+        assessable), ``responder_group`` (``likely``/``possible``/``unlikely``/``not_assessable``),
+        ``contrib_<feature>`` and ``contrib_intercept`` (Float64; sum = logit of the probability),
+        ``top_features`` (List[String], null when not assessable), ``model_id`` and ``model_sha256``.
+
+    Raises:
+        FeatureUnavailableError: A feature source column is missing from ``strata`` (no subject could be scored).
+        ValueError: Invalid cut-offs or ``top_k``.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    check_model_inputs(model, strata.columns)
+    cut = _check_cutoffs(model.default_cutoffs if cutoffs is None else cutoffs)
+    specs = tuple(model.features)
+    names = [s.name for s in specs]
+    base = _drop_previous_scores(strata)
+    feats = build_feature_frame(base, specs)
+    complete = feats.select(pl.all_horizontal(pl.all().is_not_null())).to_series().to_numpy()
+    n, k = base.height, len(names)
+
+    proba = np.full(n, np.nan)
+    contrib = np.full((n, k), np.nan)
+    intercept = np.full(n, np.nan)
+    if complete.any():
+        X = feats.filter(pl.Series(complete)).to_numpy().astype(np.float64)
+        proba[complete] = model.estimator.predict_proba(X)[:, 1]
+        c, b = contributions(model.estimator, X)
+        contrib[complete] = c
+        intercept[complete] = b
+
+    # Top features: order columns by name, then a stable sort on -|contribution| breaks ties by name.
+    by_name = np.argsort(np.array(names))
+    n_top = min(top_k, k)
+    order = np.argsort(-np.abs(contrib[:, by_name]), axis=1, kind="stable")[:, :n_top]
+    # Names are gathered by index in polars: converting a numpy string array to a Series is far slower.
+    top_series = pl.Series(np.array(names)[by_name]).gather(order.ravel()).reshape((n, n_top)).cast(pl.List(pl.String))
+
+    group_labels = pl.Series([*GROUP_LEVELS, NOT_ASSESSABLE])
+    group = np.where(complete, _group_codes(np.nan_to_num(proba, nan=0.0), cut), len(GROUP_LEVELS))
+
+    def _float(values: np.ndarray, name: str) -> pl.Series:
+        return pl.Series(name, values, dtype=pl.Float64).fill_nan(None)
+
+    return base.with_columns(
+        _float(proba, "responder_probability"),
+        group_labels.gather(group).alias("responder_group"),
+        pl.when(pl.Series(complete, dtype=pl.Boolean)).then(top_series).alias("top_features"),
+        *[_float(contrib[:, j], f"contrib_{name}") for j, name in enumerate(names)],
+        _float(intercept, "contrib_intercept"),
+        pl.lit(model.model_id, dtype=pl.String).alias("model_id"),
+        pl.lit(model.sha256, dtype=pl.String).alias("model_sha256"),
+    )

@@ -1,0 +1,1 @@
+"""The pipelines, defined once (selection, follow-up), their launch checks and their executors."""

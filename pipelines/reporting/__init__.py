@@ -1,0 +1,1 @@
+"""Reports and generated documentation: the HTML report and the data dictionary."""

@@ -1,0 +1,1 @@
+"""What sponsors receive: pseudonyms, the published snapshot, reading it back."""
