@@ -32,7 +32,6 @@ Choices:
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,16 @@ from typing import Any
 import polars as pl
 
 from immunostrat.config.followup import EventsConfig
+from immunostrat.followup.keyed_inputs import (
+    contract_columns,
+    duplicate_flags,
+    keyed_counts,
+    read_keyed_input,
+    stripped,
+    whole_number,
+)
 from immunostrat.followup.sledai import parse_descriptor
-from immunostrat.ingest.io import InputError, InputTable, read_input
+from immunostrat.ingest.io import InputTable
 from immunostrat.schemas.events import (
     EVENT_BOOLEANS,
     EVENT_CATEGORIES,
@@ -54,7 +61,6 @@ from immunostrat.stages.validate import (
     Rule,
     Split,
     apply_rules,
-    count_by,
     enrolment_flags,
     enrolment_rules,
     subject_refusals,
@@ -104,28 +110,19 @@ def read_events(path: str | Path) -> InputTable:
         InputError: the file is missing, empty, unreadable or lacks a required column, or it has a column
             outside the contract (named in the one-line message, with the closest contract column if any).
     """
-    table = read_input(path, EVENT_REQUIRED, EVENT_OPTIONAL, kind="events")
-    if table.extra_columns:
-        column = table.extra_columns[0]
-        close = difflib.get_close_matches(column, [*EVENT_REQUIRED, *EVENT_OPTIONAL], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise InputError(
-            path,
-            f"unknown events column '{column}'{hint}: an events file holds only the documented columns "
-            "(docs/input.md, Events), because a misspelt column would otherwise read as not assessed on every row",
-            column=column,
-        )
-    return table
+    return read_keyed_input(
+        path,
+        EVENT_REQUIRED,
+        EVENT_OPTIONAL,
+        kind="events",
+        why="an events file holds only the documented columns (docs/input.md, Events), because a misspelt column "
+        "would otherwise read as not assessed on every row",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Parsing: typed values beside the text
 # --------------------------------------------------------------------------------------------------
-
-
-def _whole_number(col: str) -> pl.Expr:
-    number = parse_number(col)
-    return pl.when(number == number.round(0)).then(number.cast(pl.Int64, strict=False)).otherwise(None)
 
 
 def _category(col: str, values: Sequence[str]) -> pl.Expr:
@@ -145,7 +142,7 @@ def _parsed() -> dict[str, dict[str, pl.Expr]]:
     for col in _NUMBERS:
         parsed[col] = {f"_{col}": parse_number(col), f"_bad_{col}": is_present(col) & parse_number(col).is_null()}
     for col in _WHOLE:
-        parsed[col] = {f"_{col}": _whole_number(col), f"_bad_{col}": is_present(col) & _whole_number(col).is_null()}
+        parsed[col] = {f"_{col}": whole_number(col), f"_bad_{col}": is_present(col) & whole_number(col).is_null()}
     for col in EVENT_BOOLEANS:
         value, invalid = parse_descriptor(pl.col(col), 1, "boolean")
         parsed[col] = {f"_{col}": value, f"_bad_{col}": invalid}
@@ -291,61 +288,12 @@ EVENT_FIELD_CODES: tuple[str, ...] = tuple(r.code for r in _DOCUMENTED if r.null
 # --------------------------------------------------------------------------------------------------
 
 
-def _stripped(col: str) -> pl.Expr:
-    return pl.col(col).str.strip_chars()
-
-
 def _content() -> list[pl.Expr]:
     """What a row says, typed (so `1` and `yes` agree); an unreadable cell by its text (so two differ)."""
     content: list[pl.Expr] = []
     for col in EVENT_OPTIONAL:
-        content += [pl.col(f"_{col}"), pl.when(pl.col(f"_bad_{col}")).then(_stripped(col))]
+        content += [pl.col(f"_{col}"), pl.when(pl.col(f"_bad_{col}")).then(stripped(col))]
     return content
-
-
-def _duplicate_flags(frame: pl.DataFrame) -> pl.DataFrame:
-    """`_dup_conflict`, `_dup_repeat`, `_dup_rows` and `_dup_first_row` for assessments repeated at one time.
-
-    Only rows with both identifiers and a readable time have a key. Within a (study_id, subject_id, assessed_at)
-    group, rows that say different things all conflict; when all say the same, the first is kept and the others
-    repeat it.
-    """
-    group = ["_k_study", "_k_subject", "_assessed_at"]
-    keyed = frame.select(
-        _stripped("study_id").alias("_k_study"),
-        _stripped("subject_id").alias("_k_subject"),
-        "_assessed_at",
-        pl.struct(_content()).alias("_content"),
-        "source_row",
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_pos"),
-        (is_present("study_id") & is_present("subject_id") & pl.col("_assessed_at").is_not_null()).alias("_has_key"),
-    )
-    analysed = (
-        keyed.filter(pl.col("_has_key") & (pl.len().over(group) > 1))
-        .with_columns(
-            _n_versions=pl.col("_content").n_unique().over(group),
-            _first_pos=pl.col("_pos").min().over(group),
-            _dup_first_row=pl.col("source_row").first().over(group),
-            _dup_rows=pl.col("source_row").sort().cast(pl.String).str.join(", ").over(group),
-        )
-        .select(
-            "_pos",
-            (pl.col("_n_versions") > 1).alias("_dup_conflict"),
-            ((pl.col("_n_versions") == 1) & (pl.col("_pos") != pl.col("_first_pos"))).alias("_dup_repeat"),
-            "_dup_rows",
-            "_dup_first_row",
-        )
-    )
-    return (
-        keyed.select("_pos")
-        .join(analysed, on="_pos", how="left", maintain_order="left")
-        .select(
-            pl.col("_dup_conflict").fill_null(False),
-            pl.col("_dup_repeat").fill_null(False),
-            "_dup_rows",
-            "_dup_first_row",
-        )
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,18 +325,15 @@ def validate_events(
         quarantine table's layout with `input_kind` "events"; see `event_counts` for the accounting.
     """
     cfg = config or EventsConfig()
-    frame = raw.with_columns(
-        pl.col(c).cast(pl.String) if c in raw.columns else pl.lit(None, pl.String).alias(c)
-        for c in (*EVENT_REQUIRED, *EVENT_OPTIONAL)
-    )
+    frame = contract_columns(raw, [*EVENT_REQUIRED, *EVENT_OPTIONAL])
     frame = with_parsed(frame, _parsed())
     frame = frame.hstack(enrolment_flags(frame, subjects, subject_refusals(refused)).get_columns())
-    frame = frame.hstack(_duplicate_flags(frame).get_columns())
+    frame = frame.hstack(duplicate_flags(frame, "_assessed_at", _content()).get_columns())
     typed = [f"_{c}" for c in EVENT_OPTIONAL]
     keep = [*_KEY, "_assessed_at", "_assessed_date", *typed, "source_file", "source_row"]
     split = apply_rules(frame, EventCandidate, event_rules(as_of, cfg), keep=keep, input_kind="events")
     accepted = split.accepted.select(
-        *(_stripped(c).alias(c) for c in _KEY),
+        *(stripped(c).alias(c) for c in _KEY),
         pl.col("_assessed_at").alias("assessed_at"),
         pl.col("_assessed_date").alias("assessed_date"),
         *(_typed(c) for c in EVENT_OPTIONAL),
@@ -413,19 +358,5 @@ def _typed(col: str) -> pl.Expr:
 
 
 def event_counts(rows_read: int, split: Split) -> dict[str, Any]:
-    """The events accounting for run.json: refused rows and field records counted apart.
-
-    Every row read ends in one place, so `rows_read` = `accepted` + `quarantined` (refused rows); an assessment
-    kept with a bad field unknown is `accepted`, and each bad field is one of `fields_quarantined`.
-    """
-    quarantine = split.quarantine
-    field = pl.col("reason_code").is_in(EVENT_FIELD_CODES)
-    refused, fields = quarantine.filter(~field), quarantine.filter(field)
-    return {
-        "rows_read": rows_read,
-        "accepted": split.accepted.height,
-        "quarantined": refused.height,
-        "quarantined_by_reason": count_by(refused, "reason_code"),
-        "fields_quarantined": fields.height,
-        "fields_quarantined_by_reason": count_by(fields, "reason_code"),
-    }
+    """The events accounting for run.json (`keyed_counts`): refused rows and field records counted apart."""
+    return keyed_counts(rows_read, split, EVENT_FIELD_CODES)

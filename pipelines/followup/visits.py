@@ -20,7 +20,6 @@ never guessed between the two. The rule engine is validate's (`apply_rules`): ev
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,22 @@ from typing import Any
 import polars as pl
 
 from immunostrat.config.run import VisitsConfig
+from immunostrat.followup.keyed_inputs import (
+    contract_columns,
+    duplicate_flags,
+    keyed_counts,
+    read_keyed_input,
+    stripped,
+    whole_number,
+)
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors, parse_descriptor
-from immunostrat.ingest.io import InputError, InputTable, read_input
+from immunostrat.ingest.io import InputTable
 from immunostrat.schemas.inputs import VISIT_FLAGS, VISIT_REQUIRED, VisitCandidate
 from immunostrat.stages.harmonise import is_present, parse_iso_date, parse_number, with_parsed
 from immunostrat.stages.validate import (
     Rule,
     Split,
     apply_rules,
-    count_by,
     enrolment_flags,
     enrolment_rules,
     subject_refusals,
@@ -77,28 +83,19 @@ def read_visits(path: str | Path, descriptors: Sequence[Descriptor] | None = Non
             outside the contract (named in the one-line message, with the closest contract column if any).
     """
     required, optional = visit_columns(descriptors)
-    table = read_input(path, required, optional, kind="visits")
-    if table.extra_columns:
-        column = table.extra_columns[0]
-        close = difflib.get_close_matches(column, [*required, *optional], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise InputError(
-            path,
-            f"unknown visits column '{column}'{hint}: a visits file holds only the documented columns (docs/input.md, "
-            "Visits), because a misspelt descriptor would otherwise read as not assessed on every visit",
-            column=column,
-        )
-    return table
+    return read_keyed_input(
+        path,
+        required,
+        optional,
+        kind="visits",
+        why="a visits file holds only the documented columns (docs/input.md, Visits), because a misspelt "
+        "descriptor would otherwise read as not assessed on every visit",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Parsing: typed values beside the text
 # --------------------------------------------------------------------------------------------------
-
-
-def _whole_number(col: str) -> pl.Expr:
-    number = parse_number(col)
-    return pl.when(number == number.round(0)).then(number.cast(pl.Int64, strict=False)).otherwise(None)
 
 
 def _parsed(descriptors: Sequence[Descriptor], encoding: Any) -> dict[str, dict[str, pl.Expr]]:
@@ -122,7 +119,7 @@ def _parsed(descriptors: Sequence[Descriptor], encoding: Any) -> dict[str, dict[
         "_present_prednisone_mg_day": is_present("prednisone_mg_day"),
     }
     parsed["immunosuppressants"] = {
-        "_immunosuppressants": _whole_number("immunosuppressants"),
+        "_immunosuppressants": whole_number("immunosuppressants"),
         "_present_immunosuppressants": is_present("immunosuppressants"),
     }
     return parsed
@@ -276,79 +273,15 @@ VISIT_FIELD_CODES: tuple[str, ...] = tuple(r.code for r in documented_visit_rule
 # --------------------------------------------------------------------------------------------------
 
 
-def _stripped(col: str) -> pl.Expr:
-    return pl.col(col).str.strip_chars()
-
-
 def _content(descriptors: Sequence[Descriptor]) -> list[pl.Expr]:
     """What a visit says, typed (so `1` and `true` agree); an unreadable cell by its text (so two differ)."""
-    content = [_stripped("visit").fill_null("")]
+    content = [stripped("visit").fill_null("")]
     for col in (*(d.item for d in descriptors), *VISIT_FLAGS):
         typed = f"_{ITEM_PREFIX}{col}" if col not in VISIT_FLAGS else f"_{col}"
-        content += [pl.col(typed), pl.when(pl.col(f"_bad_{col}")).then(_stripped(col))]
+        content += [pl.col(typed), pl.when(pl.col(f"_bad_{col}")).then(stripped(col))]
     for col in ("pga", "prednisone_mg_day", "immunosuppressants"):
-        content += [pl.col(f"_{col}"), pl.when(pl.col(f"_{col}").is_null()).then(_stripped(col))]
+        content += [pl.col(f"_{col}"), pl.when(pl.col(f"_{col}").is_null()).then(stripped(col))]
     return content
-
-
-def _duplicate_flags(frame: pl.DataFrame, descriptors: Sequence[Descriptor]) -> pl.DataFrame:
-    """`_dup_conflict`, `_dup_repeat`, `_dup_rows` and `_dup_first_row` for visits repeated on one date.
-
-    Only rows with both identifiers and a readable date have a key. Within a (study_id, subject_id, visit_date)
-    group, rows that say different things all conflict; when all say the same, the first is kept and the others
-    repeat it.
-    """
-    key: list[pl.Expr | str] = [
-        _stripped("study_id").alias("_k_study"),
-        _stripped("subject_id").alias("_k_subject"),
-        "_visit_date",
-    ]
-    group = ["_k_study", "_k_subject", "_visit_date"]
-    keyed = frame.select(
-        *key,
-        pl.struct(_content(descriptors)).alias("_content"),
-        "source_row",
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_pos"),
-        (is_present("study_id") & is_present("subject_id") & pl.col("_visit_date").is_not_null()).alias("_has_key"),
-    )
-    analysed = (
-        keyed.filter(pl.col("_has_key") & (pl.len().over(group) > 1))
-        .with_columns(
-            _n_versions=pl.col("_content").n_unique().over(group),
-            _first_pos=pl.col("_pos").min().over(group),
-            _dup_first_row=pl.col("source_row").first().over(group),
-            _dup_rows=pl.col("source_row").sort().cast(pl.String).str.join(", ").over(group),
-        )
-        .select(
-            "_pos",
-            (pl.col("_n_versions") > 1).alias("_dup_conflict"),
-            ((pl.col("_n_versions") == 1) & (pl.col("_pos") != pl.col("_first_pos"))).alias("_dup_repeat"),
-            "_dup_rows",
-            "_dup_first_row",
-        )
-    )
-    return (
-        keyed.select("_pos")
-        .join(analysed, on="_pos", how="left", maintain_order="left")
-        .select(
-            pl.col("_dup_conflict").fill_null(False),
-            pl.col("_dup_repeat").fill_null(False),
-            "_dup_rows",
-            "_dup_first_row",
-        )
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
-
-
-def _with_contract_columns(raw: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
-    """`raw` with every contract column as text: a missing one is all empty (not assessed)."""
-    return raw.with_columns(
-        pl.col(c).cast(pl.String) if c in raw.columns else pl.lit(None, pl.String).alias(c) for c in columns
-    )
 
 
 def _public_codes(quarantine: pl.DataFrame) -> pl.DataFrame:
@@ -393,18 +326,18 @@ def validate_visits(
         quarantine table's layout with `input_kind` "visits"; see `visit_counts` for the accounting.
     """
     required, optional = visit_columns(descriptors)
-    frame = _with_contract_columns(raw, [*required, *optional])
+    frame = contract_columns(raw, [*required, *optional])
     frame = with_parsed(frame, _parsed(descriptors, config.descriptor_encoding))
     refusals = subject_refusals(refused)
     frame = frame.hstack(enrolment_flags(frame, subjects, refusals).get_columns())
-    frame = frame.hstack(_duplicate_flags(frame, descriptors).get_columns())
+    frame = frame.hstack(duplicate_flags(frame, "_visit_date", _content(descriptors)).get_columns())
     items = [f"_{ITEM_PREFIX}{d.item}" for d in descriptors]
     typed = ["_visit_date", *items, "_pga", "_prednisone_mg_day", *(f"_{f}" for f in VISIT_FLAGS)]
     keep = [*_KEY, "visit", *typed, "_immunosuppressants", "source_file", "source_row"]
     split = apply_rules(frame, VisitCandidate, visit_rules(as_of, config, descriptors), keep=keep, input_kind="visits")
-    blank = _stripped("visit")
+    blank = stripped("visit")
     accepted = split.accepted.select(
-        *(_stripped(c).alias(c) for c in _KEY),
+        *(stripped(c).alias(c) for c in _KEY),
         pl.when(blank != "").then(blank).alias("visit"),
         pl.col("_visit_date").alias("visit_date"),
         *(pl.col(f"_{ITEM_PREFIX}{d.item}").alias(ITEM_PREFIX + d.item) for d in descriptors),
@@ -419,19 +352,5 @@ def validate_visits(
 
 
 def visit_counts(rows_read: int, split: Split) -> dict[str, Any]:
-    """The visits accounting for run.json: refused rows and field records counted apart.
-
-    Every row read ends in one place, so `rows_read` = `accepted` + `quarantined` (refused rows); a visit kept
-    with a bad field unknown is `accepted`, and each bad field is one of `fields_quarantined`.
-    """
-    quarantine = split.quarantine
-    field = pl.col("reason_code").is_in(VISIT_FIELD_CODES)
-    refused, fields = quarantine.filter(~field), quarantine.filter(field)
-    return {
-        "rows_read": rows_read,
-        "accepted": split.accepted.height,
-        "quarantined": refused.height,
-        "quarantined_by_reason": count_by(refused, "reason_code"),
-        "fields_quarantined": fields.height,
-        "fields_quarantined_by_reason": count_by(fields, "reason_code"),
-    }
+    """The visits accounting for run.json (`keyed_counts`): refused rows and field records counted apart."""
+    return keyed_counts(rows_read, split, VISIT_FIELD_CODES)
