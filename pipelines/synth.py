@@ -46,6 +46,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from immunostrat.ingest.io import atomic_path
+from immunostrat.schemas.event_columns import (
+    CEREBRAL_EDEMA,
+    CONSCIOUSNESS,
+    EVENT_COLUMNS,
+    ICANS_SEIZURE,
+    OXYGEN_DEVICES,
+)
 
 __all__ = [
     "CEREBRAL_EDEMA",
@@ -1143,50 +1150,6 @@ FOLLOWUP_SUBJECT_COLUMNS: tuple[str, ...] = ("infusion_date", "discontinued_date
 # Follow-up lab rows: the native lab columns plus `lloq` (the assay's lower limit of quantification, in the row's
 # unit; empty where the assay has none). Readers keep columns outside their contract as extra columns.
 FOLLOWUP_LAB_COLUMNS: tuple[str, ...] = (*LAB_COLUMNS, "lloq")
-# Categories of the events file (issue 13), exactly as the events contract lists them.
-OXYGEN_DEVICES: tuple[str, ...] = (
-    "none",
-    "nasal_cannula",
-    "blow_by",
-    "high_flow_nasal_cannula",
-    "facemask",
-    "non_rebreather",
-    "venturi",
-    "cpap",
-    "bipap",
-    "mechanical_ventilation",
-)
-CONSCIOUSNESS: tuple[str, ...] = (
-    "awake",
-    "awakens_spontaneously",
-    "awakens_to_voice",
-    "awakens_to_touch",
-    "unarousable",
-)
-ICANS_SEIZURE: tuple[str, ...] = ("none", "rapidly_resolving", "prolonged_or_repetitive")
-CEREBRAL_EDEMA: tuple[str, ...] = ("none", "focal", "diffuse")
-EVENT_COLUMNS: tuple[str, ...] = (
-    "study_id",
-    "subject_id",
-    "assessed_at",
-    "temperature_c",
-    "fever_other_cause",
-    "anticytokine_or_antipyretic",
-    "systolic_bp",
-    "hypotension",
-    "vasopressors",
-    "vasopressin",
-    "oxygen_device",
-    "oxygen_flow_l_min",
-    "ice_score",
-    "consciousness",
-    "icans_seizure",
-    "motor_weakness",
-    "cerebral_edema",
-    "crs_grade_reported",
-    "icans_grade_reported",
-)
-
 _D = {item: k for k, (item, _, _) in enumerate(_SLEDAI)}
 _W = np.array([w for _, w, _ in _SLEDAI], dtype=np.int64)
 _SEROLOGY = np.array([_D["low_complement"], _D["increased_dna_binding"]])

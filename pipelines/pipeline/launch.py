@@ -168,7 +168,7 @@ def check_inputs(files: Any) -> None:
         scan_input(visits, VISIT_REQUIRED, VISIT_OPTIONAL, kind="visits")  # the header, rows unread
     events = getattr(files, "events", None)
     if events:
-        from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED
+        from immunostrat.schemas.event_columns import EVENT_OPTIONAL, EVENT_REQUIRED
 
         _exists(events, "events")
         scan_input(events, EVENT_REQUIRED, EVENT_OPTIONAL, kind="events")
