@@ -29,6 +29,7 @@ import polars as pl
 
 from immunostrat.config.followup import FollowUpConfig
 from immunostrat.config.run import BaselineConfig
+from immunostrat.followup.columns import with_optional_columns
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors, sledai_scores
 from immunostrat.followup.thresholds import compare
 
@@ -111,12 +112,6 @@ def lab_rule(analyte: str, config: FollowUpConfig | None = None, baseline: Basel
     return _lab_rules(config or FollowUpConfig(), baseline or BaselineConfig())[analyte][1]
 
 
-def _with_optional(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
-    """`frame` with every column of `columns` it lacks added as typed nulls."""
-    missing = [pl.lit(None, dtype).alias(name) for name, dtype in columns.items() if name not in frame.columns]
-    return frame.with_columns(missing) if missing else frame
-
-
 def _derivable(descriptors: tuple[Descriptor, ...]) -> list[str]:
     """The lab-derivable descriptors the table lists, in table order."""
     return [d.item for d in descriptors if d.item in LAB_DERIVABLE]
@@ -154,7 +149,7 @@ def lab_descriptors(
     for name, (_, rule) in rules.items():  # a handful of analytes: one when/then per rule
         flag = pl.when(analyte == name).then(rule).otherwise(flag)
     flags = (
-        _with_optional(labs, _LAB_OPTIONAL)
+        with_optional_columns(labs, _LAB_OPTIONAL)
         .lazy()
         .filter(analyte.is_in(list(rules)))
         .select(
@@ -267,13 +262,15 @@ def activity(
     lab = lab_descriptors(visits, labs, descriptors, config=cfg, baseline=baseline)
     exposure_columns = [c for c in ("first_exposure_date", "day0") if c in subjects.columns]
     anchors = (
-        _with_optional(subjects.select(*KEY, *exposure_columns), {"first_exposure_date": pl.Date(), "day0": pl.Date()})
+        with_optional_columns(
+            subjects.select(*KEY, *exposure_columns), {"first_exposure_date": pl.Date(), "day0": pl.Date()}
+        )
         .unique(subset=KEY, keep="first", maintain_order=True)
         .select(*KEY, pl.col("first_exposure_date", "day0").cast(pl.Date).name.prefix("_"))
     )
     items = {item(d.item): pl.Boolean() for d in descriptors}
     frame = (
-        _with_optional(visits, {"visit": pl.String(), **items, **CARRIED})
+        with_optional_columns(visits, {"visit": pl.String(), **items, **CARRIED})
         .hstack(lab.select(item(d) + LAB_SUFFIX for d in derivable))
         .join(anchors, on=KEY, how="left", maintain_order="left")
     )

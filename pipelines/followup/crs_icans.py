@@ -52,6 +52,7 @@ from __future__ import annotations
 import polars as pl
 
 from immunostrat.config.followup import CrsIcansConfig
+from immunostrat.followup.columns import with_optional_columns
 
 __all__ = [
     "CRS_DRIVERS",
@@ -152,12 +153,6 @@ _EVENT_COLUMNS: dict[str, pl.DataType] = {
     "source_file": pl.String(),
     "source_row": pl.Int64(),
 }
-
-
-def _with_optional(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
-    """`frame` with every column of `columns` it lacks added as typed nulls."""
-    missing = [pl.lit(None, dtype).alias(name) for name, dtype in columns.items() if name not in frame.columns]
-    return frame.with_columns(missing) if missing else frame
 
 
 def _bounds(grade: pl.Expr, worst: int) -> tuple[pl.Expr, pl.Expr]:
@@ -361,7 +356,7 @@ def _subject_fields(subjects: pl.DataFrame) -> pl.DataFrame:
     """study_id, subject_id, `_day0`, `_age_years`, `_death_date` (absent columns as nulls), one row per subject."""
     optional = {"day0": pl.Date(), "age_years": pl.Float64(), "death_date": pl.Date()}
     return (
-        _with_optional(subjects, optional)
+        with_optional_columns(subjects, optional)
         .select(
             *KEY,
             pl.col("day0").alias("_day0"),
@@ -388,7 +383,7 @@ def grade_crs_icans(events: pl.DataFrame, subjects: pl.DataFrame, config: CrsIca
         `<t>_grade_upper_bound`, `<t>_driver`, `<t>_reason`, the reported grades and `source_file`, `source_row`.
     """
     cfg = config or CrsIcansConfig()
-    frame = _with_optional(events, _EVENT_COLUMNS).join(
+    frame = with_optional_columns(events, _EVENT_COLUMNS).join(
         _subject_fields(subjects), on=KEY, how="left", maintain_order="left"
     )
     days = (pl.col("assessed_at").dt.date() - pl.col("_day0")).dt.total_days().cast(pl.Int32)

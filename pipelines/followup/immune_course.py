@@ -71,6 +71,7 @@ from immunostrat.config.endpoints import RenalPopulation
 from immunostrat.config.followup import FollowUpConfig, ImmuneCourseConfig
 from immunostrat.config.run import BaselineConfig
 from immunostrat.followup.activity import item, lab_rule
+from immunostrat.followup.columns import with_optional_columns
 from immunostrat.followup.endpoints import renal_involvement
 from immunostrat.followup.thresholds import compare
 
@@ -135,12 +136,6 @@ _V, _VH, _C = pl.col("value"), pl.col("value_high"), pl.col("censoring")
 def _row(op: str, threshold: pl.Expr | float) -> pl.Expr:
     """A lab row against a threshold, three-valued (intervals and censored results as `thresholds.compare`)."""
     return compare(_V, op, threshold, censoring=_C, value_high=_VH)
-
-
-def with_optional_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
-    """`frame` with every column of `columns` it lacks added as typed nulls."""
-    missing = [pl.lit(None, dtype).alias(name) for name, dtype in columns.items() if name not in frame.columns]
-    return frame.with_columns(missing) if missing else frame
 
 
 def _days(later: pl.Expr, earlier: pl.Expr) -> pl.Expr:
