@@ -314,15 +314,20 @@ def what_changed(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> di
     definition = definition_record(ctx.protocol.endpoints)
     studies = set(current_tables["endpoints"]["study_id"].unique().to_list())
     chosen: dict[Path, tuple[dict[str, Any], set[str]]] = {}
+    uncovered = set(studies)
     for folder, run in previous_monitor_runs(Path(ctx.files.out), ctx.run_id):
+        if not uncovered:  # every study has its newest earlier run: older runs are not read
+            break
         covered = set(pl.read_parquet(folder / "endpoints.parquet", columns=["study_id"])["study_id"].unique())
-        mine = (studies - {s for _, (_, taken) in chosen.items() for s in taken}) & covered
+        mine = uncovered & covered
         if mine:
             chosen[folder] = (run, mine)
+            uncovered -= mine
     if not chosen:
         return {"changes": {"previous_run": None, "not_compared": comparable(None, definition)}}
     all_changes, previous_ids, reasons = [], [], []
     day0 = current_tables["immune_course"].select(*_KEY, "day0")
+    now = _run_findings(current_tables)  # once, whichever earlier runs the studies are compared with
     for folder, (run, mine) in chosen.items():
         previous_ids.append(folder.name)
         reason = comparable(run, definition)
@@ -332,7 +337,6 @@ def what_changed(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> di
         before = _run_findings(
             {t: pl.read_parquet(folder / f"{t}.parquet", columns=c) for t, c in _FINDING_COLUMNS.items()}
         )
-        now = _run_findings(current_tables)
         in_scope = pl.col("study_id").is_in(sorted(mine))
         all_changes.append(
             compare_findings(
