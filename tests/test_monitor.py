@@ -172,3 +172,34 @@ def test_a_rerun_a_week_later_lists_exactly_what_the_new_week_changed(tmp_path: 
     pseudonym = dict(zip(subjects, subject_pseudonyms(key, study, subjects), strict=True))
     listed = {(i["subject_pseudonym"], i["item"]) for i in changes["items"] if i["kind"] == "endpoint"}
     assert listed == {(pseudonym[s], item) for s, item in new_endpoints}
+
+
+@pytest.mark.parametrize(
+    ("kind", "header", "hint"),
+    [
+        ("events", "study_id,subject_id,assessed_at,oxygen_devise", "did you mean 'oxygen_device'?"),
+        ("visits", "study_id,subject_id,visit_date,arthritus", "did you mean 'arthritis'?"),
+    ],
+)
+def test_an_unknown_column_stops_monitor_at_launch_in_one_line(  # noqa: PLR0917 (fixtures and one case)
+    cohort: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, header: str, hint: str
+) -> None:
+    """Checked on the header before any compute or Prefect server (the default engine is Prefect)."""
+    bad = tmp_path / f"{kind}.csv"
+    bad.write_text(header + "\nS,P,2025-01-01,x\n", encoding="utf-8")
+    files = {"visits": str(cohort["visits"]), kind: str(bad)}
+    args = [
+        "monitor",
+        "--labs",
+        str(cohort["labs"]),
+        "--subjects",
+        str(cohort["subjects"]),
+        "--visits",
+        files["visits"],
+    ]
+    args += [*(["--events", files["events"]] if "events" in files else []), "--out", str(tmp_path / "m")]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert hint in err and len(err.splitlines()) == 1
+    assert "prefect" not in (captured.out + captured.err).lower()

@@ -40,6 +40,7 @@ import polars as pl
 
 from immunostrat.config.followup import EventsConfig
 from immunostrat.followup.keyed_inputs import (
+    check_keyed_header,
     contract_columns,
     duplicate_flags,
     keyed_counts,
@@ -101,6 +102,13 @@ _FIELD_CODE: dict[str, str] = {
 }
 
 
+#: Why a column outside the contract is refused (the end of the one-line message).
+_UNKNOWN_COLUMN = (
+    "an events file holds only the documented columns (docs/input.md, Events), because a misspelt column would "
+    "otherwise read as not assessed on every row"
+)
+
+
 def read_events(path: str | Path) -> InputTable:
     """Read an events file (CSV or Parquet) with every contract column as text, plus `source_file`/`source_row`.
 
@@ -110,14 +118,12 @@ def read_events(path: str | Path) -> InputTable:
         InputError: the file is missing, empty, unreadable or lacks a required column, or it has a column
             outside the contract (named in the one-line message, with the closest contract column if any).
     """
-    return read_keyed_input(
-        path,
-        EVENT_REQUIRED,
-        EVENT_OPTIONAL,
-        kind="events",
-        why="an events file holds only the documented columns (docs/input.md, Events), because a misspelt column "
-        "would otherwise read as not assessed on every row",
-    )
+    return read_keyed_input(path, EVENT_REQUIRED, EVENT_OPTIONAL, kind="events", why=_UNKNOWN_COLUMN)
+
+
+def check_events_header(path: str | Path) -> None:
+    """Launch check of an events file's header (rows unread): a missing required or unknown column stops the run."""
+    check_keyed_header(path, EVENT_REQUIRED, EVENT_OPTIONAL, kind="events", why=_UNKNOWN_COLUMN)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,11 +13,19 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat.ingest.io import InputError, InputTable, read_input
+from immunostrat.ingest.io import InputError, InputTable, read_input, scan_input
 from immunostrat.stages.harmonise import is_present, parse_number
 from immunostrat.stages.validate import Split, count_by
 
-__all__ = ["contract_columns", "duplicate_flags", "keyed_counts", "read_keyed_input", "stripped", "whole_number"]
+__all__ = [
+    "check_keyed_header",
+    "contract_columns",
+    "duplicate_flags",
+    "keyed_counts",
+    "read_keyed_input",
+    "stripped",
+    "whole_number",
+]
 
 
 def stripped(col: str) -> pl.Expr:
@@ -29,6 +37,15 @@ def whole_number(col: str) -> pl.Expr:
     """The cell as a whole number (Int64), null when empty, unreadable or not whole."""
     number = parse_number(col)
     return pl.when(number == number.round(0)).then(number.cast(pl.Int64, strict=False)).otherwise(None)
+
+
+def _refuse_unknown(path: str | Path, extra: Sequence[str], known: Sequence[str], *, kind: str, why: str) -> None:
+    """An `InputError` naming the first column outside the contract, the closest contract column, and `why`."""
+    if extra:
+        column = extra[0]
+        close = difflib.get_close_matches(column, list(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise InputError(path, f"unknown {kind} column '{column}'{hint}: {why}", column=column)
 
 
 def read_keyed_input(
@@ -43,12 +60,17 @@ def read_keyed_input(
             column is refused.
     """
     table = read_input(path, tuple(required), tuple(optional), kind=kind)
-    if table.extra_columns:
-        column = table.extra_columns[0]
-        close = difflib.get_close_matches(column, [*required, *optional], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise InputError(path, f"unknown {kind} column '{column}'{hint}: {why}", column=column)
+    _refuse_unknown(path, table.extra_columns, [*required, *optional], kind=kind, why=why)
     return table
+
+
+def check_keyed_header(
+    path: str | Path, required: Sequence[str], optional: Sequence[str], *, kind: str, why: str
+) -> None:
+    """At launch, on the header only (rows unread): the checks of `read_keyed_input`, so that a stray column is
+    refused before any compute or Prefect server."""
+    scanned = scan_input(path, tuple(required), tuple(optional), kind=kind)
+    _refuse_unknown(path, scanned.extra_columns, [*required, *optional], kind=kind, why=why)
 
 
 def contract_columns(raw: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:

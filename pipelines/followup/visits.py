@@ -28,6 +28,7 @@ import polars as pl
 
 from immunostrat.config.run import VisitsConfig
 from immunostrat.followup.keyed_inputs import (
+    check_keyed_header,
     contract_columns,
     duplicate_flags,
     keyed_counts,
@@ -73,6 +74,13 @@ def visit_columns(descriptors: Sequence[Descriptor] | None = None) -> tuple[tupl
     return VISIT_REQUIRED, optional
 
 
+#: Why a column outside the contract is refused (the end of the one-line message).
+_UNKNOWN_COLUMN = (
+    "a visits file holds only the documented columns (docs/input.md, Visits), because a misspelt descriptor would "
+    "otherwise read as not assessed on every visit"
+)
+
+
 def read_visits(path: str | Path, descriptors: Sequence[Descriptor] | None = None) -> InputTable:
     """Read a visits file (CSV or Parquet) with every contract column as text, plus `source_file`/`source_row`.
 
@@ -83,14 +91,13 @@ def read_visits(path: str | Path, descriptors: Sequence[Descriptor] | None = Non
             outside the contract (named in the one-line message, with the closest contract column if any).
     """
     required, optional = visit_columns(descriptors)
-    return read_keyed_input(
-        path,
-        required,
-        optional,
-        kind="visits",
-        why="a visits file holds only the documented columns (docs/input.md, Visits), because a misspelt "
-        "descriptor would otherwise read as not assessed on every visit",
-    )
+    return read_keyed_input(path, required, optional, kind="visits", why=_UNKNOWN_COLUMN)
+
+
+def check_visits_header(path: str | Path, descriptors: Sequence[Descriptor] | None = None) -> None:
+    """Launch check of a visits file's header (rows unread): a missing required or unknown column stops the run."""
+    required, optional = visit_columns(descriptors)
+    check_keyed_header(path, required, optional, kind="visits", why=_UNKNOWN_COLUMN)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -162,16 +162,16 @@ def check_inputs(files: Any) -> None:
         scan_input(files.subjects, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
     visits = getattr(files, "visits", None)
     if visits:
-        from immunostrat.schemas.inputs import VISIT_OPTIONAL, VISIT_REQUIRED
+        from immunostrat.followup.visits import check_visits_header
 
         _exists(visits, "visits")
-        scan_input(visits, VISIT_REQUIRED, VISIT_OPTIONAL, kind="visits")  # the header, rows unread
+        check_visits_header(visits)  # the header, rows unread: an unknown column stops here too
     events = getattr(files, "events", None)
     if events:
-        from immunostrat.schemas.event_columns import EVENT_OPTIONAL, EVENT_REQUIRED
+        from immunostrat.followup.events import check_events_header
 
         _exists(events, "events")
-        scan_input(events, EVENT_REQUIRED, EVENT_OPTIONAL, kind="events")
+        check_events_header(events)
 
 
 def check_out_folder(out: str | Path) -> None:
