@@ -500,6 +500,26 @@ _VALUES: dict[str, st.SearchStrategy[Any]] = {
 
 
 @settings(max_examples=60, deadline=None)
+@example(  # found on a CI run: a known flow of 2 L/min with the device absent means some device, not "none"
+    full={
+        "temperature_c": 36.5,
+        "fever_other_cause": False,
+        "anticytokine_or_antipyretic": True,
+        "systolic_bp": 70.0,
+        "hypotension": False,
+        "vasopressors": 0,
+        "vasopressin": False,
+        "oxygen_device": "none",
+        "oxygen_flow_l_min": 2.0,
+        "ice_score": 0,
+        "consciousness": "awake",
+        "icans_seizure": "none",
+        "motor_weakness": False,
+        "cerebral_edema": "none",
+    },
+    hidden={"oxygen_device"},
+    age=None,
+)
 @example(  # found on a CI run: a known pressure of 70 with the flag absent is hypotension, not unknown
     full={
         "temperature_c": 36.5,
@@ -528,6 +548,8 @@ _VALUES: dict[str, st.SearchStrategy[Any]] = {
 def test_every_completion_of_unknown_inputs_grades_within_the_bounds(
     full: dict[str, Any], hidden: set[str], age: float | None
 ) -> None:
+    if full["oxygen_device"] == "none":
+        full = {**full, "oxygen_flow_l_min": 0.0}  # a recorded flow means a device: "none" with a flow is no site's
     if "hypotension" in hidden and "systolic_bp" not in hidden:
         # An absent flag is not unknown when the pressure is known: the rule derives it (systolic < 90), so the
         # only completion is the derived value, never a site's flag that contradicts the pressure.
