@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from immunostrat.ingest.io import atomic_path
+from immunostrat.ingest.atomic import atomic_path
 from immunostrat.schemas.event_columns import (
     CEREBRAL_EDEMA,
     CONSCIOUSNESS,

@@ -748,28 +748,25 @@ def test_cr_only_file_is_refused_not_read_as_empty(tmp_path: Path) -> None:
 
 def test_diagnostics_locate_problems(tmp_path: Path) -> None:
     """The safety helpers the wiring above uses, on their own."""
-    from immunostrat import safety
+    from immunostrat.ingest.diagnostics import csv_structure_problem, header_hint, text_encoding_problem
 
     latin = _write(tmp_path, (HEADER + GOOD + "S1,Müller,c3,1,g/L,2025\n").encode("latin-1"), "latin.csv")
-    assert re.search(r"byte \d+ \(line 3, column 5: bytes FC\)", str(safety.text_encoding_problem(latin)))
-    assert "UTF-16" in str(safety.text_encoding_problem(_write(tmp_path, HEADER.encode("utf-16"), "u16.csv")))
-    assert safety.text_encoding_problem(_write(tmp_path, ("\ufeff" + HEADER + GOOD).encode(), "bom.csv")) is None
+    assert re.search(r"byte \d+ \(line 3, column 5: bytes FC\)", str(text_encoding_problem(latin)))
+    assert "UTF-16" in str(text_encoding_problem(_write(tmp_path, HEADER.encode("utf-16"), "u16.csv")))
+    assert text_encoding_problem(_write(tmp_path, ("\ufeff" + HEADER + GOOD).encode(), "bom.csv")) is None
     cut = _write(tmp_path, (HEADER + "S1,Müller,c3,1,g/L,2025\n").encode(), "cut.csv")
     head = len(HEADER.encode()) + len(b"S1,M") + 1  # ends inside the two bytes of ü
-    assert safety.text_encoding_problem(cut, max_bytes=head) is None
-    assert "line 3" in str(safety.text_encoding_problem(latin, max_bytes=1 << 16))
-    assert safety.text_encoding_problem(latin, max_bytes=len(HEADER)) is None  # the header line alone is fine
+    assert text_encoding_problem(cut, max_bytes=head) is None
+    assert "line 3" in str(text_encoding_problem(latin, max_bytes=1 << 16))
+    assert text_encoding_problem(latin, max_bytes=len(HEADER)) is None  # the header line alone is fine
     quoted = _write(tmp_path, (HEADER + 'S1,P1,c3,"0.9\n1",g/L,2025\n' + 'S1,P2,c3,0.9,g/L,"2025\n').encode(), "q.csv")
-    assert (
-        safety.csv_structure_problem(quoted)
-        == "line 4, field 6: a quoted field is never closed (a missing closing quote)"
-    )
+    assert csv_structure_problem(quoted) == "line 4, field 6: a quoted field is never closed (a missing closing quote)"
     ok = _write(tmp_path, (HEADER + GOOD + "\n" + '"S1","P""2",c3,1,g/L,2025\r\n').encode(), "ok.csv")
-    assert safety.csv_structure_problem(ok) is None
+    assert csv_structure_problem(ok) is None
     assert "after a closing quote" in str(
-        safety.csv_structure_problem(_write(tmp_path, (HEADER + '"S1"x,P,c3,1,g/L,2025\n').encode(), "after.csv"))
+        csv_structure_problem(_write(tmp_path, (HEADER + '"S1"x,P,c3,1,g/L,2025\n').encode(), "after.csv"))
     )
-    assert safety.header_hint(_write(tmp_path, HEADER.replace(",", "\t").encode(), "tab.csv"), LAB_REQUIRED)
+    assert header_hint(_write(tmp_path, HEADER.replace(",", "\t").encode(), "tab.csv"), LAB_REQUIRED)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from immunostrat.ingest.atomic import atomic_path
 from immunostrat.ingest.inputs import read_labs, read_subjects
 from immunostrat.ingest.io import (
     InputError,
-    atomic_path,
     read_outcomes,
     write_json_atomic,
     write_parquet_atomic,

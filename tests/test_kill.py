@@ -32,8 +32,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from immunostrat import safety
 from immunostrat.config.run import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.ingest.atomic import is_hidden_leftover
 
 from .support import AS_OF
 
@@ -141,7 +141,7 @@ def check_output_folder(out: Path, previous: Path, before: dict[str, str]) -> li
     leftovers = []
     for entry in sorted(out.iterdir()):
         if entry.name.startswith("."):
-            assert safety.is_hidden_leftover(entry.name) or entry.name.endswith(".lock"), entry.name
+            assert is_hidden_leftover(entry.name) or entry.name.endswith(".lock"), entry.name
             leftovers.append(entry.name)
         elif entry.is_dir():
             check_run_folder(entry)

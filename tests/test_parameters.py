@@ -129,12 +129,12 @@ def test_every_flag_of_a_documented_fragment_exists(where: str, fragment: str) -
 
 
 def test_each_setting_reads_the_variable_its_module_documents() -> None:
-    from immunostrat import safety
+    from immunostrat.config.data_roots import DATA_ROOTS_ENV
     from immunostrat.config.settings import env_name
     from immunostrat.modelling import registry
     from immunostrat.sponsor import pseudonym
 
-    assert env_name("data_roots") == safety.DATA_ROOTS_ENV == "IMMUNOSTRAT_DATA_ROOTS"
+    assert env_name("data_roots") == DATA_ROOTS_ENV == "IMMUNOSTRAT_DATA_ROOTS"
     assert env_name("model_registry") == registry.REGISTRY_ENV == "IMMUNOSTRAT_MODEL_REGISTRY"
     assert env_name("pseudonym_key") == pseudonym.KEY_ENV == "IMMUNOSTRAT_PSEUDONYM_KEY"
     assert env_name("pseudonym_key_file") == pseudonym.KEY_FILE_ENV == "IMMUNOSTRAT_PSEUDONYM_KEY_FILE"
@@ -175,13 +175,13 @@ def test_the_pseudonym_key_never_prints(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_scoped_settings_apply_inside_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from immunostrat import safety
+    from immunostrat.config.data_roots import data_roots_from_env
     from immunostrat.config.settings import Settings, read_settings, scoped
 
     monkeypatch.setenv("IMMUNOSTRAT_DATA_ROOTS", "/env-root")
     with scoped(Settings.model_validate({"data_roots": ["/served-root"]})):
-        assert safety.data_roots_from_env() == [Path("/served-root")]
-        assert safety.data_roots_from_env({}) == []  # an explicit mapping ignores the scope too
+        assert data_roots_from_env() == [Path("/served-root")]
+        assert data_roots_from_env({}) == []  # an explicit mapping ignores the scope too
     assert read_settings().data_roots == (Path("/env-root"),)
 
 

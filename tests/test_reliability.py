@@ -1,7 +1,7 @@
 """Reliability: one run per output folder, idempotent re-runs, transient I/O errors retried, clear failures.
 
 Kill tests (SIGKILL mid-run) live in test_kill.py. Tests marked ``xfail(strict=True, reason="needs wiring: ...")``
-need a call to `immunostrat.safety` in a module owned elsewhere (see docs/reliability.md, "Wiring").
+need a call to a safety helper in a module owned elsewhere (see docs/reliability.md, "Wiring").
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from immunostrat import safety
 from immunostrat.config.run import RunConfig, ScoringConfig, StratifyParams, ValidationConfig
+from immunostrat.ingest.atomic import LOCK_NAME, RunLockedError, is_hidden_leftover, run_lock
 from immunostrat.ingest.io import InputError
-from immunostrat.safety import RunLockedError
 
 from .support import AS_OF
 
@@ -36,28 +35,28 @@ from .support import AS_OF
 
 def test_run_lock_records_its_holder_and_refuses_a_second_holder(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    with safety.run_lock(out, run_id="20261101T000000Z-abcdef") as lock:
-        holder = json.loads((out / safety.LOCK_NAME).read_text())
+    with run_lock(out, run_id="20261101T000000Z-abcdef") as lock:
+        holder = json.loads((out / LOCK_NAME).read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         assert holder["run_id"] == "20261101T000000Z-abcdef" and holder["started_at"]
         assert lock.holder == holder
         # flock is per open file: even this process cannot take the lock twice.
-        with pytest.raises(RunLockedError) as err, safety.run_lock(out):
+        with pytest.raises(RunLockedError) as err, run_lock(out):
             pass
     message = str(err.value)
     assert str(out) in message and f"pid {os.getpid()}" in message and socket.gethostname() in message
     assert "20261101T000000Z-abcdef" in message and "another --out" in message
     assert err.value.holder["pid"] == os.getpid()
     # Released: the file stays (deleting lock files breaks flock) but says nobody holds it.
-    assert (out / safety.LOCK_NAME).read_text() == ""
-    with safety.run_lock(out):
+    assert (out / LOCK_NAME).read_text() == ""
+    with run_lock(out):
         pass
 
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from immunostrat.safety import run_lock
+from immunostrat.ingest.atomic import run_lock
 with run_lock(sys.argv[1], run_id="held-by-child"):
     Path(sys.argv[2]).touch()
     time.sleep(120)
@@ -81,13 +80,13 @@ def test_run_lock_between_processes_and_after_sigkill(tmp_path: Path) -> None:
     try:
         _wait_for(ready, child)
         started = time.monotonic()
-        with pytest.raises(RunLockedError, match=rf"pid {child.pid} on host .*run held-by-child"), safety.run_lock(out):
+        with pytest.raises(RunLockedError, match=rf"pid {child.pid} on host .*run held-by-child"), run_lock(out):
             pass
         assert time.monotonic() - started < 1.0  # fails fast, never waits
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-    with safety.run_lock(out) as lock:  # the kernel released the dead holder's lock
+    with run_lock(out) as lock:  # the kernel released the dead holder's lock
         assert lock.holder["pid"] == os.getpid()
 
 
@@ -104,7 +103,7 @@ def test_remove_stale_staging_only_under_the_lock(tmp_path: Path) -> None:
     (out / ".sponsor-manifest.lock").write_text("")
     (out / "notes.partial").mkdir()  # not hidden: never ours to remove
     (out / ".sponsor.partial-abc123").mkdir()  # not a run's staging folder
-    with safety.run_lock(out) as lock:
+    with run_lock(out) as lock:
         removed = lock.remove_stale_staging()
     assert sorted(p.name for p in removed) == [".20261101T000001Z-bbbbbb.partial", ".tmp-sponsor-manifest.json-abc"]
     assert sorted(p.name for p in out.iterdir()) == [
@@ -117,8 +116,8 @@ def test_remove_stale_staging_only_under_the_lock(tmp_path: Path) -> None:
     ]
     with pytest.raises(RuntimeError, match="released"):
         lock.remove_stale_staging()
-    assert safety.is_hidden_leftover(".20261101T000001Z-bbbbbb.partial") and safety.is_hidden_leftover(".tmp-run-1")
-    assert not safety.is_hidden_leftover("20261101T000000Z-aaaaaa")
+    assert is_hidden_leftover(".20261101T000001Z-bbbbbb.partial") and is_hidden_leftover(".tmp-run-1")
+    assert not is_hidden_leftover("20261101T000000Z-aaaaaa")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Security: tampered models, paths that escape the data roots, formula injection, identifiers that leak.
 
 Tests marked ``xfail(strict=True, reason="needs wiring: ...")`` describe behaviour that needs a call to
-`immunostrat.safety` in a module owned elsewhere (see docs/reliability.md, "Wiring"); remove the mark once wired.
+a safety helper in a module owned elsewhere (see docs/reliability.md, "Wiring"); remove the mark once wired.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from immunostrat import safety
+from immunostrat.config.data_roots import DATA_ROOTS_ENV, PathEscapeError, confine, data_roots_from_env
 from immunostrat.config.run import (
     BaselineConfig,
     HarmoniseConfig,
@@ -35,6 +35,8 @@ from immunostrat.config.run import (
     StratifyParams,
     ValidationConfig,
 )
+from immunostrat.ingest.csv_export import csv_safe, csv_safe_text
+from immunostrat.ingest.diagnostics import zip_archive_problem
 from immunostrat.modelling.model import (
     DEFAULT_FEATURES,
     TrainConfig,
@@ -43,9 +45,9 @@ from immunostrat.modelling.model import (
     train_responder_model,
 )
 from immunostrat.modelling.registry import ModelIntegrityError, RegistryError, load_model, save_model
-from immunostrat.safety import Finding, PathEscapeError
 
 from .fixtures_labs import lab_row, write_lab_csv
+from .identifier_scan import Finding, date_variants, scan_for_identifiers
 from .support import AS_OF
 from .test_registry import CARD_EXTRA, _register_file, _strata
 
@@ -124,10 +126,10 @@ def test_zip_bomb_is_refused_before_decompression(saved: tuple[Path, str]) -> No
 
 def test_zip_archive_problem() -> None:
     """The helper the registry should call: sane archives pass, bombs and non-zips do not."""
-    assert safety.zip_archive_problem(_zip({"schema.json": b"{}"})) is None
-    assert "zip bomb" in str(safety.zip_archive_problem(_bomb(), max_uncompressed=64 * 2**20))
-    assert "expand" in str(safety.zip_archive_problem(_bomb(8 * 2**20)))
-    assert "not a readable zip" in str(safety.zip_archive_problem(b"\x80\x04K\x01."))
+    assert zip_archive_problem(_zip({"schema.json": b"{}"})) is None
+    assert "zip bomb" in str(zip_archive_problem(_bomb(), max_uncompressed=64 * 2**20))
+    assert "expand" in str(zip_archive_problem(_bomb(8 * 2**20)))
+    assert "not a readable zip" in str(zip_archive_problem(b"\x80\x04K\x01."))
 
 
 def test_model_file_symlinked_out_of_the_registry_is_refused(saved: tuple[Path, str], tmp_path: Path) -> None:
@@ -177,18 +179,18 @@ def roots(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_confine_accepts_paths_inside_a_root(roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     data, _ = roots
-    assert safety.confine(data / "study" / "labs.csv", [data]) == (data / "study" / "labs.csv").resolve()
-    assert safety.confine(data / "study" / ".." / "study" / "labs.csv", [data]).name == "labs.csv"
-    assert safety.confine(data / "runs" / "not-yet-created", [data]).name == "not-yet-created"
-    assert safety.confine(data, [data]) == data.resolve()
+    assert confine(data / "study" / "labs.csv", [data]) == (data / "study" / "labs.csv").resolve()
+    assert confine(data / "study" / ".." / "study" / "labs.csv", [data]).name == "labs.csv"
+    assert confine(data / "runs" / "not-yet-created", [data]).name == "not-yet-created"
+    assert confine(data, [data]) == data.resolve()
     (data / "link-inside").symlink_to(data / "study")
-    assert safety.confine(data / "link-inside" / "labs.csv", [data]) == (data / "study" / "labs.csv").resolve()
+    assert confine(data / "link-inside" / "labs.csv", [data]) == (data / "study" / "labs.csv").resolve()
     monkeypatch.chdir(data)
-    assert safety.confine("study/labs.csv", [data]) == (data / "study" / "labs.csv").resolve()
+    assert confine("study/labs.csv", [data]) == (data / "study" / "labs.csv").resolve()
     # A root that is itself a symlink is compared after resolving it.
     alias = data.parent / "data-alias"
     alias.symlink_to(data)
-    assert safety.confine(data / "study" / "labs.csv", [alias]).name == "labs.csv"
+    assert confine(data / "study" / "labs.csv", [alias]).name == "labs.csv"
 
 
 @pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink-file", "symlink-dir", "sibling-prefix", "nul-byte"])
@@ -210,19 +212,19 @@ def test_confine_refuses_escapes(roots: tuple[Path, Path], how: str) -> None:
     else:
         path = f"{data}/study/labs.csv\0../../secret"
     with pytest.raises(PathEscapeError, match="labs"):
-        safety.confine(path, [data], what="labs")
+        confine(path, [data], what="labs")
 
 
 def test_confine_without_roots_refuses_everything(roots: tuple[Path, Path]) -> None:
     data, _ = roots
     with pytest.raises(PathEscapeError, match="no data roots"):
-        safety.confine(data / "study" / "labs.csv", [])
+        confine(data / "study" / "labs.csv", [])
 
 
 def test_data_roots_from_env() -> None:
-    assert safety.data_roots_from_env({}) == []
-    env = {safety.DATA_ROOTS_ENV: f"/srv/a{os.pathsep}{os.pathsep}/srv/b"}
-    assert safety.data_roots_from_env(env) == [Path("/srv/a"), Path("/srv/b")]
+    assert data_roots_from_env({}) == []
+    env = {DATA_ROOTS_ENV: f"/srv/a{os.pathsep}{os.pathsep}/srv/b"}
+    assert data_roots_from_env(env) == [Path("/srv/a"), Path("/srv/b")]
 
 
 def _params(data: Path, **overrides: Any) -> StratifyParams:
@@ -258,7 +260,7 @@ def test_every_stratify_path_is_checked(roots: tuple[Path, Path], field: str, ma
     from immunostrat.pipeline.launch import check_data_roots
 
     data, secret = roots
-    env = {safety.DATA_ROOTS_ENV: str(data)}
+    env = {DATA_ROOTS_ENV: str(data)}
 
     def check(params: StratifyParams) -> None:
         check_data_roots(params, params.config, out=params.out, protocol=params.protocol, env=env)
@@ -274,7 +276,7 @@ def test_stratify_refuses_paths_outside_the_data_roots(
     from immunostrat.pipeline import run
 
     data, _ = roots
-    monkeypatch.setenv(safety.DATA_ROOTS_ENV, str(data))
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(data))
     params = _params(data, labs=[str(data / "study" / ".." / ".." / "secret" / "labs.csv")])
     with pytest.raises(PathEscapeError, match="outside the configured data roots"):
         run.stratify(params)
@@ -342,7 +344,7 @@ def test_csv_safe_neutralises_formulas(tmp_path: Path) -> None:
             "codes": [["=A1", "ok"]] * (len(HOSTILE) + 6),
         }
     )
-    safe = safety.csv_safe(frame)
+    safe = csv_safe(frame)
     assert safe["text"].to_list() == [*("'" + h for h in HOSTILE), "-5", "+1.5e3", " -7 ", "ok", "a=b", None]
     assert safe["number"].to_list() == frame["number"].to_list()
     assert safe.columns[2] == "'=cmd"
@@ -356,7 +358,7 @@ def test_csv_safe_neutralises_formulas(tmp_path: Path) -> None:
 @given(st.text(st.characters(exclude_categories=["Cs"]), max_size=20))
 def test_csv_safe_text_property(text: str) -> None:
     """Never starts like a formula (unless a plain number); removing the added quote gives the original."""
-    safe = safety.csv_safe_text(text)
+    safe = csv_safe_text(text)
     assert safe == text or safe == "'" + text
     assert not _is_formula(safe) or safe == text
 
@@ -394,9 +396,7 @@ def test_scan_finds_identifiers_in_every_encoding(tmp_path: Path) -> None:
     (tmp_path / "export.xlsx").write_bytes(_zip({"xl/sharedStrings.xml": f"<t>{NAME}</t>".encode()}))
     (tmp_path / "dump.csv.gz").write_bytes(gzip.compress(f"{BIRTH:%d.%m.%Y}".encode()))
     (tmp_path / ".hidden").write_text("clean")
-    findings = safety.scan_for_identifiers(
-        [tmp_path], [SUBJECT, NAME, "Ada & Lovelace", "ÄÖ-0042", *safety.date_variants(BIRTH)]
-    )
+    findings = scan_for_identifiers([tmp_path], [SUBJECT, NAME, "Ada & Lovelace", "ÄÖ-0042", *date_variants(BIRTH)])
     where = {(Path(f.path).name, f.identifier) for f in findings}
     assert ("plain.txt", SUBJECT) in where  # case-insensitive by default
     assert ("utf16.txt", NAME) in where
@@ -417,16 +417,16 @@ def test_scan_reports_what_it_cannot_read(tmp_path: Path) -> None:
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(good.read_bytes()[:20] + good.read_bytes()[-8:])
     (tmp_path / "bomb.zip").write_bytes(_bomb(300 * 2**20 // 100))
-    findings = safety.scan_for_identifiers([good, broken, tmp_path / "bomb.zip"], [SUBJECT])
+    findings = scan_for_identifiers([good, broken, tmp_path / "bomb.zip"], [SUBJECT])
     assert [Path(f.path).name for f in findings] == ["broken.parquet", "bomb.zip"]
     assert all(f.identifier is None for f in findings)
     with pytest.raises(ValueError, match="shorter than 4"):
-        safety.scan_for_identifiers([good], ["P1"])
+        scan_for_identifiers([good], ["P1"])
 
 
 def test_scan_is_clean_on_clean_files(tmp_path: Path) -> None:
     pl.DataFrame({"pseudonym": ["a1b2c3d4"], "value": [1.5]}).write_parquet(tmp_path / "sponsor.parquet")
-    assert safety.scan_for_identifiers([tmp_path], [SUBJECT, NAME, *safety.date_variants(BIRTH)]) == []
+    assert scan_for_identifiers([tmp_path], [SUBJECT, NAME, *date_variants(BIRTH)]) == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,11 +474,11 @@ def pii_run(tmp_path_factory: pytest.TempPathFactory, trained_registry: Path) ->
 def test_extra_columns_never_reach_any_output(pii_run: dict[str, Any]) -> None:
     """Names, birth dates and record numbers sent in extra columns appear in no output, not even the team's."""
     run_dir = pii_run["result"].run_dir
-    identifiers = [PII_COLUMNS["patient_name"], PII_COLUMNS["mrn"], *safety.date_variants(dt.date(1961, 7, 4))]
-    findings = safety.scan_for_identifiers([run_dir], identifiers)
+    identifiers = [PII_COLUMNS["patient_name"], PII_COLUMNS["mrn"], *date_variants(dt.date(1961, 7, 4))]
+    findings = scan_for_identifiers([run_dir], identifiers)
     assert findings == [], "\n".join(map(str, findings))
     # ... while the team's outputs do carry the subject ids (so the scan really looks inside Parquet).
-    team = safety.scan_for_identifiers([run_dir / "harmonised.parquet"], pii_run["subject_ids"][:3])
+    team = scan_for_identifiers([run_dir / "harmonised.parquet"], pii_run["subject_ids"][:3])
     assert {f.identifier for f in team} == set(pii_run["subject_ids"][:3])
 
 
@@ -495,7 +495,7 @@ def test_prefect_artifacts_carry_no_identifiers(
     assert published
     blob = tmp_path / "artifacts.txt"
     blob.write_text("\n".join(published))
-    findings = safety.scan_for_identifiers([blob], [*pii_run["subject_ids"], *PII_COLUMNS.values()])
+    findings = scan_for_identifiers([blob], [*pii_run["subject_ids"], *PII_COLUMNS.values()])
     assert findings == [], "\n".join(map(str, findings))
 
 
@@ -520,9 +520,9 @@ def test_sponsor_outputs_carry_no_identifiers(pii_run: dict[str, Any]) -> None:
         *pii_run["subject_ids"],
         *(s for s in pii_run["site_ids"] if len(s) >= 4),
         *PII_COLUMNS.values(),
-        *safety.date_variants(dt.date(1961, 7, 4)),
+        *date_variants(dt.date(1961, 7, 4)),
     ]
-    findings = safety.scan_for_identifiers(sponsor_files, identifiers)
+    findings = scan_for_identifiers(sponsor_files, identifiers)
     assert findings == [], "\n".join(map(str, findings))
 
 

@@ -220,7 +220,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if report.suffix.lower() == ".json":
             report.write_text(json.dumps(flat.to_dicts(), indent=2, default=str) + "\n", encoding="utf-8")
         else:
-            from immunostrat.safety import csv_safe
+            from immunostrat.ingest.csv_export import csv_safe
 
             csv_safe(flat).write_csv(report)  # no cell is read as a spreadsheet formula
         print(f"report: {report} ({problems.height} problem rows)")

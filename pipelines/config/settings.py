@@ -2,7 +2,7 @@
 
 | variable | field | read by |
 |---|---|---|
-| `IMMUNOSTRAT_DATA_ROOTS` | `data_roots` (`os.pathsep`-separated folders) | `safety.data_roots_from_env`, `launch` |
+| `IMMUNOSTRAT_DATA_ROOTS` | `data_roots` (`os.pathsep`-separated folders) | `config.data_roots`, `launch` |
 | `IMMUNOSTRAT_MODEL_REGISTRY` | `model_registry` | `registry.default_registry_dir` |
 | `IMMUNOSTRAT_PSEUDONYM_KEY` | `pseudonym_key` (a `SecretStr`) | `pseudonym.load_key` only |
 | `IMMUNOSTRAT_PSEUDONYM_KEY_FILE` | `pseudonym_key_file` | `pseudonym.load_key` |

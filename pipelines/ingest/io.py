@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from immunostrat.errors import UserError
+from immunostrat.ingest.atomic import atomic_path
+from immunostrat.ingest.diagnostics import csv_structure_problem, header_hint, text_encoding_problem
 
 if TYPE_CHECKING:
     pass
@@ -131,14 +131,12 @@ def _precheck(p: Path, required: Sequence[str], kind: str) -> str:
         raise InputError(p, f"{kind} file not found")
     if p.stat().st_size == 0:
         raise InputError(p, f"{kind} file is empty (0 bytes); expected a header with columns: {', '.join(required)}")
-    from immunostrat import safety
-
     fmt = detect_format(p)
     if fmt == "csv":
         # Refuse what polars would misread silently: non-UTF-8 text (decoded lossily) and CR-only line endings
         # (every row read as one header line). The message names the byte, line and column.
-        problem = safety.text_encoding_problem(p, max_bytes=1 << 16)
-        hint = safety.header_hint(p, required)
+        problem = text_encoding_problem(p, max_bytes=1 << 16)
+        hint = header_hint(p, required)
         if problem or (hint and "CR-only" in hint):
             raise InputError(p, f"cannot be read as CSV: {problem or hint}")
     return fmt
@@ -147,8 +145,6 @@ def _precheck(p: Path, required: Sequence[str], kind: str) -> str:
 @contextlib.contextmanager
 def read_errors(p: Path, fmt: str, kind: str, required: Sequence[str]) -> Iterator[None]:
     """Turn what polars raises while reading a file into `InputError` (bad file) or `OSError` (retry)."""
-    from immunostrat import safety
-
     try:
         yield
     except pl.exceptions.NoDataError as exc:
@@ -158,7 +154,7 @@ def read_errors(p: Path, fmt: str, kind: str, required: Sequence[str]) -> Iterat
         raise OSError(exc.errno, f"{p}: {exc.strerror or exc}") from exc
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        detail = (safety.text_encoding_problem(p) or safety.csv_structure_problem(p)) if fmt == "csv" else None
+        detail = (text_encoding_problem(p) or csv_structure_problem(p)) if fmt == "csv" else None
         raise InputError(p, f"cannot be read as {fmt.upper()}: {detail or first_line}") from exc
     except pl.exceptions.PanicException as exc:  # a BaseException: corrupt Parquet can make polars panic
         raise InputError(
@@ -170,8 +166,6 @@ def _contract_header(
     p: Path, fmt: str, columns: Sequence[str], required: Sequence[str], optional: Sequence[str]
 ) -> tuple[list[str], tuple[str, ...]]:
     """Normalised column names and the extra (non-contract) ones; raises on repeated or missing columns."""
-    from immunostrat import safety
-
     names = [_normalise_header(c) for c in columns]
     written = _as_written(names)
     dupes = sorted({n for n in written if written.count(n) > 1})
@@ -182,7 +176,7 @@ def _contract_header(
         raise InputError(
             p,
             f"missing required column(s): {', '.join(missing)}; the file has: {', '.join(names) or '(none)'}"
-            + (f" ({hint})" if fmt == "csv" and (hint := safety.header_hint(p, required)) else ""),
+            + (f" ({hint})" if fmt == "csv" and (hint := header_hint(p, required)) else ""),
             column=missing[0],
         )
     contract = [*required, *optional]
@@ -264,31 +258,6 @@ def read_outcomes(path: str | Path) -> InputTable:
 # --------------------------------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success fsync and rename it into place.
-
-    A crash leaves at most a hidden `.tmp-*` file, never a half-written file under the final name.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600 files; outputs should get the usual permissions under the caller's umask.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)
-    try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_parquet_atomic(frame: pl.DataFrame, final: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from immunostrat.config.features import FeatureSpec
 from immunostrat.config.settings import read_settings
 from immunostrat.errors import UserError
-from immunostrat.ingest.io import atomic_path
+from immunostrat.ingest.atomic import atomic_path
 from immunostrat.modelling.evaluation import render_evaluation_markdown
 from immunostrat.modelling.scoring import ResponderEstimator, linear_logit_parts
 from immunostrat.schemas.records import ModelCard
@@ -205,7 +205,7 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # Temp file in the same directory + rename (immunostrat.ingest.io.atomic_path): readers never see half a file.
+    # Temp file in the same directory + rename (immunostrat.ingest.atomic.atomic_path): readers never see half a file.
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -291,7 +291,7 @@ def _registry_lock(root: Path, *, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iter
 
     Every read-modify-write of ``registry.json`` runs under it, so two trainings or promotes never lose an update;
     readers take no lock (``registry.json`` is replaced atomically, so they see the old or the new file). As with
-    :func:`immunostrat.safety.run_lock`, the lock file is created once and never deleted (deleting it would let two
+    :func:`ingest.atomic.run_lock`, the lock file is created once and never deleted (deleting it would let two
     writers lock two different files), and the kernel releases the lock when its holder exits or is killed. Unlike
     a run folder's lock it waits (polling, up to ``timeout`` seconds) rather than failing at once: a registry write
     takes milliseconds. ``flock`` locks an open file description, so two threads of one process exclude each other
@@ -889,7 +889,7 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
             f"{path} is not a skops file (zip archive expected, starts with {data[:4]!r}); pickle/joblib "
             "files are never loaded"
         )
-    from immunostrat.safety import zip_archive_problem
+    from immunostrat.ingest.diagnostics import zip_archive_problem
 
     # Declared sizes bound what skops will decompress: refuse a zip bomb before opening any member.
     if problem := zip_archive_problem(data, max_uncompressed=64 << 20):

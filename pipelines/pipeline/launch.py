@@ -73,9 +73,9 @@ def check_data_roots(
     env: Mapping[str, str] | None = None,
 ) -> None:
     """Every path a run reads or writes stays inside `$IMMUNOSTRAT_DATA_ROOTS` (or `env`'s), when that is set."""
-    from immunostrat import safety
+    from immunostrat.config.data_roots import confine, data_roots_from_env
 
-    roots = safety.data_roots_from_env(env)
+    roots = data_roots_from_env(env)
     if not roots:
         return
     candidates: list[tuple[str, Any]] = [
@@ -96,7 +96,7 @@ def check_data_roots(
     ]
     for what, value in candidates:
         if value is not None and os.fspath(value) != "":
-            safety.confine(value, roots, what=what)
+            confine(value, roots, what=what)
 
 
 def load_protocol_at(path: str | None) -> Protocol:

@@ -31,11 +31,11 @@ def execute(plan: Plan, runner: Runner | None = None) -> RunOutputs:
         RunStopped: a gate stopped the run (its run folder is written, status "failed").
         UserError: an input turned out unusable while reading it (no run folder).
     """
-    from immunostrat import safety
+    from immunostrat.ingest.atomic import run_lock
 
     assert plan.out is not None
     # One run at a time per output folder: a second run fails fast naming the holder, never interleaves.
-    with safety.run_lock(plan.out, run_id=plan.ctx.run_id) as lock:
+    with run_lock(plan.out, run_id=plan.ctx.run_id) as lock:
         cleaned = [p.name for p in lock.remove_stale_staging()]  # leftovers of runs that were killed
         return execute_pipeline(
             plan.pipeline,

@@ -39,6 +39,7 @@ import polars as pl
 from immunostrat import __version__
 from immunostrat.config.run import PublishConfig
 from immunostrat.errors import UserError
+from immunostrat.ingest.atomic import rename_into_place
 from immunostrat.schemas.records import RUN_JSON, EndpointRate, RunRecord, Summary, as_run_record, read_run_record
 from immunostrat.sponsor.pseudonym import PseudonymKey, date_shifts, load_key, site_pseudonyms, subject_pseudonyms
 from immunostrat.sponsor.snapshot import DATA_DIR, SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
@@ -572,13 +573,7 @@ def _publication(
 
 def _swap_in(staging: Path, final: Path) -> None:
     """Rename a staged snapshot into place; with `force`, swap the old one out first (never half of each)."""
-    if final.exists():
-        old = final.parent / f".{SNAPSHOT_DIR}.replaced-{secrets.token_hex(3)}"
-        os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+    rename_into_place(staging, final)
 
 
 def _current_entries(

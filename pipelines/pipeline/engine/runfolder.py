@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,8 @@ from typing import Any
 import polars as pl
 
 from immunostrat import __version__
-from immunostrat.ingest.io import atomic_path, sha256_file, write_json_atomic, write_parquet_atomic
+from immunostrat.ingest.atomic import atomic_path, staged_folder
+from immunostrat.ingest.io import sha256_file, write_json_atomic, write_parquet_atomic
 from immunostrat.pipeline.engine.executors import OutputSource
 from immunostrat.schemas.records import RUN_JSON, RunRecord, new_run_record
 
@@ -45,25 +44,11 @@ def staged_run_folder(out_dir: str | Path, run_id: str) -> Iterator[Path]:
     """Yield a hidden staging folder that is renamed to `<out_dir>/<run_id>` when the block succeeds.
 
     A crash leaves no `<run_id>` folder at all (only a hidden `.<run_id>.partial`, removed here or by the next
-    run's cleanup), so readers never see a half-written run.
+    run's cleanup, `RunLock.remove_stale_staging`), so readers never see a half-written run. An existing
+    `<run_id>` folder is never overwritten (FileExistsError).
     """
-    from immunostrat.safety import fsync_dir
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".{run_id}.partial"
-    final = out / run_id
-    if final.exists():
-        raise FileExistsError(f"run folder {final} already exists")
-    staging.mkdir()
-    try:
+    with staged_folder(Path(out_dir) / run_id, f".{run_id}.partial") as staging:
         yield staging
-        fsync_dir(staging)  # the folder's entries reach the disk before it is renamed into place
-        os.replace(staging, final)
-        fsync_dir(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def provenance_metadata(run_id: str) -> dict[str, str]:
