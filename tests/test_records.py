@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from immunostrat.followup.summary import monitor_summary
 from immunostrat.modelling.registry import default_registry_dir, read_card, read_model_card
+from immunostrat.reporting.artifacts import artifact_summary
 from immunostrat.reporting.datadict import render_markdown
-from immunostrat.reporting.report import artifact_summary, render_report
+from immunostrat.reporting.report import render_report
 from immunostrat.schemas.records import (
     LEGACY_SCHEMA_VERSION,
     RUN_RECORD_SCHEMA_VERSION,

@@ -15,7 +15,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat.reporting.report import SECTIONS, artifact_summary, render_report, suppress
+from immunostrat.reporting.artifacts import artifact_summary
+from immunostrat.reporting.disclosure import suppress
+from immunostrat.reporting.report import SECTIONS, render_report
 from immunostrat.sponsor.publish import write_report
 
 from .test_publish import Demo, build_demo
@@ -295,15 +297,15 @@ def test_artifact_summary_gives_markdown_and_suppressed_group_rows(demo: Demo) -
 
 
 def test_box_statistics_are_matplotlibs_and_keep_no_individual_value() -> None:
-    """The biomarker figure draws boxes from statistics computed once (`_box_stats` + `Axes.bxp`); they are the
+    """The biomarker figure draws boxes from statistics computed once (`box_stats` + `Axes.bxp`); they are the
     statistics `Axes.boxplot(whis=(5, 95))` would compute from the values, without the outliers."""
     from matplotlib import cbook
 
-    from immunostrat.reporting.report import _box_stats
+    from immunostrat.reporting.figures import box_stats
 
     rng = np.random.default_rng(5)
     for values in (rng.lognormal(0, 1, n) for n in (7, 500, 20_000)):
-        ours = _box_stats(values)
+        ours = box_stats(values)
         (reference,) = cbook.boxplot_stats(values, whis=(5, 95))
         for stat in ("q1", "med", "q3", "whislo", "whishi"):
             assert ours[stat] == pytest.approx(reference[stat]), stat

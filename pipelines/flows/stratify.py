@@ -36,7 +36,7 @@ def dask_task_runner(address: str | None, workers: int = 2) -> Any:
 
 def publish_artifacts(result: RunOutputs, min_cell_count: int) -> None:
     """A Markdown summary and a table of group counts in the Prefect UI (small counts suppressed)."""
-    from immunostrat.reporting.report import artifact_summary
+    from immunostrat.reporting.artifacts import artifact_summary
 
     markdown, rows = artifact_summary(result.run_dir, min_cell_count=min_cell_count)
     create_markdown_artifact(markdown=markdown, key="stratify-summary", description="Run summary")

@@ -6,7 +6,7 @@ Two audiences, one builder:
 - the **sponsor report** (`RUN/sponsor/report.html`, with the follow-up snapshot): the same aggregate sections,
   nothing per subject.
 
-Both show counts of subjects with small cells suppressed (`immunostrat.reporting.report.suppress`: 1 to k-1 as
+Both show counts of subjects with small cells suppressed (`immunostrat.reporting.disclosure.suppress`: 1 to k-1 as
 `<k`, then complementary `*`), no subject identifier, site or date. Rates by predicted group use the groups the
 pre-infusion stratify run predicted (`--strata`), with that run's model id, never a re-scoring with today's model.
 """
@@ -22,16 +22,11 @@ import numpy as np
 import polars as pl
 
 from immunostrat.followup.summary import endpoint_rows
-from immunostrat.reporting.report import (
-    GROUPS,
-    Section,
-    figure_block,
-    new_figure,
-    quarantine_section,
-    read_quarantine,
-    render_page,
-    suppress,
-)
+from immunostrat.reporting.disclosure import suppress
+from immunostrat.reporting.figures import figure_block, new_figure
+from immunostrat.reporting.page import Section, render_page
+from immunostrat.reporting.quarantine import quarantine_section, read_quarantine
+from immunostrat.reporting.report import GROUPS
 from immunostrat.schemas.records import RunRecord, Summary, TableCounts, as_run_record, read_run_record
 
 __all__ = ["FOLLOW_UP_SECTIONS", "TEAM_ONLY", "render_follow_up_report", "toxicity_by_grade", "trajectory_medians"]
@@ -175,7 +170,7 @@ def toxicity_by_grade(toxicity: pl.DataFrame, k: int) -> pl.DataFrame:
 
     Returns:
         `measure`, then one column per grade 0-5, `not_assessable` and `subjects`, as display strings (`<k`, `*`
-        where suppressed; see `immunostrat.reporting.report.suppress`).
+        where suppressed; see `immunostrat.reporting.disclosure.suppress`).
     """
     columns = [c for c in toxicity.columns if c.endswith("_grade")]
     counts = np.array(

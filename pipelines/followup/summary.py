@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from immunostrat.reporting.report import suppress
+from immunostrat.reporting.disclosure import suppress
 from immunostrat.schemas.records import Changes, EndpointRate, RunRecord, TableCounts, as_run_record
 
 
@@ -18,7 +18,7 @@ def endpoint_rows(
     """Table rows (endpoint, landmark, met, not met, not assessable, subjects, rate), small counts suppressed.
 
     Each row's three counts add up to its `subjects`, so a reader could recompute one hidden count from the others:
-    `immunostrat.reporting.report.suppress` hides counts from 1 to k-1 (`<k`) and then, on a row with one hidden
+    `immunostrat.reporting.disclosure.suppress` hides counts from 1 to k-1 (`<k`) and then, on a row with one hidden
     count, the next smallest (`*`). The rate (met among the assessable) is shown only when met and not met both are.
     """
     if not rates:
