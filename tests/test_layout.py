@@ -66,3 +66,11 @@ def test_the_old_datadict_command_still_runs() -> None:
     command = [sys.executable, "-m", "immunostrat.datadict", "--check"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_no_folder_is_named_like_the_package() -> None:
+    """setuptools' editable finder warns that a folder named like the package would shadow it on imports from
+    the checkout; the Makefile filters that note, so this test keeps it true that there is no such folder."""
+    root = Path(__file__).resolve().parents[1]
+    assert not (root / "immunostrat").exists()
+    assert not (root / "pipelines" / "immunostrat").exists()
