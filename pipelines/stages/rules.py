@@ -266,8 +266,10 @@ def _failed_rows(frame: pl.DataFrame, mask: pl.Series, refused: pl.DataFrame, ra
             "_priority",
         )
     )
+    # The wide frame is narrowed to those rows before the join, so the join never hashes or gathers all of it.
+    rows = indexed.filter(pl.col("_idx").is_in(ranked.filter(pl.col("_field_row"))["index"].implode()))
     records = (
-        fields.join(indexed, on="_idx", how="left", maintain_order="left")
+        fields.join(rows, on="_idx", how="left", maintain_order="left")
         .with_columns(_field=True)
         .select(failed.collect_schema().names())
     )
