@@ -1,8 +1,9 @@
 """Contracts for the tables immunostrat validates row by row: lab candidates, subjects, visits and outcomes.
 
 The column declarations here are the data contract (types, descriptions). The row rules, each named by
-the reason code a failing row is quarantined with, are attached as pandera dataframe checks by
-`immunostrat.stages.validate`, so every rule is really run by pandera and its failures carry row indices.
+the reason code a failing row is quarantined with, are evaluated in one plan per table by
+`immunostrat.stages.rules` and checked by pandera as one column check beside these columns, so pandera's
+failure cases carry the failing rows' indices.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class SubjectCandidate(pa.DataFrameModel):
     `study_id`, `subject_id` and `reference_date` are required: a bad one refuses the row, as does an unreadable
     `first_exposure_date` or a repeated subject. A bad value in any other field (sex, age, SLEDAI-2K, prior
     failures, nephritis class, eGFR, CNS lupus, infusion, discontinuation, death, re-treatment and IVIG dates) is
-    quarantined as that field only: the subject is kept with it empty (`immunostrat.stages.validate.subject_rules`).
+    quarantined as that field only: the subject is kept with it empty (`immunostrat.stages.subjects.subject_rules`).
     """
 
     study_id: str = pa.Field(nullable=True, description="Study identifier.")

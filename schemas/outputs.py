@@ -41,13 +41,9 @@ from immunostrat.schemas.events import EVENT_OPTIONAL
 from immunostrat.schemas.ifn_controls import IfnControlRow
 from immunostrat.schemas.inputs import VISIT_FLAGS
 from immunostrat.stages.baseline import CORE_ANALYTES
-from immunostrat.stages.validate import (
-    INPUT_KINDS,
-    QUARANTINE_ORIGINAL_COLUMNS,
-    SUBJECT_FIELD_CODES,
-    lab_rules,
-    subject_rules,
-)
+from immunostrat.stages.rules import INPUT_KINDS, QUARANTINE_ORIGINAL_COLUMNS
+from immunostrat.stages.subjects import SUBJECT_FIELD_CODES, subject_rules
+from immunostrat.stages.validate import lab_rules
 
 __all__ = [
     "ANALYTES",

@@ -20,7 +20,8 @@ from immunostrat.ingest.io import (
 )
 from immunostrat.ingest.reference import ReferenceTables, load_reference
 from immunostrat.stages.harmonise import Harmonised, harmonise_labs
-from immunostrat.stages.validate import Split, validate_labs
+from immunostrat.stages.rules import Split
+from immunostrat.stages.validate import validate_labs
 
 LAB_COLUMNS = (*LAB_REQUIRED, *LAB_OPTIONAL)
 SUBJECT_COLUMNS = (*SUBJECT_REQUIRED, *SUBJECT_OPTIONAL)

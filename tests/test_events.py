@@ -29,7 +29,8 @@ from immunostrat.followup.events import (
 from immunostrat.ingest.io import InputError
 from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED, Event
 from immunostrat.schemas.outputs import REASON_CODES, validate_output
-from immunostrat.stages.validate import Split, validate_subjects
+from immunostrat.stages.rules import Split
+from immunostrat.stages.subjects import validate_subjects
 
 from .fixtures_labs import raw_subjects, subject_row
 

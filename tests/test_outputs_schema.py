@@ -36,7 +36,7 @@ from immunostrat.schemas.outputs import (
     validate_output,
 )
 from immunostrat.stages.harmonise import HARMONISED_COLUMNS
-from immunostrat.stages.validate import validate_outcomes
+from immunostrat.stages.subjects import validate_outcomes
 from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,8 @@ from immunostrat.pipeline.selection import check_quarantine_ceiling, panel_group
 from immunostrat.schemas.outputs import OUTPUT_SCHEMA_VERSION, HarmonisedLab
 from immunostrat.stages.baseline import derive_baseline
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
-from immunostrat.stages.validate import validate_labs, validate_subjects
+from immunostrat.stages.subjects import validate_subjects
+from immunostrat.stages.validate import validate_labs
 from tests.fixtures_labs import AS_OF, IFN_METHODS, lab_row, raw_labs, raw_subjects, subject_row
 
 REF = load_reference()

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from immunostrat.stages.validate import SUBJECT_FIELD_CODES, SUBJECT_FOLLOW_UP_COLUMNS, validate_subjects
+from immunostrat.stages.subjects import SUBJECT_FIELD_CODES, SUBJECT_FOLLOW_UP_COLUMNS, validate_subjects
 
 from .fixtures_labs import raw_subjects, subject_row
 

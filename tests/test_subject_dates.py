@@ -12,11 +12,7 @@ import polars as pl
 from immunostrat.config.run import RunConfig, load_protocol
 from immunostrat.pipeline.selection import baseline_and_eligibility
 from immunostrat.stages.harmonise import harmonised_table
-from immunostrat.stages.validate import (
-    SUBJECT_FOLLOW_UP_COLUMNS,
-    subject_quarantine_counts,
-    validate_subjects,
-)
+from immunostrat.stages.subjects import SUBJECT_FOLLOW_UP_COLUMNS, subject_quarantine_counts, validate_subjects
 
 from .fixtures_labs import lab_row, raw_subjects, reference, subject_row, validate
 

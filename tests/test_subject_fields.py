@@ -13,14 +13,10 @@ import polars as pl
 from immunostrat.config.run import BaselineConfig, load_protocol
 from immunostrat.stages.baseline import derive_baseline
 from immunostrat.stages.eligibility import assess_eligibility
+from immunostrat.stages.enrolment import subject_refusals
 from immunostrat.stages.harmonise import harmonised_table
-from immunostrat.stages.validate import (
-    SUBJECT_FIELD_CODES,
-    Split,
-    subject_quarantine_counts,
-    subject_refusals,
-    validate_subjects,
-)
+from immunostrat.stages.rules import Split
+from immunostrat.stages.subjects import SUBJECT_FIELD_CODES, subject_quarantine_counts, validate_subjects
 
 from .fixtures_labs import lab_row, raw_subjects, reference, subject_row, validate
 

@@ -28,7 +28,8 @@ from immunostrat.followup.visits import (
 )
 from immunostrat.ingest.io import InputError
 from immunostrat.schemas.outputs import REASON_CODES, validate_output
-from immunostrat.stages.validate import Split, validate_outcomes, validate_subjects
+from immunostrat.stages.rules import Split
+from immunostrat.stages.subjects import validate_outcomes, validate_subjects
 
 from .fixtures_labs import lab_row, outcome_row, raw_outcomes, raw_subjects, subject_row, validate
 

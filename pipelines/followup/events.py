@@ -10,7 +10,7 @@ edema) and the grades the site reported (docs/input.md, *Events*). Everything is
   assessed on every row).
 - `validate_events` refuses a row (`EVENT_REASON_CODES`, in priority order) for a missing identifier, an
   unreadable `assessed_at` (EVENT_TIME_INVALID), an assessment after as_of (EVENT_AFTER_AS_OF), a subject not in
-  or refused from the subjects file (the lab and visit rules, `stages.validate.enrolment_rules`), and a repeated
+  or refused from the subjects file (the lab and visit rules, `stages.enrolment.enrolment_rules`), and a repeated
   assessment: rows of one subject and `assessed_at` that say different things all conflict
   (EVENT_DUPLICATE_CONFLICT); rows that say the same thing keep the first (EVENT_DUPLICATE). A bad value in any
   other column is a *field record* (`EVENT_FIELD_CODES`): the row is kept with that field null.
@@ -57,15 +57,9 @@ from immunostrat.schemas.events import (
     EVENT_REQUIRED,
     EventCandidate,
 )
+from immunostrat.stages.enrolment import enrolment_flags, enrolment_rules, subject_refusals
 from immunostrat.stages.harmonise import is_present, parse_iso_date, parse_number, with_parsed
-from immunostrat.stages.validate import (
-    Rule,
-    Split,
-    apply_rules,
-    enrolment_flags,
-    enrolment_rules,
-    subject_refusals,
-)
+from immunostrat.stages.rules import Rule, Split, apply_rules
 
 __all__ = [
     "EVENT_FIELD_CODES",

@@ -15,7 +15,7 @@ import polars as pl
 
 from immunostrat.ingest.io import InputError, InputTable, read_input, scan_input
 from immunostrat.stages.harmonise import is_present, parse_number
-from immunostrat.stages.validate import Split, count_by
+from immunostrat.stages.rules import Split, count_by
 
 __all__ = [
     "check_keyed_header",

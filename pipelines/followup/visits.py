@@ -14,7 +14,8 @@ three-valued: an empty cell means *not assessed* (unknown, null), never absent.
   records are counted apart.
 
 Descriptor cells are read with one encoding, `boolean` or `weight` (`VisitsConfig.descriptor_encoding`), and
-never guessed between the two. The rule engine is validate's (`apply_rules`): every rule is a pandera check.
+never guessed between the two. The rule engine is `immunostrat.stages.rules` (`apply_rules`): every rule is
+checked through pandera.
 """
 
 from __future__ import annotations
@@ -39,15 +40,9 @@ from immunostrat.followup.keyed_inputs import (
 from immunostrat.followup.sledai import ITEM_PREFIX, Descriptor, load_descriptors, parse_descriptor
 from immunostrat.ingest.io import InputTable
 from immunostrat.schemas.inputs import VISIT_FLAGS, VISIT_REQUIRED, VisitCandidate
+from immunostrat.stages.enrolment import enrolment_flags, enrolment_rules, subject_refusals
 from immunostrat.stages.harmonise import is_present, parse_iso_date, parse_number, with_parsed
-from immunostrat.stages.validate import (
-    Rule,
-    Split,
-    apply_rules,
-    enrolment_flags,
-    enrolment_rules,
-    subject_refusals,
-)
+from immunostrat.stages.rules import Rule, Split, apply_rules
 
 __all__ = [
     "VISIT_FIELD_CODES",

@@ -30,7 +30,7 @@ from immunostrat.pipeline import run
 from immunostrat.pipeline.engine.execute import LocalRunner, Runner
 from immunostrat.pipeline.launch import plan_labelled, plan_training
 from immunostrat.pipeline.run import Labelled
-from immunostrat.stages.validate import validate_outcomes
+from immunostrat.stages.subjects import validate_outcomes
 
 __all__ = [
     "SYNTHETIC_LIMITATIONS",

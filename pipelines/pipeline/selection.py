@@ -51,13 +51,9 @@ from immunostrat.schemas.records import InputFile, ModelInfo
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
-from immunostrat.stages.validate import (
-    SUBJECT_FOLLOW_UP_COLUMNS,
-    count_by,
-    subject_quarantine_counts,
-    validate_labs,
-    validate_subjects,
-)
+from immunostrat.stages.rules import count_by
+from immunostrat.stages.subjects import SUBJECT_FOLLOW_UP_COLUMNS, subject_quarantine_counts, validate_subjects
+from immunostrat.stages.validate import validate_labs
 
 PACKAGES = ("polars", "pandera", "prefect", "scikit-learn", "pyarrow", "skops", "numpy", "pydantic")
 

@@ -38,7 +38,9 @@ from immunostrat.schemas.sponsor import (
     WITHHELD,
     sponsor_model,
 )
-from immunostrat.stages.validate import Rule, lab_rules, subject_rules
+from immunostrat.stages.rules import Rule
+from immunostrat.stages.subjects import subject_rules
+from immunostrat.stages.validate import lab_rules
 
 DEFAULT_OUT = Path("docs/output.md")
 JSON_NAME = "data-dictionary.json"
