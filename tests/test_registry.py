@@ -24,15 +24,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
+from immunostrat.config.run import TrainingConfig
 from immunostrat.modelling import registry
-from immunostrat.modelling.model import (
-    DEFAULT_FEATURES,
-    TrainedModel,
-    TrainingConfig,
-    build_feature_frame,
-    score_strata,
-    train_responder_model,
-)
+from immunostrat.modelling.fitting import TrainedModel, train_responder_model
 from immunostrat.modelling.registry import (
     REGISTRY_ENV,
     TRUSTED_TYPES,
@@ -48,6 +43,7 @@ from immunostrat.modelling.registry import (
     save_model,
     set_alias,
 )
+from immunostrat.modelling.scoring import score_strata
 
 CARD_EXTRA: dict[str, Any] = {
     "intended_use": "Demonstration of responder stratification on synthetic data.",

@@ -27,21 +27,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from immunostrat import safety
+from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
 from immunostrat.config.run import (
     BaselineConfig,
     HarmoniseConfig,
     RunConfig,
     ScoringConfig,
     StratifyParams,
+    TrainConfig,
     ValidationConfig,
 )
-from immunostrat.modelling.model import (
-    DEFAULT_FEATURES,
-    TrainConfig,
-    TrainedModel,
-    build_feature_frame,
-    train_responder_model,
-)
+from immunostrat.modelling.fitting import TrainedModel, train_responder_model
 from immunostrat.modelling.registry import ModelIntegrityError, RegistryError, load_model, save_model
 from immunostrat.safety import Finding, PathEscapeError
 

@@ -53,11 +53,11 @@ from immunostrat.config.settings import read_settings
 from immunostrat.errors import UserError
 from immunostrat.ingest.io import atomic_path
 from immunostrat.modelling.evaluation import render_evaluation_markdown
-from immunostrat.modelling.scoring import ResponderEstimator, linear_logit_parts
 from immunostrat.schemas.records import ModelCard
 
 if TYPE_CHECKING:
-    from immunostrat.modelling.model import TrainedModel
+    from immunostrat.modelling.estimator import ResponderEstimator
+    from immunostrat.modelling.fitting import TrainedModel
 
 __all__ = [
     "CARD_SCHEMA_VERSION",
@@ -476,7 +476,7 @@ def _package_versions() -> dict[str, str]:
 
 
 def _estimator_section(trained: TrainedModel) -> dict[str, Any]:
-    parts = linear_logit_parts(trained.estimator)
+    parts = trained.linear_logit
     names = trained.feature_names
     calibrated = parts.platt_slope is not None
     cfg = trained.config
@@ -485,7 +485,7 @@ def _estimator_section(trained: TrainedModel) -> dict[str, Any]:
     description = f"StandardScaler + {penalty} logistic regression (C={C:g})"
     if calibrated:
         description += ", Platt-calibrated (sigmoid) on inner out-of-fold decision values"
-    steps = [f"{type(s).__module__}.{type(s).__qualname__}" for s in _pipeline_of(trained.estimator).steps]
+    steps = trained.pipeline_steps
     if calibrated:
         steps = ["sklearn.calibration.CalibratedClassifierCV(method='sigmoid', ensemble=False)", *steps]
     return {
@@ -502,11 +502,6 @@ def _estimator_section(trained: TrainedModel) -> dict[str, Any]:
         "calibration": dict(trained.calibration),
         "C": C,
     }
-
-
-def _pipeline_of(estimator: Any) -> Any:
-    fitted = getattr(estimator, "calibrated_classifiers_", None)
-    return fitted[0].estimator if fitted else estimator
 
 
 def _build_card(
@@ -713,7 +708,7 @@ def save_model(
     """Write a trained model, its card and its registry entry.
 
     Args:
-        trained: Output of :func:`immunostrat.modelling.model.train_responder_model`.
+        trained: Output of :func:`immunostrat.modelling.fitting.train_responder_model`.
         registry_dir: Registry directory (created if missing); default :func:`default_registry_dir`.
         model_id: Id to use; default ``responder-lr-<YYYYMMDD>-<first 8 hex of the file sha256>``.
         card_extra: Card content the trainer knows: ``intended_use`` (str) and ``limitations`` (str or list,
@@ -795,6 +790,9 @@ def _entry_file(root: Path, rel: str, what: str) -> Path:
 
 
 def _check_estimator(estimator: Any, path: Path, n_features: int) -> ResponderEstimator:
+    # Called once skops has loaded scikit-learn: the registry module itself never imports it.
+    from immunostrat.modelling.estimator import linear_logit_parts
+
     try:
         linear_logit_parts(estimator)
     except (TypeError, AttributeError) as exc:

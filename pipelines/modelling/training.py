@@ -13,18 +13,10 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat.config.run import InputFiles, RunConfig, TrainParams
+from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
+from immunostrat.config.run import InputFiles, RunConfig, TrainingConfig, TrainParams
 from immunostrat.ingest.io import read_outcomes
-from immunostrat.modelling.model import (
-    DEFAULT_FEATURES,
-    TrainedModel,
-    TrainingConfig,
-    build_feature_frame,
-    cross_validate,
-    fit_final,
-    trained_model,
-    training_data,
-)
+from immunostrat.modelling.fitting import TrainedModel, cross_validate, fit_final, trained_model, training_data
 from immunostrat.modelling.registry import save_model
 from immunostrat.pipeline import run
 from immunostrat.pipeline.engine.execute import LocalRunner, Runner
@@ -176,10 +168,10 @@ def resolve_training_config(params: TrainParams, training: TrainingConfig | None
 def train_model(
     joined: pl.DataFrame, config: TrainingConfig, runner: Runner | None = None
 ) -> tuple[TrainedModel, dict[str, Any]]:
-    """Fit on a labelled strata frame; returns the :class:`~immunostrat.modelling.model.TrainedModel` and fit notes.
+    """Fit on a labelled strata frame; returns the :class:`~immunostrat.modelling.fitting.TrainedModel` and fit notes.
 
     Cross-validation and the final fit are steps of their own (`cross-validate`, `fit`: Prefect tasks in the
-    train flow); the model is the one :func:`~immunostrat.modelling.model.train_responder_model` gives.
+    train flow); the model is the one :func:`~immunostrat.modelling.fitting.train_responder_model` gives.
     """
     runner = runner or LocalRunner()
     started = time.perf_counter()
