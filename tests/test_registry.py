@@ -28,6 +28,7 @@ from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
 from immunostrat.config.run import TrainingConfig
 from immunostrat.modelling import registry
 from immunostrat.modelling.fitting import TrainedModel, train_responder_model
+from immunostrat.modelling.markdown import render_card_markdown
 from immunostrat.modelling.registry import (
     REGISTRY_ENV,
     TRUSTED_TYPES,
@@ -38,7 +39,6 @@ from immunostrat.modelling.registry import (
     load_model,
     read_card,
     remove_alias,
-    render_card_markdown,
     resolve,
     save_model,
     set_alias,

@@ -180,7 +180,8 @@ def _registry_of(params: EvaluateParams) -> str | None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``immunostrat evaluate``: external validation of one model on a labelled cohort it never saw."""
     from immunostrat.modelling import drift
-    from immunostrat.modelling.evaluation import METRICS, evaluate_model, render_report_markdown
+    from immunostrat.modelling.evaluation import METRICS, evaluate_model
+    from immunostrat.modelling.markdown import render_report_markdown
     from immunostrat.modelling.registry import load_model
 
     params = parse_model(EvaluateParams, args)
@@ -239,9 +240,10 @@ def _models_list(args: argparse.Namespace) -> int:
 
 def _models_show(args: argparse.Namespace) -> int:
     from immunostrat.modelling import registry
+    from immunostrat.modelling.markdown import render_card_markdown
 
     card = registry.load_model(args.model, _registry(args)).card
-    print(json.dumps(card, indent=2) if args.json else registry.render_card_markdown(card))
+    print(json.dumps(card, indent=2) if args.json else render_card_markdown(card))
     return EXIT_OK
 
 
@@ -267,7 +269,8 @@ def _models_unalias(args: argparse.Namespace) -> int:
 
 
 def _models_compare(args: argparse.Namespace) -> int:
-    from immunostrat.modelling.evaluation import METRICS, compare_models, render_comparison_markdown
+    from immunostrat.modelling.evaluation import METRICS, compare_models
+    from immunostrat.modelling.markdown import render_comparison_markdown
     from immunostrat.modelling.registry import load_model
 
     if len(args.models) < 2:

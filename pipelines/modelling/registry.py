@@ -52,7 +52,7 @@ from immunostrat.config.features import FeatureSpec
 from immunostrat.config.settings import read_settings
 from immunostrat.errors import UserError
 from immunostrat.ingest.io import atomic_path
-from immunostrat.modelling.evaluation import render_evaluation_markdown
+from immunostrat.modelling.markdown import render_card_markdown
 from immunostrat.schemas.records import ModelCard
 
 if TYPE_CHECKING:
@@ -78,7 +78,6 @@ __all__ = [
     "read_card",
     "read_model_card",
     "remove_alias",
-    "render_card_markdown",
     "resolve",
     "resolve_model_file",
     "save_model",
@@ -577,111 +576,6 @@ def _build_card(
         "package_versions": _package_versions(),
         **({"extra": extra} if extra else {}),
     }
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "n/a"
-    return str(value)
-
-
-def _training_data_lines(data: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for key, value in data.items():
-        if key == "inputs" and isinstance(value, list):
-            lines += ["- input files (SHA-256, rows):"]
-            lines += [f"  - `{i.get('path')}`: `{i.get('sha256')}`, {i.get('rows')} rows" for i in value if i]
-        elif isinstance(value, Mapping):
-            lines.append(f"- {key}:")
-            lines += [f"  - {k}: {_fmt(v)}" for k, v in value.items()]
-        else:
-            lines.append(f"- {key}: {_fmt(value)}")
-    return lines
-
-
-def render_card_markdown(card: Mapping[str, Any]) -> str:
-    """Render a model card dict (as written to ``card.json``) as Markdown, in TRIPOD order where it applies.
-
-    Cards of schema version 1 (no evaluation, reference or analysis sections) render with those sections left out.
-    """
-    est = card["estimator"]
-    lines = [f"# Model card: {card['model_id']}", ""]
-    if card.get("title"):
-        lines += [f"**{card['title']}**", ""]
-    lines += [f"- Created: {card['created_at']}", f"- File: `{card['model_file']['path']}`"]
-    lines += [f"- sha256: `{card['model_file']['sha256']}`", f"- Estimator: {est['description']}", ""]
-    lines += ["## Intended use", "", str(card["intended_use"]), "", "## Limitations", ""]
-    lines += [f"- {item}" for item in card["limitations"]] + [""]
-    lines += ["## Source of data and participants", "", *_training_data_lines(card["training_data"]), ""]
-    if card.get("outcome"):
-        out = card["outcome"]
-        endpoints = ", ".join(out.get("endpoints") or []) or "n/a"
-        lines += ["## Outcome", "", f"`{out['column']}`: {out['definition']}. Endpoint(s): {endpoints}.", ""]
-    lines += ["## Predictors", "", "| feature | source | transform | unit | coefficient (std) | description |"]
-    lines += ["|---|---|---|---|---|---|"]
-    coefs = est["standardised_coefficients"]
-    for f in card["features"]:
-        lines.append(
-            f"| {f['name']} | {f['source']} | {f['transform']} | {f['unit']} | {_fmt(coefs.get(f['name']))} "
-            f"| {f['description']} |"
-        )
-    lines += ["", f"Intercept: {_fmt(est['intercept'])}"]
-    if est.get("calibration", {}).get("method") == "sigmoid":
-        cal = est["calibration"]
-        lines += [
-            "",
-            f"Coefficients include the Platt calibration (logit p = {_fmt(cal['intercept'])} + {_fmt(cal['slope'])} "
-            "x uncalibrated logit), so per-feature contributions still add up to the reported logit.",
-        ]
-    lines.append("")
-    if card.get("missing_data"):
-        md = card["missing_data"]
-        lines += [
-            "## Missing data",
-            "",
-            f"Strategy: {md['strategy']}; {md['n_dropped_missing']} training subjects "
-            "lacked a feature and were left out.",
-        ]
-        rates = md.get("missing_rate_by_feature") or {}
-        if rates:
-            lines += [""] + [f"- {k}: {_fmt(v)} missing" for k, v in rates.items()]
-        lines.append("")
-    if card.get("analysis"):
-        lines += ["## Statistical analysis", ""] + [f"- {k}: {v}" for k, v in card["analysis"].items()] + [""]
-    if card.get("evaluation"):
-        lines += [*render_evaluation_markdown(card["evaluation"]), ""]
-    else:
-        lines += ["## Cross-validated performance", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in card["metrics"].items()] + [""]
-    cut = card["default_cutoffs"]
-    lines += ["## Responder groups (cut-offs chosen on out-of-fold probabilities)", ""]
-    lines += [
-        f"- likely: p >= {cut['likely_min']}",
-        f"- possible: {cut['possible_min']} <= p < {cut['likely_min']}",
-        f"- unlikely: p < {cut['possible_min']}",
-        "",
-    ]
-    if not card.get("evaluation"):
-        lines += ["| OOF group | n | responders | observed response rate |", "|---|---|---|---|"]
-        for group, row in card["oof_group_response"].items():
-            lines.append(f"| {group} | {row['n']} | {row['responders']} | {_fmt(row['response_rate'])} |")
-        lines.append("")
-    if card.get("reference"):
-        lines += [
-            "## Drift reference",
-            "",
-            f"Training distribution of each feature in "
-            f"{card['reference'].get('bins')} equal-count bins (card.json `reference`), compared with every "
-            "scored cohort (population stability index and missingness).",
-            "",
-        ]
-    lines += ["## Training config", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
-    lines += ["## Package versions", ""] + [f"- {k}: {v}" for k, v in card["package_versions"].items()]
-    if card.get("extra"):
-        lines += ["", "## Other", "", "```json", json.dumps(card["extra"], indent=2, default=str), "```"]
-    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------ save / load

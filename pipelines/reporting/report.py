@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from immunostrat import __version__
+from immunostrat.reporting.templating import environment
 from immunostrat.schemas.records import FileCounts, ModelCard, RunRecord, read_run_record
 from immunostrat.sponsor.snapshot import SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
 
@@ -875,17 +876,9 @@ def render_report(
 
 def render_page(*, title: str, subtitle: str, sections: Sequence[Section]) -> str:
     """One self-contained HTML page of sections (the report template: inline styles, no script, a strict CSP)."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-    env = Environment(
-        loader=FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
     generated = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    return env.get_template(_TEMPLATE).render(
+    template = environment().get_template(_TEMPLATE)
+    return template.render(
         title=title,
         subtitle=subtitle,
         sections=sections,
