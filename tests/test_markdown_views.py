@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from immunostrat.followup.summary import changes_markdown
+from immunostrat.modelling.evaluation import METRICS
 from immunostrat.modelling.markdown import (
+    _LABELS,
     render_card_markdown,
     render_comparison_markdown,
     render_evaluation_markdown,
@@ -16,6 +18,10 @@ from immunostrat.modelling.markdown import (
 from immunostrat.modelling.registry import default_registry_dir, resolve
 
 METRIC_NAMES = ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope")
+
+
+def test_the_tables_list_every_evaluation_metric_in_report_order() -> None:
+    assert tuple(_LABELS) == METRICS == METRIC_NAMES
 
 
 def _cell(estimate: float | None, low: float | None = None, high: float | None = None) -> dict[str, float | None]:

@@ -26,7 +26,13 @@ def test_the_old_model_module_re_exports_its_names(name: str, new: str) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["immunostrat.modelling.scoring", "immunostrat.modelling.registry", "immunostrat.modelling.drift"],
+    [
+        "immunostrat.modelling.scoring",
+        "immunostrat.modelling.registry",
+        "immunostrat.modelling.drift",
+        "immunostrat.modelling.markdown",
+        "immunostrat.modelling.card",
+    ],
 )
 def test_scoring_and_the_registry_import_no_scikit_learn(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in ('sklearn', 'skops') if m in sys.modules))"

@@ -38,7 +38,8 @@ from immunostrat.config.run import (
     ValidationConfig,
 )
 from immunostrat.modelling.fitting import TrainedModel, train_responder_model
-from immunostrat.modelling.registry import ModelIntegrityError, RegistryError, load_model, save_model
+from immunostrat.modelling.registry import ModelIntegrityError, RegistryError, load_model
+from immunostrat.modelling.registry_write import save_model
 from immunostrat.safety import Finding, PathEscapeError
 
 from .fixtures_labs import lab_row, write_lab_csv

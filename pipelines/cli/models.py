@@ -249,21 +249,22 @@ def _models_show(args: argparse.Namespace) -> int:
 
 def _models_promote(args: argparse.Namespace) -> int:
     from immunostrat.modelling import registry
+    from immunostrat.modelling.registry_write import set_alias
 
     registry_dir = _registry(args)
     model_id = registry.resolve(args.model, registry_dir)
     registry.load_model(model_id, registry_dir)  # never promote a model that would fail to load
     previous = {e["model_id"] for e in registry.list_models(registry_dir) if args.alias in e.get("aliases", [])}
-    registry.set_alias(args.alias, model_id, registry_dir)
+    set_alias(args.alias, model_id, registry_dir)
     was = f" (was {', '.join(sorted(previous))})" if previous and model_id not in previous else ""
     print(f"{args.alias} -> {model_id}{was}")
     return EXIT_OK
 
 
 def _models_unalias(args: argparse.Namespace) -> int:
-    from immunostrat.modelling import registry
+    from immunostrat.modelling.registry_write import remove_alias
 
-    target = registry.remove_alias(args.alias, _registry(args))
+    target = remove_alias(args.alias, _registry(args))
     print(f"removed alias {args.alias} (was {target}); {target} stays registered")
     return EXIT_OK
 

@@ -8,7 +8,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from immunostrat.modelling.evaluation import METRICS
 from immunostrat.reporting.templating import render_markdown
 
 __all__ = [
@@ -18,7 +17,8 @@ __all__ = [
     "render_report_markdown",
 ]
 
-#: Row labels of the metrics tables.
+#: Row labels of the metrics tables, in report order (``immunostrat.modelling.evaluation.METRICS``; a test holds
+#: the two together: this module is imported by the registry, which must not import scikit-learn).
 _LABELS = {
     "auroc": "AUROC",
     "auprc": "AUPRC (average precision)",
@@ -59,7 +59,14 @@ def _to_json(obj: Any) -> str:
 
 
 #: What every modelling template may call: metric order and labels, and the number formats above.
-_HELPERS: dict[str, Any] = {"metrics": METRICS, "labels": _LABELS, "f": _f, "ci": _ci, "fmt": _fmt, "to_json": _to_json}
+_HELPERS: dict[str, Any] = {
+    "metrics": tuple(_LABELS),
+    "labels": _LABELS,
+    "f": _f,
+    "ci": _ci,
+    "fmt": _fmt,
+    "to_json": _to_json,
+}
 
 
 def render_evaluation_markdown(ev: Mapping[str, Any], heading: str = "##") -> list[str]:

@@ -15,9 +15,10 @@ import polars as pl
 
 from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
 from immunostrat.config.run import InputFiles, RunConfig, TrainingConfig, TrainParams
+from immunostrat.followup.endpoints import derive_outcomes
 from immunostrat.ingest.io import read_outcomes
 from immunostrat.modelling.fitting import TrainedModel, cross_validate, fit_final, trained_model, training_data
-from immunostrat.modelling.registry import save_model
+from immunostrat.modelling.registry_write import save_model
 from immunostrat.pipeline import run
 from immunostrat.pipeline.engine.execute import LocalRunner, Runner
 from immunostrat.pipeline.launch import plan_labelled, plan_training
@@ -112,8 +113,6 @@ def join_endpoint_outcomes(
     labelled: Labelled, endpoint: str, landmark: str, cfg: RunConfig
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Strata joined with outcomes derived from an endpoint at a landmark; who was left out, and why, for the card."""
-    from immunostrat.followup.endpoints import derive_outcomes
-
     assert labelled.endpoints is not None and labelled.protocol is not None
     outcomes, left_out = derive_outcomes(labelled.endpoints, endpoint, landmark)
     strata = labelled.strata
