@@ -72,8 +72,7 @@ def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
 @pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry holding one small model (trained on 1,500 synthetic subjects), aliased champion."""
-    from immunostrat.config.run import RunConfig, TrainParams, ValidationConfig
-    from immunostrat.modelling.model import TrainingConfig
+    from immunostrat.config.run import RunConfig, TrainingConfig, TrainParams, ValidationConfig
     from immunostrat.modelling.training import train
 
     cohort = _write_cohort(tmp_path_factory.mktemp("train"), n=1500, seed=5)

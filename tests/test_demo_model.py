@@ -8,11 +8,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from immunostrat.config.run import RunConfig, StratifyParams, TrainParams, ValidationConfig, load_protocol
+from immunostrat.config.run import (
+    RunConfig,
+    StratifyParams,
+    TrainingConfig,
+    TrainParams,
+    ValidationConfig,
+    load_protocol,
+)
 from immunostrat.ingest.inputs import read_inputs
+from immunostrat.modelling.estimator import linear_logit_parts
 from immunostrat.modelling.evaluation import METRICS
-from immunostrat.modelling.model import TrainingConfig, linear_logit_parts, score_strata
 from immunostrat.modelling.registry import default_registry_dir, list_models, load_model
+from immunostrat.modelling.scoring import score_strata
 from immunostrat.modelling.training import train
 from immunostrat.pipeline.selection import build_strata, prepare
 from immunostrat.synth import SynthConfig, generate_cohort, oracle_auroc, write_cohort

@@ -11,8 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from immunostrat.config.features import FeatureSpec
 from immunostrat.modelling import drift
-from immunostrat.modelling.model import FeatureSpec
 from immunostrat.modelling.registry import LoadedModel
 
 SPECS = (
@@ -37,7 +37,7 @@ def model_with_reference(reference: dict[str, Any] | None) -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, Any]:
-    from immunostrat.modelling.model import build_feature_frame
+    from immunostrat.config.features import build_feature_frame
 
     return drift.reference_profile(build_feature_frame(cohort(4000, seed=1, missing=0.05), SPECS), bins=10)
 

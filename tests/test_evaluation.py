@@ -13,11 +13,10 @@ from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from immunostrat.modelling.bootstrap import bootstrap_metrics, bootstrap_weights
 from immunostrat.modelling.evaluation import (
     METRICS,
     EvaluationConfig,
-    _bootstrap_weights,
-    bootstrap_metrics,
     calibration_intercept,
     calibration_slope,
     calibration_table,
@@ -45,7 +44,7 @@ def test_engine_equals_sklearn_on_explicit_resamples() -> None:
     y = (rng.random(n) < p).astype(np.int64)
     codes = np.digitize(p, [0.4, 0.7])
     dist = bootstrap_metrics(y, {"m": p}, codes={"m": codes}, n_codes=3, n_boot=6, seed=11)["m"]["overall"]
-    weights = np.vstack(list(_bootstrap_weights(n, 6, 11)))
+    weights = np.vstack(list(bootstrap_weights(n, 6, 11)))
     for b in range(6):
         idx = np.repeat(np.arange(n), weights[b].astype(int))
         expected = point_metrics(y[idx], p[idx])

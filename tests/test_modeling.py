@@ -16,25 +16,12 @@ from scipy.special import logit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
 
-from immunostrat.modelling.model import (
-    DEFAULT_FEATURES,
-    LOG2_FLOOR,
-    NOT_ASSESSABLE,
-    FeatureSpec,
-    FeatureUnavailableError,
-    TrainConfig,
-    TrainedModel,
-    TrainingConfig,
-    assign_groups,
-    build_feature_frame,
-    contributions,
-    cv_splits,
-    linear_logit_parts,
-    out_of_fold_probability,
-    score_strata,
-    train_responder_model,
-)
+from immunostrat.config.features import DEFAULT_FEATURES, LOG2_FLOOR, NOT_ASSESSABLE, FeatureSpec, build_feature_frame
+from immunostrat.config.run import TrainConfig, TrainingConfig
+from immunostrat.modelling.estimator import linear_logit_parts
+from immunostrat.modelling.fitting import TrainedModel, cv_splits, out_of_fold_probability, train_responder_model
 from immunostrat.modelling.registry import LoadedModel
+from immunostrat.modelling.scoring import FeatureUnavailableError, assign_groups, contributions, score_strata
 
 N = 300
 SMALL = TrainingConfig(profile="small")

@@ -15,11 +15,12 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaErrors
 
-from immunostrat.config.run import RunConfig, ValidationConfig, load_protocol
+from immunostrat.config.features import DEFAULT_FEATURES, FeatureSpec, build_feature_frame
+from immunostrat.config.run import RunConfig, TrainConfig, ValidationConfig, load_protocol
 from immunostrat.ingest.inputs import read_inputs
-from immunostrat.modelling.model import DEFAULT_FEATURES, FeatureSpec, TrainConfig, build_feature_frame, score_strata
-from immunostrat.modelling.model import train_responder_model as fit
+from immunostrat.modelling.fitting import train_responder_model as fit
 from immunostrat.modelling.registry import LoadedModel
+from immunostrat.modelling.scoring import score_strata
 from immunostrat.pipeline.selection import build_strata, prepare
 from immunostrat.reporting import datadict
 from immunostrat.schemas.outputs import (

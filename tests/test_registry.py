@@ -24,15 +24,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from immunostrat.modelling import registry
-from immunostrat.modelling.model import (
-    DEFAULT_FEATURES,
-    TrainedModel,
-    TrainingConfig,
-    build_feature_frame,
-    score_strata,
-    train_responder_model,
-)
+from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
+from immunostrat.config.run import TrainingConfig
+from immunostrat.modelling import registry_write
+from immunostrat.modelling.fitting import TrainedModel, train_responder_model
+from immunostrat.modelling.markdown import render_card_markdown
 from immunostrat.modelling.registry import (
     REGISTRY_ENV,
     TRUSTED_TYPES,
@@ -42,12 +38,10 @@ from immunostrat.modelling.registry import (
     list_models,
     load_model,
     read_card,
-    remove_alias,
-    render_card_markdown,
     resolve,
-    save_model,
-    set_alias,
 )
+from immunostrat.modelling.registry_write import remove_alias, save_model, set_alias
+from immunostrat.modelling.scoring import score_strata
 
 CARD_EXTRA: dict[str, Any] = {
     "intended_use": "Demonstration of responder stratification on synthetic data.",
@@ -343,7 +337,7 @@ def test_path_escape_and_card_extra_checks(saved: tuple[Path, str], trained: Tra
 ALIAS_WRITER = """
 import sys, time
 from pathlib import Path
-from immunostrat.modelling.registry import set_alias
+from immunostrat.modelling.registry_write import set_alias
 root, model_id, prefix, count, ready, go = sys.argv[1:]
 Path(ready).touch()
 while not Path(go).exists():
@@ -409,11 +403,11 @@ def test_concurrent_saves_and_alias_changes_from_threads_keep_every_update(
 def test_a_held_lock_makes_writers_wait_and_names_its_holder(saved: tuple[Path, str]) -> None:
     root, model_id = saved
     with ThreadPoolExecutor(max_workers=1) as pool:
-        with registry._registry_lock(root):
-            holder = json.loads((root / registry.LOCK_FILE).read_text())
+        with registry_write._registry_lock(root):
+            holder = json.loads((root / registry_write.LOCK_FILE).read_text())
             assert holder["pid"] == os.getpid()
             held = rf"pid {os.getpid()} on host .* not released its lock within 0.2 s"
-            with pytest.raises(RegistryError, match=held), registry._registry_lock(root, timeout=0.2):
+            with pytest.raises(RegistryError, match=held), registry_write._registry_lock(root, timeout=0.2):
                 pass  # pragma: no cover - never reached
             # A writer that starts now waits for the lock, and succeeds once it is released.
             waiting = pool.submit(set_alias, "late", model_id, root)
@@ -421,7 +415,7 @@ def test_a_held_lock_makes_writers_wait_and_names_its_holder(saved: tuple[Path, 
             assert not waiting.done()
         waiting.result(timeout=30)
     assert _registry(root)["aliases"]["late"] == model_id
-    assert (root / registry.LOCK_FILE).read_text() == ""  # released: no holder recorded
+    assert (root / registry_write.LOCK_FILE).read_text() == ""  # released: no holder recorded
 
 
 def test_the_lock_file_is_never_a_model(saved: tuple[Path, str], trained: TrainedModel, tmp_path: Path) -> None:
@@ -429,12 +423,12 @@ def test_the_lock_file_is_never_a_model(saved: tuple[Path, str], trained: Traine
     second = save_model(trained, root, model_id="responder-lr-second", card_extra=CARD_EXTRA)
     set_alias("challenger", second, root)
     remove_alias("challenger", root)
-    assert (root / registry.LOCK_FILE).is_file()  # created once and kept (deleting it would break the exclusion)
+    assert (root / registry_write.LOCK_FILE).is_file()  # created once and kept (deleting it would break the exclusion)
     assert [m["model_id"] for m in list_models(root)] == [model_id, second]
     with pytest.raises(UnknownModelError):
-        resolve(registry.LOCK_FILE, root)
+        resolve(registry_write.LOCK_FILE, root)
     with pytest.raises(RegistryError, match="invalid"):
-        set_alias(registry.LOCK_FILE, model_id, root)
+        set_alias(registry_write.LOCK_FILE, model_id, root)
     # Aliases are never set on a registry folder that does not exist (and no lock file is created for one).
     with pytest.raises(RegistryError, match="does not exist"):
         set_alias("champion", model_id, tmp_path / "missing")

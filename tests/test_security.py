@@ -27,24 +27,21 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from immunostrat.config.data_roots import DATA_ROOTS_ENV, PathEscapeError, confine, data_roots_from_env
+from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
 from immunostrat.config.run import (
     BaselineConfig,
     HarmoniseConfig,
     RunConfig,
     ScoringConfig,
     StratifyParams,
+    TrainConfig,
     ValidationConfig,
 )
 from immunostrat.ingest.csv_export import csv_safe, csv_safe_text
 from immunostrat.ingest.diagnostics import zip_archive_problem
-from immunostrat.modelling.model import (
-    DEFAULT_FEATURES,
-    TrainConfig,
-    TrainedModel,
-    build_feature_frame,
-    train_responder_model,
-)
-from immunostrat.modelling.registry import ModelIntegrityError, RegistryError, load_model, save_model
+from immunostrat.modelling.fitting import TrainedModel, train_responder_model
+from immunostrat.modelling.registry import ModelIntegrityError, RegistryError, load_model
+from immunostrat.modelling.registry_write import save_model
 
 from .fixtures_labs import lab_row, write_lab_csv
 from .identifier_scan import Finding, date_variants, scan_for_identifiers

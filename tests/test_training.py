@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from immunostrat.cli import models as cli_models
-from immunostrat.config.run import RunConfig, ScoringConfig, TrainParams, ValidationConfig
-from immunostrat.modelling.model import TrainingConfig, cv_splits
+from immunostrat.config.run import RunConfig, ScoringConfig, TrainingConfig, TrainParams, ValidationConfig
+from immunostrat.modelling.fitting import cv_splits
 from immunostrat.modelling.registry import load_model, resolve
 from immunostrat.modelling.training import labelled_strata, resolve_training_config, train, train_model
 from immunostrat.pipeline import launch
@@ -126,7 +126,7 @@ def test_training_twice_with_the_same_seed_gives_the_same_model(
     for key in ("metrics", "evaluation", "default_cutoffs", "reference", "estimator", "config"):
         assert a.card[key] == b.card[key], key
     joined, _ = labelled_strata([train_cohort.labs], train_cohort.subjects, train_cohort.outcomes, CFG)
-    from immunostrat.modelling.model import score_strata
+    from immunostrat.modelling.scoring import score_strata
 
     pa, pb = (score_strata(joined, m)["responder_probability"] for m in (a, b))
     assert pa.equals(pb)

@@ -180,7 +180,8 @@ def _registry_of(params: EvaluateParams) -> str | None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``immunostrat evaluate``: external validation of one model on a labelled cohort it never saw."""
     from immunostrat.modelling import drift
-    from immunostrat.modelling.evaluation import METRICS, evaluate_model, render_report_markdown
+    from immunostrat.modelling.evaluation import METRICS, evaluate_model
+    from immunostrat.modelling.markdown import render_report_markdown
     from immunostrat.modelling.registry import load_model
 
     params = parse_model(EvaluateParams, args)
@@ -239,35 +240,38 @@ def _models_list(args: argparse.Namespace) -> int:
 
 def _models_show(args: argparse.Namespace) -> int:
     from immunostrat.modelling import registry
+    from immunostrat.modelling.markdown import render_card_markdown
 
     card = registry.load_model(args.model, _registry(args)).card
-    print(json.dumps(card, indent=2) if args.json else registry.render_card_markdown(card))
+    print(json.dumps(card, indent=2) if args.json else render_card_markdown(card))
     return EXIT_OK
 
 
 def _models_promote(args: argparse.Namespace) -> int:
     from immunostrat.modelling import registry
+    from immunostrat.modelling.registry_write import set_alias
 
     registry_dir = _registry(args)
     model_id = registry.resolve(args.model, registry_dir)
     registry.load_model(model_id, registry_dir)  # never promote a model that would fail to load
     previous = {e["model_id"] for e in registry.list_models(registry_dir) if args.alias in e.get("aliases", [])}
-    registry.set_alias(args.alias, model_id, registry_dir)
+    set_alias(args.alias, model_id, registry_dir)
     was = f" (was {', '.join(sorted(previous))})" if previous and model_id not in previous else ""
     print(f"{args.alias} -> {model_id}{was}")
     return EXIT_OK
 
 
 def _models_unalias(args: argparse.Namespace) -> int:
-    from immunostrat.modelling import registry
+    from immunostrat.modelling.registry_write import remove_alias
 
-    target = registry.remove_alias(args.alias, _registry(args))
+    target = remove_alias(args.alias, _registry(args))
     print(f"removed alias {args.alias} (was {target}); {target} stays registered")
     return EXIT_OK
 
 
 def _models_compare(args: argparse.Namespace) -> int:
-    from immunostrat.modelling.evaluation import METRICS, compare_models, render_comparison_markdown
+    from immunostrat.modelling.evaluation import METRICS, compare_models
+    from immunostrat.modelling.markdown import render_comparison_markdown
     from immunostrat.modelling.registry import load_model
 
     if len(args.models) < 2:

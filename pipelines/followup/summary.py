@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from immunostrat.reporting.disclosure import suppress
+from immunostrat.reporting.templating import render_markdown
 from immunostrat.schemas.records import Changes, EndpointRate, RunRecord, TableCounts, as_run_record
 
 
@@ -57,19 +58,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
 def changes_markdown(changes: Changes | Mapping[str, Any] | None) -> list[str]:
     """What changed since the previous monitor run, as Markdown lines (counts; subjects by pseudonym)."""
     record = changes if isinstance(changes, Changes) else Changes.model_validate(changes or {})
-    lines = ["## What changed since the last run", ""]
-    if not record.previous_run or record.not_compared:
-        return [*lines, f"Not compared: {record.not_compared or 'no earlier run'}."]
-    lines.append(f"Compared with run `{record.previous_run}`.")
-    lines += ["", "| finding | new | resolved | corrected |", "|---|---|---|---|"]
-    for kind, by_change in record.counts.items():
-        lines.append(f"| {kind} | {by_change['new']} | {by_change['resolved']} | {by_change['corrected']} |")
-    for item in record.items[:50]:
-        who = (item.subject_pseudonym or "")[:8]
-        lines.append(f"- {item.change}: {item.kind} `{item.item}` (subject {who}, day {item.day})")
-    if record.note:
-        lines.append(record.note)
-    return lines
+    return render_markdown("changes.md.j2", changes=record).split("\n")[:-1]
 
 
 def monitor_summary(run: RunRecord | Mapping[str, Any], *, min_cell_count: int = 5) -> tuple[str, list[dict[str, Any]]]:

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from immunostrat.config.features import build_feature_frame
 from immunostrat.errors import DriftError
+from immunostrat.modelling.scoring import missing_feature_sources
 
 if TYPE_CHECKING:
     from immunostrat.modelling.registry import LoadedModel
@@ -111,9 +113,6 @@ def compare(
         has no reference (models trained before drift support), ``reference_available`` is False and nothing is
         flagged.
     """
-    from immunostrat.config.features import build_feature_frame
-    from immunostrat.modelling.scoring import missing_feature_sources
-
     result: dict[str, Any] = {
         "reference_model": model.model_id,
         "threshold": threshold,

@@ -3,11 +3,11 @@
 Reported numbers (point estimates) come from scikit-learn (``roc_auc_score``, ``average_precision_score``,
 ``brier_score_loss``, ``LogisticRegression`` for the calibration slope, ``roc_curve``) and SciPy (``brentq`` for
 the calibration intercept). Their percentile bootstrap intervals come from one vectorised engine
-(:func:`bootstrap_metrics`) that evaluates every resample as integer case weights, so 1,000 resamples of a few
-thousand subjects across ~20 subgroups take seconds instead of the minutes that one scikit-learn or fairlearn
-call per (resample, subgroup) takes (measured: fairlearn's ``MetricFrame`` bootstrap ≈ 0.4 s per resample for
-12 sites). ``tests/test_evaluation.py`` checks the engine against scikit-learn on explicit resamples and the
-subgroup point estimates against fairlearn's ``MetricFrame``.
+(:func:`immunostrat.modelling.bootstrap.bootstrap_metrics`) that evaluates every resample as integer case
+weights, so 1,000 resamples of a few thousand subjects across ~20 subgroups take seconds instead of the minutes
+that one scikit-learn or fairlearn call per (resample, subgroup) takes (measured: fairlearn's ``MetricFrame``
+bootstrap ≈ 0.4 s per resample for 12 sites). ``tests/test_evaluation.py`` checks the engine against
+scikit-learn on explicit resamples and the subgroup point estimates against fairlearn's ``MetricFrame``.
 
 Bootstrap semantics (as fairlearn's): the whole evaluation cohort is resampled with replacement; overall and
 per-subgroup metrics are computed on the same resample; subgroup sizes therefore vary between resamples. A
@@ -20,16 +20,22 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+from scipy.optimize import brentq
+from scipy.special import expit
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
+from immunostrat.config.features import GROUP_LEVELS, NOT_ASSESSABLE
 from immunostrat.config.run import EvaluationConfig
-
-# scikit-learn and SciPy are imported inside the functions that use them: EvaluationConfig (and TrainingConfig,
-# which nests it) must be importable by immunostrat.config.run without their ~2 s import cost.
+from immunostrat.modelling import drift
+from immunostrat.modelling.bootstrap import bootstrap_metrics, clipped_logit, interval, with_ci
+from immunostrat.modelling.scoring import score_strata
 
 if TYPE_CHECKING:
     from immunostrat.modelling.registry import LoadedModel
@@ -38,7 +44,6 @@ __all__ = [
     "METRICS",
     "SUBGROUPS",
     "EvaluationConfig",
-    "bootstrap_metrics",
     "calibration_intercept",
     "calibration_slope",
     "calibration_table",
@@ -46,9 +51,6 @@ __all__ = [
     "evaluate_model",
     "evaluate_predictions",
     "point_metrics",
-    "render_comparison_markdown",
-    "render_evaluation_markdown",
-    "render_report_markdown",
     "roc_points",
     "subgroup_labels",
 ]
@@ -59,22 +61,10 @@ METRICS: tuple[str, ...] = ("auroc", "auprc", "brier", "calibration_intercept", 
 #: Subgroup variables :func:`subgroup_labels` knows how to derive from a strata frame.
 SUBGROUPS: tuple[str, ...] = ("sex", "age_band", "site_id", "study_id", "ifn_high")
 
-#: Probabilities are clipped to [EPS, 1 - EPS] before the logit (calibration intercept/slope).
-_EPS = 1e-12
-#: Resample-by-subject cells processed per batch (bounds memory at ~8 bytes x this x a few arrays).
-_BATCH_CELLS = 4_000_000
-_NEWTON_MAX_ITER = 50
-_NEWTON_TOL = 1e-9
 UNKNOWN = "unknown"
 
 
 # ------------------------------------------------------------------------------------ point estimates
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    from scipy.special import logit
-
-    return np.asarray(logit(np.clip(p, _EPS, 1.0 - _EPS)), dtype=np.float64)
 
 
 def _both_classes(y: np.ndarray) -> bool:
@@ -95,13 +85,10 @@ def calibration_intercept(y: np.ndarray, p: np.ndarray) -> float:
     Returns:
         The intercept, or NaN when ``y`` holds one class only.
     """
-    from scipy.optimize import brentq
-    from scipy.special import expit
-
     y = np.asarray(y, dtype=np.float64)
     if not _both_classes(y):
         return math.nan
-    lp = _logit(np.asarray(p, dtype=np.float64))
+    lp = clipped_logit(np.asarray(p, dtype=np.float64))
     return float(brentq(lambda a: float(np.sum(y - expit(a + lp))), -50.0, 50.0, xtol=1e-12))
 
 
@@ -117,13 +104,10 @@ def calibration_slope(y: np.ndarray, p: np.ndarray) -> float:
     Returns:
         The slope, or NaN when ``y`` holds one class only or the fit does not converge (separation).
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
     y = np.asarray(y, dtype=np.int64)
     if not _both_classes(y):
         return math.nan
-    lp = _logit(np.asarray(p, dtype=np.float64))[:, None]
+    lp = clipped_logit(np.asarray(p, dtype=np.float64))[:, None]
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         try:
@@ -143,8 +127,6 @@ def point_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     Returns:
         One float per name in :data:`METRICS`; NaN where undefined (one class only, or no subjects).
     """
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
     both = _both_classes(y)
@@ -155,185 +137,6 @@ def point_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "calibration_intercept": calibration_intercept(y, p),
         "calibration_slope": calibration_slope(y, p),
     }
-
-
-# ------------------------------------------------------------------------------------ bootstrap engine
-
-
-class _Subset:
-    """Rows of one (sub)population, sorted by predicted probability, with what the weighted metrics need."""
-
-    def __init__(self, rows: np.ndarray, y: np.ndarray, p: np.ndarray, codes: np.ndarray | None) -> None:
-        self.rows = rows
-        self.y = y[rows].astype(np.float64)
-        self.p = p[rows]
-        self.lp = _logit(self.p)
-        self.sq_err = (self.y - self.p) ** 2
-        # Runs of tied probabilities (rows are sorted by p): ties count one half in the AUROC, as in sklearn.
-        self.starts = np.flatnonzero(np.r_[True, self.p[1:] != self.p[:-1]]) if rows.size else np.array([0])
-        self.codes = codes[rows] if codes is not None else None
-
-
-def _newton_offset(W: np.ndarray, y: np.ndarray, lp: np.ndarray) -> np.ndarray:
-    """Per row of ``W``: the weighted calibration intercept (offset logit model), NaN if not converged."""
-    from scipy.special import expit
-
-    a = np.zeros(W.shape[0])
-    done = np.zeros(W.shape[0], dtype=bool)
-    for _ in range(_NEWTON_MAX_ITER):
-        act = np.flatnonzero(~done)  # iterate only on resamples that have not converged yet
-        if act.size == 0:
-            break
-        Wa = W if act.size == W.shape[0] else W[act]
-        mu = expit(a[act, None] + lp)
-        grad = (Wa * (y - mu)).sum(1)
-        hess = (Wa * mu * (1.0 - mu)).sum(1)
-        step = np.clip(np.divide(grad, hess, out=np.zeros_like(grad), where=hess > 0), -5.0, 5.0)
-        a[act] += step
-        done[act] = np.abs(step) < _NEWTON_TOL
-    return np.where(done, a, np.nan)
-
-
-def _newton_slope(W: np.ndarray, y: np.ndarray, lp: np.ndarray) -> np.ndarray:
-    """Per row of ``W``: the weighted calibration slope (y ~ a + b*lp), NaN if not converged (separation)."""
-    from scipy.special import expit
-
-    n = W.shape[0]
-    a, b = np.zeros(n), np.ones(n)
-    done = np.zeros(n, dtype=bool)
-    failed = np.zeros(n, dtype=bool)
-    lp2 = lp * lp
-    for _ in range(_NEWTON_MAX_ITER):
-        act = np.flatnonzero(~(done | failed))  # iterate only on resamples still converging
-        if act.size == 0:
-            break
-        Wa = W if act.size == n else W[act]
-        mu = expit(a[act, None] + b[act, None] * lp)
-        r = Wa * (y - mu)
-        v = Wa * mu * (1.0 - mu)
-        g0, g1 = r.sum(1), r @ lp
-        h00, h01, h11 = v.sum(1), v @ lp, v @ lp2
-        det = h00 * h11 - h01 * h01
-        ok = det > 1e-12 * np.maximum(h00 * h11, 1e-300)
-        safe = np.where(ok, det, 1.0)
-        da = np.where(ok, (h11 * g0 - h01 * g1) / safe, 0.0)
-        db = np.where(ok, (h00 * g1 - h01 * g0) / safe, 0.0)
-        a[act] += da
-        b[act] += db
-        failed[act] = ~ok | ~np.isfinite(b[act])
-        done[act] = ok & (np.maximum(np.abs(da), np.abs(db)) < _NEWTON_TOL)
-    return np.where(done & np.isfinite(b), b, np.nan)
-
-
-def _weighted_metrics(W: np.ndarray, s: _Subset, n_codes: int) -> dict[str, np.ndarray]:
-    """Every metric for each row of the case-weight matrix ``W`` (resamples x subset rows)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        total = W.sum(1)
-        pos = W @ s.y
-        neg = total - pos
-        both = (pos > 0) & (neg > 0)
-        out: dict[str, np.ndarray] = {"brier": np.where(total > 0, (W @ s.sq_err) / total, np.nan)}
-        w_pos = np.add.reduceat(W * s.y, s.starts, axis=1)
-        w_neg = np.add.reduceat(W, s.starts, axis=1) - w_pos
-        below = np.cumsum(w_neg, axis=1) - w_neg
-        out["auroc"] = np.where(both, (w_pos * (below + 0.5 * w_neg)).sum(1) / (pos * neg), np.nan)
-        # Average precision as sklearn defines it: sum over thresholds (distinct p, descending) of
-        # recall increment x precision at that threshold.
-        tp = np.cumsum(w_pos[:, ::-1], axis=1)[:, ::-1]
-        fp = np.cumsum(w_neg[:, ::-1], axis=1)[:, ::-1]
-        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
-        out["auprc"] = np.where(both, (w_pos * precision).sum(1) / pos, np.nan)
-        out["calibration_intercept"] = np.where(both, _newton_offset(W, s.y, s.lp), np.nan)
-        out["calibration_slope"] = np.where(both, _newton_slope(W, s.y, s.lp), np.nan)
-        if s.codes is not None:
-            for k in range(n_codes):
-                in_k = (s.codes == k).astype(np.float64)
-                n_k = W @ in_k
-                out[f"rate_{k}"] = np.where(n_k > 0, (W @ (in_k * s.y)) / n_k, np.nan)
-    return out
-
-
-def _bootstrap_weights(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Case-weight matrices (resample x subject counts) in batches; the same seed gives the same resamples."""
-    rng = np.random.default_rng(seed)
-    batch = max(1, min(n_boot, _BATCH_CELLS // max(n, 1)))
-    done = 0
-    while done < n_boot:
-        b = min(batch, n_boot - done)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = (idx + (np.arange(b) * n)[:, None]).ravel()
-        yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
-        done += b
-
-
-def bootstrap_metrics(
-    y: np.ndarray,
-    probabilities: Mapping[str, np.ndarray],
-    *,
-    subsets: Mapping[str, np.ndarray] | None = None,
-    codes: Mapping[str, np.ndarray] | None = None,
-    n_codes: int = 0,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """Bootstrap distributions of every metric, for several models and subsets on the SAME resamples.
-
-    Args:
-        y: Binary outcomes, length n.
-        probabilities: Model name -> predicted probabilities (length n). Several models share every resample,
-            so differences between them are paired.
-        subsets: Subset name -> boolean mask or row indices (default: ``{"overall": all rows}``).
-        codes: Model name -> predicted group code per subject (0..n_codes-1), for observed rates per group
-            (``rate_<code>``); omit for none.
-        n_codes: Number of group codes.
-        n_boot: Number of resamples.
-        seed: Resampling seed.
-
-    Returns:
-        ``{model: {subset: {metric: array of n_boot values (NaN where undefined)}}}``.
-    """
-    y = np.asarray(y, dtype=np.int64)
-    n = y.shape[0]
-    subsets = subsets if subsets is not None else {"overall": np.ones(n, dtype=bool)}
-    prepared: dict[str, dict[str, _Subset]] = {}
-    for model, given in probabilities.items():
-        p = np.asarray(given, dtype=np.float64)
-        if p.shape != (n,):
-            raise ValueError(f"probabilities[{model!r}] must have shape ({n},), got {p.shape}")
-        order = np.argsort(p, kind="stable")
-        model_codes = None if codes is None else np.asarray(codes[model])
-        prepared[model] = {}
-        for name, sel in subsets.items():
-            mask = np.zeros(n, dtype=bool)
-            mask[np.asarray(sel)] = True
-            rows = order[mask[order]]  # subset rows, ascending p
-            prepared[model][name] = _Subset(rows, y, p, model_codes)
-    chunks: dict[str, dict[str, dict[str, list[np.ndarray]]]] = {
-        m: {s: {} for s in subs} for m, subs in prepared.items()
-    }
-    for W in _bootstrap_weights(n, n_boot, seed):
-        for model, subs in prepared.items():
-            for name, s in subs.items():
-                for metric, values in _weighted_metrics(W[:, s.rows], s, n_codes).items():
-                    chunks[model][name].setdefault(metric, []).append(values)
-    return {
-        m: {s: {k: np.concatenate(v) for k, v in metrics.items()} for s, metrics in subs.items()}
-        for m, subs in chunks.items()
-    }
-
-
-def _interval(values: np.ndarray | None, level: float) -> dict[str, float | int | None]:
-    if values is None or values.size == 0:
-        return {"ci_low": None, "ci_high": None, "n_valid": 0}
-    ok = values[np.isfinite(values)]
-    if ok.size < max(10, values.size // 2):  # too few defined resamples for a meaningful interval
-        return {"ci_low": None, "ci_high": None, "n_valid": int(ok.size)}
-    lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
-    return {"ci_low": float(lo), "ci_high": float(hi), "n_valid": int(ok.size)}
-
-
-def _with_ci(estimate: float, dist: np.ndarray | None, level: float) -> dict[str, Any]:
-    return {"estimate": None if not math.isfinite(estimate) else float(estimate), **_interval(dist, level)}
 
 
 # ------------------------------------------------------------------------------------ tables for the report
@@ -369,8 +172,6 @@ def calibration_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[di
 
 def roc_points(y: np.ndarray, p: np.ndarray, decimals: int = 4) -> dict[str, list[float]]:
     """ROC curve points (``sklearn.metrics.roc_curve`` with intermediate points dropped), rounded."""
-    from sklearn.metrics import roc_curve
-
     y = np.asarray(y, dtype=np.int64)
     if not _both_classes(y):
         return {"fpr": [], "tpr": []}
@@ -435,7 +236,7 @@ def _group_rows(
         in_g = groups == g
         n_g = int(in_g.sum())
         rate = float(y[in_g].mean()) if n_g else math.nan
-        ci = _interval(None if dist is None else dist.get(f"rate_{k}"), level)
+        ci = interval(None if dist is None else dist.get(f"rate_{k}"), level)
         out[g] = {"n": n_g, "responders": int(y[in_g].sum()), "response_rate": None if not n_g else rate, **ci}
     return out
 
@@ -473,52 +274,17 @@ def evaluate_predictions(
     if y.shape != p.shape or y.ndim != 1:
         raise ValueError(f"y and p must be 1-D of equal length, got {y.shape} and {p.shape}")
     levels = list(group_levels)
-    code_of = {g: i for i, g in enumerate(levels)}
     groups = np.asarray(predicted_group, dtype=object) if predicted_group is not None else None
-    codes = None if groups is None else np.array([code_of.get(g, -1) for g in groups], dtype=np.int64)
+    subsets, sub_levels = _subgroup_subsets(subgroups, y.shape[0], config)
+    dist = _bootstrap_distributions(y, p, subsets, groups=groups, levels=levels, config=config)
 
-    subsets: dict[str, np.ndarray] = {"overall": np.ones(y.shape[0], dtype=bool)}
-    sub_levels: dict[str, list[str]] = {}
-    if subgroups is not None and subgroups.width:
-        if subgroups.height != y.shape[0]:
-            raise ValueError(f"subgroups has {subgroups.height} rows, predictions {y.shape[0]}")
-        age_order = {label: i for i, label in enumerate(_age_labels(config.age_band_edges))}
-        for var in subgroups.columns:
-            values = subgroups[var].to_numpy()
-            # Natural order: age bands youngest first, other levels alphabetical, "unknown" last.
-            rank = age_order if var == "age_band" else {}
-            sub_levels[var] = sorted({str(v) for v in values}, key=lambda v: (v == UNKNOWN, rank.get(v, -1), v))
-            for lev in sub_levels[var]:
-                subsets[f"{var}={lev}"] = values == lev
-    dist = (
-        bootstrap_metrics(
-            y,
-            {"m": p},
-            subsets=subsets,
-            codes=None if codes is None else {"m": codes},
-            n_codes=len(levels),
-            n_boot=config.n_bootstrap,
-            seed=config.seed,
-        )["m"]
-        if config.n_bootstrap > 0 and y.size
-        else {}
-    )
+    def block(name: str) -> dict[str, Any]:
+        return _metric_block(
+            y, p, subsets[name], dist=dist.get(name), groups=groups, levels=levels, ci_level=config.ci_level
+        )
 
-    def block(name: str, mask: np.ndarray) -> dict[str, Any]:
-        est = point_metrics(y[mask], p[mask])
-        d = dist.get(name)
-        out: dict[str, Any] = {"n": int(mask.sum()), "n_events": int(y[mask].sum())}
-        out["metrics"] = {m: _with_ci(est[m], None if d is None else d.get(m), config.ci_level) for m in METRICS}
-        if groups is not None:
-            out["group_response"] = _group_rows(y[mask], groups[mask], levels, d, config.ci_level)
-        return out
-
-    overall = block("overall", subsets["overall"])
-    report: dict[str, Any] = {"kind": kind, **overall}
-    report["subgroups"] = {
-        var: {lev: block(f"{var}={lev}", subsets[f"{var}={lev}"]) for lev in levels_}
-        for var, levels_ in sub_levels.items()
-    }
+    report: dict[str, Any] = {"kind": kind, **block("overall")}
+    report["subgroups"] = {var: {lev: block(f"{var}={lev}") for lev in levels_} for var, levels_ in sub_levels.items()}
     report["calibration"] = calibration_table(y, p, config.calibration_bins)
     report["roc"] = roc_points(y, p)
     report["bootstrap"] = {
@@ -528,6 +294,75 @@ def evaluate_predictions(
         "method": "percentile; whole cohort resampled, subgroups evaluated on each resample",
     }
     return report
+
+
+def _subgroup_subsets(
+    subgroups: pl.DataFrame | None, n: int, config: EvaluationConfig
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Row masks named ``overall`` and ``<variable>=<level>``, and each subgroup variable's levels in report order."""
+    subsets: dict[str, np.ndarray] = {"overall": np.ones(n, dtype=bool)}
+    sub_levels: dict[str, list[str]] = {}
+    if subgroups is None or not subgroups.width:
+        return subsets, sub_levels
+    if subgroups.height != n:
+        raise ValueError(f"subgroups has {subgroups.height} rows, predictions {n}")
+    age_order = {label: i for i, label in enumerate(_age_labels(config.age_band_edges))}
+    for var in subgroups.columns:
+        values = subgroups[var].to_numpy()
+        # Natural order: age bands youngest first, other levels alphabetical, "unknown" last.
+        rank = age_order if var == "age_band" else {}
+        sub_levels[var] = sorted({str(v) for v in values}, key=lambda v: (v == UNKNOWN, rank.get(v, -1), v))
+        for lev in sub_levels[var]:
+            subsets[f"{var}={lev}"] = values == lev
+    return subsets, sub_levels
+
+
+def _bootstrap_distributions(
+    y: np.ndarray,
+    p: np.ndarray,
+    subsets: Mapping[str, np.ndarray],
+    *,
+    groups: np.ndarray | None,
+    levels: Sequence[str],
+    config: EvaluationConfig,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per subset, every metric's bootstrap distribution (and observed rates per predicted group); empty when no
+    resamples are asked for or there are no rows."""
+    if config.n_bootstrap <= 0 or not y.size:
+        return {}
+    codes = None
+    if groups is not None:
+        codes = np.full(groups.shape[0], -1, dtype=np.int64)  # a group outside `levels` counts in no rate
+        for code, level in enumerate(levels):
+            codes[groups == level] = code
+    return bootstrap_metrics(
+        y,
+        {"m": p},
+        subsets=subsets,
+        codes=None if codes is None else {"m": codes},
+        n_codes=len(levels),
+        n_boot=config.n_bootstrap,
+        seed=config.seed,
+    )["m"]
+
+
+def _metric_block(
+    y: np.ndarray,
+    p: np.ndarray,
+    mask: np.ndarray,
+    *,
+    dist: Mapping[str, np.ndarray] | None,
+    groups: np.ndarray | None,
+    levels: Sequence[str],
+    ci_level: float,
+) -> dict[str, Any]:
+    """One subset's ``n``, ``n_events``, metrics with intervals and, with predicted groups, observed rates."""
+    estimates = point_metrics(y[mask], p[mask])
+    out: dict[str, Any] = {"n": int(mask.sum()), "n_events": int(y[mask].sum())}
+    out["metrics"] = {m: with_ci(estimates[m], None if dist is None else dist.get(m), ci_level) for m in METRICS}
+    if groups is not None:
+        out["group_response"] = _group_rows(y[mask], groups[mask], levels, dist, ci_level)
+    return out
 
 
 def _labelled(frame: pl.DataFrame) -> np.ndarray:
@@ -560,9 +395,6 @@ def evaluate_model(
         :func:`evaluate_predictions` output plus ``model`` (id, sha256), ``cutoffs``, ``not_assessable`` (subjects
         the model could not score, left out of every metric) and ``drift``.
     """
-    from immunostrat.config.features import GROUP_LEVELS, NOT_ASSESSABLE
-    from immunostrat.modelling.scoring import score_strata
-
     config = config or EvaluationConfig()
     y_all = _labelled(labelled)
     scored = score_strata(labelled, model, cutoffs=cutoffs)
@@ -587,8 +419,6 @@ def evaluate_model(
         "subgroups_skipped": skipped,
     }
     if drift_threshold is not None:
-        from immunostrat.modelling import drift
-
         report["drift"] = drift.compare(labelled, model, drift_threshold)
     return report
 
@@ -612,9 +442,6 @@ def compare_models(
         ``{"n", "n_events", "n_subjects", "not_assessable_by_any", "models": [{model_id, sha256, metrics}],
         "differences": [{model_id, versus, metrics: {name: {estimate, ci_low, ci_high}}}], "bootstrap"}``.
     """
-    from immunostrat.config.features import NOT_ASSESSABLE
-    from immunostrat.modelling.scoring import score_strata
-
     if len(models) < 2:
         raise ValueError("compare needs at least two models")
     config = config or EvaluationConfig()
@@ -632,14 +459,14 @@ def compare_models(
     rows = []
     for i, m in enumerate(models):
         d = dist.get(f"{i}", {}).get("overall", {})
-        metrics = {k: _with_ci(points[f"{i}"][k], d.get(k), config.ci_level) for k in METRICS}
+        metrics = {k: with_ci(points[f"{i}"][k], d.get(k), config.ci_level) for k in METRICS}
         rows.append({"model_id": m.model_id, "sha256": m.sha256, "metrics": metrics})
     diffs = []
     base = dist.get("0", {}).get("overall", {})
     for i, m in enumerate(models[1:], start=1):
         d = dist.get(f"{i}", {}).get("overall", {})
         metrics = {
-            k: _with_ci(
+            k: with_ci(
                 points[f"{i}"][k] - points["0"][k],
                 (d[k] - base[k]) if k in d and k in base else None,
                 config.ci_level,
@@ -656,133 +483,3 @@ def compare_models(
         "differences": diffs,
         "bootstrap": {"n_resamples": config.n_bootstrap, "seed": config.seed, "ci_level": config.ci_level},
     }
-
-
-# ------------------------------------------------------------------------------------ Markdown
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _ci(cell: Mapping[str, Any]) -> str:
-    if cell.get("ci_low") is None:
-        return _f(cell.get("estimate"))
-    return f"{_f(cell.get('estimate'))} ({_f(cell['ci_low'])} to {_f(cell['ci_high'])})"
-
-
-_LABELS = {
-    "auroc": "AUROC",
-    "auprc": "AUPRC (average precision)",
-    "brier": "Brier score",
-    "calibration_intercept": "Calibration intercept (in-the-large; 0 ideal)",
-    "calibration_slope": "Calibration slope (1 ideal)",
-}
-
-
-def render_evaluation_markdown(ev: Mapping[str, Any], heading: str = "##") -> list[str]:
-    """Markdown lines for an :func:`evaluate_predictions` result (used in model cards and evaluate reports)."""
-    boot = ev.get("bootstrap", {})
-    level = round(100 * float(boot.get("ci_level", 0.95)))
-    lines = [
-        f"{heading} Performance ({ev.get('kind', '')})",
-        "",
-        f"{ev['n']} subjects, {ev['n_events']} responders. Estimates with {level} % percentile bootstrap intervals "
-        f"({boot.get('n_resamples', 0)} resamples, seed {boot.get('seed')}).",
-        "",
-        "| metric | estimate (95 % CI) |",
-        "|---|---|",
-    ]
-    lines += [f"| {_LABELS[m]} | {_ci(ev['metrics'][m])} |" for m in METRICS if m in ev["metrics"]]
-    if ev.get("group_response"):
-        lines += ["", "| predicted group | n | responders | observed response rate (95 % CI) |", "|---|---|---|---|"]
-        for g, row in ev["group_response"].items():
-            cell = {"estimate": row.get("response_rate"), **row}
-            lines.append(f"| {g} | {row['n']} | {row['responders']} | {_ci(cell)} |")
-    if ev.get("calibration"):
-        lines += ["", f"{heading}# Calibration", "", "| bin | predicted range | mean predicted | observed | n |"]
-        lines += ["|---|---|---|---|---|"]
-        for row in ev["calibration"]:
-            lines.append(
-                f"| {row['bin']} | {_f(row['lower'])}–{_f(row['upper'])} | {_f(row['mean_predicted'])} "
-                f"| {_f(row['observed'])} | {row['n']} |"
-            )
-    if ev.get("subgroups"):
-        lines += ["", f"{heading}# Subgroups", ""]
-        lines += ["| subgroup | n | responders | AUROC | Brier | calibration intercept | calibration slope |"]
-        lines += ["|---|---|---|---|---|---|---|"]
-        for var, levels in ev["subgroups"].items():
-            for lev, row in levels.items():
-                m = row["metrics"]
-                lines.append(
-                    f"| {var} = {lev} | {row['n']} | {row['n_events']} | {_ci(m['auroc'])} | {_ci(m['brier'])} "
-                    f"| {_ci(m['calibration_intercept'])} | {_ci(m['calibration_slope'])} |"
-                )
-    return lines
-
-
-def render_report_markdown(report: Mapping[str, Any]) -> str:
-    """A readable external-validation report (the output of :func:`evaluate_model`, plus ``data`` if present)."""
-    model = report["model"]
-    lines = [
-        f"# External validation of {model['model_id']}",
-        "",
-        f"- Model sha256: `{model['sha256']}`",
-        f"- Subjects with an outcome: {report['n_subjects']}; scored: {report['n']}; not assessable (a feature "
-        f"missing): {report['not_assessable']} (left out of every metric)",
-        f"- Cut-offs ({report['cutoffs_source']}): possible >= {report['cutoffs']['possible_min']}, likely >= "
-        f"{report['cutoffs']['likely_min']}",
-    ]
-    data = report.get("data") or {}
-    for item in data.get("inputs", []):
-        lines.append(f"- Input `{item.get('path')}`: sha256 `{item.get('sha256')}`, {item.get('rows')} rows")
-    if report.get("subgroups_skipped"):
-        lines.append(f"- Subgroups skipped (column absent): {', '.join(report['subgroups_skipped'])}")
-    lines += ["", *render_evaluation_markdown(report)]
-    d = report.get("drift")
-    if d:
-        lines += ["", "## Drift against the training reference", ""]
-        if not d.get("reference_available"):
-            lines.append(str(d.get("note", "not assessed")))
-        else:
-            lines += [
-                f"Flagged when PSI > {d['threshold']} or missingness rises by more than {d['missing_threshold']:.0%}.",
-                "",
-                "| feature | PSI | missing | missing (training) | flagged |",
-                "|---|---|---|---|---|",
-            ]
-            for name, f in d["features"].items():
-                lines.append(
-                    f"| {name} | {_f(f['psi'])} | {_f(f['missing_rate'])} | {_f(f['reference_missing_rate'])} "
-                    f"| {'yes' if f['flagged'] else ''} |"
-                )
-    return "\n".join(lines) + "\n"
-
-
-def render_comparison_markdown(report: Mapping[str, Any]) -> str:
-    """Side-by-side Markdown table of :func:`compare_models` output."""
-    models = report["models"]
-    boot = report["bootstrap"]
-    lines = [
-        "# Model comparison",
-        "",
-        f"{report['n']} subjects scored by every model ({report['n_events']} responders); "
-        f"{report['not_assessable_by_any']} left out (not assessable by at least one model). Intervals: "
-        f"{round(100 * boot['ci_level'])} % percentile bootstrap, {boot['n_resamples']} resamples shared by all "
-        "models (differences are paired).",
-        "",
-        "| metric | "
-        + " | ".join(m["model_id"] for m in models)
-        + " | "
-        + " | ".join(f"{d['model_id']} − {d['versus']}" for d in report["differences"])
-        + " |",
-        "|---|" + "---|" * (len(models) + len(report["differences"])),
-    ]
-    for name in METRICS:
-        cells = [_ci(m["metrics"][name]) for m in models] + [_ci(d["metrics"][name]) for d in report["differences"]]
-        lines.append(f"| {_LABELS[name]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

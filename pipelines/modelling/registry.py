@@ -1,4 +1,4 @@
-"""Model registry: skops model files, model cards and aliases in one directory.
+"""Model registry: find, verify and load models (skops files, cards, aliases) from one directory.
 
 Layout of a registry directory (default: the installed ``immunostrat.models`` package)::
 
@@ -17,32 +17,24 @@ Loading is defensive because a model file is code-adjacent: the file's sha256 is
 :data:`TRUSTED_TYPES` is refused before ``skops.io.loads`` runs. Files are read once into memory and every
 check runs on those same bytes, so the file cannot change between the check and the load.
 
-Writes are serialised: `save_model`, `set_alias` and `remove_alias` read, change and replace ``registry.json``
-under an exclusive lock on ``.registry.lock`` in the registry directory, so two concurrent trainings or promotes
-never lose an update. Reads take no lock: ``registry.json`` is replaced atomically.
+Writes (saving a model, setting or removing an alias) are :mod:`immunostrat.modelling.registry_write`, serialised
+under the registry's lock; reads here take no lock, as ``registry.json`` is replaced atomically. The card's content
+is :mod:`immunostrat.modelling.card`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
 import io
 import json
 import math
 import os
-import platform
 import re
-import socket
 import threading
-import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,16 +43,18 @@ from pydantic import ValidationError
 from immunostrat.config.features import FeatureSpec
 from immunostrat.config.settings import read_settings
 from immunostrat.errors import UserError
-from immunostrat.ingest.atomic import atomic_path
-from immunostrat.modelling.evaluation import render_evaluation_markdown
-from immunostrat.modelling.scoring import ResponderEstimator, linear_logit_parts
+from immunostrat.ingest.diagnostics import zip_archive_problem
 from immunostrat.schemas.records import ModelCard
 
+try:  # the installed registry package; absent in a source checkout that is not installed
+    import immunostrat.models as models_pkg
+except ImportError:  # default_registry_dir then falls back to the models/ folder beside pipelines/
+    models_pkg = None
+
 if TYPE_CHECKING:
-    from immunostrat.modelling.model import TrainedModel
+    from immunostrat.modelling.estimator import ResponderEstimator
 
 __all__ = [
-    "CARD_SCHEMA_VERSION",
     "DEFAULT_ALIAS",
     "REGISTRY_ENV",
     "SCHEMA_VERSION",
@@ -71,18 +65,20 @@ __all__ = [
     "ModelIntegrityError",
     "RegistryError",
     "UnknownModelError",
+    "check_name",
     "default_registry_dir",
     "json_bytes",
     "list_models",
     "load_model",
     "read_card",
     "read_model_card",
-    "remove_alias",
-    "render_card_markdown",
+    "read_registry",
+    "registry_root",
     "resolve",
+    "resolve_in",
     "resolve_model_file",
-    "save_model",
-    "set_alias",
+    "sha256_hex",
+    "untrusted_outside_list",
 ]
 
 REGISTRY_ENV = "IMMUNOSTRAT_MODEL_REGISTRY"
@@ -90,12 +86,7 @@ REGISTRY_FILE = "registry.json"
 MODEL_FILE = "model.skops"
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
-LOCK_FILE = ".registry.lock"
-#: How long a registry write waits for another writer (each holds the lock for the few file writes of one save or
-#: alias change, so a wait this long means a stuck process or a file system without working locks).
-LOCK_TIMEOUT_SECONDS = 60.0
 SCHEMA_VERSION = 1
-CARD_SCHEMA_VERSION = 2
 DEFAULT_ALIAS = "champion"
 
 #: Fully qualified types a project model file may contain beyond skops' defaults. Found with
@@ -118,7 +109,6 @@ TRUSTED_TYPES: tuple[str, ...] = (
 
 # Ids and aliases become directory names and JSON keys: keep them to a safe, path-free alphabet.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_REQUIRED_CARD_EXTRA = ("intended_use", "limitations")
 
 
 class RegistryError(UserError):
@@ -179,35 +169,29 @@ def default_registry_dir() -> Path:
     configured = read_settings().model_registry  # $IMMUNOSTRAT_MODEL_REGISTRY
     if configured is not None:
         return configured
-    try:
-        import immunostrat.models as models_pkg
-    except ImportError:
+    if models_pkg is None:
         candidate = Path(__file__).resolve().parents[2] / "models"  # pipelines/modelling/ -> the repository
         if (candidate / "__init__.py").is_file():
             return candidate
         raise RegistryError(
             f"cannot locate the model registry: immunostrat.models is not importable and {candidate} does "
             f"not exist; pass registry_dir or set {REGISTRY_ENV}"
-        ) from None
+        )
     if models_pkg.__file__ is None:
         raise RegistryError(f"immunostrat.models has no __file__; pass registry_dir or set {REGISTRY_ENV}")
     return Path(models_pkg.__file__).parent
 
 
-def _root(registry_dir: str | os.PathLike[str] | None) -> Path:
+def registry_root(registry_dir: str | os.PathLike[str] | None) -> Path:
+    """The registry directory: ``registry_dir``, else :func:`default_registry_dir`."""
     return Path(registry_dir) if registry_dir is not None else default_registry_dir()
 
 
-def _check_name(kind: str, name: str) -> str:
+def check_name(kind: str, name: str) -> str:
+    """``name`` if it is a safe model id or alias (it becomes a folder name and a JSON key), else RegistryError."""
     if not _NAME_RE.match(name) or name in (".", ".."):
         raise RegistryError(f"invalid {kind} {name!r}: use letters, digits, '.', '_' or '-' (max 128 chars)")
     return name
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Temp file in the same directory + rename (immunostrat.ingest.atomic.atomic_path): readers never see half a file.
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -223,13 +207,9 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _dump_json(obj: Any) -> bytes:
-    return (json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
-
-
 def json_bytes(obj: Any) -> bytes:
     """Strict, indented JSON (NaN/inf as null) as written for cards and registry.json."""
-    return _dump_json(obj)
+    return (json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
 def read_card(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -238,8 +218,8 @@ def read_card(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> d
     The card is checked against :class:`immunostrat.schemas.records.ModelCard` (any card version) and returned as
     written (a dict); :func:`read_model_card` returns the typed record.
     """
-    root = _root(registry_dir)
-    mid = _resolve_in(_read_registry(root), ref, root)
+    root = registry_root(registry_dir)
+    mid = resolve_in(read_registry(root), ref, root)
     path = _entry_file(root, f"{mid}/{CARD_JSON}", "model card")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
@@ -254,7 +234,8 @@ def read_model_card(ref: str, registry_dir: str | os.PathLike[str] | None = None
     return ModelCard.model_validate(read_card(ref, registry_dir))
 
 
-def _sha256(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data`` as hex."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -265,7 +246,8 @@ def _empty_registry() -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "aliases": {}, "models": {}}
 
 
-def _read_registry(root: Path) -> dict[str, Any]:
+def read_registry(root: Path) -> dict[str, Any]:
+    """``registry.json`` of ``root`` (an empty registry when there is none yet), its layout checked."""
     path = root / REGISTRY_FILE
     if not path.is_file():
         return _empty_registry()
@@ -281,90 +263,8 @@ def _read_registry(root: Path) -> dict[str, Any]:
     return reg
 
 
-def _write_registry(root: Path, reg: Mapping[str, Any]) -> None:
-    _write_atomic(root / REGISTRY_FILE, _dump_json(reg))
-
-
-@contextlib.contextmanager
-def _registry_lock(root: Path, *, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-    """Hold the registry's write lock for the body of the ``with``: an exclusive ``flock`` on ``root/.registry.lock``.
-
-    Every read-modify-write of ``registry.json`` runs under it, so two trainings or promotes never lose an update;
-    readers take no lock (``registry.json`` is replaced atomically, so they see the old or the new file). As with
-    :func:`ingest.atomic.run_lock`, the lock file is created once and never deleted (deleting it would let two
-    writers lock two different files), and the kernel releases the lock when its holder exits or is killed. Unlike
-    a run folder's lock it waits (polling, up to ``timeout`` seconds) rather than failing at once: a registry write
-    takes milliseconds. ``flock`` locks an open file description, so two threads of one process exclude each other
-    too; the lock is not re-entrant (never take it twice in one call chain).
-
-    Raises:
-        RegistryError: ``root`` is not a directory, the lock is not free within ``timeout`` seconds (the message
-            names the holder), or the file system does not support locks.
-    """
-    if not root.is_dir():
-        raise RegistryError(f"registry directory {root} does not exist")
-    path = root / LOCK_FILE
-    cloexec = getattr(os, "O_CLOEXEC", 0)
-    try:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o666)  # the umask decides who may share it
-            writable = True
-        except PermissionError:  # created by a colleague without group write: lock it read-only, record nothing
-            fd = os.open(path, os.O_RDONLY | cloexec)
-            writable = False
-    except OSError as exc:
-        raise RegistryError(
-            f"cannot open the registry lock {path} ({type(exc).__name__}: {exc}); writing to registry {root} "
-            "needs write access to its folder"
-        ) from exc
-    try:
-        deadline = time.monotonic() + timeout
-        pause = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RegistryError(
-                        f"registry {root} is being written by another writer ({_lock_holder(fd)}) that has not "
-                        f"released its lock within {timeout:g} s; retry, or check that process (lock file: {path})"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.25)
-            except OSError as exc:
-                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                    raise RegistryError(
-                        f"cannot lock {path}: the file system does not support locks ({exc.strerror}); registry "
-                        "writes need them so that concurrent trainings and promotes do not lose updates"
-                    ) from exc
-                raise
-        if writable:
-            since = datetime.now(UTC).isoformat(timespec="seconds")
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder, sort_keys=True).encode("utf-8"), 0)
-        try:
-            yield
-        finally:
-            if writable:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)  # still ours: say nobody holds it
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def _lock_holder(fd: int) -> str:
-    try:
-        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        holder = {}
-    if not isinstance(holder, dict) or not holder:
-        return "holder unknown"
-    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {holder.get('since', '?')}"
-
-
-def _resolve_in(reg: Mapping[str, Any], ref: str, root: Path) -> str:
+def resolve_in(reg: Mapping[str, Any], ref: str, root: Path) -> str:
+    """The model id an alias or id names in the registry ``reg`` (of directory ``root``)."""
     aliases: dict[str, str] = reg["aliases"]
     models: dict[str, Any] = reg["models"]
     if ref in aliases:
@@ -397,54 +297,8 @@ def resolve(ref: str, registry_dir: str | os.PathLike[str] | None = None) -> str
     Raises:
         UnknownModelError: ``ref`` is neither an alias nor a model id (message lists the known ones).
     """
-    root = _root(registry_dir)
-    return _resolve_in(_read_registry(root), ref, root)
-
-
-def set_alias(alias: str, model_id: str, registry_dir: str | os.PathLike[str] | None = None) -> None:
-    """Point ``alias`` at ``model_id`` (creating or moving the alias).
-
-    Raises:
-        UnknownModelError: ``model_id`` is not in the registry.
-        RegistryError: Invalid alias name, the alias would shadow a model id, the registry folder does not exist,
-            or its write lock is not free within :data:`LOCK_TIMEOUT_SECONDS`.
-    """
-    root = _root(registry_dir)
-    _check_name("alias", alias)
-    with _registry_lock(root):
-        reg = _read_registry(root)
-        if model_id not in reg["models"]:
-            raise UnknownModelError(
-                f"cannot set alias {alias!r}: unknown model id {model_id!r} in registry {root}; "
-                f"known model ids: {sorted(reg['models']) or 'none'}"
-            )
-        if alias in reg["models"]:
-            raise RegistryError(f"alias {alias!r} would shadow the model id of the same name")
-        reg["aliases"][alias] = model_id
-        _write_registry(root, reg)
-
-
-def remove_alias(alias: str, registry_dir: str | os.PathLike[str] | None = None) -> str:
-    """Remove an alias (the model it pointed at stays registered and loadable).
-
-    Returns:
-        The model id the alias pointed at.
-
-    Raises:
-        UnknownModelError: No such alias.
-        RegistryError: ``alias`` is :data:`DEFAULT_ALIAS` (stratify needs it; promote another model instead), the
-            registry folder does not exist, or its write lock is not free within :data:`LOCK_TIMEOUT_SECONDS`.
-    """
-    root = _root(registry_dir)
-    if alias == DEFAULT_ALIAS:
-        raise RegistryError(f"refusing to remove {DEFAULT_ALIAS!r}: stratify uses it; promote another model instead")
-    with _registry_lock(root):
-        reg = _read_registry(root)
-        if alias not in reg["aliases"]:
-            raise UnknownModelError(f"unknown alias {alias!r} in registry {root}; known: {sorted(reg['aliases'])}")
-        target = str(reg["aliases"].pop(alias))
-        _write_registry(root, reg)
-    return target
+    root = registry_root(registry_dir)
+    return resolve_in(read_registry(root), ref, root)
 
 
 def list_models(registry_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -454,7 +308,7 @@ def list_models(registry_dir: str | os.PathLike[str] | None = None) -> list[dict
         One dict per model: ``model_id``, the registry entry (``path``, ``sha256``, ``created_at``,
         ``features``, ...) and ``aliases`` (aliases pointing at it).
     """
-    reg = _read_registry(_root(registry_dir))
+    reg = read_registry(registry_root(registry_dir))
     out = []
     for model_id, entry in reg["models"].items():
         aliases = sorted(a for a, target in reg["aliases"].items() if target == model_id)
@@ -462,237 +316,11 @@ def list_models(registry_dir: str | os.PathLike[str] | None = None) -> list[dict
     return sorted(out, key=lambda m: (str(m.get("created_at", "")), m["model_id"]))
 
 
-# --------------------------------------------------------------------------------------------- cards
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("immunostrat", "scikit-learn", "skops", "numpy", "scipy", "polars", "pydantic"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return versions
-
-
-def _estimator_section(trained: TrainedModel) -> dict[str, Any]:
-    parts = linear_logit_parts(trained.estimator)
-    names = trained.feature_names
-    calibrated = parts.platt_slope is not None
-    cfg = trained.config
-    penalty = "L2" if cfg.l1_ratio == 0 else ("L1" if cfg.l1_ratio == 1 else f"elastic net (l1_ratio={cfg.l1_ratio})")
-    C = trained.tuning.get("C", cfg.C)
-    description = f"StandardScaler + {penalty} logistic regression (C={C:g})"
-    if calibrated:
-        description += ", Platt-calibrated (sigmoid) on inner out-of-fold decision values"
-    steps = [f"{type(s).__module__}.{type(s).__qualname__}" for s in _pipeline_of(trained.estimator).steps]
-    if calibrated:
-        steps = ["sklearn.calibration.CalibratedClassifierCV(method='sigmoid', ensemble=False)", *steps]
-    return {
-        "description": description + "; logit = intercept + sum of coef_j * standardised feature_j",
-        "steps": steps,
-        "standardised_coefficients": {n: float(c) for n, c in zip(names, parts.coef, strict=True)},
-        "intercept": parts.intercept,
-        "feature_means": {n: float(m) for n, m in zip(names, parts.scaler.mean_, strict=True)},
-        "feature_scales": {n: float(s) for n, s in zip(names, parts.scaler.scale_, strict=True)},
-        "uncalibrated": {
-            "standardised_coefficients": {n: float(c) for n, c in zip(names, parts.raw_coef, strict=True)},
-            "intercept": parts.raw_intercept,
-        },
-        "calibration": dict(trained.calibration),
-        "C": C,
-    }
-
-
-def _pipeline_of(estimator: Any) -> Any:
-    fitted = getattr(estimator, "calibrated_classifiers_", None)
-    return fitted[0].estimator if fitted else estimator
-
-
-def _build_card(
-    trained: TrainedModel, model_id: str, created_at: str, sha256: str, card_extra: Mapping[str, Any]
-) -> dict[str, Any]:
-    extra = dict(card_extra)
-    summary = dict(extra.pop("training_data", {}) or {})
-    training_data = {
-        "n_train": trained.n_train,
-        "n_dropped_missing": trained.n_dropped_missing,
-        "class_balance": dict(trained.class_balance),
-        **summary,
-    }
-    limitations = extra.pop("limitations")
-    cfg = trained.config
-    ev = trained.evaluation
-    reference = trained.reference or {}
-    analysis = {
-        "model_type": "logistic regression on standardised baseline features (linear logit: exact contributions)",
-        "missing_data": f"{cfg.missing}: subjects missing any feature are left out of fitting and not scored",
-        "validation": (
-            f"{cfg.cv_repeats} x {cfg.cv_folds}-fold stratified CV"
-            + (
-                f", grouped by {trained.group_by} (no {trained.group_by} in both training and validation)"
-                if trained.group_by
-                else ", ungrouped (subjects are the unit)"
-            )
-            + "; tuning and calibration repeated inside every training fold (nested)"
-        ),
-        "calibration": (
-            f"Platt scaling (sigmoid) on {cfg.inner_cv_folds}-fold inner out-of-fold decision values"
-            if cfg.calibration == "sigmoid"
-            else "none (logistic regression probabilities)"
-        ),
-        "tuning": (
-            f"C over {list(cfg.tuning_grid)} by {cfg.inner_cv_folds}-fold inner CV ({cfg.tuning_scoring}); "
-            f"final C = {trained.tuning.get('C')}"
-            if cfg.tuning_grid
-            else f"none (C = {cfg.C:g})"
-        ),
-        "cutoffs": f"quantiles {list(cfg.group_quantiles)} of the out-of-fold probabilities (validation data only)",
-        "intervals": f"percentile bootstrap, {cfg.evaluation.n_bootstrap} resamples of the out-of-fold predictions",
-        "duration_seconds": round(trained.duration_seconds, 2),
-    }
-    return {
-        "card_schema_version": CARD_SCHEMA_VERSION,
-        "model_id": model_id,
-        "title": "Probability of response to CD19 CAR-T therapy in refractory SLE from baseline lab biomarkers",
-        "created_at": created_at,
-        "model_file": {"path": MODEL_FILE, "sha256": sha256, "format": "skops"},
-        "intended_use": extra.pop("intended_use"),
-        "limitations": [limitations] if isinstance(limitations, str) else list(limitations),
-        "outcome": {
-            "column": "responded",
-            "definition": "binary response at the trial endpoint (1 = responder)",
-            "endpoints": summary.get("endpoints", []),
-        },
-        "training_data": training_data,
-        "features": [s.to_dict() for s in trained.feature_specs],
-        "missing_data": {
-            "strategy": cfg.missing,
-            "n_dropped_missing": trained.n_dropped_missing,
-            "missing_rate_by_feature": {k: v.get("missing_rate") for k, v in (reference.get("features") or {}).items()},
-        },
-        "analysis": analysis,
-        "estimator": _estimator_section(trained),
-        "config": cfg.model_dump(mode="json"),
-        "metrics": dict(trained.metrics),
-        "evaluation": ev,
-        "default_cutoffs": dict(trained.cutoffs),
-        "oof_group_response": trained.oof_group_response,
-        "reference": reference,
-        "package_versions": _package_versions(),
-        **({"extra": extra} if extra else {}),
-    }
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "n/a"
-    return str(value)
-
-
-def _training_data_lines(data: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for key, value in data.items():
-        if key == "inputs" and isinstance(value, list):
-            lines += ["- input files (SHA-256, rows):"]
-            lines += [f"  - `{i.get('path')}`: `{i.get('sha256')}`, {i.get('rows')} rows" for i in value if i]
-        elif isinstance(value, Mapping):
-            lines.append(f"- {key}:")
-            lines += [f"  - {k}: {_fmt(v)}" for k, v in value.items()]
-        else:
-            lines.append(f"- {key}: {_fmt(value)}")
-    return lines
-
-
-def render_card_markdown(card: Mapping[str, Any]) -> str:
-    """Render a model card dict (as written to ``card.json``) as Markdown, in TRIPOD order where it applies.
-
-    Cards of schema version 1 (no evaluation, reference or analysis sections) render with those sections left out.
-    """
-    est = card["estimator"]
-    lines = [f"# Model card: {card['model_id']}", ""]
-    if card.get("title"):
-        lines += [f"**{card['title']}**", ""]
-    lines += [f"- Created: {card['created_at']}", f"- File: `{card['model_file']['path']}`"]
-    lines += [f"- sha256: `{card['model_file']['sha256']}`", f"- Estimator: {est['description']}", ""]
-    lines += ["## Intended use", "", str(card["intended_use"]), "", "## Limitations", ""]
-    lines += [f"- {item}" for item in card["limitations"]] + [""]
-    lines += ["## Source of data and participants", "", *_training_data_lines(card["training_data"]), ""]
-    if card.get("outcome"):
-        out = card["outcome"]
-        endpoints = ", ".join(out.get("endpoints") or []) or "n/a"
-        lines += ["## Outcome", "", f"`{out['column']}`: {out['definition']}. Endpoint(s): {endpoints}.", ""]
-    lines += ["## Predictors", "", "| feature | source | transform | unit | coefficient (std) | description |"]
-    lines += ["|---|---|---|---|---|---|"]
-    coefs = est["standardised_coefficients"]
-    for f in card["features"]:
-        lines.append(
-            f"| {f['name']} | {f['source']} | {f['transform']} | {f['unit']} | {_fmt(coefs.get(f['name']))} "
-            f"| {f['description']} |"
-        )
-    lines += ["", f"Intercept: {_fmt(est['intercept'])}"]
-    if est.get("calibration", {}).get("method") == "sigmoid":
-        cal = est["calibration"]
-        lines += [
-            "",
-            f"Coefficients include the Platt calibration (logit p = {_fmt(cal['intercept'])} + {_fmt(cal['slope'])} "
-            "x uncalibrated logit), so per-feature contributions still add up to the reported logit.",
-        ]
-    lines.append("")
-    if card.get("missing_data"):
-        md = card["missing_data"]
-        lines += [
-            "## Missing data",
-            "",
-            f"Strategy: {md['strategy']}; {md['n_dropped_missing']} training subjects "
-            "lacked a feature and were left out.",
-        ]
-        rates = md.get("missing_rate_by_feature") or {}
-        if rates:
-            lines += [""] + [f"- {k}: {_fmt(v)} missing" for k, v in rates.items()]
-        lines.append("")
-    if card.get("analysis"):
-        lines += ["## Statistical analysis", ""] + [f"- {k}: {v}" for k, v in card["analysis"].items()] + [""]
-    if card.get("evaluation"):
-        lines += [*render_evaluation_markdown(card["evaluation"]), ""]
-    else:
-        lines += ["## Cross-validated performance", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in card["metrics"].items()] + [""]
-    cut = card["default_cutoffs"]
-    lines += ["## Responder groups (cut-offs chosen on out-of-fold probabilities)", ""]
-    lines += [
-        f"- likely: p >= {cut['likely_min']}",
-        f"- possible: {cut['possible_min']} <= p < {cut['likely_min']}",
-        f"- unlikely: p < {cut['possible_min']}",
-        "",
-    ]
-    if not card.get("evaluation"):
-        lines += ["| OOF group | n | responders | observed response rate |", "|---|---|---|---|"]
-        for group, row in card["oof_group_response"].items():
-            lines.append(f"| {group} | {row['n']} | {row['responders']} | {_fmt(row['response_rate'])} |")
-        lines.append("")
-    if card.get("reference"):
-        lines += [
-            "## Drift reference",
-            "",
-            f"Training distribution of each feature in "
-            f"{card['reference'].get('bins')} equal-count bins (card.json `reference`), compared with every "
-            "scored cohort (population stability index and missingness).",
-            "",
-        ]
-    lines += ["## Training config", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
-    lines += ["## Package versions", ""] + [f"- {k}: {v}" for k, v in card["package_versions"].items()]
-    if card.get("extra"):
-        lines += ["", "## Other", "", "```json", json.dumps(card["extra"], indent=2, default=str), "```"]
-    return "\n".join(lines) + "\n"
-
-
 # ------------------------------------------------------------------------------------------ save / load
 
 
-def _untrusted_outside_list(data: bytes, where: str) -> list[str]:
+def untrusted_outside_list(data: bytes, where: str) -> list[str]:
+    """Types a skops file needs beyond skops' defaults and :data:`TRUSTED_TYPES` (sorted; empty when loadable)."""
     import skops.io as sio  # imports scikit-learn: paid only when a model is saved or deserialised
 
     try:
@@ -700,88 +328,6 @@ def _untrusted_outside_list(data: bytes, where: str) -> list[str]:
     except Exception as exc:  # malformed archive/schema: refuse rather than guess
         raise ModelIntegrityError(f"{where}: cannot inspect skops file ({type(exc).__name__}: {exc})") from exc
     return sorted(set(untrusted) - set(TRUSTED_TYPES))
-
-
-def save_model(
-    trained: TrainedModel,
-    registry_dir: str | os.PathLike[str] | None = None,
-    *,
-    model_id: str | None = None,
-    card_extra: Mapping[str, Any],
-    alias: str | None = None,
-) -> str:
-    """Write a trained model, its card and its registry entry.
-
-    Args:
-        trained: Output of :func:`immunostrat.modelling.model.train_responder_model`.
-        registry_dir: Registry directory (created if missing); default :func:`default_registry_dir`.
-        model_id: Id to use; default ``responder-lr-<YYYYMMDD>-<first 8 hex of the file sha256>``.
-        card_extra: Card content the trainer knows: ``intended_use`` (str) and ``limitations`` (str or list,
-            both required), optional ``training_data`` (dict merged into the training summary, e.g. data
-            checksums); any other key is stored under ``extra``.
-        alias: If given, point this alias at the new model (aliases are otherwise untouched).
-
-    Returns:
-        The model id.
-
-    Raises:
-        ValueError: ``card_extra`` lacks a required key.
-        RegistryError: Id already registered, invalid id/alias, or the registry's write lock is not free within
-            :data:`LOCK_TIMEOUT_SECONDS`.
-        ModelIntegrityError: The dumped model holds types outside :data:`TRUSTED_TYPES` (it could not be
-            loaded again, so it is not saved).
-    """
-    missing = [k for k in _REQUIRED_CARD_EXTRA if not card_extra.get(k)]
-    if missing:
-        raise ValueError(f"card_extra must give {missing} (e.g. 'trained on synthetic data; not for clinical use')")
-    if model_id is not None:
-        _check_name("model id", model_id)
-    if alias is not None:
-        _check_name("alias", alias)
-    root = _root(registry_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    created = datetime.now(UTC)
-
-    import skops.io as sio
-
-    # Everything that needs no registry state is built before the lock is taken, so the lock is held only for
-    # the checks against registry.json and the file writes.
-    data = sio.dumps(trained.estimator)
-    bad = _untrusted_outside_list(data, "model to save")
-    if bad:
-        raise ModelIntegrityError(f"refusing to save: the model holds types outside TRUSTED_TYPES: {bad}")
-    sha = _sha256(data)
-    mid = model_id or f"responder-lr-{created:%Y%m%d}-{sha[:8]}"
-    card = _build_card(trained, mid, created.isoformat(timespec="seconds"), sha, card_extra)
-    card_bytes = _dump_json(card)
-    card_md = render_card_markdown(json.loads(card_bytes)).encode("utf-8")
-
-    with _registry_lock(root):
-        reg = _read_registry(root)
-        if mid in reg["models"] or mid in reg["aliases"] or (root / mid).exists():
-            raise RegistryError(f"model id {mid!r} already exists in registry {root}; pass another model_id")
-        if alias is not None and alias in reg["models"]:
-            raise RegistryError(f"alias {alias!r} would shadow the model id of the same name")
-
-        model_dir = root / mid
-        model_dir.mkdir()
-        _write_atomic(model_dir / MODEL_FILE, data)
-        _write_atomic(model_dir / CARD_JSON, card_bytes)
-        _write_atomic(model_dir / CARD_MD, card_md)
-
-        # registry.json is written last: a crash before this leaves an unregistered folder, never an entry
-        # pointing at missing files.
-        reg["models"][mid] = {
-            "path": f"{mid}/{MODEL_FILE}",
-            "sha256": sha,
-            "card_sha256": _sha256(card_bytes),
-            "created_at": card["created_at"],
-            "features": list(trained.feature_names),
-        }
-        if alias is not None:
-            reg["aliases"][alias] = mid
-        _write_registry(root, reg)
-    return mid
 
 
 def _entry_file(root: Path, rel: str, what: str) -> Path:
@@ -795,6 +341,9 @@ def _entry_file(root: Path, rel: str, what: str) -> Path:
 
 
 def _check_estimator(estimator: Any, path: Path, n_features: int) -> ResponderEstimator:
+    # Called once skops has loaded scikit-learn: the registry module itself never imports it.
+    from immunostrat.modelling.estimator import linear_logit_parts
+
     try:
         linear_logit_parts(estimator)
     except (TypeError, AttributeError) as exc:
@@ -830,16 +379,16 @@ class ModelFile:
 
     def deserialise(self) -> LoadedModel:
         """Check the types against :data:`TRUSTED_TYPES`, load with skops, and check the estimator's shape."""
-        if _sha256(self.data) != self.sha256:  # these bytes may have travelled (e.g. to a Dask worker)
+        if sha256_hex(self.data) != self.sha256:  # these bytes may have travelled (e.g. to a Dask worker)
             raise ModelIntegrityError(f"{self.path}: model bytes no longer match their sha256 {self.sha256}")
-        bad = _untrusted_outside_list(self.data, str(self.path))
+        bad = untrusted_outside_list(self.data, str(self.path))
         if bad:
             raise ModelIntegrityError(
                 f"{self.path} holds types outside immunostrat.modelling.registry.TRUSTED_TYPES: {bad}; "
                 "refusing to load. "
                 "Review them and add them to TRUSTED_TYPES only if they are safe."
             )
-        import skops.io as sio
+        import skops.io as sio  # imports scikit-learn: paid only when a model is deserialised, never to list one
 
         try:
             estimator = sio.loads(self.data, trusted=list(TRUSTED_TYPES))
@@ -865,9 +414,9 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
         UnknownModelError: ``ref`` is not known.
         ModelIntegrityError: Checksum mismatch, not a skops file, oversized archive, or a card that does not match.
     """
-    root = _root(registry_dir)
-    reg = _read_registry(root)
-    mid = _resolve_in(reg, ref, root)
+    root = registry_root(registry_dir)
+    reg = read_registry(root)
+    mid = resolve_in(reg, ref, root)
     entry = reg["models"][mid]
     path = _entry_file(root, entry["path"], "model file")
 
@@ -878,7 +427,7 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
             "unverifiable model"
         )
     data = path.read_bytes()  # read once: every check below and the load use these bytes
-    actual = _sha256(data)
+    actual = sha256_hex(data)
     if actual != expected:
         raise ModelIntegrityError(
             f"{path}: sha256 mismatch for model {mid!r}: registry.json expects {entry['sha256']}, "
@@ -889,8 +438,6 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
             f"{path} is not a skops file (zip archive expected, starts with {data[:4]!r}); pickle/joblib "
             "files are never loaded"
         )
-    from immunostrat.ingest.diagnostics import zip_archive_problem
-
     # Declared sizes bound what skops will decompress: refuse a zip bomb before opening any member.
     if problem := zip_archive_problem(data, max_uncompressed=64 << 20):
         raise ModelIntegrityError(f"{path}: {problem}; refusing to load")
@@ -899,9 +446,9 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
     card_bytes = card_path.read_bytes()
     # The card carries the cut-offs and feature transforms used in scoring, so it is checksummed too.
     expected_card = entry.get("card_sha256")
-    if expected_card is not None and _sha256(card_bytes) != expected_card:
+    if expected_card is not None and sha256_hex(card_bytes) != expected_card:
         raise ModelIntegrityError(
-            f"{card_path}: sha256 mismatch: registry.json expects {expected_card}, file has {_sha256(card_bytes)}"
+            f"{card_path}: sha256 mismatch: registry.json expects {expected_card}, file has {sha256_hex(card_bytes)}"
         )
     card = json.loads(card_bytes)
     try:

@@ -1,15 +1,17 @@
 """Stratify-time scoring: a verified registry model's probabilities, groups and exact per-feature contributions.
 
 The model is a standardised logistic regression, optionally Platt-calibrated: its logit decomposes exactly into
-per-feature contributions plus an intercept (see :class:`LinearLogit`). scikit-learn is never imported here at
-module level: scoring needs only the fitted arrays.
+per-feature contributions plus an intercept (see :class:`LinearLogit`). Scoring needs only those arrays, so this
+module imports no scikit-learn or skops: taking a fitted estimator apart is
+:mod:`immunostrat.modelling.estimator`'s job, and scoring from a coefficient form belongs here. Training lives in
+:mod:`immunostrat.modelling.fitting`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -23,19 +25,9 @@ from immunostrat.config.features import (
 )
 
 if TYPE_CHECKING:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
     from immunostrat.modelling.registry import LoadedModel
-
-#: What the registry stores: the scaler + logistic pipeline, or that pipeline Platt-calibrated. (A typing alias
-#: only: at run time it is ``Any``, so that importing this module does not import scikit-learn.)
-if TYPE_CHECKING:
-    ResponderEstimator: TypeAlias = Pipeline | CalibratedClassifierCV
-else:
-    ResponderEstimator = Any
 
 
 def _check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
@@ -97,56 +89,15 @@ class LinearLogit:
     platt_intercept: float | None
 
 
-def _pipeline_parts(pipe: Any) -> tuple[StandardScaler, LogisticRegression]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    steps = getattr(pipe, "named_steps", {})
-    scaler, clf = steps.get("scale"), steps.get("clf")
-    if not (isinstance(pipe, Pipeline) and isinstance(scaler, StandardScaler) and isinstance(clf, LogisticRegression)):
-        raise TypeError("expected Pipeline([('scale', StandardScaler), ('clf', LogisticRegression)])")
-    if clf.coef_.shape[0] != 1:
-        raise TypeError("only binary logistic models are supported")
-    return scaler, clf
-
-
-def linear_logit_parts(estimator: Any) -> LinearLogit:
-    """Decompose a responder estimator into its linear logit (see :class:`LinearLogit`).
-
-    Args:
-        estimator: A fitted scaler + logistic pipeline, or that pipeline in a sigmoid ``CalibratedClassifierCV``
-            with ``ensemble=False`` (one calibrated classifier).
-
-    Raises:
-        TypeError: Any other estimator (its logit would not decompose exactly).
-    """
-    from sklearn.calibration import CalibratedClassifierCV
-
-    if isinstance(estimator, CalibratedClassifierCV):
-        fitted = getattr(estimator, "calibrated_classifiers_", [])
-        if estimator.method != "sigmoid" or len(fitted) != 1 or len(fitted[0].calibrators) != 1:
-            raise TypeError("only a sigmoid CalibratedClassifierCV with ensemble=False keeps the logit linear")
-        scaler, clf = _pipeline_parts(fitted[0].estimator)
-        platt = fitted[0].calibrators[0]
-        # sklearn's sigmoid calibrator returns expit(-(a * d + b)), so logit p = -a * d - b.
-        slope, offset = -float(platt.a_), -float(platt.b_)
-        raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
-        return LinearLogit(scaler, slope * raw_coef, offset + slope * raw_b0, raw_coef, raw_b0, slope, offset)
-    scaler, clf = _pipeline_parts(estimator)
-    raw_coef, raw_b0 = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
-    return LinearLogit(scaler, raw_coef, raw_b0, raw_coef, raw_b0, None, None)
-
-
 def contributions(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
     """Exact per-subject logit attributions of the (calibrated) standardised logistic model.
 
     ``contribution_j = coef_j * (x_j - mean_j) / scale_j`` with the effective (post-calibration) coefficients of
-    :func:`linear_logit_parts`; summed over features plus the intercept this equals the logit of
-    ``estimator.predict_proba(X)[:, 1]``.
+    :func:`~immunostrat.modelling.estimator.linear_logit_parts`; summed over features plus the intercept this
+    equals the logit of ``estimator.predict_proba(X)[:, 1]``.
 
     Args:
-        estimator: Fitted responder estimator (see :func:`linear_logit_parts`).
+        estimator: Fitted responder estimator (see :func:`~immunostrat.modelling.estimator.linear_logit_parts`).
         X: Raw (unscaled) feature matrix, shape (n_subjects, n_features), no missing values.
 
     Returns:
@@ -155,6 +106,9 @@ def contributions(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
     Raises:
         TypeError: The estimator is not a supported linear logit model.
     """
+    # scikit-learn is imported only to take a fitted estimator apart; scoring from the coefficients needs none.
+    from immunostrat.modelling.estimator import linear_logit_parts
+
     parts = linear_logit_parts(estimator)
     x_std = parts.scaler.transform(np.asarray(X, dtype=np.float64))
     return x_std * parts.coef, parts.intercept

@@ -13,19 +13,12 @@ from typing import Any
 
 import polars as pl
 
-from immunostrat.config.run import InputFiles, RunConfig, TrainParams
+from immunostrat.config.features import DEFAULT_FEATURES, build_feature_frame
+from immunostrat.config.run import InputFiles, RunConfig, TrainingConfig, TrainParams
+from immunostrat.followup.endpoints import derive_outcomes
 from immunostrat.ingest.io import read_outcomes
-from immunostrat.modelling.model import (
-    DEFAULT_FEATURES,
-    TrainedModel,
-    TrainingConfig,
-    build_feature_frame,
-    cross_validate,
-    fit_final,
-    trained_model,
-    training_data,
-)
-from immunostrat.modelling.registry import save_model
+from immunostrat.modelling.fitting import TrainedModel, cross_validate, fit_final, trained_model, training_data
+from immunostrat.modelling.registry_write import save_model
 from immunostrat.pipeline import run
 from immunostrat.pipeline.engine.execute import LocalRunner, Runner
 from immunostrat.pipeline.launch import plan_labelled, plan_training
@@ -120,8 +113,6 @@ def join_endpoint_outcomes(
     labelled: Labelled, endpoint: str, landmark: str, cfg: RunConfig
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Strata joined with outcomes derived from an endpoint at a landmark; who was left out, and why, for the card."""
-    from immunostrat.followup.endpoints import derive_outcomes
-
     assert labelled.endpoints is not None and labelled.protocol is not None
     outcomes, left_out = derive_outcomes(labelled.endpoints, endpoint, landmark)
     strata = labelled.strata
@@ -176,10 +167,10 @@ def resolve_training_config(params: TrainParams, training: TrainingConfig | None
 def train_model(
     joined: pl.DataFrame, config: TrainingConfig, runner: Runner | None = None
 ) -> tuple[TrainedModel, dict[str, Any]]:
-    """Fit on a labelled strata frame; returns the :class:`~immunostrat.modelling.model.TrainedModel` and fit notes.
+    """Fit on a labelled strata frame; returns the :class:`~immunostrat.modelling.fitting.TrainedModel` and fit notes.
 
     Cross-validation and the final fit are steps of their own (`cross-validate`, `fit`: Prefect tasks in the
-    train flow); the model is the one :func:`~immunostrat.modelling.model.train_responder_model` gives.
+    train flow); the model is the one :func:`~immunostrat.modelling.fitting.train_responder_model` gives.
     """
     runner = runner or LocalRunner()
     started = time.perf_counter()

@@ -8,18 +8,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
 from immunostrat import __version__
+from immunostrat.reporting.templating import environment
 
-__all__ = ["Section", "cell_text", "render_page", "template_environment"]
+__all__ = ["Section", "cell_text", "render_page"]
 
 _TEMPLATE = "report.html.j2"
-TEMPLATES = Path(__file__).parent / "templates"
 
 
 @dataclass
@@ -66,23 +62,11 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-@cache
-def template_environment() -> Environment:
-    """The Jinja environment over `reporting/templates/` (autoescaping, strict undefined), built once."""
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def render_page(*, title: str, subtitle: str, sections: Sequence[Section]) -> str:
     """One self-contained HTML page of sections (the report template: inline styles, no script, a strict CSP)."""
     generated = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     return (
-        template_environment()
+        environment()
         .get_template(_TEMPLATE)
         .render(
             title=title,
