@@ -53,6 +53,11 @@ from immunostrat.synth.panel import (
 from immunostrat.synth.strings import _P10F, _TIMES, _enum_gather, _format_numbers, _gather
 
 
+def _coin(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Uniform draws for per-row coin flips; float32 halves their memory."""
+    return rng.random(size, dtype=np.float32)
+
+
 def _lab_rows(
     rng: np.random.Generator,
     cfg: SynthConfig,
@@ -65,31 +70,75 @@ def _lab_rows(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Build every lab row as compact numeric codes (rendered to strings later, in one pass).
 
+    The steps below draw from `rng` in a fixed order; reordering them changes every cohort.
+
     Returns:
         Per-row arrays in output order (sorted by subject, then date), the (subject, test) pairs of the
         baseline rows dropped as missing, and each subject's anti-dsDNA and complement method codes.
     """
+    subj, test, value, day = _baseline_slots(rng, cfg, values=latent["values"], ref_day=ref_day)
+    x_subj, x_test, x_val, x_day, post = _out_of_window_rows(
+        rng, cfg, slots=(subj, test, value), ifn_method=latent["ifn_method"], ref_day=ref_day, after_day=after_day
+    )
+    missing = (test < _N_CORE) & (_coin(rng, subj.size) < cfg.missing_analyte)
+    miss_subj, miss_test = subj[missing], test[missing]
+    keep = ~missing
+    subj, test, value, day = subj[keep], test[keep], value[keep], day[keep]
+    o_subj, o_test, o_val, o_day = _outside_panel_rows(rng, cfg, subj=subj, ref_day=ref_day)
+
+    kind = np.concatenate(
+        [
+            np.full(subj.size, _BASE, np.int8),
+            np.where(post, _POST, _PRE).astype(np.int8),
+            np.full(o_subj.size, _OUT, np.int8),
+        ]
+    )
+    subj = np.concatenate([subj, x_subj, o_subj])
+    test = np.concatenate([test, x_test, o_test])
+    value = np.concatenate([value, x_val, o_val])
+    day = np.concatenate([day, x_day, o_day])
+    r, methods = _presentation(
+        rng, cfg, subj=subj, test=test, ifn_method=latent["ifn_method"], kit=kit, kit_var=kit_var
+    )
+    r["day"] = day
+    r, value, clean = _with_conflicting_twins(rng, cfg, r=r, kind=kind, value=value)
+    r.update(_written_results(rng, cfg, r=r, value=value, clean=clean))
+    return _in_site_order(rng, cfg, r), miss_subj, miss_test, methods
+
+
+def _baseline_slots(
+    rng: np.random.Generator, cfg: SynthConfig, *, values: np.ndarray, ref_day: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Baseline rows (subject, test, value, day): the core panel for every subject, the percent form for some."""
     n = cfg.n_subjects
-    win = cfg.baseline_window_days
-    values = latent["values"]
-
-    def draw(size: int) -> np.ndarray:
-        return rng.random(size, dtype=np.float32)  # float32 halves the memory of the per-row coin flips
-
-    # Baseline rows: the core panel for every subject, the percent form for some.
-    pct_subj = np.flatnonzero(draw(n) < cfg.cd19_pct_rate).astype(np.int32)
+    pct_subj = np.flatnonzero(_coin(rng, n) < cfg.cd19_pct_rate).astype(np.int32)
     subj = np.concatenate([np.repeat(np.arange(n, dtype=np.int32), _N_CORE), pct_subj])
     test = np.concatenate([np.tile(np.arange(_N_CORE, dtype=np.int8), n), np.full(pct_subj.size, _PCT, np.int8)])
-    value = values[subj, test]
-    day = ref_day[subj] - rng.integers(0, win + 1, subj.size, dtype=np.int32)
+    day = ref_day[subj] - rng.integers(0, cfg.baseline_window_days + 1, subj.size, dtype=np.int32)
+    return subj, test, values[subj, test], day
 
-    # Out-of-window extras come from every baseline slot, even ones later dropped as missing (a trap: an
-    # old measurement must not stand in for a missing baseline). After exposure, values move as after
-    # CAR-T (B-cell aplasia, falling anti-dsDNA); before the window they are the same subject, noisier.
-    src = np.flatnonzero(draw(subj.size) < cfg.out_of_window)
-    post = draw(src.size) < 1.0 / 3.0
+
+def _out_of_window_rows(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    *,
+    slots: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ifn_method: np.ndarray,
+    ref_day: np.ndarray,
+    after_day: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Extra measurements far before the window or after exposure: (subject, test, value, day, after exposure).
+
+    They come from every baseline slot, even ones later dropped as missing (a trap: an old measurement must
+    not stand in for a missing baseline). After exposure, values move as after CAR-T (B-cell aplasia, falling
+    anti-dsDNA); before the window they are the same subject, noisier.
+    """
+    subj, test, value = slots
+    win = cfg.baseline_window_days
+    src = np.flatnonzero(_coin(rng, subj.size) < cfg.out_of_window)
+    post = _coin(rng, src.size) < 1.0 / 3.0
     x_subj, x_test, x_val = subj[src], test[src], value[src]
-    is_mean_z = (x_test == _IFN) & (latent["ifn_method"][x_subj] == _MEAN_Z)
+    is_mean_z = (x_test == _IFN) & (ifn_method[x_subj] == _MEAN_Z)
     noise = rng.standard_normal(src.size)
     mult = np.where(post, _POST_FACTOR[x_test] * np.exp(0.2 * noise), np.exp(0.3 * noise))
     x_val = _quantise(np.where(is_mean_z, x_val - 2.0 * post + 0.6 * noise, x_val * mult), x_test)
@@ -98,43 +147,44 @@ def _lab_rows(
         after_day[x_subj] + rng.integers(1, 181, src.size, dtype=np.int32),
         ref_day[x_subj] - rng.integers(win + 30, 731, src.size, dtype=np.int32),
     )
+    return x_subj, x_test, x_val, x_day, post
 
-    missing = (test < _N_CORE) & (draw(subj.size) < cfg.missing_analyte)
-    miss_subj, miss_test = subj[missing], test[missing]
-    keep = ~missing
-    subj, test, value, day = subj[keep], test[keep], value[keep], day[keep]
 
-    # Outside-panel rows: sites export whole lab panels; these sit in the baseline window.
-    o_src = np.flatnonzero(draw(subj.size) < cfg.outside_panel)
+def _outside_panel_rows(
+    rng: np.random.Generator, cfg: SynthConfig, *, subj: np.ndarray, ref_day: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Outside-panel rows (subject, test, value, day): sites export whole lab panels; these sit in the window."""
+    o_src = np.flatnonzero(_coin(rng, subj.size) < cfg.outside_panel)
     o_k = rng.integers(0, _OUTSIDE.size, o_src.size)
     o_test = _OUTSIDE[o_k]
     o_val = _quantise(_OUTSIDE_MEDIAN[o_k] * np.exp(_OUTSIDE_LOGSD[o_k] * rng.standard_normal(o_src.size)), o_test)
     o_subj = subj[o_src]
-    o_day = ref_day[o_subj] - rng.integers(0, win + 1, o_src.size, dtype=np.int32)
+    o_day = ref_day[o_subj] - rng.integers(0, cfg.baseline_window_days + 1, o_src.size, dtype=np.int32)
+    return o_subj, o_test, o_val, o_day
 
-    kind = np.concatenate(
-        [
-            np.full(subj.size, _BASE, np.int8),
-            np.where(post, _POST, _PRE).astype(np.int8),
-            np.full(o_src.size, _OUT, np.int8),
-        ]
-    )
-    subj = np.concatenate([subj, x_subj, o_subj])
-    test = np.concatenate([test, x_test, o_test])
-    value = np.concatenate([value, x_val, o_val])
-    day = np.concatenate([day, x_day, o_day])
+
+def _presentation(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    *,
+    subj: np.ndarray,
+    test: np.ndarray,
+    ifn_method: np.ndarray,
+    kit: np.ndarray,
+    kit_var: np.ndarray,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per row: unit variant, test code, method and time of day; and each subject's anti-dsDNA/complement method."""
+    n = cfg.n_subjects
     rows = subj.size
-
-    # Presentation: unit variant, test code, method, time of day.
-    alt_unit = _HAS_ALT_UNIT[test] & (draw(rows) < cfg.alt_unit)
+    alt_unit = _HAS_ALT_UNIT[test] & (_coin(rng, rows) < cfg.alt_unit)
     is_dsdna = test == _DSDNA
     kit_row = is_dsdna & kit[subj]
     uvar = np.where(kit_row, kit_var[subj], np.where(alt_unit, _VAR_ALT[test], _VAR_CANON[test]))
-    alt_code = (_ALT_COUNT[test] > 0) & (draw(rows) < cfg.alt_code)
-    code = np.where(alt_code, _ALT_START[test] + (draw(rows) * _ALT_COUNT[test]).astype(np.int8), test)
+    alt_code = (_ALT_COUNT[test] > 0) & (_coin(rng, rows) < cfg.alt_code)
+    code = np.where(alt_code, _ALT_START[test] + (_coin(rng, rows) * _ALT_COUNT[test]).astype(np.int8), test)
     # Methods belong to the subject's lab, so they are drawn per subject (kits: ELISA or CIA only).
     m_dsdna = np.where(kit, rng.choice(_M_DSDNA[:2], n), rng.choice(_M_DSDNA, n)).astype(np.int8)
-    m_ifn = _M_IFN[latent["ifn_method"]].astype(np.int8)
+    m_ifn = _M_IFN[ifn_method].astype(np.int8)
     m_compl = rng.choice(_M_COMPLEMENT, n).astype(np.int8)
     method = np.full(rows, _M_NONE, np.int8)
     method[is_dsdna] = m_dsdna[subj[is_dsdna]]
@@ -143,23 +193,10 @@ def _lab_rows(
     is_compl = (test == _C3) | (test == _C4)
     method[is_compl] = m_compl[subj[is_compl]]
     method[((test >= _CD19) & (test <= _PB)) | (test == _PCT)] = _M_FLOW
-    time_idx = np.where(draw(rows) < 0.5, 0, rng.integers(1, len(_TIMES), rows, dtype=np.int16))
-
-    # Conflicting duplicates: a twin with the same subject/test/collected_at/method, another result. Sources
-    # and twins stay clean (no censoring or malformation) so that the conflict is unambiguous.
-    c_src = np.flatnonzero((kind == _BASE) & (draw(rows) < cfg.conflicting_duplicate))
-    c_val = _quantise(
-        value[c_src] * np.exp(rng.choice([-1.0, 1.0], c_src.size) * rng.uniform(0.15, 0.6, c_src.size)),
-        test[c_src],
-    )
-    c_val = np.where(c_val == value[c_src], value[c_src] + _QUANTUM[test[c_src]], c_val)  # rounding ate it
-    clean = np.zeros(rows + c_src.size, dtype=bool)
-    clean[c_src] = True
-    clean[rows:] = True
-    r: dict[str, np.ndarray] = {
+    time_idx = np.where(_coin(rng, rows) < 0.5, 0, rng.integers(1, len(_TIMES), rows, dtype=np.int16))
+    r = {
         "subj": subj,
         "test": test,
-        "day": day,
         "uvar": uvar,
         "code": code,
         "method": method,
@@ -168,16 +205,42 @@ def _lab_rows(
         "alt_code": alt_code,
         "kit_row": kit_row,
     }
-    r = {k: np.concatenate([a, a[c_src]]) for k, a in r.items()}  # ten columns, not rows
-    r["kind"] = np.concatenate([kind, np.full(c_src.size, _CONFLICT, np.int8)])
-    value = np.concatenate([value, c_val])
-    rows = value.size
+    return r, {"dsdna": m_dsdna, "complement": m_compl}
 
-    # Written value in the row's unit; censoring (anti-dsDNA only) and malformation.
+
+def _with_conflicting_twins(
+    rng: np.random.Generator, cfg: SynthConfig, *, r: dict[str, np.ndarray], kind: np.ndarray, value: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Append conflicting duplicates: a twin with the same subject/test/collected_at/method, another result.
+
+    Sources and twins stay clean (no censoring or malformation) so that the conflict is unambiguous. Returns
+    the columns with the twins and `kind` appended, the values, and the clean mask.
+    """
+    rows = value.size
+    test = r["test"]
+    c_src = np.flatnonzero((kind == _BASE) & (_coin(rng, rows) < cfg.conflicting_duplicate))
+    c_val = _quantise(
+        value[c_src] * np.exp(rng.choice([-1.0, 1.0], c_src.size) * rng.uniform(0.15, 0.6, c_src.size)),
+        test[c_src],
+    )
+    c_val = np.where(c_val == value[c_src], value[c_src] + _QUANTUM[test[c_src]], c_val)  # rounding ate it
+    clean = np.zeros(rows + c_src.size, dtype=bool)
+    clean[c_src] = True
+    clean[rows:] = True
+    twins = {k: np.concatenate([a, a[c_src]]) for k, a in r.items()}  # ten columns, not rows
+    twins["kind"] = np.concatenate([kind, np.full(c_src.size, _CONFLICT, np.int8)])
+    return twins, np.concatenate([value, c_val]), clean
+
+
+def _written_results(
+    rng: np.random.Generator, cfg: SynthConfig, *, r: dict[str, np.ndarray], value: np.ndarray, clean: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The value written in the row's unit, with censoring (anti-dsDNA only) and malformation."""
+    rows = value.size
     uvar = r["uvar"]
     dec = _VAR_DEC[uvar]
     written = np.rint(value * _VAR_FACTOR[uvar] * _P10F[dec]) / _P10F[dec]
-    censored = (r["test"] == _DSDNA) & ~clean & (draw(rows) < cfg.censored)
+    censored = (r["test"] == _DSDNA) & ~clean & (_coin(rng, rows) < cfg.censored)
     cens = np.flatnonzero(censored)
     w = written[cens]
     below = w < _VAR_REF_HIGH[uvar[cens]]
@@ -190,12 +253,15 @@ def _lab_rows(
     op = np.zeros(rows, np.int8)
     op[cens] = np.where(below, rng.integers(1, 4, cens.size), rng.integers(4, 7, cens.size))
     malformed = np.where(
-        ~clean & (draw(rows) < cfg.malformed), rng.integers(1, len(_MALFORMED), rows, dtype=np.int8), 0
+        ~clean & (_coin(rng, rows) < cfg.malformed), rng.integers(1, len(_MALFORMED), rows, dtype=np.int8), 0
     ).astype(np.int8)
-    r.update(written=written, dec=dec, op=op, censored=censored, malformed=malformed)
+    return {"written": written, "dec": dec, "op": op, "censored": censored, "malformed": malformed}
 
-    # Exact duplicates, then order as a site export: by subject, then date (ties in random order).
-    dup = np.flatnonzero(draw(rows) < cfg.duplicate)
+
+def _in_site_order(rng: np.random.Generator, cfg: SynthConfig, r: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Append exact duplicates, then order as a site export: by subject, then date (ties in random order)."""
+    rows = r["subj"].size
+    dup = np.flatnonzero(_coin(rng, rows) < cfg.duplicate)
     src_row = np.concatenate([np.arange(rows), dup])
     d0 = int(r["day"].min())
     span = int(r["day"].max()) - d0 + 1
@@ -205,7 +271,7 @@ def _lab_rows(
     order = src_row[perm]
     out = {k: a[order] for k, a in r.items()}  # sixteen columns, not rows
     out["kind"] = np.where(perm >= rows, _DUP, out["kind"]).astype(np.int8)
-    return out, miss_subj, miss_test, {"dsdna": m_dsdna, "complement": m_compl}
+    return out
 
 
 def _render_labs(

@@ -3,6 +3,8 @@ response model's intercept."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import polars as pl
 
@@ -15,6 +17,8 @@ from immunostrat.synth.panel import (
     _CD8,
     _CD19,
     _DSDNA,
+    _EPOCH_2025,
+    _FOLLOW_UP_DAYS,
     _IFN,
     _IFN_CUTOFF,
     _IFN_INCLUSIVE,
@@ -125,16 +129,30 @@ def _identifiers(rng: np.random.Generator, cfg: SynthConfig) -> tuple[pl.Series,
     return _gather(study_names, study), site_s, subject_ids
 
 
+class _Dates(NamedTuple):
+    """Per subject, as days since 1970-01-01."""
+
+    reference: np.ndarray
+    exposure: np.ndarray  # drawn for every subject; not sent where `exposure_missing`
+    exposure_missing: np.ndarray  # not yet dosed, or withdrawn before infusion
+
+
+def _draw_dates(rng: np.random.Generator, cfg: SynthConfig) -> _Dates:
+    """Reference dates from 2025-01-01 to leave room for exposure and follow-up before the cut-off; exposure
+    14-40 days after, missing for 5 %."""
+    n = cfg.n_subjects
+    last_ref = int(np.datetime64(cfg.data_cutoff, "D").astype(np.int64)) - _FOLLOW_UP_DAYS
+    reference = rng.integers(_EPOCH_2025, last_ref + 1, n, dtype=np.int32)
+    exposure = reference + rng.integers(14, 41, n, dtype=np.int32)
+    return _Dates(reference, exposure, rng.random(n) < 0.05)
+
+
 def _subjects(
     rng: np.random.Generator,
     cfg: SynthConfig,
     *,
-    study_s: pl.Series,
-    site_s: pl.Series,
-    subject_ids: pl.Series,
-    ref_day: np.ndarray,
-    exposure_day: np.ndarray,
-    exposure_missing: np.ndarray,
+    ids: tuple[pl.Series, pl.Series, pl.Series],
+    dates: _Dates,
     dsdna_ratio: np.ndarray,
     values: np.ndarray,
 ) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
@@ -145,6 +163,7 @@ def _subjects(
     `female` (for the creatinine of an eGFR, CKD-EPI 2021).
     """
     n = cfg.n_subjects
+    study_s, site_s, subject_ids = ids
     # SLEDAI-2K: a clinical part plus the serology items (2 points each), so it tracks the labs a little.
     low_complement = (values[:, _C3] < 0.9) | (values[:, _C4] < 0.16)
     clinical_part = np.clip(np.rint(rng.normal(9.0, 3.5, n)), 0, 30)
@@ -162,7 +181,7 @@ def _subjects(
     )
     null_rate = np.array([0.01, 0.01, 0.02, 0.02, 0.01, 0.0])
     null = {f"_null_{c}": rng.random(n) < p for c, p in zip(optional, null_rate, strict=True)}
-    null["_null_first_exposure_date"] = exposure_missing
+    null["_null_first_exposure_date"] = dates.exposure_missing
     frame = (
         pl.DataFrame(
             {
@@ -171,8 +190,8 @@ def _subjects(
                 "site_id": site_s,
                 "sex": _gather(("F", "M"), (rng.random(n) >= 0.9).astype(np.int64)),
                 "age_years": np.clip(np.rint(rng.normal(38.0, 11.0, n)), 14, 82).astype(np.int64),
-                "reference_date": _day_strings(ref_day),
-                "first_exposure_date": _day_strings(exposure_day),
+                "reference_date": _day_strings(dates.reference),
+                "first_exposure_date": _day_strings(dates.exposure),
                 "sledai_2k": sledai.astype(np.int64),
                 "prior_immunosuppressant_failures": rng.choice(6, n, p=[0.04, 0.08, 0.36, 0.28, 0.14, 0.10]),
                 "lupus_nephritis_class": _gather(("", "III", "IV", "V", "III+V", "IV+V"), ln_class),
