@@ -353,7 +353,10 @@ def enrolment_flags(frame: pl.DataFrame, subjects: pl.DataFrame | None, refusals
 
 
 def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
-    """The row rules for harmonised lab candidates, in priority order."""
+    """The row rules for harmonised lab candidates, in priority order.
+
+    A declarative rule table, kept whole so that the rules read as one list.
+    """
     value = pl.col("value")
     high = pl.col("value_high")
     problem = pl.col("_result_problem")
@@ -770,6 +773,7 @@ def _identifier_rules() -> list[Rule]:
 
 def subject_rules() -> list[Rule]:
     """Row rules for the subjects file, in priority order.
+    A declarative rule table, kept whole so that the rules read as one list.
 
     The rules up to SUBJECT_DUPLICATE refuse the subject. The rest are about optional fields: a bad value
     is set to null (`Rule.nulls`) and the subject kept, so criteria that need it are not assessable, never
