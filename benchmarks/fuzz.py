@@ -96,57 +96,67 @@ def _fuzz_strategy() -> Any:
 
 def _examine(fuzz: Any, path: Path, tally: dict[str, Any], keep: Path | None) -> None:
     """Run one file through the stages and record its outcome."""
-    from immunostrat.ingest.io import InputError
-    from tests.test_fuzz_formats import check_accounting, check_input_error, run_file
-
     path.write_bytes(fuzz.data)
     damage = next((d.split(":", 1)[1] for d in fuzz.defects if d.startswith(("csv:", "parquet:", "damage:"))), "?")
     tally["families"][f"{fuzz.fmt}:{damage}"] += 1
-    outcome: str
-    detail: dict[str, Any] | None = None
     started = time.perf_counter()
-    try:
-        prepared = run_file(path)
-    except InputError as exc:
-        outcome = f"input_error:{classify(str(exc))}"
-        try:
-            check_input_error(exc, path)
-        except AssertionError as bad:
-            outcome, detail = "violation:error does not name the file", {"message": str(exc), "check": str(bad)}
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:
-        outcome = f"unexpected:{type(exc).__module__}.{type(exc).__name__}"
-        detail = {"message": str(exc)[:2000], "traceback": traceback.format_exc()[-6000:]}
-        tally["causes"][f"{type(exc).__name__}: {cause(str(exc))}"] += 1
-    else:
-        if fuzz.must_fail:
-            outcome, detail = "violation:must fail but was read", {"why": fuzz.must_fail}
-        else:
-            try:
-                check_accounting(prepared, path, native=fuzz.fmt in ("csv", "parquet"))
-            except AssertionError as bad:
-                outcome, detail = "violation:accounting", {"check": str(bad)[:2000]}
-            else:
-                outcome = "quarantined" if prepared.counts["quarantined"] else "clean"
-                tally["rows"]["read"] += prepared.counts["rows_read"]
-                tally["rows"]["quarantined"] += prepared.counts["quarantined"]
-                tally["rows"]["outside_panel"] += prepared.counts["outside_panel"]
-                tally["rows"]["accepted"] += prepared.counts["accepted"]
+    outcome, detail = _outcome(fuzz, path, tally)
     tally["seconds"] += time.perf_counter() - started
     tally["outcomes"][outcome] += 1
     if detail is not None:
-        kept = None
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            what = re.sub(r"\W+", "_", outcome.split(":", 1)[1])
-            name = f"{what}-s{tally['seed']}-{tally['files']:05d}"
-            kept = keep / f"{name}-{path.name}"
-            kept.write_bytes(fuzz.data)
-        samples = tally["samples"].setdefault(outcome, [])
-        if len(samples) < 5:
-            samples.append({"defects": fuzz.defects, "kept": str(kept) if kept else None, **detail})
+        _keep_sample(fuzz, path, tally, keep, outcome=outcome, detail=detail)
     tally["files"] += 1
+
+
+def _outcome(fuzz: Any, path: Path, tally: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """Read and prepare one file: its outcome, and the detail of a violation or unexpected error (else None).
+
+    Counts the rows of a file that was read, and the cause of an unexpected error, in `tally`.
+    """
+    from immunostrat.ingest.io import InputError
+    from tests.test_fuzz_formats import check_accounting, check_input_error, run_file
+
+    try:
+        prepared = run_file(path)
+    except InputError as exc:
+        try:
+            check_input_error(exc, path)
+        except AssertionError as bad:
+            return "violation:error does not name the file", {"message": str(exc), "check": str(bad)}
+        return f"input_error:{classify(str(exc))}", None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        tally["causes"][f"{type(exc).__name__}: {cause(str(exc))}"] += 1
+        detail = {"message": str(exc)[:2000], "traceback": traceback.format_exc()[-6000:]}
+        return f"unexpected:{type(exc).__module__}.{type(exc).__name__}", detail
+    if fuzz.must_fail:
+        return "violation:must fail but was read", {"why": fuzz.must_fail}
+    try:
+        check_accounting(prepared, path, native=fuzz.fmt in ("csv", "parquet"))
+    except AssertionError as bad:
+        return "violation:accounting", {"check": str(bad)[:2000]}
+    counts = prepared.counts
+    tally["rows"]["read"] += counts["rows_read"]
+    for name in ("quarantined", "outside_panel", "accepted"):  # three counters
+        tally["rows"][name] += counts[name]
+    return ("quarantined" if counts["quarantined"] else "clean"), None
+
+
+def _keep_sample(
+    fuzz: Any, path: Path, tally: dict[str, Any], keep: Path | None, *, outcome: str, detail: dict[str, Any]
+) -> None:
+    """Keep up to five samples per outcome in the report, and the file itself under `keep`."""
+    kept = None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        what = re.sub(r"\W+", "_", outcome.split(":", 1)[1])
+        name = f"{what}-s{tally['seed']}-{tally['files']:05d}"
+        kept = keep / f"{name}-{path.name}"
+        kept.write_bytes(fuzz.data)
+    samples = tally["samples"].setdefault(outcome, [])
+    if len(samples) < 5:
+        samples.append({"defects": fuzz.defects, "kept": str(kept) if kept else None, **detail})
 
 
 def worker(files: int, seed: int, keep: str | None) -> dict[str, Any]:

@@ -15,6 +15,9 @@ any other undeclared column is an error. That keeps the contract closed (a new c
 documented) while allowing any protocol.
 
 Validate eager DataFrames (`validate_output`): pandera validates a LazyFrame at the schema level only.
+
+It is one module: the tables share the analyte vocabulary, units and check helpers at its top, and
+`OUTPUT_SCHEMA_VERSION` versions them together.
 """
 
 from __future__ import annotations
@@ -687,7 +690,10 @@ def _lists_ids(column: str, ids: Sequence[str], selected: Callable[[pl.Expr], pl
 
 
 def _strata_checks(features: Sequence[FeatureSpec]) -> dict[str, Any]:
-    """Row-level checks that tie the strata columns together."""
+    """Row-level checks that tie the strata columns together.
+
+    A declarative rule table, kept whole so that the rules read as one list.
+    """
     contribs = [f"contrib_{f.name}" for f in features] + ["contrib_intercept"]
 
     def eligible_matches(cls: Any, data: pa.PolarsData) -> pl.LazyFrame:

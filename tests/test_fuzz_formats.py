@@ -203,30 +203,8 @@ def _to_csv_text(header: list[str], rows: list[list[str | None]], quote_all: boo
 
 
 def _damage_csv(draw: st.DrawFn, text: str, damage: str) -> str:
-    lines = text.split("\n")
-    if damage == "unterminated_quote" and len(lines) > 2:
-        i = draw(st.integers(1, len(lines) - 2))
-        lines[i] = lines[i] + ',"never closed'
-    elif damage == "stray_quote" and len(lines) > 2:
-        i = draw(st.integers(1, len(lines) - 2))
-        j = draw(st.integers(0, len(lines[i])))
-        lines[i] = lines[i][:j] + '"' + lines[i][j:]
-    elif damage == "ragged_long" and len(lines) > 2:
-        lines[draw(st.integers(1, len(lines) - 2))] += ",extra,fields"
-    elif damage == "ragged_short" and len(lines) > 2:
-        i = draw(st.integers(1, len(lines) - 2))
-        lines[i] = lines[i].rsplit(",", 1)[0]
-    elif damage == "semicolon":
-        lines = [line.replace(",", ";") for line in lines]
-    elif damage == "tab":
-        lines = [line.replace(",", "\t") for line in lines]
-    elif damage == "blank_lines":
-        lines = [x for line in lines for x in (line, "")]
-    elif damage == "nul_byte" and len(lines) > 2:
-        i = draw(st.integers(1, len(lines) - 2))
-        lines[i] = lines[i] + "\0"
-    elif damage == "quoted_newline" and len(lines) > 2:
-        lines.insert(2, 'S1,P1,c3,"0.9\nsecond line",g/L,2025-01-15')
+    """CSV text with one kind of damage: to one line or all lines, or to the text as a whole."""
+    lines = _damage_lines(draw, text.split("\n"), damage)
     text = "\n".join(lines)
     if damage == "cr_only":
         text = text.replace("\n", "\r")
@@ -239,6 +217,36 @@ def _damage_csv(draw: st.DrawFn, text: str, damage: str) -> str:
     elif damage == "truncated" and len(text) > 2:
         text = text[: draw(st.integers(1, len(text) - 1))]
     return text
+
+
+def _damage_lines(draw: st.DrawFn, lines: list[str], damage: str) -> list[str]:
+    """CSV lines with a line-level damage (quotes, ragged rows, other separators...), if `damage` is one."""
+    if damage == "semicolon":
+        return [line.replace(",", ";") for line in lines]
+    if damage == "tab":
+        return [line.replace(",", "\t") for line in lines]
+    if damage == "blank_lines":
+        return [x for line in lines for x in (line, "")]
+    if len(lines) <= 2:  # the damages below need a data row
+        return lines
+    if damage == "unterminated_quote":
+        i = draw(st.integers(1, len(lines) - 2))
+        lines[i] = lines[i] + ',"never closed'
+    elif damage == "stray_quote":
+        i = draw(st.integers(1, len(lines) - 2))
+        j = draw(st.integers(0, len(lines[i])))
+        lines[i] = lines[i][:j] + '"' + lines[i][j:]
+    elif damage == "ragged_long":
+        lines[draw(st.integers(1, len(lines) - 2))] += ",extra,fields"
+    elif damage == "ragged_short":
+        i = draw(st.integers(1, len(lines) - 2))
+        lines[i] = lines[i].rsplit(",", 1)[0]
+    elif damage == "nul_byte":
+        i = draw(st.integers(1, len(lines) - 2))
+        lines[i] = lines[i] + "\0"
+    elif damage == "quoted_newline":
+        lines.insert(2, 'S1,P1,c3,"0.9\nsecond line",g/L,2025-01-15')
+    return lines
 
 
 def _encode(draw: st.DrawFn, text: str, encoding: str) -> bytes:
@@ -432,24 +440,7 @@ def sdtm_files(draw: st.DrawFn) -> FuzzFile:
     damage = "none"
     must_fail = "missing variable" if defects else None
     if container == "xpt":
-        import pyreadstat
-
-        frame = pl.DataFrame(
-            [[None if v is None else v[:200] for v in r] for r in rows],
-            schema=dict.fromkeys(names, pl.String),
-            orient="row",
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / "lb.xpt"
-            try:
-                pyreadstat.write_xport(frame, str(target), table_name="LB")
-            except Exception:
-                frame = frame.with_columns(pl.all().str.encode("hex"))
-                pyreadstat.write_xport(frame, str(target), table_name="LB")
-            data = target.read_bytes()
-        if rnd.random() < 0.2:
-            damage = "truncated"
-            data = data[: draw(st.integers(0, len(data) - 1))]
+        data, damage = _sdtm_xpt(draw, rnd, names, rows)
     elif container == "csv":
         damage = draw(st.sampled_from(["none", "unterminated_quote", "ragged_long", "truncated", "header_only"]))
         text = _damage_csv(draw, _to_csv_text(names, rows, False), damage)
@@ -463,34 +454,64 @@ def sdtm_files(draw: st.DrawFn) -> FuzzFile:
         pl.DataFrame(rows, schema=dict.fromkeys(names, pl.String), orient="row").write_parquet(buffer)
         data = buffer.getvalue()
     else:
-        damage = draw(st.sampled_from(JSON_DAMAGE))
-        columns: Any = [{"itemOID": f"IT.LB.{n}", "name": n, "label": n, "dataType": "string"} for n in names]
-        cells: list[Any] = [list(r) for r in rows]
-        if damage == "row_width" and cells:
-            cells[draw(st.integers(0, len(cells) - 1))].append("extra")
-        if damage == "typed_cells" and cells:
-            row = cells[draw(st.integers(0, len(cells) - 1))]
-            row[draw(st.integers(0, len(row) - 1))] = draw(st.sampled_from([1.5, True, {"a": 1}, [1], 10**30]))
-        if damage == "no_columns":
-            columns = "LB"
-        meta = {
-            "datasetJSONVersion": "1.1.0",
-            "itemGroupOID": "IG.LB",
-            "name": "LB",
-            "records": len(cells) + (1 if damage == "records_mismatch" else 0),
-            "columns": columns,
-        }
+        data, damage = _sdtm_json(draw, rnd, container, names, rows)
         if container == "dataset-json":
-            document = {**meta, "rows": "none" if damage == "not_a_list" else cells}
-            data = _json_bytes(draw, rnd, document, damage)
             must_fail = must_fail or ("damaged JSON" if damage == "truncated" else None)
-        else:
-            lines = [json.dumps(meta), *(json.dumps(r) for r in cells)]
-            data = ("\n".join(lines) + "\n").encode("utf-8")
-            if damage == "truncated":
-                data = data[: draw(st.integers(1, len(data) - 1))]
     defects += [f"sdtm:{container}", f"damage:{damage}"]
     return FuzzFile(f"lb.{'json' if 'json' in container else container}", data, f"sdtm-{container}", defects, must_fail)
+
+
+def _sdtm_xpt(draw: st.DrawFn, rnd: random.Random, names: list[str], rows: list[list[str | None]]) -> tuple[bytes, str]:
+    """An SDTM table as SAS XPORT bytes (hex-encoded where XPORT cannot hold the text), truncated at random."""
+    import pyreadstat
+
+    frame = pl.DataFrame(
+        [[None if v is None else v[:200] for v in r] for r in rows],
+        schema=dict.fromkeys(names, pl.String),
+        orient="row",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "lb.xpt"
+        try:
+            pyreadstat.write_xport(frame, str(target), table_name="LB")
+        except Exception:
+            frame = frame.with_columns(pl.all().str.encode("hex"))
+            pyreadstat.write_xport(frame, str(target), table_name="LB")
+        data = target.read_bytes()
+    if rnd.random() < 0.2:
+        return data[: draw(st.integers(0, len(data) - 1))], "truncated"
+    return data, "none"
+
+
+def _sdtm_json(
+    draw: st.DrawFn, rnd: random.Random, container: str, names: list[str], rows: list[list[str | None]]
+) -> tuple[bytes, str]:
+    """An SDTM table as Dataset-JSON (one document) or its NDJSON form, with one of `JSON_DAMAGE`."""
+    damage = draw(st.sampled_from(JSON_DAMAGE))
+    columns: Any = [{"itemOID": f"IT.LB.{n}", "name": n, "label": n, "dataType": "string"} for n in names]
+    cells: list[Any] = [list(r) for r in rows]
+    if damage == "row_width" and cells:
+        cells[draw(st.integers(0, len(cells) - 1))].append("extra")
+    if damage == "typed_cells" and cells:
+        row = cells[draw(st.integers(0, len(cells) - 1))]
+        row[draw(st.integers(0, len(row) - 1))] = draw(st.sampled_from([1.5, True, {"a": 1}, [1], 10**30]))
+    if damage == "no_columns":
+        columns = "LB"
+    meta = {
+        "datasetJSONVersion": "1.1.0",
+        "itemGroupOID": "IG.LB",
+        "name": "LB",
+        "records": len(cells) + (1 if damage == "records_mismatch" else 0),
+        "columns": columns,
+    }
+    if container == "dataset-json":
+        document = {**meta, "rows": "none" if damage == "not_a_list" else cells}
+        return _json_bytes(draw, rnd, document, damage), damage
+    lines = [json.dumps(meta), *(json.dumps(r) for r in cells)]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    if damage == "truncated":
+        data = data[: draw(st.integers(1, len(data) - 1))]
+    return data, damage
 
 
 def _observation(draw: st.DrawFn, rnd: random.Random, row: dict[str, str | None], damage: str) -> Any:

@@ -3,6 +3,7 @@ still working for one release."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
@@ -74,3 +75,45 @@ def test_no_folder_is_named_like_the_package() -> None:
     root = Path(__file__).resolve().parents[1]
     assert not (root / "immunostrat").exists()
     assert not (root / "pipelines" / "immunostrat").exists()
+
+
+# A module longer than this says in its docstring why it is one module (issue 14: "no module over ~600 lines
+# without a reason in its docstring"); the marker is the words "one module", e.g. "It is one module: ...".
+MAX_MODULE_LINES = 600
+ONE_MODULE_MARKER = "one module"
+
+
+def _long_without_reason(path: Path) -> bool:
+    """Whether the module at `path` is over MAX_MODULE_LINES lines and its docstring gives no reason for it."""
+    text = path.read_text(encoding="utf-8")
+    if len(text.splitlines()) <= MAX_MODULE_LINES:
+        return False
+    return ONE_MODULE_MARKER not in (ast.get_docstring(ast.parse(text)) or "")
+
+
+def test_the_module_length_check_reads_lines_and_the_docstring(tmp_path: Path) -> None:
+    filler = "x = 1\n" * (MAX_MODULE_LINES - 1)  # 599 lines; with a one-line docstring, exactly 600
+    at_limit = tmp_path / "at_limit.py"
+    at_limit.write_text('"""A module."""\n' + filler)
+    over = tmp_path / "over.py"
+    over.write_text('"""A module."""\n' + filler + "y = 2\n")
+    over_with_reason = tmp_path / "over_with_reason.py"
+    over_with_reason.write_text('"""A module.\n\nIt is one module: its parts change together.\n"""\n' + filler)
+    # The marker in a comment or string elsewhere does not count: only the docstring gives the reason.
+    over_marker_outside = tmp_path / "over_marker_outside.py"
+    over_marker_outside.write_text('"""A module."""\n# one module\n' + filler)
+    assert [_long_without_reason(p) for p in (at_limit, over, over_with_reason, over_marker_outside)] == [
+        False,
+        True,
+        False,
+        True,
+    ]
+
+
+def test_no_module_is_over_600_lines_without_a_reason_in_its_docstring() -> None:
+    modules = sorted([*(ROOT / "pipelines").rglob("*.py"), *(ROOT / "schemas").rglob("*.py")])
+    offenders = [str(p.relative_to(ROOT)) for p in modules if _long_without_reason(p)]
+    assert not offenders, (
+        f"over {MAX_MODULE_LINES} lines: {', '.join(offenders)}; split them, or say in the docstring why each is "
+        f"{ONE_MODULE_MARKER!r} (e.g. 'It is one module: ...')"
+    )

@@ -235,9 +235,22 @@ def _shown(value: Any) -> str:
 def _model_argument(option: Option, model: type[BaseModel], show_defaults: bool = True) -> dict[str, Any]:
     """argparse keywords of an option that sets a model field: help, type, choices and nargs from the field."""
     info = field_at(model, option.target[0])
-    annotation = _plain(info.annotation)
-    origin = typing.get_origin(annotation)
     kw: dict[str, Any] = {"default": argparse.SUPPRESS}  # not given: the model's default (or its YAML) stays
+    kw["help"] = _model_help(option, info, show_defaults)
+    if option.kind == "true":
+        return {**kw, "action": "store_const", "const": True}
+    if option.kind == "false":
+        return {**kw, "action": "store_const", "const": False}
+    if option.kind == "either":
+        return {**kw, "action": argparse.BooleanOptionalAction}
+    if option.default is not None:
+        kw["default"] = option.default
+    return {**kw, **_value_form(option, _plain(info.annotation))}
+
+
+def _model_help(option: Option, info: FieldInfo, show_defaults: bool) -> str:
+    """The help of an option that sets a model field: the field's description, the option's own note, the
+    default, and the key of the same setting in a --config file."""
     text = (info.description or "").replace("%", "%%")  # argparse formats help with %
     if option.kind == "false":  # the description says what the field turns on; the flag turns it off
         text = f"Turns off: {text[:1].lower()}{text[1:]}"
@@ -249,26 +262,23 @@ def _model_argument(option: Option, model: type[BaseModel], show_defaults: bool 
     in_file = [p.removeprefix("config.") for p in option.target if p.startswith("config.")]
     if in_file:  # the same setting's key in a --config file
         text += f" [config: {in_file[0]}]"
-    kw["help"] = text
-    if option.kind == "true":
-        return {**kw, "action": "store_const", "const": True}
-    if option.kind == "false":
-        return {**kw, "action": "store_const", "const": False}
-    if option.kind == "either":
-        return {**kw, "action": argparse.BooleanOptionalAction}
-    if option.default is not None:
-        kw["default"] = option.default
+    return text
+
+
+def _value_form(option: Option, annotation: Any) -> dict[str, Any]:
+    """argparse's choices, nargs or type for a value option, from the field's annotation."""
+    origin = typing.get_origin(annotation)
     if origin is Literal:
-        kw["choices"] = list(typing.get_args(annotation))
-    elif origin in (list, tuple):
-        kw["nargs"] = "+"
-    elif annotation in (int, float):
-        kw["type"] = annotation
-    elif annotation is dt.date:
-        kw["type"] = iso_date
-    elif annotation not in (str, Path):
+        return {"choices": list(typing.get_args(annotation))}
+    if origin in (list, tuple):
+        return {"nargs": "+"}
+    if annotation in (int, float):
+        return {"type": annotation}
+    if annotation is dt.date:
+        return {"type": iso_date}
+    if annotation not in (str, Path):
         raise TypeError(f"option {option.flag}: no command-line form for {option.target[0]} ({annotation})")
-    return kw
+    return {}
 
 
 def _own_argument(option: Option) -> dict[str, Any]:

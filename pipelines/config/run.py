@@ -2,6 +2,9 @@
 
 Every field carries a description: Prefect renders these models as the run form, and
 `tests/test_config.py` fails if a field has none (the nf-core `schema_description` lint, in Python).
+
+It is one module because the run configuration is one nested model: its sections are validated together at launch
+and rendered together as Prefect's run form.
 """
 
 from __future__ import annotations

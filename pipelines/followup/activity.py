@@ -229,6 +229,41 @@ def _resolve(reported: pl.Expr, lab: pl.Expr, rule: str) -> tuple[pl.Expr, pl.Ex
     raise ValueError(f"unknown disagreement rule {rule!r}")
 
 
+def _exposure_anchors(subjects: pl.DataFrame) -> pl.DataFrame:
+    """Per subject (first listing wins): `_first_exposure_date` and `_day0`, null where the column is absent."""
+    exposure_columns = [c for c in ("first_exposure_date", "day0") if c in subjects.columns]
+    return (
+        with_optional_columns(
+            subjects.select(*KEY, *exposure_columns), {"first_exposure_date": pl.Date(), "day0": pl.Date()}
+        )
+        .unique(subset=KEY, keep="first", maintain_order=True)
+        .select(*KEY, pl.col("first_exposure_date", "day0").cast(pl.Date).name.prefix("_"))
+    )
+
+
+def _resolved_items(
+    descriptors: tuple[Descriptor, ...], derivable: list[str], cfg: FollowUpConfig
+) -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
+    """Per descriptor, the expressions of its value and its source (reported and lab resolved by the
+    configured rule), and per lab-derivable descriptor the count of visits where the two disagree."""
+    after_exposure = (pl.col("visit_date") >= pl.coalesce("_first_exposure_date", "_day0")).fill_null(False)
+    values, sources, disagreements = [], [], []
+    for d in descriptors:  # 24 descriptors of configuration
+        reported = pl.col(item(d.item))
+        if d.item in derivable:
+            lab_value = pl.col(item(d.item) + LAB_SUFFIX)
+            value, source = _resolve(reported, lab_value, cfg.disagreement)
+            if d.item in HEMATOLOGY and cfg.hematology_after_exposure == "reported":
+                value = pl.when(after_exposure).then(reported).otherwise(value)
+                source = pl.when(after_exposure).then(_reported_source(reported)).otherwise(source)
+            disagreements.append((reported != lab_value).fill_null(False).sum().alias(d.item))
+        else:
+            value, source = reported, _reported_source(reported)
+        values.append(value.cast(pl.Boolean).alias(item(d.item)))
+        sources.append(source.alias(item(d.item) + SOURCE_SUFFIX))
+    return values, sources, disagreements
+
+
 def activity(
     visits: pl.DataFrame,
     labs: pl.DataFrame,
@@ -260,35 +295,14 @@ def activity(
     cfg = config or FollowUpConfig()
     derivable = _derivable(descriptors)
     lab = lab_descriptors(visits, labs, descriptors, config=cfg, baseline=baseline)
-    exposure_columns = [c for c in ("first_exposure_date", "day0") if c in subjects.columns]
-    anchors = (
-        with_optional_columns(
-            subjects.select(*KEY, *exposure_columns), {"first_exposure_date": pl.Date(), "day0": pl.Date()}
-        )
-        .unique(subset=KEY, keep="first", maintain_order=True)
-        .select(*KEY, pl.col("first_exposure_date", "day0").cast(pl.Date).name.prefix("_"))
-    )
+    anchors = _exposure_anchors(subjects)
     items = {item(d.item): pl.Boolean() for d in descriptors}
     frame = (
         with_optional_columns(visits, {"visit": pl.String(), **items, **CARRIED})
         .hstack(lab.select(item(d) + LAB_SUFFIX for d in derivable))
         .join(anchors, on=KEY, how="left", maintain_order="left")
     )
-    after_exposure = (pl.col("visit_date") >= pl.coalesce("_first_exposure_date", "_day0")).fill_null(False)
-    values, sources, disagreements = [], [], []
-    for d in descriptors:  # 24 descriptors of configuration
-        reported = pl.col(item(d.item))
-        if d.item in derivable:
-            lab_value = pl.col(item(d.item) + LAB_SUFFIX)
-            value, source = _resolve(reported, lab_value, cfg.disagreement)
-            if d.item in HEMATOLOGY and cfg.hematology_after_exposure == "reported":
-                value = pl.when(after_exposure).then(reported).otherwise(value)
-                source = pl.when(after_exposure).then(_reported_source(reported)).otherwise(source)
-            disagreements.append((reported != lab_value).fill_null(False).sum().alias(d.item))
-        else:
-            value, source = reported, _reported_source(reported)
-        values.append(value.cast(pl.Boolean).alias(item(d.item)))
-        sources.append(source.alias(item(d.item) + SOURCE_SUFFIX))
+    values, sources, disagreements = _resolved_items(descriptors, derivable, cfg)
     counts_by = frame.select(disagreements).row(0, named=True) if disagreements else {}
     frame = frame.with_columns(*values, *sources)
     scores = sledai_scores(frame, descriptors)

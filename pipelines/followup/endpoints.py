@@ -19,6 +19,9 @@ its completeness; a tie goes to the earlier visit. Day 0 comes from `subjects.da
 dates share one origin. Three-valued logic throughout: a condition is true, false or unknown (null), an
 endpoint is met only when every condition is known true, and not met as soon as one is known false; unknown
 descriptors give SLEDAI bounds, and a censored lab value decides a threshold only when its comparator does.
+
+It is one module: the rules above decide a row in one order, and the conditions of every endpoint feed that one
+decision (`_reason`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import polars as pl
 
 from immunostrat.config.endpoints import (
     EndpointDefinition,
+    IntercurrentEvents,
     RenalPopulation,
     RenalResponseSettings,
     Threshold,
@@ -541,6 +545,39 @@ def _conditions(name: str, definition: EndpointDefinition, descriptors: Sequence
     raise ValueError(f"unknown endpoint {name!r}")
 
 
+def _reason(events: IntercurrentEvents, *, today: pl.Expr, applies: pl.Expr, evaluated: pl.Expr) -> pl.Expr:
+    """Why a row is what it is, in the order of the rules (module docstring): not infused, not applicable,
+    population unknown, an intercurrent event, pending, no visit in the window, inputs unknown, or evaluated."""
+    discontinued = pl.col("discontinued_date") <= today
+    before_landmark = (
+        pl.when(pl.col("_visit").is_null())
+        .then(pl.col("discontinued_date") <= pl.col("_window_end"))
+        .otherwise(pl.col("discontinued_date") < pl.col("visit_date"))
+    )
+    failed = pl.col("_treatment_failure").fill_null(False) if events.treatment_failure == "not_met" else pl.lit(False)
+    withdrawn = (discontinued & before_landmark).fill_null(False) if events.discontinued == "not_met" else pl.lit(False)
+    pending = ~discontinued.fill_null(False) & (today < pl.col("_final_date"))
+    return (
+        pl.when(pl.col("day0").is_null())
+        .then(pl.lit("NOT_INFUSED"))
+        .when(~applies)
+        .then(pl.lit("NOT_APPLICABLE"))
+        .when(applies.is_null())
+        .then(pl.lit("INPUT_UNKNOWN"))
+        .when(failed)
+        .then(pl.lit("TREATMENT_FAILURE"))
+        .when(withdrawn)
+        .then(pl.lit("DISCONTINUED"))
+        .when(pending)
+        .then(pl.lit("PENDING"))
+        .when(pl.col("_visit").is_null())
+        .then(pl.lit("NO_VISIT_IN_WINDOW"))
+        .when(evaluated.is_null())
+        .then(pl.lit("INPUT_UNKNOWN"))
+        .otherwise(pl.lit("EVALUATED"))
+    )
+
+
 def _endpoint_rows(
     frame: pl.DataFrame,
     name: str,
@@ -568,34 +605,7 @@ def _endpoint_rows(
         population = _Condition(pl.col("_applies"), population.inputs)
     frame = frame.with_columns(_all_of(conditions).alias("_evaluated"))
     evaluated, applies = pl.col("_evaluated"), pl.col("_applies")
-    discontinued = pl.col("discontinued_date") <= today
-    before_landmark = (
-        pl.when(pl.col("_visit").is_null())
-        .then(pl.col("discontinued_date") <= pl.col("_window_end"))
-        .otherwise(pl.col("discontinued_date") < pl.col("visit_date"))
-    )
-    failed = pl.col("_treatment_failure").fill_null(False) if events.treatment_failure == "not_met" else pl.lit(False)
-    withdrawn = (discontinued & before_landmark).fill_null(False) if events.discontinued == "not_met" else pl.lit(False)
-    pending = ~discontinued.fill_null(False) & (today < pl.col("_final_date"))
-    reason = (
-        pl.when(pl.col("day0").is_null())
-        .then(pl.lit("NOT_INFUSED"))
-        .when(~applies)
-        .then(pl.lit("NOT_APPLICABLE"))
-        .when(applies.is_null())
-        .then(pl.lit("INPUT_UNKNOWN"))
-        .when(failed)
-        .then(pl.lit("TREATMENT_FAILURE"))
-        .when(withdrawn)
-        .then(pl.lit("DISCONTINUED"))
-        .when(pending)
-        .then(pl.lit("PENDING"))
-        .when(pl.col("_visit").is_null())
-        .then(pl.lit("NO_VISIT_IN_WINDOW"))
-        .when(evaluated.is_null())
-        .then(pl.lit("INPUT_UNKNOWN"))
-        .otherwise(pl.lit("EVALUATED"))
-    )
+    reason = _reason(events, today=today, applies=applies, evaluated=evaluated)
     population_unknown = _unknown_inputs([population]) if population is not None else pl.lit(None, pl.String)
     detail = (
         pl.when(pl.col("reason") == "INPUT_UNKNOWN")

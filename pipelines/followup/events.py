@@ -174,6 +174,7 @@ def _in_range(col: str, low: float, high: float) -> pl.Expr:
 
 def event_rules(as_of: dt.date, config: EventsConfig) -> list[Rule]:
     """The row rules of an events file, in priority order (the frame is built by `validate_events`).
+    A declarative rule table, kept whole so that the rules read as one list.
 
     The rules up to EVENT_DUPLICATE refuse the row; the rest are field rules (`Rule.nulls`): the assessment is
     kept with that field unknown.

@@ -59,6 +59,9 @@ Rules and choices (defaults and sources in `ImmuneCourseConfig` and docs/immune_
 
 `relapse_events` lists serological relapses and every flare visit in long form, for "what changed since the last
 run".
+
+It is one module: the groups below share the observation window, the per-day readings and the reason codes, and
+docs/immune_course.md documents them together.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ post-infusion means `days_since_infusion >= emergent_from_day` (default 1: sampl
 before the infusion); a grade is treatment-emergent when it is worse than the subject's baseline grade for that
 term. When the baseline grade is unknown, whether a grade >= 1 is emergent is unknown (default), or it counts as
 emergent (`unknown_baseline_grade: emergent`). Not-gradable measurements are counted, never guessed.
+
+It is one module: reading and checking the criteria table and grading by it share the table's columns and the
+three-valued rules above, and change together.
 """
 
 from __future__ import annotations
@@ -158,6 +161,38 @@ def _number(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _checked_fields(source: Path, line: int, row: dict[str, str], analytes: set[str]) -> float:
+    """Check one criteria row's fields on their own (the checks across rows are the caller's); its threshold."""
+    if not row["term"] or not term_slug(row["term"]):
+        raise _invalid(source, line, "term", row["term"], "a term name with at least one letter or digit")
+    if row["analyte"] not in analytes:
+        raise _invalid(source, line, "analyte", row["analyte"], "a canonical analyte of analytes.csv")
+    if row["direction"] not in DIRECTION_COMPARATORS:
+        raise _invalid(source, line, "direction", row["direction"], "low or high")
+    if row["grade"] not in {str(g) for g in GRADES}:
+        raise _invalid(source, line, "grade", row["grade"], "a whole number from 1 to 4")
+    allowed = DIRECTION_COMPARATORS[row["direction"]]
+    if row["comparator"] not in allowed:
+        raise _invalid(
+            source, line, "comparator", row["comparator"], f"{' or '.join(allowed)} for a {row['direction']} term"
+        )
+    if row["threshold_basis"] not in BASES:
+        raise _invalid(source, line, "threshold_basis", row["threshold_basis"], " or ".join(BASES))
+    threshold = _number(row["threshold"])
+    if threshold is None or threshold <= 0:
+        raise _invalid(source, line, "threshold", row["threshold"], "a number > 0")
+    absolute = row["threshold_basis"] == "absolute"
+    if absolute and not row["unit"]:
+        raise _invalid(source, line, "unit", row["unit"], "the threshold's unit for an absolute threshold")
+    if not absolute and row["unit"]:
+        raise _invalid(
+            source, line, "unit", row["unit"], f"empty: the threshold is a multiple of {row['threshold_basis']}"
+        )
+    if not row["source"]:
+        raise _invalid(source, line, "source", row["source"], "the source of the threshold (attribution)")
+    return threshold
+
+
 def _checked(source: Path, analytes: set[str]) -> pl.DataFrame:
     """One criteria file read and checked row by row (a few dozen rows of configuration, not data)."""
     try:
@@ -173,33 +208,7 @@ def _checked(source: Path, analytes: set[str]) -> pl.DataFrame:
     for index, raw in enumerate(table.select(CRITERIA_COLUMNS).iter_rows(named=True)):
         line = index + 2  # the header is line 1
         row = {k: (v or "").strip() for k, v in raw.items()}
-        if not row["term"] or not term_slug(row["term"]):
-            raise _invalid(source, line, "term", row["term"], "a term name with at least one letter or digit")
-        if row["analyte"] not in analytes:
-            raise _invalid(source, line, "analyte", row["analyte"], "a canonical analyte of analytes.csv")
-        if row["direction"] not in DIRECTION_COMPARATORS:
-            raise _invalid(source, line, "direction", row["direction"], "low or high")
-        if row["grade"] not in {str(g) for g in GRADES}:
-            raise _invalid(source, line, "grade", row["grade"], "a whole number from 1 to 4")
-        allowed = DIRECTION_COMPARATORS[row["direction"]]
-        if row["comparator"] not in allowed:
-            raise _invalid(
-                source, line, "comparator", row["comparator"], f"{' or '.join(allowed)} for a {row['direction']} term"
-            )
-        if row["threshold_basis"] not in BASES:
-            raise _invalid(source, line, "threshold_basis", row["threshold_basis"], " or ".join(BASES))
-        threshold = _number(row["threshold"])
-        if threshold is None or threshold <= 0:
-            raise _invalid(source, line, "threshold", row["threshold"], "a number > 0")
-        absolute = row["threshold_basis"] == "absolute"
-        if absolute and not row["unit"]:
-            raise _invalid(source, line, "unit", row["unit"], "the threshold's unit for an absolute threshold")
-        if not absolute and row["unit"]:
-            raise _invalid(
-                source, line, "unit", row["unit"], f"empty: the threshold is a multiple of {row['threshold_basis']}"
-            )
-        if not row["source"]:
-            raise _invalid(source, line, "source", row["source"], "the source of the threshold (attribution)")
+        threshold = _checked_fields(source, line, row, analytes)
         slug = term_slug(row["term"])
         first = term_of.setdefault(slug, (row["term"], row["analyte"], row["direction"], line))
         for column, position in (("term", 0), ("analyte", 1), ("direction", 2)):

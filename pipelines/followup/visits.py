@@ -143,6 +143,7 @@ def _lit(text: str) -> pl.Expr:
 
 def visit_rules(as_of: dt.date, config: VisitsConfig, descriptors: Sequence[Descriptor]) -> list[Rule]:
     """The row rules of a visits file, in priority order (the frame is built by `validate_visits`).
+    A declarative rule table, kept whole so that the rules read as one list.
 
     The rules up to VISIT_DUPLICATE refuse the row; the rest are field rules (`Rule.nulls`): the visit is kept
     with that field unknown. A rule about one of several descriptor or yes/no columns is named

@@ -12,6 +12,9 @@
 
 The phase and gate functions here compose the pure stages of `immunostrat.stages`; executors and runners
 (`immunostrat.pipeline.engine`) run them, and the Prefect flows (`immunostrat.flows`) show each step as one task.
+
+It is one module because it is the pipeline's one definition: its phases and gates read top to bottom as the steps
+of a run, in the order above.
 """
 
 from __future__ import annotations

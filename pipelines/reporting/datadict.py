@@ -9,6 +9,9 @@ descriptions); the prose around them (run folder, sponsor snapshot) is kept here
 The sponsor dataset is versioned (`SPONSOR_SCHEMA_VERSION`): writing refuses a dictionary whose sponsor columns
 changed while the version did not (or changed in a breaking way within the same major version), comparing with
 the JSON file already there; see docs/schema-changelog.md.
+
+It is one module: the generated tables and the prose placed between them make one document, which `--check` compares
+as a whole.
 """
 
 from __future__ import annotations

@@ -287,46 +287,27 @@ def _with_counts(derived: pl.DataFrame) -> pl.DataFrame:
     ).drop("_count_value", "_count_high", "_count_censoring", "_count_problem")
 
 
-def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig) -> Harmonised:
-    """Map, parse and convert raw lab rows.
-
-    Every repeated string column is parsed once per distinct value and spread back onto the rows by
-    position (see `_per_distinct`); the wide frame is never joined or copied beyond the panel filter, and
-    each step is one parallel `select`. Besides the typed columns, candidates carry `_present_<col>` (the
-    field is not blank) for result, ref_low, ref_high, lloq and collected_at, and `_raw_<col>` verbatim copies
-    of the identifiers, site and method for the quarantine. Converted numbers keep the precision they were
-    reported with, without binary artefacts (`multiplied`, `per_upper_limit`; docs/input.md).
-
-    Args:
-        raw: lab rows as read by `immunostrat.ingest.io.read_labs` (all String, plus source_file/source_row).
-        ref: the mapping tables.
-        cfg: harmonisation options.
-
-    Returns:
-        The typed candidate rows and the rows outside the panel.
-    """
-    # Readers hand over many chunks (one per parquet row group); hash lookups and filters on one chunk run
-    # about twice as fast, and an explicit rechunk is cheap (it is `select` that copies while rechunking).
-    raw = raw.rechunk()
+def _test_analytes(known_tests: pl.Series, ref: ReferenceTables) -> pl.DataFrame:
+    """Per distinct test code: the analyte it reports (`analyte_reported`) and whether it is in the panel."""
     test_key = pl.col("test").str.strip_chars().str.to_uppercase().fill_null("")
-    known_tests = raw["test"].unique().drop_nulls()
     analyte = _lookup(test_key, ref.test_codes, "code_key", "analyte")
     # An empty test stays with the panel rows: validate calls it TEST_MISSING.
-    tests = _per_distinct(
+    return _per_distinct(
         known_tests, {"analyte_reported": analyte, "_in_panel": (test_key == "") | analyte.is_not_null()}
     )
-    test_code = raw.select(_code("test", known_tests)).to_series()
-    in_panel = tests["_in_panel"].gather(test_code)
-    outside = raw.filter(~in_panel).select("source_file", "source_row", "test")
-    panel = raw.filter(in_panel)
 
-    parsed_cols = ("unit", "site_id", "method", "collected_at", "ref_low", "ref_high", "lloq", "result")
-    # One parallel pass for the distinct values of every repeated column.
-    values = distinct_values(panel, parsed_cols)
+
+def _result_parts() -> pl.Expr:
+    """The result text split into its censoring operator ("1") and its number ("2")."""
+    return pl.col("result").str.extract_groups(_RESULT)
+
+
+def _parsed_tables(values: dict[str, pl.Series], cfg: HarmoniseConfig) -> dict[str, pl.DataFrame]:
+    """Per parsed column, its distinct values parsed once: the typed columns and `_present_<col>` flags."""
     date, datetime = parse_iso_date("collected_at")
-    result = pl.col("result").str.extract_groups(_RESULT)
+    result = _result_parts()
     count = parse_count(pl.col("result"), cfg.urine_count_words, cfg.urine_tntc_above)
-    tables = {
+    return {
         "site_id": _per_distinct(values["site_id"], {"site_id": _blank_to_null("site_id")}),
         "method": _per_distinct(values["method"], {"_method_clean": _blank_to_null("method").str.to_uppercase()}),
         "collected_at": _per_distinct(
@@ -361,14 +342,12 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             },
         ),
     }
-    # Each test's reported analyte as a position among the panel's, to find its (analyte, unit) pair.
-    reported = ref.test_codes["analyte"].unique(maintain_order=True)
-    reported_code = tests.select(_code("analyte_reported", reported)).to_series()
-    units = _with_null(values["unit"])
-    factors = ref.units.filter(pl.col("conversion") == "multiply")["factor"].unique().sort()
-    pairs = _unit_pairs(_with_null(reported), units, ref, factors)
-    # The numbers converted with the unit, once per distinct value: the number and its decimal places.
-    numbers = {
+
+
+def _numbers(values: dict[str, pl.Series]) -> dict[str, pl.DataFrame]:
+    """The numbers converted with the unit, once per distinct value: the number and its decimal places."""
+    result = _result_parts()
+    return {
         "result": _per_distinct(
             values["result"],
             {
@@ -381,6 +360,47 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             for c in ("ref_low", "ref_high", "lloq")
         },
     }
+
+
+def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig) -> Harmonised:
+    """Map, parse and convert raw lab rows.
+
+    Every repeated string column is parsed once per distinct value and spread back onto the rows by
+    position (see `_per_distinct`); the wide frame is never joined or copied beyond the panel filter, and
+    each step is one parallel `select`. Besides the typed columns, candidates carry `_present_<col>` (the
+    field is not blank) for result, ref_low, ref_high, lloq and collected_at, and `_raw_<col>` verbatim copies
+    of the identifiers, site and method for the quarantine. Converted numbers keep the precision they were
+    reported with, without binary artefacts (`multiplied`, `per_upper_limit`; docs/input.md).
+
+    Args:
+        raw: lab rows as read by `immunostrat.ingest.io.read_labs` (all String, plus source_file/source_row).
+        ref: the mapping tables.
+        cfg: harmonisation options.
+
+    Returns:
+        The typed candidate rows and the rows outside the panel.
+    """
+    # Readers hand over many chunks (one per parquet row group); hash lookups and filters on one chunk run
+    # about twice as fast, and an explicit rechunk is cheap (it is `select` that copies while rechunking).
+    raw = raw.rechunk()
+    known_tests = raw["test"].unique().drop_nulls()
+    tests = _test_analytes(known_tests, ref)
+    test_code = raw.select(_code("test", known_tests)).to_series()
+    in_panel = tests["_in_panel"].gather(test_code)
+    outside = raw.filter(~in_panel).select("source_file", "source_row", "test")
+    panel = raw.filter(in_panel)
+
+    parsed_cols = ("unit", "site_id", "method", "collected_at", "ref_low", "ref_high", "lloq", "result")
+    # One parallel pass for the distinct values of every repeated column.
+    values = distinct_values(panel, parsed_cols)
+    tables = _parsed_tables(values, cfg)
+    # Each test's reported analyte as a position among the panel's, to find its (analyte, unit) pair.
+    reported = ref.test_codes["analyte"].unique(maintain_order=True)
+    reported_code = tests.select(_code("analyte_reported", reported)).to_series()
+    units = _with_null(values["unit"])
+    factors = ref.units.filter(pl.col("conversion") == "multiply")["factor"].unique().sort()
+    pairs = _unit_pairs(_with_null(reported), units, ref, factors)
+    numbers = _numbers(values)
     # Each number times each multiplying factor (rounded; see `multiplied`): rows pick theirs by position.
     products = {c: multiplied(table, factors) for c, table in numbers.items()}
     factor_code = pl.lit(pairs["_factor_code"]).gather(pl.col("_code_pair"))

@@ -99,6 +99,7 @@ def _identifier_rules() -> list[Rule]:
 
 def subject_rules() -> list[Rule]:
     """Row rules for the subjects file, in priority order.
+    A declarative rule table, kept whole so that the rules read as one list.
 
     The rules up to SUBJECT_DUPLICATE refuse the subject. The rest are about optional fields: a bad value
     is set to null (`Rule.nulls`) and the subject kept, so criteria that need it are not assessable, never

@@ -43,7 +43,10 @@ ACCEPTED_LAB_COLUMNS = (
 
 
 def lab_rules(as_of: dt.date, ifn_methods: Sequence[str]) -> list[Rule]:
-    """The row rules for harmonised lab candidates, in priority order."""
+    """The row rules for harmonised lab candidates, in priority order.
+
+    A declarative rule table, kept whole so that the rules read as one list.
+    """
     value = pl.col("value")
     high = pl.col("value_high")
     problem = pl.col("_result_problem")

@@ -239,24 +239,8 @@ def score_samples(
     return scores, reference
 
 
-def read_expression(
-    path: str | Path,
-    samples: str | Path,
-    *,
-    method: IfnMethod,
-    min_controls: int = DEFAULT_MIN_CONTROLS,
-    log2_max: float = DEFAULT_LOG2_MAX,
-    crosswalk: Crosswalk | None = None,
-    source: str = "EXPRESSION",
-) -> InputTable:
-    """Score an expression matrix and return one raw lab row per sample (see module docstring).
-
-    Raises:
-        ExpressionError: the matrix or sample sheet cannot be scored (named genes, control counts, scale).
-    """
-    p = check_file(path, "expression matrix")
-    matrix, container = _read_matrix(p)
-    genes = [c for c in matrix.columns if c != "sample"]
+def _check_genes(path: Path, matrix: pl.DataFrame, genes: list[str], method: IfnMethod) -> None:
+    """Refuse a matrix without every gene of the method, with a hint when it looks transposed (genes x samples)."""
     missing = [g for g in method.genes if g not in genes]
     if missing:
         first_col = set(matrix["sample"].str.to_uppercase().to_list())
@@ -265,12 +249,13 @@ def read_expression(
             if set(method.genes) <= first_col
             else ""
         )
-        raise ExpressionError(p, f"gene(s) of {method.name} missing from the matrix: {', '.join(missing)}{hint}")
-    _check_log_scale(p, matrix, genes, log2_max)
-    sheet = _read_sheet(samples)
-    controls = sheet.filter(pl.col("_control"))["sample"].to_list()
-    scores, reference = score_samples(matrix, controls, method, min_controls, p)
-    rows = (
+        raise ExpressionError(path, f"gene(s) of {method.name} missing from the matrix: {', '.join(missing)}{hint}")
+
+
+def _sample_rows(matrix: pl.DataFrame, scores: pl.DataFrame, sheet: pl.DataFrame, method: IfnMethod) -> pl.DataFrame:
+    """One raw lab row per sample of the matrix, in matrix order: its score as an `ifn_score` result (a healthy
+    control's under its own test), with the sample sheet's subject, study and collection date."""
+    return (
         matrix.select("sample")
         .with_row_index("source_row", offset=1)
         .join(scores, on="sample", how="left", maintain_order="left")
@@ -290,24 +275,11 @@ def read_expression(
             _panel=~pl.col("_control"),
         )
     )
-    rows, xw_notes = map_identifiers(rows, source=source, crosswalk=crosswalk)
-    not_in_matrix = sheet.join(matrix.select("sample"), on="sample", how="anti")["sample"].sort().to_list()
-    notes: dict[str, Any] = {
-        "format": "expression",
-        "container": container,
-        "samples_file": str(samples),
-        "samples_sha256": sha256_file(samples),
-        "method": method.name,
-        "statistic": method.statistic,
-        "genes": list(method.genes),
-        "samples": rows.height,
-        "healthy_controls": int(rows["_control"].sum()),
-        "min_controls": min_controls,
-        "control_reference": {g: {"median": md, "mean": mn, "sd": sd} for g, md, mn, sd in reference.iter_rows()},
-        "sheet_samples_not_in_matrix": {"count": len(not_in_matrix), "samples": not_in_matrix[:MAX_LISTED_IDS]},
-        "crosswalk": xw_notes,
-    }
-    rules = [
+
+
+def _sample_rules(samples: str | Path, method: IfnMethod) -> list[RejectRule]:
+    """Rows refused by the reader: samples not in the sheet, scores missing genes, subjects not in the crosswalk."""
+    return [
         RejectRule(
             "SAMPLE_NOT_IN_SHEET",
             "subject_id",
@@ -327,6 +299,50 @@ def read_expression(
             pl.lit("a sample-sheet subject listed in the crosswalk; unknown identifiers are not guessed"),
         ),
     ]
+
+
+def read_expression(
+    path: str | Path,
+    samples: str | Path,
+    *,
+    method: IfnMethod,
+    min_controls: int = DEFAULT_MIN_CONTROLS,
+    log2_max: float = DEFAULT_LOG2_MAX,
+    crosswalk: Crosswalk | None = None,
+    source: str = "EXPRESSION",
+) -> InputTable:
+    """Score an expression matrix and return one raw lab row per sample (see module docstring).
+
+    Raises:
+        ExpressionError: the matrix or sample sheet cannot be scored (named genes, control counts, scale).
+    """
+    p = check_file(path, "expression matrix")
+    matrix, container = _read_matrix(p)
+    genes = [c for c in matrix.columns if c != "sample"]
+    _check_genes(p, matrix, genes, method)
+    _check_log_scale(p, matrix, genes, log2_max)
+    sheet = _read_sheet(samples)
+    controls = sheet.filter(pl.col("_control"))["sample"].to_list()
+    scores, reference = score_samples(matrix, controls, method, min_controls, p)
+    rows = _sample_rows(matrix, scores, sheet, method)
+    rows, xw_notes = map_identifiers(rows, source=source, crosswalk=crosswalk)
+    not_in_matrix = sheet.join(matrix.select("sample"), on="sample", how="anti")["sample"].sort().to_list()
+    notes: dict[str, Any] = {
+        "format": "expression",
+        "container": container,
+        "samples_file": str(samples),
+        "samples_sha256": sha256_file(samples),
+        "method": method.name,
+        "statistic": method.statistic,
+        "genes": list(method.genes),
+        "samples": rows.height,
+        "healthy_controls": int(rows["_control"].sum()),
+        "min_controls": min_controls,
+        "control_reference": {g: {"median": md, "mean": mn, "sd": sd} for g, md, mn, sd in reference.iter_rows()},
+        "sheet_samples_not_in_matrix": {"count": len(not_in_matrix), "samples": not_in_matrix[:MAX_LISTED_IDS]},
+        "crosswalk": xw_notes,
+    }
+    rules = _sample_rules(samples, method)
     detail = rows.select(
         pl.lit(str(path)).alias("source_file"),
         pl.col("source_row").cast(pl.Int64),

@@ -204,37 +204,11 @@ def _component_panel_codes(obs: pl.DataFrame, ref: ReferenceTables) -> list[str]
     return sorted(codes["code"].unique().to_list())
 
 
-def read_fhir_observations(
-    path: str | Path,
-    ref: ReferenceTables,
-    *,
-    study_id: str | None = None,
-    crosswalk: Crosswalk | None = None,
-    source: str = "FHIR",
-) -> InputTable:
-    """Read FHIR R4 Observations (NDJSON, Bundle or one resource) as raw lab rows.
-
-    Args:
-        path: the file.
-        ref: mapping tables (the coding that maps to the panel is preferred).
-        study_id: the study of every row; FHIR carries none. Not needed when the crosswalk maps the Patients.
-        crosswalk: identifier crosswalk; applies when it has rows for `source`.
-        source: the crosswalk source label of Patient ids.
-
-    Raises:
-        InputError: the file cannot be read, or neither a study id nor a crosswalk for `source` is given.
-    """
-    p = Path(path)
-    if study_id is None and (crosswalk is None or not crosswalk.covers(source)):
-        raise InputError(
-            p,
-            f"FHIR carries no study: give the study id (--study-id) or a crosswalk with rows for source "
-            f"{source.strip().upper()} (--crosswalk)",
-        )
-    resources = load_resources(p)
-    everything = resources.frame
-    obs = everything.filter(pl.col("resourceType") == "Observation")
-    codes = _chosen_codes(obs, ref)
+def _observation_rows(
+    obs: pl.DataFrame, codes: pl.DataFrame, ref: ReferenceTables, *, study_id: str | None
+) -> pl.DataFrame:
+    """One lab row per Observation: test, result, unit, method, collection date and the reference range (dropped
+    when its unit differs from the result's), with the status, date shape and panel flag the notes and rules use."""
     vq = pl.col("valueQuantity")
     rr = pl.col("referenceRange").list.first()
     low, high = rr.struct.field("low"), rr.struct.field("high")
@@ -243,7 +217,7 @@ def read_fhir_observations(
     value = vq.struct.field("value")
     method = pl.col("method")
     status = pl.col("status").str.strip_chars().str.to_lowercase()
-    rows = (
+    return (
         obs.join(codes, on="source_row", how="left", maintain_order="left")
         .with_columns(
             _subject_ref=pl.col("subject").struct.field("reference").str.strip_chars(),
@@ -285,6 +259,61 @@ def read_fhir_observations(
             ref_high=pl.when(pl.col("_range_ok")).then(high.struct.field("value")),
         )
     )
+
+
+def _observation_rules() -> list[RejectRule]:
+    """Panel rows refused by the reader: Observations withdrawn at the source, subjects not in the crosswalk."""
+    rules = [
+        RejectRule(
+            code,
+            "result",
+            (pl.col("_status") == status_text).fill_null(False) & pl.col("_panel"),
+            pl.lit(f"an Observation that was not withdrawn at the source (status here: {status_text})"),
+        )
+        for status_text, code in REJECTED_STATUSES.items()
+    ]
+    rules.append(
+        RejectRule(
+            "SUBJECT_NOT_IN_CROSSWALK",
+            "subject_id",
+            pl.col("_unmapped") & pl.col("_panel"),
+            pl.lit("a FHIR Patient id listed in the crosswalk; unknown identifiers are not guessed"),
+        )
+    )
+    return rules
+
+
+def read_fhir_observations(
+    path: str | Path,
+    ref: ReferenceTables,
+    *,
+    study_id: str | None = None,
+    crosswalk: Crosswalk | None = None,
+    source: str = "FHIR",
+) -> InputTable:
+    """Read FHIR R4 Observations (NDJSON, Bundle or one resource) as raw lab rows.
+
+    Args:
+        path: the file.
+        ref: mapping tables (the coding that maps to the panel is preferred).
+        study_id: the study of every row; FHIR carries none. Not needed when the crosswalk maps the Patients.
+        crosswalk: identifier crosswalk; applies when it has rows for `source`.
+        source: the crosswalk source label of Patient ids.
+
+    Raises:
+        InputError: the file cannot be read, or neither a study id nor a crosswalk for `source` is given.
+    """
+    p = Path(path)
+    if study_id is None and (crosswalk is None or not crosswalk.covers(source)):
+        raise InputError(
+            p,
+            f"FHIR carries no study: give the study id (--study-id) or a crosswalk with rows for source "
+            f"{source.strip().upper()} (--crosswalk)",
+        )
+    resources = load_resources(p)
+    everything = resources.frame
+    obs = everything.filter(pl.col("resourceType") == "Observation")
+    rows = _observation_rows(obs, _chosen_codes(obs, ref), ref, study_id=study_id)
     rows = _resolve_subjects(rows, everything)
     rows, xw_notes = map_identifiers(rows, source=source, crosswalk=crosswalk)
     not_patient = rows.filter(pl.col("_source_id").is_null())["_subject_ref"].unique().sort().to_list()
@@ -303,23 +332,7 @@ def read_fhir_observations(
         "study_id": study_id,
         "crosswalk": xw_notes,
     }
-    rules = [
-        RejectRule(
-            code,
-            "result",
-            (pl.col("_status") == status_text).fill_null(False) & pl.col("_panel"),
-            pl.lit(f"an Observation that was not withdrawn at the source (status here: {status_text})"),
-        )
-        for status_text, code in REJECTED_STATUSES.items()
-    ]
-    rules.append(
-        RejectRule(
-            "SUBJECT_NOT_IN_CROSSWALK",
-            "subject_id",
-            pl.col("_unmapped") & pl.col("_panel"),
-            pl.lit("a FHIR Patient id listed in the crosswalk; unknown identifiers are not guessed"),
-        )
-    )
+    rules = _observation_rules()
     return finish(
         p,
         rows,

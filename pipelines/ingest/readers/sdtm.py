@@ -471,7 +471,6 @@ def baseline_flag_agreement(
     if not details:
         return {}
     detail = pl.concat(details)
-    key = ["study_id", "subject_id", "analyte"]
     sdtm_rows = harmonised.join(detail, on=["source_file", "source_row"], how="inner")
     date_cols = [c for c in strata.columns if c.endswith("_date") and c[: -len("_date")] in set(harmonised["analyte"])]
     ours = (
@@ -482,47 +481,57 @@ def baseline_flag_agreement(
     )
     result: dict[str, Any] = {}
     for flag in ("blfl", "lobxfl"):
-        # Only files that use this flag take part: a file without the variable says nothing about it.
-        files = detail.group_by("source_file").agg(pl.col(flag).is_not_null().any()).filter(pl.col(flag))
-        flagged_all = detail.filter((pl.col(flag) == "Y") & pl.col("panel"))
-        if flagged_all.height == 0:
-            continue
-        # Only analytes with a baseline in the strata (the selection panel) can agree or disagree.
-        in_files = sdtm_rows.join(files.select("source_file"), on="source_file", how="semi").filter(
-            pl.col("analyte").is_in([c.removesuffix("_date") for c in date_cols])
-        )
-        # Only subject-analytes these files report on are compared (a FHIR-only analyte says nothing about SDTM).
-        ours_here = ours.join(in_files.select(key).unique(), on=key, how="semi")
-        flagged = (
-            in_files.filter(pl.col(flag) == "Y")
-            .group_by(key)
-            .agg(pl.col("collected_date").alias("flag_dates"))
-            .join(ours_here, on=key, how="full", coalesce=True)
-        )
-        labelled = flagged.with_columns(
-            outcome=pl.when(pl.col("flag_dates").is_null())
-            .then(pl.lit("ours_only"))
-            .when(pl.col("baseline_date").is_null())
-            .then(pl.lit("flag_only"))
-            .when(pl.col("flag_dates").list.contains(pl.col("baseline_date")))
-            .then(pl.lit("agree"))
-            .otherwise(pl.lit("disagree"))
-        )
-        totals = value_counts(labelled, "outcome")
-        compared = totals.get("agree", 0) + totals.get("disagree", 0)
-        by_analyte = {
-            str(a): value_counts(labelled.filter(pl.col("analyte") == a), "outcome")
-            for a in sorted(labelled["analyte"].unique().to_list())
-        }
-        result[flag] = {
-            **{k: totals.get(k, 0) for k in ("agree", "disagree", "flag_only", "ours_only")},
-            "flagged_not_accepted": flagged_all.join(
-                sdtm_rows.select("source_file", "source_row"), on=["source_file", "source_row"], how="anti"
-            ).height,
-            "agreement": round(totals.get("agree", 0) / compared, 4) if compared else None,
-            "by_analyte": by_analyte,
-        }
+        agreement = _flag_agreement(flag, detail=detail, sdtm_rows=sdtm_rows, ours=ours, date_cols=date_cols)
+        if agreement is not None:
+            result[flag] = agreement
     return result
+
+
+def _flag_agreement(
+    flag: str, *, detail: pl.DataFrame, sdtm_rows: pl.DataFrame, ours: pl.DataFrame, date_cols: list[str]
+) -> dict[str, Any] | None:
+    """`baseline_flag_agreement` of one flag (`blfl` or `lobxfl`); None when no panel row carries it."""
+    key = ["study_id", "subject_id", "analyte"]
+    # Only files that use this flag take part: a file without the variable says nothing about it.
+    files = detail.group_by("source_file").agg(pl.col(flag).is_not_null().any()).filter(pl.col(flag))
+    flagged_all = detail.filter((pl.col(flag) == "Y") & pl.col("panel"))
+    if flagged_all.height == 0:
+        return None
+    # Only analytes with a baseline in the strata (the selection panel) can agree or disagree.
+    in_files = sdtm_rows.join(files.select("source_file"), on="source_file", how="semi").filter(
+        pl.col("analyte").is_in([c.removesuffix("_date") for c in date_cols])
+    )
+    # Only subject-analytes these files report on are compared (a FHIR-only analyte says nothing about SDTM).
+    ours_here = ours.join(in_files.select(key).unique(), on=key, how="semi")
+    flagged = (
+        in_files.filter(pl.col(flag) == "Y")
+        .group_by(key)
+        .agg(pl.col("collected_date").alias("flag_dates"))
+        .join(ours_here, on=key, how="full", coalesce=True)
+    )
+    labelled = flagged.with_columns(
+        outcome=pl.when(pl.col("flag_dates").is_null())
+        .then(pl.lit("ours_only"))
+        .when(pl.col("baseline_date").is_null())
+        .then(pl.lit("flag_only"))
+        .when(pl.col("flag_dates").list.contains(pl.col("baseline_date")))
+        .then(pl.lit("agree"))
+        .otherwise(pl.lit("disagree"))
+    )
+    totals = value_counts(labelled, "outcome")
+    compared = totals.get("agree", 0) + totals.get("disagree", 0)
+    by_analyte = {
+        str(a): value_counts(labelled.filter(pl.col("analyte") == a), "outcome")
+        for a in sorted(labelled["analyte"].unique().to_list())
+    }
+    return {
+        **{k: totals.get(k, 0) for k in ("agree", "disagree", "flag_only", "ours_only")},
+        "flagged_not_accepted": flagged_all.join(
+            sdtm_rows.select("source_file", "source_row"), on=["source_file", "source_row"], how="anti"
+        ).height,
+        "agreement": round(totals.get("agree", 0) / compared, 4) if compared else None,
+        "by_analyte": by_analyte,
+    }
 
 
 def _is_sdtm(table: InputTable) -> bool:
