@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Version of the run.json layout written now (major: a key removed or its meaning changed; minor: a key added).
-RUN_RECORD_SCHEMA_VERSION = "1.0"
+RUN_RECORD_SCHEMA_VERSION = "1.1"
 #: What a run.json written before records were typed reads as (it has no `schema_version`).
 LEGACY_SCHEMA_VERSION = "0"
 RUN_JSON = "run.json"
@@ -204,6 +204,11 @@ class ModelInfo(Record):
     )
     cutoffs_source: str | None = Field(
         default=None, description="`model card`, or `run parameters` when `--possible-min`/`--likely-min` were given."
+    )
+    scored_from: str | None = Field(
+        default=None,
+        description="`card coefficients` (the checksummed model card's coefficient form), or `model file` (the "
+        "skops file deserialised: the card has no coefficient form, or registry.json does not checksum the card).",
     )
 
 

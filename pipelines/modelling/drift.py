@@ -27,7 +27,7 @@ from immunostrat.errors import DriftError
 from immunostrat.modelling.scoring import missing_feature_sources
 
 if TYPE_CHECKING:
-    from immunostrat.modelling.registry import LoadedModel
+    from immunostrat.modelling.scoring import ScoringModel
 
 __all__ = ["PSI_FLOOR", "DriftError", "check", "compare", "psi", "reference_profile", "summary_line"]
 
@@ -94,7 +94,7 @@ def psi(
 
 def compare(
     strata: pl.DataFrame,
-    model: LoadedModel,
+    model: ScoringModel,
     threshold: float = 0.2,
     *,
     missing_threshold: float = 0.1,

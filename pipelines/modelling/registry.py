@@ -17,6 +17,15 @@ Loading is defensive because a model file is code-adjacent: the file's sha256 is
 :data:`TRUSTED_TYPES` is refused before ``skops.io.loads`` runs. Files are read once into memory and every
 check runs on those same bytes, so the file cannot change between the check and the load.
 
+Two forms of one model: ``model.skops`` is the archival form (the fitted estimator), and the card's
+``estimator`` section holds its coefficient form (:class:`~immunostrat.modelling.scoring.CoefficientForm`), which
+is what a run scores with. Both files are checksummed in ``registry.json`` and both checksums are verified when a
+run launches (:func:`resolve_model_file`), which never deserialises: a run imports no skops, scikit-learn or
+scipy. That the two forms agree is checked whenever the skops file is deserialised (:meth:`ModelFile.deserialise`:
+``load_model``, ``immunostrat models verify|promote``, evaluation) and when a model is registered. A card without
+the coefficient form, or an entry without a card checksum, is scored from the deserialised skops file instead
+(:attr:`ModelHandle.scored_from`, recorded in run.json).
+
 Writes (saving a model, setting or removing an alias) are :mod:`immunostrat.modelling.registry_write`, serialised
 under the registry's lock; reads here take no lock, as ``registry.json`` is replaced atomically. The card's content
 is :mod:`immunostrat.modelling.card`.
@@ -27,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -44,6 +54,7 @@ from immunostrat.config.features import FeatureSpec
 from immunostrat.config.settings import read_settings
 from immunostrat.errors import UserError
 from immunostrat.ingest.diagnostics import zip_archive_problem
+from immunostrat.modelling.scoring import CoefficientForm
 from immunostrat.schemas.records import ModelCard
 
 try:  # the installed registry package; absent in a source checkout that is not installed
@@ -59,12 +70,14 @@ __all__ = [
     "REGISTRY_ENV",
     "SCHEMA_VERSION",
     "TRUSTED_TYPES",
+    "CardModel",
     "LoadedModel",
     "ModelFile",
     "ModelHandle",
     "ModelIntegrityError",
     "RegistryError",
     "UnknownModelError",
+    "check_forms_agree",
     "check_name",
     "default_registry_dir",
     "json_bytes",
@@ -88,6 +101,11 @@ CARD_JSON = "card.json"
 CARD_MD = "card.md"
 SCHEMA_VERSION = 1
 DEFAULT_ALIAS = "champion"
+#: :attr:`ModelHandle.scored_from` values (run.json ``model.scored_from``).
+SCORED_FROM_COEFFICIENTS = "card coefficients"
+SCORED_FROM_MODEL_FILE = "model file"
+
+_log = logging.getLogger(__name__)
 
 #: Fully qualified types a project model file may contain beyond skops' defaults. Found with
 #: ``skops.io.get_untrusted_types`` on dumped models (sklearn 1.9.1, skops 0.16.0, numpy 2.4): a plain
@@ -152,6 +170,34 @@ class LoadedModel:
     def model_card(self) -> ModelCard:
         """The model card as a typed record (checked when the model was resolved)."""
         return ModelCard.model_validate(self.card)
+
+    @property
+    def coefficient_form(self) -> CoefficientForm:
+        """The estimator's own coefficient form (scikit-learn is loaded already: the estimator exists)."""
+        from immunostrat.modelling.estimator import linear_logit_parts
+
+        return linear_logit_parts(self.estimator).form
+
+
+@dataclass(frozen=True)
+class CardModel:
+    """A verified model scored from its card's coefficient form: no estimator, nothing deserialised.
+
+    Attributes are those of :class:`LoadedModel` with ``coefficient_form`` (from the checksummed card) in place
+    of the estimator.
+    """
+
+    model_id: str
+    sha256: str
+    features: tuple[FeatureSpec, ...]
+    card: dict[str, Any] = field(repr=False)
+    default_cutoffs: dict[str, float]
+    coefficient_form: CoefficientForm = field(repr=False)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the model's input features, in order."""
+        return tuple(f.name for f in self.features)
 
 
 # --------------------------------------------------------------------------------------------- paths
@@ -360,6 +406,22 @@ def _check_estimator(estimator: Any, path: Path, n_features: int) -> ResponderEs
     return estimator
 
 
+def check_forms_agree(card_form: CoefficientForm, estimator: Any, where: str) -> None:
+    """Refuse a card whose coefficient form is not the skops estimator's (parameters within ``FORM_RTOL``).
+
+    Raises:
+        ModelIntegrityError: Naming the parameters that differ.
+    """
+    from immunostrat.modelling.estimator import linear_logit_parts  # scikit-learn is loaded: the estimator exists
+
+    differ = card_form.differences(linear_logit_parts(estimator).form)
+    if differ:
+        raise ModelIntegrityError(
+            f"{where}: the card's coefficient form differs from the skops estimator in {differ}; the two forms of "
+            "one model must agree (refusing it)"
+        )
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """A model's verified bytes and card: everything checked before deserialising, nothing deserialised yet.
@@ -367,6 +429,9 @@ class ModelFile:
     Checks done: the reference resolves, sha256 of ``model.skops`` (and ``card.json``) match ``registry.json``,
     the file is a skops zip (pickles are refused), its declared sizes are bounded (no zip bomb), and the card
     matches the registry's features. These run at a run's launch, before any compute, without importing skops.
+
+    ``coefficient_form`` is the card's (None, with ``no_form_reason``, when the card has none or the registry
+    entry does not checksum the card: such a model is scored from the deserialised skops file).
     """
 
     model_id: str
@@ -376,6 +441,26 @@ class ModelFile:
     card: dict[str, Any] = field(repr=False)
     features: tuple[FeatureSpec, ...]
     default_cutoffs: dict[str, float]
+    coefficient_form: CoefficientForm | None = field(default=None, repr=False)
+    no_form_reason: str | None = None
+
+    @property
+    def model_card(self) -> ModelCard:
+        """The (checksummed) model card as a typed record."""
+        return ModelCard.model_validate(self.card)
+
+    def card_model(self) -> CardModel:
+        """The model scored from its card's coefficient form (ModelIntegrityError when the card has none)."""
+        if self.coefficient_form is None:
+            raise ModelIntegrityError(f"{self.model_id}: no coefficient form to score from ({self.no_form_reason})")
+        return CardModel(
+            model_id=self.model_id,
+            sha256=self.sha256,
+            features=self.features,
+            card=self.card,
+            default_cutoffs=self.default_cutoffs,
+            coefficient_form=self.coefficient_form,
+        )
 
     def deserialise(self) -> LoadedModel:
         """Check the types against :data:`TRUSTED_TYPES`, load with skops, and check the estimator's shape."""
@@ -397,6 +482,8 @@ class ModelFile:
                 f"{self.path}: skops refused or failed to load ({type(exc).__name__}: {exc})"
             ) from exc
         _check_estimator(estimator, self.path, len(self.features))
+        if self.coefficient_form is not None:
+            check_forms_agree(self.coefficient_form, estimator, str(self.path))
         return LoadedModel(
             model_id=self.model_id,
             sha256=self.sha256,
@@ -442,9 +529,29 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
     if problem := zip_archive_problem(data, max_uncompressed=64 << 20):
         raise ModelIntegrityError(f"{path}: {problem}; refusing to load")
 
+    card, features, form, no_form_reason = _verified_card(root, mid, entry)
+    cutoffs = {k: float(v) for k, v in card["default_cutoffs"].items()}
+    return ModelFile(
+        model_id=mid,
+        sha256=actual,
+        path=path,
+        data=data,
+        card=card,
+        features=features,
+        default_cutoffs=cutoffs,
+        coefficient_form=form,
+        no_form_reason=no_form_reason,
+    )
+
+
+def _verified_card(
+    root: Path, mid: str, entry: Mapping[str, Any]
+) -> tuple[dict[str, Any], tuple[FeatureSpec, ...], CoefficientForm | None, str | None]:
+    """The model's card checked against ``registry.json``: the card, its features, its coefficient form and, when
+    there is none to score from, why."""
     card_path = _entry_file(root, f"{mid}/{CARD_JSON}", "model card")
     card_bytes = card_path.read_bytes()
-    # The card carries the cut-offs and feature transforms used in scoring, so it is checksummed too.
+    # The card carries the cut-offs, feature transforms and coefficients used in scoring, so it is checksummed too.
     expected_card = entry.get("card_sha256")
     if expected_card is not None and sha256_hex(card_bytes) != expected_card:
         raise ModelIntegrityError(
@@ -462,10 +569,16 @@ def resolve_model_file(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike
         raise ModelIntegrityError(
             f"{card_path}: card features {[f.name for f in features]} differ from registry.json {entry['features']}"
         )
-    cutoffs = {k: float(v) for k, v in card["default_cutoffs"].items()}
-    return ModelFile(
-        model_id=mid, sha256=actual, path=path, data=data, card=card, features=features, default_cutoffs=cutoffs
-    )
+    try:
+        form = CoefficientForm.from_card(card, [f.name for f in features])
+    except ValueError as exc:
+        raise ModelIntegrityError(f"{card_path}: {exc}") from exc
+    # Scoring trusts the card's coefficients only when registry.json checksums the card; otherwise the skops file.
+    if expected_card is None:
+        return card, features, None, "registry.json holds no card checksum"
+    if form is None:
+        return card, features, None, f"card (version {card.get('card_schema_version', 1)}) has no coefficient form"
+    return card, features, form, None
 
 
 def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
@@ -493,10 +606,13 @@ def load_model(ref: str = DEFAULT_ALIAS, registry_dir: str | os.PathLike[str] | 
 class ModelHandle:
     """The model of one run: resolved and verified once at launch, handed to the phases explicitly.
 
-    Deserialising (importing scikit-learn and skops, checking trusted types) starts in a background thread at
-    launch, so it overlaps with reading and harmonising; the first phase that needs the estimator waits for it.
-    Pickling a handle (a Dask worker in another process) carries only the verified skops bytes, their sha256 and
-    the card, never a fitted estimator: the worker checks the checksum again and deserialises with the same
+    Scoring and the drift gate use :meth:`for_scoring`: the card's coefficient form (checksummed, verified at
+    launch with the skops file's checksum), so a run never imports skops, scikit-learn or scipy. Only when the card
+    has no coefficient form (see :attr:`ModelFile.no_form_reason`) is the skops file deserialised: that starts in
+    a background thread at launch, overlapping with reading and harmonising, and is logged and recorded in
+    run.json (``model.scored_from``). Pickling a handle (a Dask worker in another process) carries only the
+    verified file (skops bytes, their sha256, the card and its coefficient form), never a fitted estimator: a
+    worker scores from the same coefficient form, or checks the checksum again and deserialises with the same
     trusted-type list.
     """
 
@@ -522,8 +638,21 @@ class ModelHandle:
     def default_cutoffs(self) -> dict[str, float]:
         return self.file.default_cutoffs
 
+    @property
+    def scored_from(self) -> str:
+        """:data:`SCORED_FROM_COEFFICIENTS`, or :data:`SCORED_FROM_MODEL_FILE` when the card has no coefficient form."""
+        return SCORED_FROM_COEFFICIENTS if self.file.coefficient_form is not None else SCORED_FROM_MODEL_FILE
+
     def start_loading(self) -> ModelHandle:
-        """Deserialise in a background thread (returns at once)."""
+        """When scoring needs the skops file (no coefficient form), deserialise it in a background thread (returns
+        at once); otherwise nothing is loaded."""
+        if self.file.coefficient_form is not None:
+            return self
+        _log.warning(
+            "model %s: %s; scoring from the deserialised skops file (imports scikit-learn)",
+            self.model_id,
+            self.file.no_form_reason,
+        )
         with self._lock:
             if self._future is None and self._loaded is None:
                 pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
@@ -531,8 +660,14 @@ class ModelHandle:
                 pool.shutdown(wait=False)  # leaving a `with` block would wait for the load and undo the overlap
         return self
 
+    def for_scoring(self) -> CardModel | LoadedModel:
+        """The model scoring and the drift gate use: the card's coefficient form, else the deserialised model."""
+        if self.file.coefficient_form is not None:
+            return self.file.card_model()
+        return self.loaded()
+
     def loaded(self) -> LoadedModel:
-        """The deserialised model (waits for the background load; raises ModelIntegrityError if it was refused)."""
+        """The deserialised model (waits for a background load; raises ModelIntegrityError if it was refused)."""
         with self._lock:
             if self._loaded is None:
                 self._loaded = self._future.result() if self._future is not None else self.file.deserialise()

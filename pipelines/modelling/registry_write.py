@@ -30,9 +30,11 @@ from immunostrat.modelling.registry import (
     DEFAULT_ALIAS,
     MODEL_FILE,
     REGISTRY_FILE,
+    TRUSTED_TYPES,
     ModelIntegrityError,
     RegistryError,
     UnknownModelError,
+    check_forms_agree,
     check_name,
     json_bytes,
     read_registry,
@@ -40,6 +42,7 @@ from immunostrat.modelling.registry import (
     sha256_hex,
     untrusted_outside_list,
 )
+from immunostrat.modelling.scoring import CoefficientForm
 
 if TYPE_CHECKING:
     from immunostrat.modelling.fitting import TrainedModel
@@ -61,6 +64,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _write_registry(root: Path, reg: Mapping[str, Any]) -> None:
     _write_atomic(root / REGISTRY_FILE, json_bytes(reg))
+
+
+def _check_card_scores_as_archived(card_bytes: bytes, data: bytes, names: tuple[str, ...]) -> None:
+    """Registration's check of the two forms: the coefficient form read back from the card's bytes (what runs score
+    with) agrees with the estimator read back from the skops bytes (what the registry archives)."""
+    import skops.io as sio
+
+    form = CoefficientForm.from_card(json.loads(card_bytes), names)
+    if form is None:
+        raise ModelIntegrityError("refusing to save: the card holds no coefficient form")
+    check_forms_agree(form, sio.loads(data, trusted=list(TRUSTED_TYPES)), "model to save")
 
 
 @contextlib.contextmanager
@@ -240,6 +254,7 @@ def save_model(
     mid = model_id or f"responder-lr-{created:%Y%m%d}-{sha[:8]}"
     card = build_card(trained, mid, created.isoformat(timespec="seconds"), sha, card_extra)
     card_bytes = json_bytes(card)
+    _check_card_scores_as_archived(card_bytes, data, trained.feature_names)
     card_md = render_card_markdown(json.loads(card_bytes)).encode("utf-8")
 
     with _registry_lock(root):

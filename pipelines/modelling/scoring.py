@@ -1,17 +1,18 @@
 """Stratify-time scoring: a verified registry model's probabilities, groups and exact per-feature contributions.
 
 The model is a standardised logistic regression, optionally Platt-calibrated: its logit decomposes exactly into
-per-feature contributions plus an intercept (see :class:`LinearLogit`). Scoring needs only those arrays, so this
-module imports no scikit-learn or skops: taking a fitted estimator apart is
-:mod:`immunostrat.modelling.estimator`'s job, and scoring from a coefficient form belongs here. Training lives in
-:mod:`immunostrat.modelling.fitting`.
+per-feature contributions plus an intercept (see :class:`LinearLogit`). Scoring needs only those arrays, its
+:class:`CoefficientForm`, which the model card holds (checksummed in the registry), so this module imports no
+scikit-learn, scipy or skops: taking a fitted estimator apart is :mod:`immunostrat.modelling.estimator`'s job, and
+scoring from a coefficient form belongs here. Training lives in :mod:`immunostrat.modelling.fitting`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -21,13 +22,108 @@ from immunostrat.config.features import (
     GROUP_LEVELS,
     NOT_ASSESSABLE,
     SCORE_COLUMNS,
+    FeatureSpec,
     build_feature_frame,
 )
 
 if TYPE_CHECKING:
     from sklearn.preprocessing import StandardScaler
 
-    from immunostrat.modelling.registry import LoadedModel
+#: The card's ``estimator`` keys that make up the coefficient form (cards of version 1 lack the last two).
+CARD_FORM_KEYS = ("standardised_coefficients", "intercept", "feature_means", "feature_scales")
+#: Parameters of two coefficient forms of one model agree when they differ by at most this, relative to
+#: max(1, |value|). A card is written from the estimator's float64 values with exact (shortest round-trip) JSON
+#: floats, so they are equal; the margin only admits a card computed in another operation order (~1e-16 each).
+FORM_RTOL = 1e-12
+
+
+def expit(logit: np.ndarray) -> np.ndarray:
+    """The logistic function 1 / (1 + exp(-t)), numerically stable: exp of a non-positive number only."""
+    t = np.asarray(logit, dtype=np.float64)
+    e = np.exp(-np.abs(t))
+    return np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+@dataclass(frozen=True)
+class CoefficientForm:
+    """The responder model as the arrays scoring needs (what ``card.json``'s ``estimator`` section holds).
+
+    ``logit p = intercept + sum_j coef_j * (x_j - mean_j) / scale_j``: the effective (post-calibration)
+    coefficients on the standardised features, the scaler's means and scales, all float64 in feature order.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature logit contributions ``coef_j * (x_j - mean_j) / scale_j`` of raw features ``X`` (n x k)."""
+        # The same operations as StandardScaler.transform (subtract, then divide), so the values are identical.
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale * self.coef
+
+    def probability(self, contributions: np.ndarray) -> np.ndarray:
+        """Responder probability: the logistic of the summed contributions plus the intercept."""
+        return expit(contributions.sum(axis=1) + self.intercept)
+
+    def differences(self, other: CoefficientForm) -> list[str]:
+        """The parameters (``coef``, ``intercept``, ``mean``, ``scale``) that differ beyond :data:`FORM_RTOL`."""
+        out = []
+        for name in ("coef", "intercept", "mean", "scale"):
+            a, b = np.asarray(getattr(self, name), dtype=np.float64), np.asarray(getattr(other, name), dtype=np.float64)
+            if a.shape != b.shape or not np.all(np.abs(a - b) <= FORM_RTOL * np.maximum(1.0, np.abs(b))):
+                out.append(name)
+        return out
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any], names: Sequence[str]) -> CoefficientForm | None:
+        """The coefficient form a model card holds, in the order of ``names``; None when the card has none.
+
+        Raises:
+            ValueError: The card holds the keys but their values are not one finite number per feature (with
+                positive scales): a checksummed card that is wrong is refused, never patched.
+        """
+        section = card.get("estimator") or {}
+        if not all(key in section for key in CARD_FORM_KEYS):
+            return None
+        arrays = {}
+        for key in ("standardised_coefficients", "feature_means", "feature_scales"):
+            values = section[key]
+            if not isinstance(values, Mapping) or sorted(values) != sorted(names):
+                raise ValueError(f"card estimator.{key} must give one value per feature {list(names)}")
+            arrays[key] = np.array([_finite_number(values[n], f"estimator.{key}.{n}") for n in names])
+        if not np.all(arrays["feature_scales"] > 0):
+            raise ValueError("card estimator.feature_scales must be positive")
+        return cls(
+            mean=arrays["feature_means"],
+            scale=arrays["feature_scales"],
+            coef=arrays["standardised_coefficients"],
+            intercept=_finite_number(section["intercept"], "estimator.intercept"),
+        )
+
+
+def _finite_number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"card {where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class ScoringModel(Protocol):
+    """What scoring and the drift gate read of a verified model: a registry model scored from its coefficient
+    form (``registry.CardModel``) or deserialised (``registry.LoadedModel``)."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def features(self) -> tuple[FeatureSpec, ...]: ...
+    @property
+    def card(self) -> dict[str, Any]: ...
+    @property
+    def default_cutoffs(self) -> dict[str, float]: ...
+    @property
+    def coefficient_form(self) -> CoefficientForm: ...
 
 
 def _check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
@@ -88,6 +184,16 @@ class LinearLogit:
     platt_slope: float | None
     platt_intercept: float | None
 
+    @property
+    def form(self) -> CoefficientForm:
+        """The coefficient form scoring uses (the scaler's means and scales with the effective coefficients)."""
+        return CoefficientForm(
+            mean=np.asarray(self.scaler.mean_, dtype=np.float64),
+            scale=np.asarray(self.scaler.scale_, dtype=np.float64),
+            coef=np.asarray(self.coef, dtype=np.float64),
+            intercept=float(self.intercept),
+        )
+
 
 def contributions(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
     """Exact per-subject logit attributions of the (calibrated) standardised logistic model.
@@ -109,21 +215,20 @@ def contributions(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
     # scikit-learn is imported only to take a fitted estimator apart; scoring from the coefficients needs none.
     from immunostrat.modelling.estimator import linear_logit_parts
 
-    parts = linear_logit_parts(estimator)
-    x_std = parts.scaler.transform(np.asarray(X, dtype=np.float64))
-    return x_std * parts.coef, parts.intercept
+    form = linear_logit_parts(estimator).form
+    return form.contributions(X), form.intercept
 
 
 class FeatureUnavailableError(ValueError):
     """The model needs a strata column that no input can supply, so it cannot score this data at all."""
 
 
-def missing_feature_sources(model: LoadedModel, columns: Sequence[str]) -> list[str]:
+def missing_feature_sources(model: ScoringModel, columns: Sequence[str]) -> list[str]:
     """Strata columns the model's features are computed from that are absent from ``columns`` (sorted)."""
     return sorted({f.source for f in model.features} - set(columns))
 
 
-def check_model_inputs(model: LoadedModel, columns: Sequence[str]) -> None:
+def check_model_inputs(model: ScoringModel, columns: Sequence[str]) -> None:
     """Refuse a model whose features the strata schema cannot supply at all.
 
     A column that exists but is null for a subject is fine (that subject is ``not_assessable``); a column that
@@ -150,7 +255,7 @@ def _drop_previous_scores(strata: pl.DataFrame) -> pl.DataFrame:
 
 def score_strata(
     strata: pl.DataFrame,
-    model: LoadedModel,
+    model: ScoringModel,
     cutoffs: Mapping[str, float] | None = None,
     top_k: int = 3,
 ) -> pl.DataFrame:
@@ -158,7 +263,8 @@ def score_strata(
 
     Args:
         strata: One row per subject holding the model's feature source columns.
-        model: Model loaded from the registry (:func:`immunostrat.modelling.registry.load_model`).
+        model: A verified registry model (``ModelHandle.for_scoring()``, or
+            :func:`immunostrat.modelling.registry.load_model`): scored from its coefficient form.
         cutoffs: ``possible_min``/``likely_min``; None uses the model card's defaults.
         top_k: Number of features listed in ``top_features`` (largest absolute contribution first).
 
@@ -188,10 +294,11 @@ def score_strata(
     intercept = np.full(n, np.nan)
     if complete.any():
         X = feats.filter(pl.Series(complete)).to_numpy().astype(np.float64)
-        proba[complete] = model.estimator.predict_proba(X)[:, 1]
-        c, b = contributions(model.estimator, X)
+        form = model.coefficient_form
+        c = form.contributions(X)
         contrib[complete] = c
-        intercept[complete] = b
+        intercept[complete] = form.intercept
+        proba[complete] = form.probability(c)
 
     # Top features: order columns by name, then a stable sort on -|contribution| breaks ties by name.
     by_name = np.argsort(np.array(names))

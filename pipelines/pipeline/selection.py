@@ -92,6 +92,7 @@ class RunContext:
             features=[f.name for f in self.model.features],
             cutoffs=self.cutoffs,
             cutoffs_source="run parameters" if overridden else "model card",
+            scored_from=self.model.scored_from,
         ).model_dump()
 
 
@@ -396,7 +397,7 @@ def score(strata: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
     """Probabilities, groups and per-feature contributions from the run's model (verified at launch)."""
     from immunostrat.modelling.scoring import score_strata  # imports numpy only when a run scores
 
-    scored = score_strata(strata, ctx.model.loaded(), cutoffs=ctx.cutoffs)
+    scored = score_strata(strata, ctx.model.for_scoring(), cutoffs=ctx.cutoffs)
     return scored.with_columns(run_id=pl.lit(ctx.run_id))
 
 
@@ -444,7 +445,7 @@ def drift(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str,
     frame = view.frame("strata", summary_columns(ctx))
     # The same model object that scored the partitions (loaded once per run).
     result = drift_checks.compare(
-        frame, ctx.model.loaded(), s.drift_threshold, missing_threshold=s.drift_missing_threshold
+        frame, ctx.model.for_scoring(), s.drift_threshold, missing_threshold=s.drift_missing_threshold
     )
     drift_checks.check(result, s.fail_on_drift)  # DriftError carries `result` into run.json
     return {"drift": result}

@@ -521,10 +521,11 @@ def _load_card(run: RunRecord) -> tuple[ModelCard | None, str | None]:
     if not run.model:
         return None, "the run used no model"
     try:
-        from immunostrat.modelling.registry import load_model  # only when a card is loaded: ~0.3 s to import
+        # The checksummed card, without deserialising the model file (no scikit-learn import).
+        from immunostrat.modelling.registry import resolve_model_file
 
         registry = (run.parameters.get("scoring") or {}).get("registry")
-        return load_model(run.model.model_id, registry).model_card, None
+        return resolve_model_file(run.model.model_id, registry).model_card, None
     except Exception as exc:  # a missing or moved registry must not stop the report
         return None, f"{type(exc).__name__}: {exc}"
 

@@ -135,10 +135,10 @@ def run_features(run: RunRecord | Mapping[str, Any]) -> tuple[FeatureSpec, ...]:
     if not record.model or not names or names == [f.name for f in DEFAULT_FEATURES]:
         return DEFAULT_FEATURES
     try:
-        from immunostrat.modelling.registry import load_model
+        from immunostrat.modelling.registry import resolve_model_file  # the checksummed card; nothing deserialised
 
         registry = (record.parameters.get("scoring") or {}).get("registry")
-        specs = load_model(record.model.model_id, registry).features
+        specs = resolve_model_file(record.model.model_id, registry).features
         if [f.name for f in specs] == names:
             return specs
     except Exception:  # the card only adds descriptions; the names are what the contract needs
