@@ -235,6 +235,11 @@ class Drift(Record):
         default_factory=dict, description="Per feature.", json_schema_extra={"keyed_by": "feature"}
     )
     flagged: list[str] = Field(default_factory=list, description="Names of the flagged features.")
+    note: str | None = Field(
+        default=None,
+        description="Why drift was not assessed (the card holds no training reference, or the cohort lacks a "
+        "feature's source column).",
+    )
 
 
 # -------------------------------------------------------------------------------------------------- summary

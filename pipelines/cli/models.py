@@ -1,4 +1,5 @@
-"""Command line for the model lifecycle: ``immunostrat evaluate`` and ``immunostrat models list|show|promote|compare``.
+"""Command line for the model lifecycle: ``immunostrat evaluate`` and
+``immunostrat models list|show|verify|promote|unalias|compare``.
 
 ``immunostrat.cli.main`` calls :func:`register` from ``build_parser`` and dispatches ``args.command`` through
 :data:`COMMANDS`. Nothing here starts Prefect: evaluation and comparison run the same ingest-to-baseline stages as
@@ -75,6 +76,12 @@ MODEL_ACTIONS = (
             REGISTRY,
             own("--json", "print card.json instead of the Markdown card", kind="true", default=False),
         ),
+    ),
+    Command(
+        "verify",
+        "check models' files and that the card's coefficients (what runs score with) equal the skops estimator",
+        ScoringConfig,
+        (own("models", "model ids or aliases (default: every registered model)", nargs="*", metavar="MODEL"), REGISTRY),
     ),
     Command(
         "promote",
@@ -247,6 +254,30 @@ def _models_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _models_verify(args: argparse.Namespace) -> int:
+    """Deserialise each model (every check of ``load_model``, the two forms' agreement included); one line each."""
+    from immunostrat.modelling import registry
+
+    registry_dir = _registry(args)
+    refs = args.models or [e["model_id"] for e in registry.list_models(registry_dir)]
+    failed = 0
+    for ref in refs:
+        try:
+            file = registry.resolve_model_file(ref, registry_dir)
+            file.deserialise()
+        except registry.RegistryError as exc:
+            failed += 1
+            print(f"FAILED {ref}: {exc}")
+            continue
+        how = (
+            "the card's coefficients agree with the skops estimator; runs score from the card"
+            if file.coefficient_form is not None
+            else f"{file.no_form_reason}; runs deserialise the skops file"
+        )
+        print(f"ok {file.model_id} (sha256 {file.sha256[:12]}...): {how}")
+    return EXIT_UNUSABLE if failed else EXIT_OK
+
+
 def _models_promote(args: argparse.Namespace) -> int:
     from immunostrat.modelling import registry
     from immunostrat.modelling.registry_write import set_alias
@@ -303,6 +334,7 @@ def _models_compare(args: argparse.Namespace) -> int:
 _MODEL_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "list": _models_list,
     "show": _models_show,
+    "verify": _models_verify,
     "promote": _models_promote,
     "unalias": _models_unalias,
     "compare": _models_compare,
@@ -310,7 +342,7 @@ _MODEL_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``immunostrat models list|show|promote|unalias|compare``."""
+    """``immunostrat models list|show|verify|promote|unalias|compare``."""
     return _MODEL_ACTIONS[args.models_action](args)
 
 
