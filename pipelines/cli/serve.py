@@ -22,10 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
+from prefect import Flow
+from prefect.runner import Runner
+from prefect.schedules import Cron
 from pydantic import Field, field_validator
 
 from immunostrat.config.run import MonitorParams, StratifyParams, _Model, read_yaml_mapping, validated
 from immunostrat.config.settings import Settings, read_settings, scoped
+from immunostrat.flows.monitor import monitor_flow
+from immunostrat.flows.stratify import stratify_flow
 from immunostrat.pipeline.launch import check_data_roots
 
 START_SERVER_HINT = (
@@ -119,8 +125,6 @@ def confined_flow(flow: Any, data_roots: Sequence[str]) -> Any:
     `flow`'s under `settings.scoped(served_settings(data_roots))`. The roots live in the function's closure,
     which Prefect's runner pickles into the process of each run.
     """
-    from prefect import Flow  # start-up time: Prefect loads only when serving
-
     roots = tuple(str(r) for r in data_roots)
     body = flow.fn
 
@@ -147,8 +151,6 @@ def _server_problem() -> str | None:
     url = os.environ.get("PREFECT_API_URL", "").strip()
     if not url:
         return "immunostrat serve needs a running Prefect server, and PREFECT_API_URL is not set."
-    import httpx
-
     try:
         response = httpx.get(url.rstrip("/") + "/health", timeout=5.0)
     except httpx.HTTPError as exc:
@@ -165,11 +167,6 @@ def serve_schedules(path: Path) -> int:
     if problem:
         print(f"{problem} {START_SERVER_HINT}", file=sys.stderr)
         return 2
-    from prefect.runner import Runner  # Prefect loads only when serving (start-up time of the other commands)
-
-    from immunostrat.flows.monitor import monitor_flow
-    from immunostrat.flows.stratify import stratify_flow
-
     # Runs started from the UI with edited parameters are checked against the same roots at their launch.
     flows = {name: confined_flow(f, schedules.data_roots) for name, f in (("stratify", stratify_flow),
                                                                           ("monitor", monitor_flow))}  # fmt: skip
@@ -186,8 +183,6 @@ def serve_schedules(path: Path) -> int:
 
 def deployment_options(schedule: StratifySchedule | MonitorSchedule) -> dict[str, Any]:
     """The deployment of one schedule: its name, cron in its time zone, tags and the flow's parameters."""
-    from prefect.schedules import Cron  # start-up time, as above
-
     # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
     parameters = {"params": schedule.parameters.model_dump(mode="json", exclude_unset=True)}
     validation = parameters["params"].setdefault("config", {}).setdefault("validation", {})

@@ -14,14 +14,12 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
+from immunostrat import safety
 from immunostrat.errors import UserError
-
-if TYPE_CHECKING:
-    pass
 
 LAB_REQUIRED = ("study_id", "subject_id", "test", "result", "unit", "collected_at")
 LAB_OPTIONAL = ("site_id", "method", "ref_low", "ref_high", "lloq")
@@ -131,8 +129,6 @@ def _precheck(p: Path, required: Sequence[str], kind: str) -> str:
         raise InputError(p, f"{kind} file not found")
     if p.stat().st_size == 0:
         raise InputError(p, f"{kind} file is empty (0 bytes); expected a header with columns: {', '.join(required)}")
-    from immunostrat import safety
-
     fmt = detect_format(p)
     if fmt == "csv":
         # Refuse what polars would misread silently: non-UTF-8 text (decoded lossily) and CR-only line endings
@@ -147,8 +143,6 @@ def _precheck(p: Path, required: Sequence[str], kind: str) -> str:
 @contextlib.contextmanager
 def read_errors(p: Path, fmt: str, kind: str, required: Sequence[str]) -> Iterator[None]:
     """Turn what polars raises while reading a file into `InputError` (bad file) or `OSError` (retry)."""
-    from immunostrat import safety
-
     try:
         yield
     except pl.exceptions.NoDataError as exc:
@@ -170,8 +164,6 @@ def _contract_header(
     p: Path, fmt: str, columns: Sequence[str], required: Sequence[str], optional: Sequence[str]
 ) -> tuple[list[str], tuple[str, ...]]:
     """Normalised column names and the extra (non-contract) ones; raises on repeated or missing columns."""
-    from immunostrat import safety
-
     names = [_normalise_header(c) for c in columns]
     written = _as_written(names)
     dupes = sorted({n for n in written if written.count(n) > 1})
