@@ -185,6 +185,7 @@ HEAVY = ("prefect", "prefect_dask", "sklearn", "skops", "matplotlib", "dask", "d
         ("immunostrat.cli.model_commands", (*HEAVY, "pandera")),  # `models list | show | promote | unalias`
         ("immunostrat.cli.runs", HEAVY),  # `validate`, and `stratify --engine local` until it scores
         ("immunostrat.cli.publish", (*HEAVY, "pandera", "numpy")),
+        ("immunostrat.cli.serve", HEAVY),  # schedules are checked before Prefect loads (and tests read them)
     ],
 )
 def test_importing_a_command_loads_only_what_it_uses(module: str, not_loaded: tuple[str, ...]) -> None:

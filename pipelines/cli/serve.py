@@ -23,15 +23,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
-from prefect import Flow
-from prefect.runner import Runner
-from prefect.schedules import Cron
 from pydantic import Field, field_validator
 
 from immunostrat.config.run import MonitorParams, StratifyParams, _Model, read_yaml_mapping, validated
 from immunostrat.config.settings import Settings, read_settings, scoped
-from immunostrat.flows.monitor import monitor_flow
-from immunostrat.flows.stratify import stratify_flow
 from immunostrat.pipeline.launch import check_data_roots
 
 START_SERVER_HINT = (
@@ -125,6 +120,9 @@ def confined_flow(flow: Any, data_roots: Sequence[str]) -> Any:
     `flow`'s under `settings.scoped(served_settings(data_roots))`. The roots live in the function's closure,
     which Prefect's runner pickles into the process of each run.
     """
+    # start-up time: Prefect loads only when serving (tests and launch checks read schedules without it)
+    from prefect import Flow
+
     roots = tuple(str(r) for r in data_roots)
     body = flow.fn
 
@@ -168,8 +166,12 @@ def serve_schedules(path: Path) -> int:
         print(f"{problem} {START_SERVER_HINT}", file=sys.stderr)
         return 2
     # Runs started from the UI with edited parameters are checked against the same roots at their launch.
-    flows = {name: confined_flow(f, schedules.data_roots) for name, f in (("stratify", stratify_flow),
-                                                                          ("monitor", monitor_flow))}  # fmt: skip
+    from prefect.runner import Runner  # start-up time, as above
+
+    from immunostrat import flows as prefect_flows  # start-up time, as above
+
+    served = {"stratify": prefect_flows.stratify_flow, "monitor": prefect_flows.monitor_flow}
+    flows = {name: confined_flow(f, schedules.data_roots) for name, f in served.items()}
     runner = Runner(pause_on_shutdown=True)  # as prefect.serve: Ctrl-C pauses the schedules
     for s in schedules.schedules:
         runner.add_flow(flows[s.flow], **deployment_options(s))
@@ -183,6 +185,8 @@ def serve_schedules(path: Path) -> int:
 
 def deployment_options(schedule: StratifySchedule | MonitorSchedule) -> dict[str, Any]:
     """The deployment of one schedule: its name, cron in its time zone, tags and the flow's parameters."""
+    from prefect.schedules import Cron  # start-up time, as above
+
     # exclude_unset: defaults such as validation.as_of (today) are evaluated at run time, not frozen now.
     parameters = {"params": schedule.parameters.model_dump(mode="json", exclude_unset=True)}
     validation = parameters["params"].setdefault("config", {}).setdefault("validation", {})
