@@ -26,6 +26,7 @@ import copy
 import datetime as dt
 from collections.abc import Callable, Sequence
 from functools import cache
+from importlib import import_module
 from typing import Any
 
 import pandera.polars as pa
@@ -1085,8 +1086,6 @@ def validate_output(name: str, frame: pl.DataFrame, *, features: Sequence[Featur
     """
     table = name if name.endswith(".parquet") else f"{name}.parquet"
     if table in FOLLOW_UP_TABLES:
-        from importlib import import_module
-
         module, model_name = FOLLOW_UP_TABLES[table]
         return check_contract(table, getattr(import_module(module), model_name), frame)
     if table not in OUTPUT_MODELS:

@@ -205,11 +205,7 @@ class ModelInfo(Record):
     cutoffs_source: str | None = Field(
         default=None, description="`model card`, or `run parameters` when `--possible-min`/`--likely-min` were given."
     )
-    scored_from: str | None = Field(
-        default=None,
-        description="`card coefficients` (the checksummed model card's coefficient form), or `model file` (the "
-        "skops file deserialised: the card has no coefficient form, or registry.json does not checksum the card).",
-    )
+    scored_from: str | None = Field(default=None, description="`card coefficients`, or `model file` (docs/models.md).")
 
 
 class DriftFeature(Record):
@@ -235,11 +231,7 @@ class Drift(Record):
         default_factory=dict, description="Per feature.", json_schema_extra={"keyed_by": "feature"}
     )
     flagged: list[str] = Field(default_factory=list, description="Names of the flagged features.")
-    note: str | None = Field(
-        default=None,
-        description="Why drift was not assessed (the card holds no training reference, or the cohort lacks a "
-        "feature's source column).",
-    )
+    note: str | None = Field(default=None, description="Why drift was not assessed, when it was not.")
 
 
 # -------------------------------------------------------------------------------------------------- summary

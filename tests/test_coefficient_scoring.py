@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from immunostrat.modelling.handle import SCORED_FROM_COEFFICIENTS, SCORED_FROM_MODEL_FILE, ModelHandle
 from immunostrat.modelling.registry import (
-    SCORED_FROM_COEFFICIENTS,
-    SCORED_FROM_MODEL_FILE,
     CardModel,
     LoadedModel,
-    ModelHandle,
     ModelIntegrityError,
     default_registry_dir,
     json_bytes,

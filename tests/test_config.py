@@ -22,6 +22,7 @@ from immunostrat.config.followup import (
 from immunostrat.config.run import (
     BaselineConfig,
     Criterion,
+    EvaluateParams,
     HarmoniseConfig,
     InputFiles,
     MonitorParams,
@@ -52,6 +53,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     StratifyParams,
     MonitorParams,
     TrainParams,
+    EvaluateParams,
     Criterion,
     Protocol,
 )

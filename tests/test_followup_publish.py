@@ -10,8 +10,8 @@ import pytest
 
 from immunostrat.followup.summary import endpoint_rows
 from immunostrat.schemas.outputs import OutputContractError
+from immunostrat.sponsor.follow_up import sponsor_endpoint_rates, sponsor_endpoints
 from immunostrat.sponsor.pseudonym import PseudonymKey, key_id, subject_pseudonyms
-from immunostrat.sponsor.publish import sponsor_endpoint_rates, sponsor_endpoints
 
 KEY_TEXT = "test-only-pseudonym-key-" + "7" * 40
 KEY = PseudonymKey(secret=KEY_TEXT.encode(), key_id=key_id(KEY_TEXT.encode()), source="test")

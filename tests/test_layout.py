@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +122,123 @@ def test_no_module_is_over_600_lines_without_a_reason_in_its_docstring() -> None
         f"over {MAX_MODULE_LINES} lines: {', '.join(offenders)}; split them, or say in the docstring why each is "
         f"{ONE_MODULE_MARKER!r} (e.g. 'It is one module: ...')"
     )
+
+
+# ------------------------------------------------------------------------------------ the import contract (issue 14)
+
+MAX_FUNCTION_IMPORTS = 40
+
+
+def _imports_in_functions(source: str) -> list[tuple[int, bool]]:
+    """Each import statement inside a function (at any depth), once: (line, commented), where `commented` means a
+    comment on its line or on the line above (the reason it is not at module level)."""
+    lines = ["", *source.splitlines()]  # 1-based, and line 0 is "the line above" the first
+    functions = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    inside = {n.lineno for f in functions for n in ast.walk(f) if isinstance(n, ast.Import | ast.ImportFrom)}
+    return [(line, "#" in lines[line] or lines[line - 1].strip().startswith("#")) for line in sorted(inside)]
+
+
+def test_imports_inside_functions_are_few_and_each_says_why() -> None:
+    found = {
+        str(path.relative_to(ROOT)): _imports_in_functions(path.read_text(encoding="utf-8"))
+        for folder in ("pipelines", "schemas")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+    }
+    per_file = {name: len(imports) for name, imports in found.items() if imports}
+    assert sum(per_file.values()) <= MAX_FUNCTION_IMPORTS, per_file
+    assert [f"{name}:{line}" for name, imports in found.items() for line, commented in imports if not commented] == []
+
+
+def test_the_function_import_counter_on_a_hand_written_module() -> None:
+    """`import os` is at module level; f's import has its reason above it; g's (nested in f) has none."""
+    source = "import os\n\n\ndef f():\n    # start-up time\n    import json\n\n    def g():\n        import re\n"
+    assert _imports_in_functions(source) == [(6, True), (9, False)]
+
+
+def _modules() -> list[str]:
+    """Every module of the package, by the layout rule (package `__init__`s by their package's name)."""
+    names = []
+    for prefix, folder in ROOTS.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[0] in ("schemas", "models") and prefix == "immunostrat":
+                continue  # not in pipelines/ (the mapping has no such folders)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            names.append(".".join([prefix, *parts]))
+    return sorted(set(names))
+
+
+def _contracts() -> list[dict[str, Any]]:
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        return list(tomllib.load(handle)["tool"]["importlinter"]["contracts"])
+
+
+def _layer_names() -> set[str]:
+    (layers,) = [c["layers"] for c in _contracts() if c["type"] == "layers"]
+    return {name.strip().strip("()") for line in layers for name in re.split(r"[:|]", line)}
+
+
+def test_every_module_is_in_a_layer_of_the_import_contract() -> None:
+    named = _layer_names()
+    containers = {".".join(n.split(".")[:i]) for n in named for i in range(1, n.count(".") + 1)}
+    outside = [m for m in _modules() if not any(m == n or m.startswith(n + ".") for n in named) and m not in containers]
+    assert outside == []
+    assert not [n for n in named if n not in _modules()], "a layer names a module that does not exist"
+
+
+def test_a_package_that_only_contains_layers_imports_nothing_of_the_package() -> None:
+    """Container packages (`immunostrat.cli`, `immunostrat.pipeline`, ...) are not layers themselves, so their
+    `__init__` must not import anything of the package (it would be outside the contract)."""
+    named = _layer_names()
+    containers = {".".join(n.split(".")[:i]) for n in named for i in range(1, n.count(".") + 1)} - named
+    for container in sorted(containers):
+        init = _folder_of(container) / "__init__.py"
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        imported = [
+            node.module or ""
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("immunostrat")
+        ] + [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+        assert not [m for m in imported if m.startswith("immunostrat")], container
+
+
+def test_the_import_contract_holds_on_the_installed_layout(tmp_path: Path) -> None:
+    """`lint-imports` on the three folders laid out as one package, as a wheel installs them: the schemas and
+    models layers (optional for a bare `lint-imports`, which sees only pipelines/) are checked too."""
+    tree = tmp_path / "site"
+    ignore = shutil.ignore_patterns("__pycache__", "*.skops", "*.parquet", "*.csv", "*.json", "*.md", "*.j2")
+    shutil.copytree(ROOT / "pipelines", tree / "immunostrat", ignore=ignore)
+    shutil.copytree(ROOT / "schemas", tree / "immunostrat" / "schemas", ignore=ignore)
+    shutil.copytree(ROOT / "models", tree / "immunostrat" / "models", ignore=ignore)
+    command = [
+        str(Path(sys.executable).parent / "lint-imports"),
+        "--config",
+        str(ROOT / "pyproject.toml"),
+        "--no-cache",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    # Every optional layer was there to be checked.
+    assert "Missing layer" not in result.stdout
+    assert f"Contracts: {len(_contracts())} kept, 0 broken." in result.stdout
+
+
+HEAVY = ("prefect", "prefect_dask", "sklearn", "skops", "matplotlib", "dask", "distributed", "duckdb", "pyreadstat")
+
+
+@pytest.mark.parametrize(
+    ("module", "not_loaded"),
+    [
+        ("immunostrat.cli.main", (*HEAVY, "pandera", "numpy")),  # `--help`, and the parser the docs tests build
+        ("immunostrat.cli.model_commands", (*HEAVY, "pandera")),  # `models list | show | promote | unalias`
+        ("immunostrat.cli.runs", HEAVY),  # `validate`, and `stratify --engine local` until it scores
+        ("immunostrat.cli.publish", (*HEAVY, "pandera", "numpy")),
+        ("immunostrat.cli.serve", HEAVY),  # schedules are checked before Prefect loads (and tests read them)
+    ],
+)
+def test_importing_a_command_loads_only_what_it_uses(module: str, not_loaded: tuple[str, ...]) -> None:
+    code = f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [name for name in not_loaded if name in loaded] == []

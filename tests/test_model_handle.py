@@ -7,7 +7,8 @@ import pickle
 
 import pytest
 
-from immunostrat.modelling.registry import ModelHandle, ModelIntegrityError, UnknownModelError, resolve_model_file
+from immunostrat.modelling.handle import ModelHandle
+from immunostrat.modelling.registry import ModelIntegrityError, UnknownModelError, resolve_model_file
 
 
 def test_a_pickled_handle_carries_the_verified_bytes_never_an_estimator() -> None:

@@ -266,7 +266,7 @@ def test_train_registry_sets_the_registry_and_the_run_configuration() -> None:
 
 def test_evaluate_defaults_are_the_models_defaults() -> None:
     from immunostrat.cli import options as cli_options
-    from immunostrat.cli.models import EvaluateParams
+    from immunostrat.config.run import EvaluateParams
 
     params = cli_options.parse_model(EvaluateParams, _parse("evaluate --labs a --subjects s --outcomes o"))
     assert params.config.scoring.model == "champion" and params.config.scoring.drift_threshold == 0.2

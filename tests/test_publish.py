@@ -29,18 +29,16 @@ from immunostrat.pipeline import run as pipeline
 from immunostrat.reporting import datadict
 from immunostrat.schemas.outputs import OutputContractError, Strata
 from immunostrat.schemas.sponsor import DAY_COLUMNS, SPONSOR_SCHEMA_VERSION, WITHHELD, Sponsor, validate_sponsor
+from immunostrat.sponsor.current import CURRENT_MANIFEST, PublishError
 from immunostrat.sponsor.pseudonym import KEY_ENV, KEY_FILE_ENV, PseudonymKey, PseudonymKeyError, key_id, load_key
-from immunostrat.sponsor.publish import (
-    CURRENT_MANIFEST,
+from immunostrat.sponsor.publish import (  # read_current and read_snapshot: as docs/sponsor.md imports them
     PublishConfig,
-    PublishError,
     PublishResult,
-    age_band_labels,
     publish_run,
     read_current,
     read_snapshot,
-    sponsor_table,
 )
+from immunostrat.sponsor.table import age_band_labels, sponsor_table
 
 from .support import AS_OF
 

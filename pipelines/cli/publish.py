@@ -85,6 +85,7 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
 
 def publish_config(args: argparse.Namespace) -> PublishConfig:
     """The PublishConfig of a command: the run's own settings, then the `--config` file, then the flags."""
+    # start-up time: the sponsor contract (pandera) and the report load only when a sponsor command runs
     from immunostrat.sponsor.publish import publish_config_of
 
     run_json = Path(args.run_dir) / "run.json"
@@ -101,7 +102,7 @@ def publish_config(args: argparse.Namespace) -> PublishConfig:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """`immunostrat publish RUN_DIR`."""
-    from immunostrat.sponsor.publish import publish_run
+    from immunostrat.sponsor.publish import publish_run  # start-up time, as above
 
     result = publish_run(
         args.run_dir,
@@ -126,7 +127,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`immunostrat report RUN_DIR`."""
-    from immunostrat.sponsor.publish import write_report
+    from immunostrat.sponsor.publish import write_report  # start-up time, as above
 
     path = write_report(args.run_dir, args.out, publish_config(args))
     print(f"report: {path}")

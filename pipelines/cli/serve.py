@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 from pydantic import Field, field_validator
 
 from immunostrat.config.run import MonitorParams, StratifyParams, _Model, read_yaml_mapping, validated
@@ -119,7 +120,8 @@ def confined_flow(flow: Any, data_roots: Sequence[str]) -> Any:
     `flow`'s under `settings.scoped(served_settings(data_roots))`. The roots live in the function's closure,
     which Prefect's runner pickles into the process of each run.
     """
-    from prefect import Flow  # start-up time: Prefect loads only when serving
+    # start-up time: Prefect loads only when serving (tests and launch checks read schedules without it)
+    from prefect import Flow
 
     roots = tuple(str(r) for r in data_roots)
     body = flow.fn
@@ -147,8 +149,6 @@ def _server_problem() -> str | None:
     url = os.environ.get("PREFECT_API_URL", "").strip()
     if not url:
         return "immunostrat serve needs a running Prefect server, and PREFECT_API_URL is not set."
-    import httpx
-
     try:
         response = httpx.get(url.rstrip("/") + "/health", timeout=5.0)
     except httpx.HTTPError as exc:
@@ -165,14 +165,13 @@ def serve_schedules(path: Path) -> int:
     if problem:
         print(f"{problem} {START_SERVER_HINT}", file=sys.stderr)
         return 2
-    from prefect.runner import Runner  # Prefect loads only when serving (start-up time of the other commands)
-
-    from immunostrat.flows.monitor import monitor_flow
-    from immunostrat.flows.stratify import stratify_flow
-
     # Runs started from the UI with edited parameters are checked against the same roots at their launch.
-    flows = {name: confined_flow(f, schedules.data_roots) for name, f in (("stratify", stratify_flow),
-                                                                          ("monitor", monitor_flow))}  # fmt: skip
+    from prefect.runner import Runner  # start-up time, as above
+
+    from immunostrat import flows as prefect_flows  # start-up time, as above
+
+    served = {"stratify": prefect_flows.stratify_flow, "monitor": prefect_flows.monitor_flow}
+    flows = {name: confined_flow(f, schedules.data_roots) for name, f in served.items()}
     runner = Runner(pause_on_shutdown=True)  # as prefect.serve: Ctrl-C pauses the schedules
     for s in schedules.schedules:
         runner.add_flow(flows[s.flow], **deployment_options(s))

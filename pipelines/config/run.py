@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -384,8 +385,6 @@ class ValidationConfig(_Model):
     @classmethod
     def _today_in_zone(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("as_of") is None and data.get("as_of_timezone"):
-            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
             try:
                 zone = ZoneInfo(str(data["as_of_timezone"]))
             except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -666,6 +665,17 @@ class TrainParams(InputFiles):
         if self.endpoint is not None and (self.landmark is None or self.visits is None):
             raise ValueError("an endpoint needs its landmark (e.g. month_6) and a visits file to derive it from")
         return self
+
+
+class EvaluateParams(InputFiles):
+    """Inputs and options of `evaluate` and `models compare`: a labelled cohort, its run configuration (the model,
+    registry and drift threshold are its `scoring` settings) and the evaluation settings."""
+
+    outcomes: str = Field(description="Outcomes file (study_id, subject_id, responded, endpoint).")
+    config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation, baseline, scoring.")
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Bootstrap intervals, subgroups and calibration table."
+    )
 
 
 # --------------------------------------------------------------------------------------------------

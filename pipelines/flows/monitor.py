@@ -10,11 +10,13 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
 
 from immunostrat.config.run import MonitorParams
 from immunostrat.errors import UserError
 from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, rename_flow_run, result_of
 from immunostrat.flows.stratify import dask_task_runner
+from immunostrat.followup.summary import monitor_summary
 from immunostrat.pipeline import launch, run
 from immunostrat.pipeline.engine.runfolder import RunOutputs
 
@@ -26,8 +28,6 @@ def emit_changes(result: RunOutputs) -> Any:
     """Emit `CHANGED_EVENT` when anything changed since the previous monitor run: counts per kind and change, and
     each change with the subject's pseudonym (never its identifier). Returns the event, or None when nothing
     changed or the runs were not comparable. Events reach automations only through a long-lived server."""
-    from prefect.events import emit_event
-
     changes = result.run_json.get("changes", {})
     counts = changes.get("counts", {})
     if not any(n for by_change in counts.values() for n in by_change.values()):
@@ -46,8 +46,6 @@ def emit_changes(result: RunOutputs) -> Any:
 
 def publish_artifacts(result: RunOutputs, min_cell_count: int) -> None:
     """Endpoint rates as a table and a Markdown summary in the Prefect UI (small counts suppressed)."""
-    from immunostrat.followup.summary import monitor_summary
-
     markdown, rows = monitor_summary(result.run_json, min_cell_count=min_cell_count)
     create_markdown_artifact(markdown=markdown, key="monitor-summary", description="Follow-up summary")
     if rows:

@@ -16,6 +16,8 @@ from typing import Any
 
 from prefect import Task, task, unmapped
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.runtime import deployment, flow_run
 from prefect.states import Failed, State
 
 from immunostrat.errors import UserError, as_payload, from_payload, is_payload
@@ -115,8 +117,6 @@ def flow_run_name(flow_name: str) -> Callable[[], str]:
     """A first name for a flow run: the flow, the deployment (or 'ad-hoc') and the UTC time; renamed after launch."""
 
     def name() -> str:
-        from prefect.runtime import deployment
-
         where = deployment.name or "ad-hoc"
         return f"{flow_name}-{where}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
@@ -125,9 +125,6 @@ def flow_run_name(flow_name: str) -> Callable[[], str]:
 
 def rename_flow_run(flow_name: str, run_id: str) -> None:
     """Name the running flow run after what ran: flow, run id and, when scheduled, the deployment."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import deployment, flow_run
-
     if not flow_run.id:
         return
     name = f"{flow_name}-{run_id}" + (f"-{deployment.name}" if deployment.name else "")

@@ -17,6 +17,7 @@ from immunostrat.errors import UserError
 from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, rename_flow_run, result_of
 from immunostrat.pipeline import launch, run
 from immunostrat.pipeline.engine.runfolder import RunOutputs
+from immunostrat.reporting.artifacts import artifact_summary
 
 
 def dask_task_runner(address: str | None, workers: int = 2) -> Any:
@@ -24,7 +25,7 @@ def dask_task_runner(address: str | None, workers: int = 2) -> Any:
 
     Threads, not processes, locally: polars releases the GIL, and threads avoid pickling partitions.
     """
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner  # start-up time: Dask loads only for in-memory partitions
 
     if address:
         return DaskTaskRunner(address=address)
@@ -36,8 +37,6 @@ def dask_task_runner(address: str | None, workers: int = 2) -> Any:
 
 def publish_artifacts(result: RunOutputs, min_cell_count: int) -> None:
     """A Markdown summary and a table of group counts in the Prefect UI (small counts suppressed)."""
-    from immunostrat.reporting.artifacts import artifact_summary
-
     markdown, rows = artifact_summary(result.run_dir, min_cell_count=min_cell_count)
     create_markdown_artifact(markdown=markdown, key="stratify-summary", description="Run summary")
     if rows:

@@ -9,13 +9,12 @@ from prefect import flow
 from immunostrat.config.run import TrainParams
 from immunostrat.errors import UserError
 from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, result_of
+from immunostrat.modelling import training
 
 
 @flow(name="train", flow_run_name=flow_run_name("train"), log_prints=True, validate_parameters=True)
 def train_flow(params: TrainParams) -> Any:
     """Fit a responder model on baseline features and outcomes; register it; returns the model id."""
-    from immunostrat.modelling import training
-
     try:
         return training.train(params, runner=PrefectRunner())
     except UserError as exc:

@@ -21,7 +21,13 @@ from immunostrat.ingest.io import (
     InputTable,
     read_input,
 )
-from immunostrat.ingest.readers import ReaderOptions, read_labs_as, read_subjects_as
+from immunostrat.ingest.readers import (
+    ReaderOptions,
+    add_patient_demographics,
+    read_fhir_patients,
+    read_labs_as,
+    read_subjects_as,
+)
 from immunostrat.ingest.readers.detect import detect_kind
 
 
@@ -99,8 +105,6 @@ def read_inputs(
     labs += [read_labs(m, "expression", options) for m in expression]
     subjects = read_subjects(subjects_path, None, options) if subjects_path is not None else None
     if patients is not None and subjects is not None:
-        from immunostrat.ingest.readers import add_patient_demographics, read_fhir_patients
-
         r = cfg.readers if cfg is not None else None
         found = read_fhir_patients(patients, study_id=r.study_id if r else None, crosswalk=r.crosswalk if r else None)
         subjects = add_patient_demographics(subjects, found)

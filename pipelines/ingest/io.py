@@ -12,16 +12,13 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from immunostrat.errors import UserError
 from immunostrat.ingest.atomic import atomic_path
 from immunostrat.ingest.diagnostics import csv_structure_problem, header_hint, text_encoding_problem
-
-if TYPE_CHECKING:
-    pass
 
 LAB_REQUIRED = ("study_id", "subject_id", "test", "result", "unit", "collected_at")
 LAB_OPTIONAL = ("site_id", "method", "ref_low", "ref_high", "lloq")

@@ -69,7 +69,7 @@ def _write_registry(root: Path, reg: Mapping[str, Any]) -> None:
 def _check_card_scores_as_archived(card_bytes: bytes, data: bytes, names: tuple[str, ...]) -> None:
     """Registration's check of the two forms: the coefficient form read back from the card's bytes (what runs score
     with) agrees with the estimator read back from the skops bytes (what the registry archives)."""
-    import skops.io as sio
+    import skops.io as sio  # imports scikit-learn: paid by saving a model only
 
     form = CoefficientForm.from_card(json.loads(card_bytes), names)
     if form is None:

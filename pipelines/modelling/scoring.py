@@ -263,7 +263,7 @@ def score_strata(
 
     Args:
         strata: One row per subject holding the model's feature source columns.
-        model: A verified registry model (``ModelHandle.for_scoring()``, or
+        model: A verified registry model (``immunostrat.modelling.handle.ModelHandle.for_scoring()``, or
             :func:`immunostrat.modelling.registry.load_model`): scored from its coefficient form.
         cutoffs: ``possible_min``/``likely_min``; None uses the model card's defaults.
         top_k: Number of features listed in ``top_features`` (largest absolute contribution first).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,9 @@ from immunostrat.followup.lab_grades import (
     worst_emergent_grades,
     worst_grades_wide,
 )
+from immunostrat.followup.report import render_follow_up_report
 from immunostrat.followup.sledai import load_descriptors
+from immunostrat.ingest.io import write_text_atomic
 from immunostrat.pipeline.engine.definition import Finish, Gate, Output, Phase, PhaseResult, Pipeline, Tables, View
 from immunostrat.pipeline.selection import (
     HARMONISE_VALIDATE,
@@ -53,7 +54,10 @@ from immunostrat.pipeline.selection import (
     RunContext,
 )
 from immunostrat.schemas.events import EVENT_OPTIONAL, EVENT_REQUIRED
+from immunostrat.schemas.records import RunRecord, read_run_record
 from immunostrat.schemas.toxicity import LICATS_COLUMNS
+from immunostrat.sponsor.follow_up import publish_follow_up
+from immunostrat.sponsor.pseudonym import PseudonymKeyError, load_key, subject_pseudonyms
 
 _KEY = ["study_id", "subject_id"]
 
@@ -182,13 +186,12 @@ def endpoint_rates(endpoints: pl.DataFrame, by: list[str] | None = None) -> pl.D
     )
 
 
-def read_strata_run(run_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The responder groups a completed stratify run predicted, and that run's model entry (never re-scored).
+def read_strata_run(run_dir: str | Path) -> tuple[pl.DataFrame, Path, RunRecord]:
+    """The responder groups a completed stratify run predicted (never re-scored), the run folder read and its
+    run.json (of any version: older run folders stay readable).
 
     `run_dir` is a run folder, or an output folder of stratify runs (its newest run is used; run.json records which).
     """
-    from immunostrat.pipeline.engine.runfolder import read_manifest
-
     folder = Path(run_dir)
     if not (folder / "run.json").is_file() and folder.is_dir():
         # An output folder of stratify runs: its newest run (run ids begin with their UTC start time).
@@ -196,15 +199,15 @@ def read_strata_run(run_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any]]:
         if runs:
             folder = runs[-1]
     try:
-        manifest = read_manifest(folder)
-    except (OSError, ValueError) as exc:
+        record = read_run_record(folder)
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise SettingsError(f"--strata {folder}: not a readable run folder (run.json: {exc})") from exc
-    if manifest.get("status") != "completed" or "strata.parquet" not in manifest.get("outputs", {}):
+    if not record.completed or "strata.parquet" not in record.outputs:
         raise SettingsError(
             f"--strata {folder}: the run did not complete with a strata.parquet; give a completed stratify run"
         )
     groups = pl.read_parquet(folder / "strata.parquet", columns=[*_KEY, "responder_group"])
-    return groups, {**manifest.get("model", {}), "_run_dir": str(folder)}
+    return groups, folder, record
 
 
 def definition_record(definition: EndpointDefinition) -> dict[str, Any]:
@@ -240,13 +243,13 @@ def summarise_follow_up(view: View, ctx: RunContext, manifest: Mapping[str, Any]
     }
     strata_run = getattr(ctx.files, "strata", None)
     if strata_run:
-        groups, model = read_strata_run(strata_run)
+        groups, folder, strata_record = read_strata_run(strata_run)
         joined = rows.join(groups, on=_KEY, how="left").with_columns(
             pl.col("responder_group").fill_null("not in the stratify run")
         )
         summary["by_predicted_group"] = {
-            "strata_run": model.pop("_run_dir", str(strata_run)),
-            "model": model,
+            "strata_run": str(folder),
+            "model": strata_record.model.model_dump(exclude_unset=True) if strata_record.model else {},
             "rates": endpoint_rates(joined, ["responder_group"]).to_dicts(),
         }
     return {"summary": summary}
@@ -280,24 +283,22 @@ def _run_findings(tables: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     )
 
 
-def previous_monitor_runs(out: Path, run_id: str) -> list[tuple[Path, dict[str, Any]]]:
-    """Completed monitor runs of an output folder other than `run_id`, newest first, with their run.json."""
+def previous_monitor_runs(out: Path, run_id: str) -> list[tuple[Path, RunRecord]]:
+    """Completed monitor runs of an output folder other than `run_id`, newest first, with their run.json (of any
+    version; a folder whose run.json cannot be read is not a run)."""
     runs = []
     for folder in sorted((p for p in out.iterdir() if p.is_dir() and p.name != run_id), reverse=True):
         try:
-            manifest = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = read_run_record(folder)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
             continue
-        outputs = manifest.get("outputs", {})
-        if manifest.get("status") == "completed" and all(f"{t}.parquet" in outputs for t in _FINDING_COLUMNS):
-            runs.append((folder, manifest))
+        if record.completed and all(f"{t}.parquet" in record.outputs for t in _FINDING_COLUMNS):
+            runs.append((folder, record))
     return runs
 
 
 def _items(changes: pl.DataFrame, ctx: RunContext) -> tuple[list[dict[str, Any]], str | None]:
     """Every change with the subject's pseudonym (never its identifier); none without a pseudonym key."""
-    from immunostrat.sponsor.pseudonym import PseudonymKeyError, load_key, subject_pseudonyms
-
     try:
         key = load_key(ctx.cfg.publish.key_file, demo=ctx.cfg.publish.demo_key)
     except PseudonymKeyError:
@@ -313,7 +314,7 @@ def what_changed(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> di
     current_tables = {t: view.frame(t, columns) for t, columns in _FINDING_COLUMNS.items()}
     definition = definition_record(ctx.protocol.endpoints)
     studies = set(current_tables["endpoints"]["study_id"].unique().to_list())
-    chosen: dict[Path, tuple[dict[str, Any], set[str]]] = {}
+    chosen: dict[Path, tuple[RunRecord, set[str]]] = {}
     uncovered = set(studies)
     for folder, run in previous_monitor_runs(Path(ctx.files.out), ctx.run_id):
         if not uncovered:  # every study has its newest earlier run: older runs are not read
@@ -330,7 +331,7 @@ def what_changed(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> di
     now = _run_findings(current_tables)  # once, whichever earlier runs the studies are compared with
     for folder, (run, mine) in chosen.items():
         previous_ids.append(folder.name)
-        reason = comparable(run, definition)
+        reason = comparable(run.to_json_dict(), definition)
         if reason:
             reasons.append(f"{folder.name}: {reason}")
             continue
@@ -342,7 +343,7 @@ def what_changed(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> di
             compare_findings(
                 before.filter(in_scope),
                 now.filter(in_scope),
-                dt.date.fromisoformat(run["as_of"]),
+                dt.date.fromisoformat(str(run.as_of)),
                 day0=day0,
                 endpoints_now=current_tables["endpoints"],
             )
@@ -369,9 +370,6 @@ TEAM_REPORT = "report.html"
 
 def write_team_report(run_dir: Path, ctx: RunContext) -> Path:
     """Finish: RUN/report.html, the follow-up report for the team (aggregates; small cells suppressed)."""
-    from immunostrat.followup.report import render_follow_up_report
-    from immunostrat.ingest.io import write_text_atomic
-
     html = render_follow_up_report(
         run_dir, min_cell_count=ctx.cfg.publish.min_cell_count, lane_labels=_pseudonym_labels(ctx)
     )
@@ -381,8 +379,6 @@ def write_team_report(run_dir: Path, ctx: RunContext) -> Path:
 def _pseudonym_labels(ctx: RunContext) -> Any:
     """Swimmer-lane labels: the first 8 hex digits of each subject's pseudonym; None (numbered lanes) without a
     key. Subject identifiers never reach the report."""
-    from immunostrat.sponsor.pseudonym import PseudonymKeyError, load_key, subject_pseudonyms
-
     try:
         key = load_key(ctx.cfg.publish.key_file, demo=ctx.cfg.publish.demo_key)
     except PseudonymKeyError:
@@ -392,8 +388,6 @@ def _pseudonym_labels(ctx: RunContext) -> Any:
 
 def publish_follow_up_snapshot(run_dir: Path, ctx: RunContext) -> Any:
     """Finish: the sponsor's follow-up snapshot (pseudonymised endpoint rows, suppressed rates, report)."""
-    from immunostrat.sponsor.publish import publish_follow_up
-
     return publish_follow_up(run_dir, ctx.cfg.publish)  # the key is loaded inside, never passed around
 
 

@@ -26,8 +26,11 @@ from typing import Any
 
 import polars as pl
 
+from immunostrat.config.data_roots import confine, data_roots_from_env
 from immunostrat.config.run import Protocol, RunConfig, load_protocol
 from immunostrat.errors import SettingsError
+from immunostrat.followup.events import check_events_header
+from immunostrat.followup.visits import check_visits_header
 from immunostrat.ingest.io import (
     LAB_OPTIONAL,
     LAB_REQUIRED,
@@ -40,11 +43,15 @@ from immunostrat.ingest.io import (
     scan_input,
 )
 from immunostrat.ingest.reference import ReferenceTables, load_reference
+from immunostrat.modelling.handle import ModelHandle
+from immunostrat.modelling.registry import resolve_model_file
 from immunostrat.pipeline.engine.definition import Pipeline
 from immunostrat.pipeline.engine.executors import InMemory, Streaming
 from immunostrat.pipeline.engine.runfolder import new_run_id
+from immunostrat.pipeline.follow_up import LABELLED_BY_ENDPOINT, MONITOR, read_strata_run
 from immunostrat.pipeline.partition import is_native, partition_count
 from immunostrat.pipeline.selection import LABELLED, STRATIFY, VALIDATE, RunContext
+from immunostrat.sponsor.pseudonym import load_key
 
 #: Bytes of a native lab CSV row, for deciding to stream without reading the file: the synthetic cohort and
 #: the site samples take 87 bytes a row; a lower figure over-estimates rows, so a borderline file streams.
@@ -73,8 +80,6 @@ def check_data_roots(
     env: Mapping[str, str] | None = None,
 ) -> None:
     """Every path a run reads or writes stays inside `$IMMUNOSTRAT_DATA_ROOTS` (or `env`'s), when that is set."""
-    from immunostrat.config.data_roots import confine, data_roots_from_env
-
     roots = data_roots_from_env(env)
     if not roots:
         return
@@ -134,15 +139,12 @@ def check_ifn_methods(files: Any, cfg: RunConfig, ref: ReferenceTables) -> None:
 def check_key(cfg: RunConfig) -> None:
     """A run that publishes needs the pseudonym key (its value never leaves `immunostrat.sponsor.pseudonym`)."""
     if cfg.publish.enabled:
-        from immunostrat.sponsor.pseudonym import load_key
-
         load_key(cfg.publish.key_file, demo=cfg.publish.demo_key)
 
 
 def resolve_model(cfg: RunConfig, *, load: bool = True) -> Any:
-    """The run's model: resolved and checksummed now, deserialised in the background (a `ModelHandle`)."""
-    from immunostrat.modelling.registry import ModelHandle, resolve_model_file
-
+    """The run's model: resolved and checksummed now (a `ModelHandle`); deserialised in the background only when
+    its card has no coefficient form to score from."""
     handle = ModelHandle(resolve_model_file(cfg.scoring.model, cfg.scoring.registry))
     return handle.start_loading() if load else handle
 
@@ -162,14 +164,10 @@ def check_inputs(files: Any) -> None:
         scan_input(files.subjects, SUBJECT_REQUIRED, SUBJECT_OPTIONAL, kind="subjects")
     visits = getattr(files, "visits", None)
     if visits:
-        from immunostrat.followup.visits import check_visits_header
-
         _exists(visits, "visits")
         check_visits_header(visits)  # the header, rows unread: an unknown column stops here too
     events = getattr(files, "events", None)
     if events:
-        from immunostrat.followup.events import check_events_header
-
         _exists(events, "events")
         check_events_header(events)
 
@@ -250,16 +248,12 @@ def check_strata_run(run_dir: str | None) -> None:
     """`--strata` names a completed stratify run folder whose strata table holds the predicted groups."""
     if not run_dir:
         return
-    from immunostrat.pipeline.follow_up import read_strata_run
-
     read_strata_run(run_dir)
 
 
 def plan_monitor(params: Any) -> Plan:
     """Launch checks of a monitor run: inputs with their visits file, protocol with its endpoint definition, the
     stratify run named by `--strata`, the output folder. No model is loaded: groups come from that run."""
-    from immunostrat.pipeline.follow_up import MONITOR
-
     cfg = params.config
     if not params.visits:
         raise SettingsError("monitor needs a visits file: give --visits FILE (docs/input.md, Visits)")
@@ -287,8 +281,6 @@ def plan_training(params: Any) -> Plan:
     whose name and landmark the protocol's endpoint definition must know."""
     if params.endpoint is None:
         return plan_labelled(params, params.config, params.protocol, outcomes=params.outcomes)
-    from immunostrat.pipeline.follow_up import LABELLED_BY_ENDPOINT
-
     check_data_roots(params, params.config, protocol=params.protocol)
     protocol = load_protocol_at(params.protocol)
     protocol.endpoints.check_known(params.endpoint, params.landmark)

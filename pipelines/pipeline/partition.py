@@ -32,6 +32,7 @@ from immunostrat.ingest.io import (
     scan_input,
     sha256_file,
 )
+from immunostrat.ingest.readers.detect import detect_kind
 
 _SUBJECT_KEY = ("study_id", "subject_id")
 # LZ4: uncompressed Arrow string views take ~160 bytes a lab row on disk; LZ4 takes a tenth of that.
@@ -103,8 +104,6 @@ def is_native(path: str, lab_format: str | None) -> bool:
     """Whether a lab file is in the native contract (named by `lab_format`, else detected from its content)."""
     if lab_format:
         return lab_format == "native"
-    from immunostrat.ingest.readers.detect import detect_kind
-
     return detect_kind(path) == "native"
 
 

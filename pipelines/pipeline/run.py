@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from immunostrat.ingest.atomic import run_lock
 from immunostrat.pipeline import launch
 from immunostrat.pipeline.engine.execute import LocalRunner, Runner, run_steps
 from immunostrat.pipeline.engine.execute import execute as execute_pipeline
@@ -31,8 +32,6 @@ def execute(plan: Plan, runner: Runner | None = None) -> RunOutputs:
         RunStopped: a gate stopped the run (its run folder is written, status "failed").
         UserError: an input turned out unusable while reading it (no run folder).
     """
-    from immunostrat.ingest.atomic import run_lock
-
     assert plan.out is not None
     # One run at a time per output folder: a second run fails fast naming the holder, never interleaves.
     with run_lock(plan.out, run_id=plan.ctx.run_id) as lock:

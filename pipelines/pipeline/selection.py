@@ -35,9 +35,16 @@ from immunostrat import __version__
 from immunostrat.config.run import Protocol, RunConfig, ValidationConfig
 from immunostrat.errors import QuarantineCeilingError
 from immunostrat.followup.baselines import with_selection_sledai
+from immunostrat.followup.events import event_counts, validate_events
+from immunostrat.followup.sledai import load_descriptors
+from immunostrat.followup.visits import validate_visits, visit_counts
 from immunostrat.ingest.inputs import Inputs, read_run_inputs
+from immunostrat.ingest.readers import baseline_flag_agreement as sdtm_flag_agreement
+from immunostrat.ingest.readers import merge_reader_quarantine
 from immunostrat.ingest.readers.expression import control_qc
 from immunostrat.ingest.reference import PANEL_GROUPS, SELECTION, ReferenceTables, load_reference
+from immunostrat.modelling import drift as drift_checks
+from immunostrat.modelling.scoring import score_strata
 from immunostrat.pipeline.engine.definition import (
     Finish,
     Gate,
@@ -51,6 +58,7 @@ from immunostrat.pipeline.engine.definition import (
 )
 from immunostrat.pipeline.partition import in_source_order, split_inputs, split_on_disk
 from immunostrat.schemas.records import InputFile, ModelInfo
+from immunostrat.sponsor.publish import publish_run
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
@@ -70,7 +78,7 @@ class RunContext:
     cfg: RunConfig
     reference: ReferenceTables
     protocol: Protocol | None = None
-    model: Any = None  # `immunostrat.modelling.registry.ModelHandle`, verified at launch; None when nothing is scored
+    model: Any = None  # `immunostrat.modelling.handle.ModelHandle`, verified at launch; None when nothing is scored
     partitions: int = 1  # partitions of an on-disk split (decided at launch from the inputs' size)
     started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
@@ -243,8 +251,6 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
     if inputs.events is not None:
         prepared = with_events(prepared, inputs.events, cfg)
     if any(t.rejected is not None for t in inputs.labs) or (inputs.subjects and inputs.subjects.rejected is not None):
-        from immunostrat.ingest.readers import merge_reader_quarantine
-
         # Records a reader refused (e.g. FHIR entered-in-error) join the quarantine and the counts.
         prepared = merge_reader_quarantine(inputs, prepared)
     # Counted last, so that readers' rejected records are in (their tests name the group where they map).
@@ -254,9 +260,6 @@ def prepare(inputs: Inputs, cfg: RunConfig, ref: ReferenceTables | None = None) 
 
 def with_visits(prepared: Prepared, visits: Any, cfg: RunConfig) -> Prepared:
     """Validate a visits file against the valid subjects: accepted visits, quarantined rows and their counts."""
-    from immunostrat.followup.sledai import load_descriptors
-    from immunostrat.followup.visits import validate_visits, visit_counts
-
     split = validate_visits(
         visits.frame,
         prepared.subjects,
@@ -272,8 +275,6 @@ def with_visits(prepared: Prepared, visits: Any, cfg: RunConfig) -> Prepared:
 
 def with_events(prepared: Prepared, events: Any, cfg: RunConfig) -> Prepared:
     """Validate an events file (CRS / ICANS assessments) against the valid subjects, as visits are."""
-    from immunostrat.followup.events import event_counts, validate_events
-
     split = validate_events(
         events.frame, prepared.subjects, cfg.validation.as_of, refused=prepared.subject_quarantine, config=cfg.events
     )
@@ -395,8 +396,6 @@ def _strata(tables: Tables, ctx: RunContext) -> tuple[pl.DataFrame, dict[str, An
 
 def score(strata: pl.DataFrame, ctx: RunContext) -> pl.DataFrame:
     """Probabilities, groups and per-feature contributions from the run's model (verified at launch)."""
-    from immunostrat.modelling.scoring import score_strata  # imports numpy only when a run scores
-
     scored = score_strata(strata, ctx.model.for_scoring(), cutoffs=ctx.cutoffs)
     return scored.with_columns(run_id=pl.lit(ctx.run_id))
 
@@ -421,9 +420,9 @@ def baseline_flag_agreement(view: View, ctx: RunContext, manifest: Mapping[str, 
     if not view.whole:
         # Needs every SDTM row's flags beside the whole strata table: a single-pass figure only.
         return {"counts": {"sdtm_baseline_flags": {"not_computed": "streaming mode"}}}
-    from immunostrat.ingest.readers import baseline_flag_agreement as agreement
-
-    return {"counts": {"sdtm_baseline_flags": agreement(view.frame("harmonised"), view.frame("strata"), labs)}}
+    return {
+        "counts": {"sdtm_baseline_flags": sdtm_flag_agreement(view.frame("harmonised"), view.frame("strata"), labs)}
+    }
 
 
 _STRATA_FOR_SUMMARY = ("eligible", "responder_group", "missing_analytes")
@@ -439,8 +438,6 @@ def summary_columns(ctx: RunContext) -> list[str]:
 def drift(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Gate: the cohort's feature distributions against the model's training reference; stops on drift when
     `scoring.fail_on_drift` is set."""
-    from immunostrat.modelling import drift as drift_checks
-
     s = ctx.cfg.scoring
     frame = view.frame("strata", summary_columns(ctx))
     # The same model object that scored the partitions (loaded once per run).
@@ -470,8 +467,6 @@ def summary_stats(strata: pl.DataFrame, protocol: Protocol) -> dict[str, Any]:
 
 def summarise(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Gate (never stops): the figures run.json and the summary lead with."""
-    from immunostrat.modelling import drift as drift_checks
-
     assert ctx.protocol is not None
     summary = summary_stats(view.frame("strata", summary_columns(ctx)), ctx.protocol)
     summary["drift"] = drift_checks.summary_line(manifest["drift"])
@@ -576,8 +571,6 @@ ORDER = {
 
 
 def _publish(run_dir: Path, ctx: RunContext) -> Any:
-    from immunostrat.sponsor.publish import publish_run
-
     # The pseudonym key is loaded inside, never passed around.
     return publish_run(run_dir, ctx.cfg.publish)
 

@@ -23,6 +23,7 @@ import inspect
 import json
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from immunostrat.config.features import DEFAULT_FEATURES, FeatureSpec
 from immunostrat.config.followup import EventsConfig
 from immunostrat.followup.events import event_rules
 from immunostrat.followup.visits import documented_visit_rules
+from immunostrat.schemas.endpoints import FOLLOW_UP_SCHEMA_VERSION, SPONSOR_WITHHELD, sponsor_endpoint_schema
 from immunostrat.schemas.outputs import FOLLOW_UP_TABLES, OUTPUT_MODELS
 from immunostrat.schemas.records import RUN_RECORD_SCHEMA_VERSION, run_json_keys
 from immunostrat.schemas.sponsor import (
@@ -134,16 +136,12 @@ def data_dictionary() -> dict[str, Any]:
 
     The run tables of stratify (`OUTPUT_MODELS`), then monitor's own (`FOLLOW_UP_TABLES`).
     """
-    from importlib import import_module
-
     follow_up = {name: getattr(import_module(module), model) for name, (module, model) in FOLLOW_UP_TABLES.items()}
     return {file_name: _table_entry(model) for file_name, model in {**OUTPUT_MODELS, **follow_up}.items()}
 
 
 def follow_up_sponsor_dictionary() -> dict[str, Any]:
     """The follow-up snapshot's endpoint rows (monitor runs), with their schema version and layout."""
-    from immunostrat.schemas.endpoints import FOLLOW_UP_SCHEMA_VERSION, SPONSOR_WITHHELD, sponsor_endpoint_schema
-
     return {
         "table": "sponsor endpoints",
         "schema_version": FOLLOW_UP_SCHEMA_VERSION,

@@ -97,7 +97,7 @@ def _upper_names(path: Path, frame: pl.DataFrame) -> pl.DataFrame:
 
 def _read_xpt(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     try:
-        import pyreadstat
+        import pyreadstat  # start-up time: the SAS reader loads only for .xpt files
     except ImportError as exc:  # a declared dependency; say how to fix a broken environment
         raise InputError(path, "reading SAS XPORT needs pyreadstat: pip install pyreadstat==1.3.7") from exc
     try:

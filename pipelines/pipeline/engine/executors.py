@@ -21,6 +21,7 @@ from typing import Any, Literal
 import polars as pl
 
 from immunostrat.pipeline.engine.definition import Phase, Pipeline, View
+from immunostrat.schemas.outputs import validate_output
 
 # LZ4: uncompressed Arrow string views take ~160 bytes a lab row on disk (18 GB for 100M rows); LZ4 takes a
 # tenth of that and decompresses faster than the disk reads the difference.
@@ -56,8 +57,6 @@ class OutputSource:
 
 def _validate(contract: str | None, frame: pl.DataFrame) -> None:
     if contract is not None:
-        from immunostrat.schemas.outputs import validate_output
-
         validate_output(contract, frame)
 
 

@@ -1,0 +1,1 @@
+"""Data: the built-in protocol, endpoint definition and CTCAE lab criteria (read with importlib.resources)."""

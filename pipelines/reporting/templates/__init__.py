@@ -1,0 +1,1 @@
+"""Data: the Jinja templates of the reports (read by immunostrat.reporting)."""

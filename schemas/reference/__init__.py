@@ -1,0 +1,1 @@
+"""Data: the mapping tables (analytes, units, aliases, IFN gene sets and methods) as CSV files."""
