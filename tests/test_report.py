@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -315,3 +317,16 @@ def test_box_statistics_by_group_are_worked_out_by_hand() -> None:
     # inside, and 4 is inside the box: the whisker stops at q1 = 3. The 95th (8.5): 4 is the highest inside,
     # below q3, so that whisker stops at q3 = 6.5.
     assert stats["b"] == {"n": 3, "q1": 3.0, "med": 4.0, "q3": 6.5, "whislo": 3.0, "whishi": 6.5, "min": 2.0}
+
+
+def test_building_a_report_imports_no_plotting_or_model_library(demo: Demo, tmp_path: Path) -> None:
+    """The report reads the model's card (checksummed) without deserialising the model, and draws its figures
+    without a plotting library: a fresh process writing it imports neither matplotlib nor scikit-learn/skops."""
+    script = (
+        "import sys; from immunostrat.sponsor.publish import write_report; "
+        f"write_report({str(demo.run_dir)!r}, {str(tmp_path / 'report.html')!r}); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'sklearn', 'skops', 'scipy'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "cross-validated AUROC" in (tmp_path / "report.html").read_text(encoding="utf-8")  # the card is shown

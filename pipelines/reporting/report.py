@@ -520,10 +520,12 @@ def _load_card(run: RunRecord) -> tuple[ModelCard | None, str | None]:
     if not run.model:
         return None, "the run used no model"
     try:
-        from immunostrat.modelling.registry import load_model  # only when a card is loaded: ~0.3 s to import
+        from immunostrat.modelling.registry import resolve_model_file  # only when a card is loaded: ~0.3 s
 
         registry = (run.parameters.get("scoring") or {}).get("registry")
-        return load_model(run.model.model_id, registry).model_card, None
+        # The card, checked against registry.json like the model file, without deserialising the model (which
+        # imports scikit-learn and skops: seconds, for a page that shows the card only).
+        return ModelCard.model_validate(resolve_model_file(run.model.model_id, registry).card), None
     except Exception as exc:  # a missing or moved registry must not stop the report
         return None, f"{type(exc).__name__}: {exc}"
 
