@@ -71,11 +71,12 @@ def test_demo_report_opens_offline_in_chromium_without_console_errors(
             section = driver.find_element(By.ID, section_id)
             assert section.is_displayed() and section.size["height"] > 40, section_id
             assert section.find_element(By.TAG_NAME, "h2").text == title
-        images = driver.execute_script(
-            "return [...document.images].map(i => [i.complete && i.naturalWidth > 0, i.currentSrc.slice(0, 22)])"
+        figures = driver.execute_script(
+            "return [...document.querySelectorAll('figure > svg')].map(s => {"
+            " const box = s.getBoundingClientRect(); return [box.width, box.height, s.querySelectorAll('*').length]; })"
         )
-        assert len(images) >= 3 and all(ok for ok, _ in images), images
-        assert {src for _, src in images} == {"data:image/png;base64,"}
+        assert len(figures) >= 3 and all(w > 300 and h > 100 and n > 10 for w, h, n in figures), figures
+        assert driver.execute_script("return document.images.length") == 0  # every figure is inline SVG
         fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert all(str(name).startswith("data:") for name in fetched), fetched  # nothing from the network
         height = int(driver.execute_script("return document.documentElement.scrollHeight"))
@@ -90,7 +91,7 @@ def test_demo_report_opens_offline_in_chromium_without_console_errors(
 
 
 def test_follow_up_team_report_shows_the_swimmer_plot_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The monitor run's team report opens offline with every section, the swimmer plot drawn as an image, and
+    """The monitor run's team report opens offline with every section, the swimmer plot drawn (inline SVG), and
     no console error; the sponsor's copy has no swimmer plot."""
     from selenium.webdriver.common.by import By
 
@@ -112,8 +113,8 @@ def test_follow_up_team_report_shows_the_swimmer_plot_offline(tmp_path: Path, mo
         for section_id, title in FOLLOW_UP_SECTIONS:
             section = driver.find_element(By.ID, section_id)
             assert section.is_displayed() and section.find_element(By.TAG_NAME, "h2").text == title
-        swimmer = driver.find_element(By.ID, "swimmer").find_element(By.TAG_NAME, "img")
-        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalHeight > 200", swimmer)
+        swimmer = driver.find_element(By.ID, "swimmer").find_element(By.TAG_NAME, "svg")
+        assert swimmer.size["height"] > 200 and swimmer.get_attribute("aria-label").startswith("Swimmer plot")
         assert "swimmer" in TEAM_ONLY
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert not errors, errors

@@ -14,7 +14,14 @@ from prefect.events import emit_event
 
 from immunostrat.config.run import MonitorParams
 from immunostrat.errors import UserError
-from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, rename_flow_run, result_of
+from immunostrat.flows.runner import (
+    PrefectRunner,
+    failed,
+    flow_heartbeats,
+    flow_run_name,
+    rename_flow_run,
+    result_of,
+)
 from immunostrat.flows.stratify import dask_task_runner
 from immunostrat.followup.summary import monitor_summary
 from immunostrat.pipeline import launch, run
@@ -71,4 +78,5 @@ def run_monitor_flow(params: MonitorParams) -> str:
     flow_to_run = monitor_flow
     if params.partitions > 1 and not params.streaming:
         flow_to_run = monitor_flow.with_options(task_runner=dask_task_runner(params.dask_address))
-    return str(result_of(flow_to_run(params, return_state=True)))
+    with flow_heartbeats():
+        return str(result_of(flow_to_run(params, return_state=True)))

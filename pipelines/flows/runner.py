@@ -5,19 +5,25 @@ the record). Tasks that read or write files retry transient OS errors (1 s, then
 A user error inside a task (`immunostrat.errors.UserError`) fails the task with its one-line message as the state
 message, without a traceback: the flow then fails with the same message, which the UI shows and the command line
 prints, with the error's exit code.
+
+A flow the command line calls in this process (`flow_heartbeats`) sends no heartbeats unless the team set Prefect's
+`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`: Prefect joins its heartbeat thread when a flow run ends, about 0.9 s per run,
+and only an automation the team creates reads heartbeats (docs/operations.md, "What Prefect costs").
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import Task, task, unmapped
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.runtime import deployment, flow_run
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 from prefect.states import Failed, State
 
 from immunostrat.errors import UserError, as_payload, from_payload, is_payload
@@ -117,19 +123,59 @@ def flow_run_name(flow_name: str) -> Callable[[], str]:
     """A first name for a flow run: the flow, the deployment (or 'ad-hoc') and the UTC time; renamed after launch."""
 
     def name() -> str:
-        where = deployment.name or "ad-hoc"
+        where = deployment_name() or "ad-hoc"
         return f"{flow_name}-{where}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
     return name
 
 
+def _flow_run_context() -> Any:
+    """The running (sync) flow run's context, or None outside a flow run."""
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or not isinstance(context.client, SyncPrefectClient):
+        return None  # our flows are sync: their engine's client is a SyncPrefectClient
+    return context
+
+
+def deployment_name() -> str | None:
+    """The deployment of the running flow run, or None for an ad-hoc run.
+
+    Read through the flow engine's own client, one API call and only for a deployed run: Prefect's
+    `prefect.runtime.deployment.name` opens a new client and reads the flow run first (50-190 ms measured).
+    """
+    context = _flow_run_context()
+    if context is None or context.flow_run.deployment_id is None:
+        return None
+    return str(context.client.read_deployment(context.flow_run.deployment_id).name)
+
+
 def rename_flow_run(flow_name: str, run_id: str) -> None:
     """Name the running flow run after what ran: flow, run id and, when scheduled, the deployment."""
-    if not flow_run.id:
+    context = _flow_run_context()
+    if context is None:
         return
-    name = f"{flow_name}-{run_id}" + (f"-{deployment.name}" if deployment.name else "")
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, name=name)
+    deployed = deployment_name()
+    name = f"{flow_name}-{run_id}" + (f"-{deployed}" if deployed else "")
+    context.client.update_flow_run(context.flow_run.id, name=name)
+
+
+@contextmanager
+def flow_heartbeats() -> Iterator[None]:
+    """Around a flow called in this process: Prefect's flow-run heartbeats only if the team configured them.
+
+    Heartbeats let an automation mark a flow run whose process died as crashed; a command-line run is attended
+    (its exit code and terminal show a crash), and each flow run pays for them when it ends (Prefect joins the
+    heartbeat thread, which sleeps in 1 s steps: 0.9 s per run measured). So they are off unless
+    `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` is set (environment or Prefect profile; then Prefect's value applies).
+    Served deployments run in processes Prefect starts and keep Prefect's default (every 180 s).
+    """
+
+    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
+        yield
+        return
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def failed(exc: UserError) -> State[Any]:

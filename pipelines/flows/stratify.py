@@ -14,7 +14,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from immunostrat.config.run import StratifyParams
 from immunostrat.errors import UserError
-from immunostrat.flows.runner import PrefectRunner, failed, flow_run_name, rename_flow_run, result_of
+from immunostrat.flows.runner import (
+    PrefectRunner,
+    failed,
+    flow_heartbeats,
+    flow_run_name,
+    rename_flow_run,
+    result_of,
+)
 from immunostrat.pipeline import launch, run
 from immunostrat.pipeline.engine.runfolder import RunOutputs
 from immunostrat.reporting.artifacts import artifact_summary
@@ -62,4 +69,5 @@ def run_stratify_flow(params: StratifyParams) -> str:
     flow_to_run = stratify_flow
     if params.partitions > 1 and not params.streaming:
         flow_to_run = stratify_flow.with_options(task_runner=dask_task_runner(params.dask_address))
-    return str(result_of(flow_to_run(params, return_state=True)))
+    with flow_heartbeats():
+        return str(result_of(flow_to_run(params, return_state=True)))

@@ -23,7 +23,7 @@ import polars as pl
 
 from immunostrat.followup.summary import endpoint_rows
 from immunostrat.reporting.disclosure import suppress
-from immunostrat.reporting.figures import figure_block, new_figure
+from immunostrat.reporting.figures import SWIMMER_MARKS, figure_block, swimmer_figure, trajectory_figure
 from immunostrat.reporting.page import Section, render_page
 from immunostrat.reporting.quarantine import quarantine_section, read_quarantine
 from immunostrat.reporting.report import GROUPS
@@ -268,25 +268,22 @@ def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
         section.add("text", text="Needs the immune course and a readable stratify run (--strata).")
         return section
     labels = [b[2] for b in _BINS]
-    fig = new_figure(9.5, 3.2)
-    for n, analyte in enumerate(("cd19_b_cells", "anti_dsdna")):
-        ax = fig.add_subplot(1, 2, n + 1)
+    panels = []
+    for analyte, title in (("cd19_b_cells", "CD19+ B cells"), ("anti_dsdna", "anti-dsDNA")):
         table_rows = []
+        by_group = {}
         for group in GROUPS:
             part = rows.filter((pl.col("analyte") == analyte) & (pl.col("responder_group") == group))
             by_period = dict(zip(part["period"], part["median"], strict=True))
             medians = [by_period.get(p) for p in labels]
             if any(m is not None for m in medians):
-                ax.plot(range(len(labels)), [np.nan if m is None else m for m in medians], marker="o", label=group)
+                by_group[group] = medians
                 table_rows.append([analyte, group, *medians])
-        ax.set_xticks(range(len(labels)), labels, fontsize=7)
-        ax.set_title("CD19+ B cells" if analyte == "cd19_b_cells" else "anti-dsDNA", fontsize=9)
-        ax.spines[["top", "right"]].set_visible(False)
+        panels.append((title, by_group))
         if table_rows:
             section.table(["analyte", "predicted group", *labels], table_rows, label_columns=2)
-    if fig.axes[0].lines:
-        fig.axes[0].legend(fontsize=7, frameon=False)
-    section.blocks.append(figure_block(fig, "Median B cells and anti-dsDNA over time by predicted group"))
+    chart = trajectory_figure(labels, panels)
+    section.blocks.append(figure_block(chart, "Median B cells and anti-dsDNA over time by predicted group"))
     return section
 
 
@@ -326,27 +323,12 @@ def _swimmer(run_dir: Path, as_of: dt.date, lanes: int, labels: Any = None) -> S
     frame = _lane_events(run_dir, course, as_of).filter(pl.col("end").is_not_null())
     frame = frame.sort("end", descending=True).head(lanes)
     names = labels(frame) if labels is not None else [f"lane {i + 1}" for i in range(frame.height)]
-    fig = new_figure(9.5, 0.22 * max(frame.height, 4) + 1.2)
-    ax = fig.add_subplot()
-    y = np.arange(frame.height)[::-1]
-    ax.barh(y, frame["end"].fill_null(0).to_numpy(), color="#e2e8f0", height=0.7)
-    has_aplasia = frame["aplasia"].is_not_null().to_numpy()
-    start = frame["aplasia"].fill_null(0).to_numpy()
-    stop = frame["aplasia_end"].fill_null(frame["end"]).fill_null(0).to_numpy()
-    ax.barh(y[has_aplasia], (stop - start)[has_aplasia], left=start[has_aplasia], color="#90cdf4", height=0.35,
-            label="B-cell aplasia")  # fmt: skip
-    marks = {"crs_onset_day": ("^", "#dd6b20", "CRS"), "icans_onset_day": ("v", "#805ad5", "ICANS")}
-    marks |= {"met_day": ("*", "#2f855a", "endpoint met"), "relapse": ("x", "#c53030", "relapse")}
-    for column, (marker, colour, name) in marks.items():
-        if column in frame.columns:
-            days = frame[column].to_numpy().astype(np.float64)
-            shown = ~np.isnan(days)
-            ax.scatter(days[shown], y[shown], marker=marker, color=colour, label=name, zorder=3, s=24)
-    ax.set_yticks(y, names, fontsize=6)
-    ax.set_xlabel("days since infusion")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=5, fontsize=7, frameon=False)
-    section.blocks.append(figure_block(fig, "Swimmer plot: one lane per subject over days since infusion"))
+    marks = [m[0] for m in SWIMMER_MARKS if m[0] in frame.columns]
+    lane_days = frame.select(
+        "end", "aplasia", *marks, aplasia_stop=pl.coalesce("aplasia_end", "end", pl.lit(0, pl.Int32))
+    )
+    chart = swimmer_figure(names, lane_days)
+    section.blocks.append(figure_block(chart, "Swimmer plot: one lane per subject over days since infusion"))
     return section
 
 

@@ -11,9 +11,8 @@ There is one report, and it is sponsor-safe by construction, so it can travel wi
   from which such a count could be recomputed through a displayed total is shown as ``*`` (complementary
   suppression, `immunostrat.reporting.disclosure`); groups smaller than that are left out of distribution
   plots. Counts of lab *rows* (not subjects) are shown as they are;
-- it opens offline: figures are matplotlib PNGs embedded as ``data:`` URIs (`immunostrat.reporting.figures`),
-  styles are inline, there is no script, and a Content-Security-Policy forbids loading anything
-  (`immunostrat.reporting.page`).
+- it opens offline: figures are inline SVG drawn from aggregates (`immunostrat.reporting.figures`), styles are
+  inline, there is no script, and a Content-Security-Policy forbids loading anything (`immunostrat.reporting.page`).
 
 This module builds the report's sections from a run folder; the team's unsuppressed detail stays in the run
 folder (``run.json``, ``quarantine.parquet``). The Prefect artifacts' summary is `immunostrat.reporting.artifacts`.
@@ -217,7 +216,8 @@ def _funnel(run: RunRecord, sponsor: pl.DataFrame | None, k: int) -> Section:
         [["all stratified subjects", "", seq_shown[0, 1]]] + [[i, *seq_shown[r + 1]] for r, i in enumerate(ids)],
         caption="Applied in protocol order",
     )
-    section.blocks.append(funnel_figure(ids, remaining[1:], values[:, 1], k))
+    # Drawn as the tables show them: a count hidden there is neither drawn nor labelled with its value.
+    section.blocks.append(funnel_figure(ids, [str(v) for v in seq_shown[1:, 1]], [str(v) for v in shown[:, 1]]))
     return section
 
 
@@ -341,8 +341,9 @@ def _biomarkers(sponsor: pl.DataFrame | None, k: int) -> Section:
     if sponsor is None or sponsor.height == 0 or not present:
         section.add("note", text="No baseline biomarkers in this run.")
         return section
-    # One narrow split by group instead of a filter of the whole table per biomarker and group.
-    by_group = sponsor.select("responder_group", *(b[0] for b in present)).partition_by("responder_group", as_dict=True)
+    # One aggregation: the box statistics of every biomarker in every group (for the table and the figure).
+    stats = sponsor.group_by("responder_group").agg(box_stats([b[0] for b in present]))
+    by_group = {row["responder_group"]: row for row in stats.iter_rows(named=True)}
     rows = []
     panels: list[BoxPanel] = []
     for column, label, log in present:
@@ -359,7 +360,7 @@ def _biomarkers(sponsor: pl.DataFrame | None, k: int) -> Section:
 
 
 def _biomarker_by_group(
-    by_group: Mapping[tuple[Any, ...], pl.DataFrame], column: str, label: str, log: bool, k: int
+    by_group: Mapping[Any, Mapping[str, Any]], column: str, label: str, log: bool, k: int
 ) -> tuple[list[str], BoxPanel]:
     """One biomarker: a table cell per group (median [IQR] (n), or ``n<k``) and its box-plot panel.
 
@@ -369,17 +370,15 @@ def _biomarker_by_group(
     boxes, names, cells = [], [], []
     positive = True  # every plotted value > 0: a log axis can show them
     for group in GROUPS:
-        part = by_group.get((group,))
-        series = part[column] if part is not None else pl.Series(column, [], pl.Float64)
-        values = series.filter(series.is_finite()).to_numpy().astype(np.float64)
-        if values.size >= k:
-            box = box_stats(values)
-            cells.append(f"{box['med']:.3g} [{box['q1']:.3g}–{box['q3']:.3g}] (n={values.size})")
+        box: Mapping[str, Any] = by_group[group][column] if group in by_group else {"n": 0}
+        n = box["n"]
+        if n >= k:
+            cells.append(f"{box['med']:.3g} [{box['q1']:.3g}–{box['q3']:.3g}] (n={n})")
             boxes.append(box)
             names.append(group.replace("_", " "))
-            positive = positive and float(np.min(values)) > 0
+            positive = positive and box["min"] > 0
         else:
-            cells.append("0" if values.size == 0 else f"n<{k}")
+            cells.append("0" if n == 0 else f"n<{k}")
     return cells, (label, boxes, names, log and positive)
 
 
