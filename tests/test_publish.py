@@ -530,3 +530,24 @@ def test_a_large_run_is_published_chunk_by_chunk_with_the_same_rows_in_the_same_
         return re.sub(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}[^<\"]*", "TIME", text)
 
     assert report(result.snapshot_dir) == report(demo.result.snapshot_dir)
+
+
+def test_a_pseudonym_repeated_across_chunks_is_refused(
+    demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk is checked alone, so uniqueness across chunks is checked per bucket: pseudonyms made to
+    restart at 0…0 in every chunk pass each chunk's check and still stop the publication."""
+    from immunostrat.sponsor import publish as publish_module
+
+    real_rows = publish_module.sponsor_rows
+
+    def restarting(*args: Any, **kwargs: Any) -> pl.DataFrame:
+        rows = real_rows(*args, **kwargs)
+        counter = pl.int_range(pl.len()).over("study_id").cast(pl.String).str.zfill(32)
+        return rows.with_columns(subject_pseudonym=counter)
+
+    monkeypatch.setattr(publish_module, "sponsor_rows", restarting)
+    run_dir = _copy_run(demo, tmp_path)
+    with pytest.raises(OutputContractError, match="sponsor dataset"):
+        publish_run(run_dir, PublishConfig(key_file=demo.key_file, chunk_subjects=250), make_current=False)
+    assert not (run_dir / "sponsor").exists()

@@ -265,8 +265,9 @@ def _write_chunked(
 ) -> tuple[dict[str, Any], dict[str, int], pl.DataFrame]:
     """`_write_partitions` with bounded memory; also returns the columns the report reads.
 
-    Pass 1 pseudonymises chunk after chunk and spills each study's rows into 16 buckets by the first hex digit
-    of the pseudonym; pass 2 sorts and checks each bucket and writes it as one file. Bucket files in name
+    Pass 1 pseudonymises chunk after chunk, checks each chunk against the sponsor contract and spills each
+    study's rows into 16 buckets by the first hex digit of the pseudonym; pass 2 sorts each bucket, checks that
+    its pseudonyms are unique (the one rule that spans chunks) and writes it as one file. Bucket files in name
     order are in pseudonym order, so a study's files together hold exactly what one sorted file would.
     """
     scratch = data_dir.parent / ".chunks"
@@ -274,7 +275,9 @@ def _write_chunked(
     report_parts, spilled = [], set()
     for i, start in enumerate(range(0, strata.rows, cfg.chunk_subjects)):
         chunk = pl.scan_parquet(strata.path).slice(start, cfg.chunk_subjects).select(columns).collect()
-        rows = sponsor_rows(chunk, strata.key, cfg, features)
+        # The contract once per chunk (every row is in exactly one), not per bucket: a check's fixed cost is
+        # paid 4 times at 1M subjects instead of 48.
+        rows = validate_sponsor(sponsor_rows(chunk, strata.key, cfg, features), features=tuple(features))
         report_parts.append(rows.select(report_columns(rows.columns)))
         buckets = rows.with_columns(_bucket=pl.col("subject_pseudonym").str.head(1))
         for (study, bucket), part in buckets.partition_by("study_id", "_bucket", as_dict=True).items():
@@ -289,7 +292,8 @@ def _write_chunked(
         folder = f"study_id={quote(study, safe='')}"
         files = sorted((scratch / quote(study, safe="") / bucket).glob("*.ipc"))
         part = pl.concat([pl.read_ipc(f) for f in files]).sort("subject_pseudonym")
-        validate_sponsor(part, features=tuple(features))  # contract per bucket: pseudonyms differ across buckets
+        if part["subject_pseudonym"].is_duplicated().any():  # a study's pseudonyms differ across buckets
+            validate_sponsor(part, features=tuple(features))  # raises, naming the duplicates
         name = f"part-{bucket}.parquet"
         path = write_parquet_atomic(
             part.drop("study_id"), data_dir / folder / name, metadata=_parquet_metadata(provenance, study)
