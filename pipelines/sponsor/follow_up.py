@@ -4,9 +4,6 @@ small cells suppressed, and its report, in ``RUN/sponsor/``; then the ``follow_u
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,8 @@ import polars as pl
 from immunostrat.config.run import PublishConfig
 from immunostrat.followup.report import render_follow_up_report, toxicity_by_grade, trajectory_medians
 from immunostrat.followup.summary import endpoint_rows
-from immunostrat.ingest.io import sha256_file, write_json_atomic, write_parquet_atomic, write_text_atomic
+from immunostrat.ingest.atomic import staged_folder
+from immunostrat.ingest.io import write_parquet_atomic, write_text_atomic
 from immunostrat.schemas.endpoints import FOLLOW_UP_SCHEMA_VERSION, SPONSOR_WITHHELD, validate_sponsor_endpoints
 from immunostrat.schemas.records import EndpointRate, RunRecord, Summary
 from immunostrat.sponsor.current import (
@@ -32,12 +30,12 @@ from immunostrat.sponsor.pseudonym import PseudonymKey, subject_pseudonyms
 from immunostrat.sponsor.publish import (
     REPORT_FILE,
     PublishResult,
-    _swap_in,
     provenance_of,
     publication,
     write_partitions,
+    write_snapshot_manifest,
 )
-from immunostrat.sponsor.snapshot import DATA_DIR, SNAPSHOT_DIR, SNAPSHOT_MANIFEST
+from immunostrat.sponsor.snapshot import DATA_DIR, SNAPSHOT_DIR
 
 __all__ = [
     "FOLLOW_UP_FORMAT",
@@ -189,9 +187,7 @@ def _write_follow_up_snapshot(
 ) -> dict[str, Any]:
     """Stage the follow-up snapshot in a hidden folder, then rename it to RUN/sponsor; returns its manifest."""
     provenance = _follow_up_provenance(run, cfg, key)
-    staging = run_dir / f".{SNAPSHOT_DIR}.partial-{secrets.token_hex(3)}"
-    staging.mkdir()
-    try:
+    with staged_folder(run_dir / SNAPSHOT_DIR, replace=True) as staging:
         study_files, rows = write_partitions(table, staging / DATA_DIR, provenance)
         rates = sponsor_endpoint_rates(run.summary or Summary(), cfg.min_cell_count)
         files = {
@@ -201,18 +197,6 @@ def _write_follow_up_snapshot(
         if cfg.report:
             html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count, team=cfg.team_sections)
             files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
-        manifest = {
-            "format": FOLLOW_UP_FORMAT,
-            **provenance,
-            "published_at": dt.datetime.now(dt.UTC).isoformat(),
-            "partitioning": {"flavor": "hive", "columns": {"study_id": "string"}},
-            "counts": {**provenance["counts"], "published_rows": sum(rows.values()), "published_rows_by_study": rows},
-            "studies": study_files,
-            "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
-        }
-        write_json_atomic(manifest, staging / SNAPSHOT_MANIFEST)
-        _swap_in(staging, run_dir / SNAPSHOT_DIR)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+        return write_snapshot_manifest(
+            staging, FOLLOW_UP_FORMAT, provenance=provenance, study_files=study_files, rows=rows, files=files
+        )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import secrets
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,7 @@ import polars as pl
 from immunostrat import __version__
 from immunostrat.config.features import FeatureSpec
 from immunostrat.config.run import PublishConfig
-from immunostrat.ingest.atomic import rename_into_place
+from immunostrat.ingest.atomic import staged_folder
 from immunostrat.ingest.io import sha256_file, write_json_atomic, write_parquet_atomic, write_text_atomic
 from immunostrat.reporting.datadict import render_sponsor_markdown, sponsor_dictionary
 from immunostrat.reporting.report import render_report, report_columns
@@ -82,6 +81,7 @@ __all__ = [
     "sponsor_table",
     "write_partitions",
     "write_report",
+    "write_snapshot_manifest",
 ]
 
 PART_FILE = "part-0.parquet"
@@ -316,11 +316,8 @@ def _write_snapshot(
     run: RunRecord,
 ) -> dict[str, Any]:
     """Stage the whole snapshot in a hidden folder, then rename it to RUN/sponsor (swapping out an old one)."""
-    final = run_dir / SNAPSHOT_DIR
     provenance = provenance_of(run, cfg, key)
-    staging = run_dir / f".{SNAPSHOT_DIR}.partial-{secrets.token_hex(3)}"
-    staging.mkdir()
-    try:
+    with staged_folder(run_dir / SNAPSHOT_DIR, replace=True) as staging:
         if isinstance(table, _ChunkedStrata):
             study_files, rows, sponsor = _write_chunked(table, staging / DATA_DIR, provenance, cfg, features)
         else:
@@ -332,20 +329,32 @@ def _write_snapshot(
         if cfg.report:
             html = render_report(run_dir, sponsor=sponsor, min_cell_count=cfg.min_cell_count, provenance=provenance)
             files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
-        manifest = {
-            "format": SNAPSHOT_FORMAT,
-            **provenance,
-            "published_at": dt.datetime.now(dt.UTC).isoformat(),
-            "partitioning": {"flavor": "hive", "columns": {"study_id": "string"}},
-            "counts": {**provenance["counts"], "published_rows": sum(rows.values()), "published_rows_by_study": rows},
-            "studies": study_files,
-            "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
-        }
-        write_json_atomic(manifest, staging / SNAPSHOT_MANIFEST)
-        _swap_in(staging, final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        return write_snapshot_manifest(
+            staging, SNAPSHOT_FORMAT, provenance=provenance, study_files=study_files, rows=rows, files=files
+        )
+
+
+def write_snapshot_manifest(
+    staging: Path,
+    snapshot_format: str,
+    *,
+    provenance: Mapping[str, Any],
+    study_files: Mapping[str, Any],
+    rows: Mapping[str, int],
+    files: Mapping[str, Path],
+) -> dict[str, Any]:
+    """Write a staged snapshot's manifest, last (the stratify and the follow-up snapshots share its layout): the
+    provenance, the published row counts, each study's data files and the sha256 of every other file."""
+    manifest = {
+        "format": snapshot_format,
+        **provenance,
+        "published_at": dt.datetime.now(dt.UTC).isoformat(),
+        "partitioning": {"flavor": "hive", "columns": {"study_id": "string"}},
+        "counts": {**provenance["counts"], "published_rows": sum(rows.values()), "published_rows_by_study": dict(rows)},
+        "studies": study_files,
+        "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
+    }
+    write_json_atomic(manifest, staging / SNAPSHOT_MANIFEST)
     return manifest
 
 
@@ -366,11 +375,6 @@ def publication(
             file=sys.stderr,
         )
     return run, cfg, key, final
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Rename a staged snapshot into place; with `force`, swap the old one out first (never half of each)."""
-    rename_into_place(staging, final)
 
 
 def publish_run(
