@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from immunostrat.cli.options import Command, Group, add_command, own, parse_model, to
 from immunostrat.config.run import PublishConfig
+from immunostrat.config.yaml_files import safe_load
 
 __all__ = ["COMMANDS", "main", "publish_config", "register"]
 
@@ -93,7 +92,7 @@ def publish_config(args: argparse.Namespace) -> PublishConfig:
         raise ValueError(f"{args.run_dir} is not a run folder: it has no run.json")
     data: dict[str, Any] = publish_config_of(json.loads(run_json.read_text(encoding="utf-8"))).model_dump()
     if args.config:
-        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        loaded = safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {args.config} must hold a mapping")
         data.update(loaded.get("publish") or {})

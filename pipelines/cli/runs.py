@@ -19,9 +19,7 @@ import polars as pl
 from immunostrat.cli import options as cli_options
 from immunostrat.config.run import MonitorParams, StratifyParams, TrainParams
 from immunostrat.errors import EXIT_OK, EXIT_STOPPED, SettingsError
-from immunostrat.followup.summary import monitor_summary
 from immunostrat.ingest.csv_export import csv_safe
-from immunostrat.modelling.registry import load_model
 from immunostrat.pipeline import launch, run
 from immunostrat.schemas.records import Counts, read_run_record
 
@@ -159,6 +157,9 @@ def cmd_stratify(args: argparse.Namespace) -> int:
 
 def _print_monitor_summary(run_dir: str) -> None:
     """A monitor run's accounting and its summary (endpoint rates, what changed), read from its run.json."""
+    # Start-up time: the follow-up summary (its report's rates) loads only after a monitor run.
+    from immunostrat.followup.summary import monitor_summary
+
     record = read_run_record(run_dir)
     _print_counts(record.counts)
     markdown, _ = monitor_summary(record)
@@ -180,8 +181,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`immunostrat train`: train a responder model and register it; prints its metrics."""
-    # Start-up: training imports scikit-learn (~1.8 s), which the other commands here never need.
-    from immunostrat.modelling.training import train
+    # Start-up: training imports scikit-learn (~1.8 s), and the registry, which the other commands here never need.
+    from immunostrat.modelling.registry import load_model
+    from immunostrat.modelling.training import train  # start-up time (above)
 
     params = cli_options.parse_model(TrainParams, args)
     launch.plan_training(params)  # launch checks before Prefect

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from immunostrat.config.yaml_files import safe_load
 from immunostrat.errors import SettingsError
 
 __all__ = [
@@ -334,7 +335,7 @@ def load_endpoint_definition(source: Mapping[str, Any] | str | Path | None = Non
         return _validated(dict(source), "endpoint definition")
     path = Path(source) if source is not None else default_endpoint_definition_path()
     try:
-        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+        mapping = safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read endpoint definition {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

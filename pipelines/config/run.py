@@ -30,6 +30,7 @@ from immunostrat.config.followup import (
     ImmuneCourseConfig,
     LabGradesConfig,
 )
+from immunostrat.config.yaml_files import safe_load
 from immunostrat.errors import SettingsError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -746,7 +747,7 @@ def read_yaml_mapping(path: str | Path, what: str, *, allow_empty: bool = True) 
     """A YAML file holding a mapping (an empty file is `{}` when `allow_empty`), or a SettingsError naming the
     file and the problem."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        loaded = safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

@@ -48,7 +48,6 @@ from immunostrat.modelling.registry import resolve_model_file
 from immunostrat.pipeline.engine.definition import Pipeline
 from immunostrat.pipeline.engine.executors import InMemory, Streaming
 from immunostrat.pipeline.engine.runfolder import new_run_id
-from immunostrat.pipeline.follow_up import LABELLED_BY_ENDPOINT, MONITOR, read_strata_run
 from immunostrat.pipeline.partition import is_native, partition_count
 from immunostrat.pipeline.selection import LABELLED, STRATIFY, VALIDATE, RunContext
 from immunostrat.sponsor.pseudonym import load_key
@@ -248,12 +247,18 @@ def check_strata_run(run_dir: str | None) -> None:
     """`--strata` names a completed stratify run folder whose strata table holds the predicted groups."""
     if not run_dir:
         return
+    # Start-up time: the follow-up pipeline loads only for the follow-up plans (monitor, train by endpoint).
+    from immunostrat.pipeline.follow_up import read_strata_run
+
     read_strata_run(run_dir)
 
 
 def plan_monitor(params: Any) -> Plan:
     """Launch checks of a monitor run: inputs with their visits file, protocol with its endpoint definition, the
     stratify run named by `--strata`, the output folder. No model is loaded: groups come from that run."""
+    # Start-up time: the follow-up pipeline loads only for the follow-up plans (validate and stratify never use it).
+    from immunostrat.pipeline.follow_up import MONITOR
+
     cfg = params.config
     if not params.visits:
         raise SettingsError("monitor needs a visits file: give --visits FILE (docs/input.md, Visits)")
@@ -281,6 +286,9 @@ def plan_training(params: Any) -> Plan:
     whose name and landmark the protocol's endpoint definition must know."""
     if params.endpoint is None:
         return plan_labelled(params, params.config, params.protocol, outcomes=params.outcomes)
+    # Start-up time: the follow-up pipeline loads only for the follow-up plans (here, outcomes from the visits).
+    from immunostrat.pipeline.follow_up import LABELLED_BY_ENDPOINT
+
     check_data_roots(params, params.config, protocol=params.protocol)
     protocol = load_protocol_at(params.protocol)
     protocol.endpoints.check_known(params.endpoint, params.landmark)

@@ -58,7 +58,6 @@ from immunostrat.pipeline.engine.definition import (
 )
 from immunostrat.pipeline.partition import in_source_order, split_inputs, split_on_disk
 from immunostrat.schemas.records import InputFile, ModelInfo
-from immunostrat.sponsor.publish import publish_run
 from immunostrat.stages.baseline import derive_baseline, missing_counts
 from immunostrat.stages.eligibility import assess_eligibility, funnel
 from immunostrat.stages.harmonise import harmonise_labs, harmonised_table
@@ -571,6 +570,10 @@ ORDER = {
 
 
 def _publish(run_dir: Path, ctx: RunContext) -> Any:
+    # Start-up time: the sponsor snapshot (its report, jinja2, the registry) loads only for a run that publishes;
+    # `validate` runs this definition's prefix and never gets here.
+    from immunostrat.sponsor.publish import publish_run
+
     # The pseudonym key is loaded inside, never passed around.
     return publish_run(run_dir, ctx.cfg.publish)
 
