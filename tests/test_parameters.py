@@ -101,8 +101,21 @@ def test_the_docs_hold_the_command_lines_this_test_reads() -> None:
 
 @pytest.mark.parametrize(("where", "line"), COMMAND_LINES, ids=[f"{w}:{c[:60]}" for w, c in COMMAND_LINES])
 def test_every_documented_command_line_parses(where: str, line: str) -> None:
-    args = build_parser().parse_args(shlex.split(line)[1:])
+    words = shlex.split(line)[1:]
+    args = build_parser().parse_args(words)
     assert args.command == line.split()[1]
+    # A run builds only the options of the command it names (`main`): the same line parses to the same values.
+    assert build_parser(only=words[0]).parse_args(words) == args
+
+
+def test_a_run_generates_only_its_own_commands_options() -> None:
+    """`only="validate"`: validate keeps its options; stratify and models are listed by name with `-h` alone."""
+    action = next(a for a in build_parser(only="validate")._actions if a.dest == "command")
+    flags = {name: [o for a in sub._actions for o in a.option_strings] for name, sub in action.choices.items()}
+    assert "--labs" in flags["validate"] and "--report" in flags["validate"]
+    assert flags["stratify"] == ["-h", "--help"]
+    assert flags["models"] == ["-h", "--help"]
+    assert set(flags) == set(COMMANDS)
 
 
 def _subparser(command: str) -> object:

@@ -93,15 +93,18 @@ MODEL_ACTIONS = (
 )
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *, only: str | None = None) -> None:
     """Add the ``evaluate`` and ``models`` commands to the ``immunostrat`` parser.
 
     Args:
         subparsers: The object returned by ``parser.add_subparsers(dest="command")`` in ``immunostrat.cli.main``. It
             must not already hold a ``models`` command (this one replaces the old list/show/promote parser).
+        only: The command a run names: the other commands get their name and help only (None: every option).
     """
-    add_command(subparsers, EVALUATE)
+    add_command(subparsers, EVALUATE, with_options=only in (None, EVALUATE.name))
     models = subparsers.add_parser("models", help="list, show, promote or compare registry models")
+    if only not in (None, "models"):
+        return
     names = ",".join(c.name for c in MODEL_ACTIONS if c.name != "compare") + ",compare"
     actions = models.add_subparsers(dest="models_action", required=True, metavar="{" + names + "}")
     for command in MODEL_ACTIONS:

@@ -335,9 +335,12 @@ def add_options(
             _add(group, option, model, show_defaults)
 
 
-def add_command(subparsers: Any, command: Command) -> argparse.ArgumentParser:
-    """A sub-command's parser, generated from its table entry."""
+def add_command(subparsers: Any, command: Command, *, with_options: bool = True) -> argparse.ArgumentParser:
+    """A sub-command's parser, generated from its table entry (`with_options=False`: its name and help only, for a
+    command that is listed but not run)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(command.name, help=command.help)
+    if not with_options:
+        return parser
     add_options(parser, command.options, command.model, show_defaults=command.show_defaults)
     parser.set_defaults(_options=command)
     return parser

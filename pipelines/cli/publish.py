@@ -75,10 +75,11 @@ REPORT = Command(
 )
 
 
-def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Add the `publish` and `report` sub-commands to an argparse sub-parser group; returns their handlers."""
+def register(subparsers: Any, *, only: str | None = None) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Add the `publish` and `report` sub-commands to an argparse sub-parser group; returns their handlers.
+    With `only` (the command a run names), the others get their name and help only."""
     for command in (PUBLISH, REPORT):
-        add_command(subparsers, command)
+        add_command(subparsers, command, with_options=only in (None, command.name))
     return dict(COMMANDS)
 
 
