@@ -56,7 +56,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built when first used (a protocol's endpoints, monitor, train by endpoint), not at import: `validate` and
+    # `--help` never build these validators.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Threshold(_Model):

@@ -42,6 +42,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The same settings for a model that only some commands validate (a protocol, training, evaluation, monitor): its
+#: validator is built when it is first used, not at import, so `validate` never pays for building it.
+ON_FIRST_USE = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # Publishing, evaluation and training settings (their modules re-export them)
 # --------------------------------------------------------------------------------------------------
@@ -122,7 +127,7 @@ class PublishConfig(BaseModel):
 class EvaluationConfig(BaseModel):
     """How predictions are evaluated: bootstrap, subgroups, calibration table."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ON_FIRST_USE
 
     n_bootstrap: int = Field(
         default=1000,
@@ -175,7 +180,7 @@ class TrainingConfig(BaseModel):
     resamples) or ``small`` (1 repeat, 3 inner folds, 200 resamples) for CI. Fields you set always win.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ON_FIRST_USE
 
     profile: Literal["full", "small"] = Field(
         default="full",
@@ -622,6 +627,8 @@ class StratifyParams(InputFiles):
 class MonitorParams(StratifyParams):
     """Inputs and options of one monitor run (follow-up after infusion): a stratify run's inputs plus visits."""
 
+    model_config = ON_FIRST_USE
+
     strata: str | None = Field(
         default=None,
         description="Run folder of the stratify run made before infusion: endpoint rates are reported by the "
@@ -631,6 +638,8 @@ class MonitorParams(StratifyParams):
 
 class TrainParams(InputFiles):
     """Inputs and options of one training run."""
+
+    model_config = ON_FIRST_USE
 
     outcomes: str | None = Field(
         default=None,
@@ -672,6 +681,8 @@ class EvaluateParams(InputFiles):
     """Inputs and options of `evaluate` and `models compare`: a labelled cohort, its run configuration (the model,
     registry and drift threshold are its `scoring` settings) and the evaluation settings."""
 
+    model_config = ON_FIRST_USE
+
     outcomes: str = Field(description="Outcomes file (study_id, subject_id, responded, endpoint).")
     config: RunConfig = Field(default_factory=RunConfig, description="Harmonisation, validation, baseline, scoring.")
     evaluation: EvaluationConfig = Field(
@@ -688,6 +699,8 @@ Operator = Literal["ge", "gt", "le", "lt", "between", "eq", "in", "is_true", "is
 
 class Criterion(_Model):
     """One inclusion rule: it passes when `column <op> value` holds for the subject."""
+
+    model_config = ON_FIRST_USE
 
     id: str = Field(description="Stable identifier, reported in `criteria_failed` / `criteria_not_assessable`.")
     description: str = Field(description="What the criterion means, in words.")
@@ -717,6 +730,8 @@ class Criterion(_Model):
 
 class Protocol(_Model):
     """A versioned eligibility protocol: all criteria must pass for a subject to be eligible."""
+
+    model_config = ON_FIRST_USE
 
     protocol_id: str = Field(description="Protocol identifier.")
     version: str = Field(description="Protocol version; recorded in every run.")
