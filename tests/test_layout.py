@@ -228,6 +228,35 @@ def test_the_import_contract_holds_on_the_installed_layout(tmp_path: Path) -> No
 HEAVY = ("prefect", "prefect_dask", "sklearn", "skops", "matplotlib", "dask", "distributed", "duckdb", "pyreadstat")
 
 
+#: What `validate` never loads, even when it runs: the sponsor snapshot and report, the follow-up pipeline, Prefect.
+NOT_FOR_VALIDATE = (
+    *HEAVY,
+    "jinja2",
+    "immunostrat.sponsor",
+    "immunostrat.reporting",
+    "immunostrat.pipeline.follow_up",
+    "immunostrat.followup.summary",
+    "immunostrat.followup.report",
+    "immunostrat.flows",
+)
+
+
+def test_running_validate_loads_only_what_it_uses() -> None:
+    """A whole `validate` run on the committed sample, in a fresh interpreter: what it loaded by its end."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from immunostrat.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    code = main(['validate', '--labs', 'data/samples/labs.csv', '--subjects', 'data/samples/subjects.csv'])\n"
+        "print(code, *sorted(sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    exit_code, *loaded = out.split()
+    assert exit_code == "1"  # the sample holds problems: validate ran to its end
+    assert "immunostrat.stages.validate" in loaded
+    assert [m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_FOR_VALIDATE)] == []
+
+
 @pytest.mark.parametrize(
     ("module", "not_loaded"),
     [

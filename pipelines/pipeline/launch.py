@@ -50,7 +50,6 @@ from immunostrat.pipeline.engine.executors import InMemory, Streaming
 from immunostrat.pipeline.engine.runfolder import new_run_id
 from immunostrat.pipeline.partition import is_native, partition_count
 from immunostrat.pipeline.selection import LABELLED, STRATIFY, VALIDATE, RunContext
-from immunostrat.sponsor.pseudonym import load_key
 
 #: Bytes of a native lab CSV row, for deciding to stream without reading the file: the synthetic cohort and
 #: the site samples take 87 bytes a row; a lower figure over-estimates rows, so a borderline file streams.
@@ -138,6 +137,9 @@ def check_ifn_methods(files: Any, cfg: RunConfig, ref: ReferenceTables) -> None:
 def check_key(cfg: RunConfig) -> None:
     """A run that publishes needs the pseudonym key (its value never leaves `immunostrat.sponsor.pseudonym`)."""
     if cfg.publish.enabled:
+        # Start-up time: the sponsor package loads only for a run that publishes (never for validate).
+        from immunostrat.sponsor.pseudonym import load_key
+
         load_key(cfg.publish.key_file, demo=cfg.publish.demo_key)
 
 
