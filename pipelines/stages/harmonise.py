@@ -269,22 +269,40 @@ def _per_upper_limit_rows(derived: pl.DataFrame, codes: pl.DataFrame, numbers: d
     return derived.with_columns(derived[name].clone().scatter(rows, ratios[name]) for name in _CONVERTED.values())
 
 
-def _with_counts(derived: pl.DataFrame) -> pl.DataFrame:
+#: The semi-quantitative reading of a result, per distinct result text: read by count rows only.
+_COUNT_FIELDS = ("_count_value", "_count_high", "_count_censoring", "_count_problem")
+
+
+def _with_counts(derived: pl.DataFrame, codes: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
     """Semi-quantitative rows take their count reading; every row gets `value_high` and `_result_problem`.
 
     A row is a count when its analyte (or, with an unknown unit, its reported analyte) is semi-quantitative. Its
     units are per-field counts with factor 1 (units.csv), so the reading is the value in the canonical unit.
     `_result_problem` is the reading's problem (WORD_UNMAPPED, RANGE_REVERSED, UNREADABLE) for count rows.
+    `results` is the per-distinct-result table (`_parsed_tables`); count rows are few (urine sediment), so
+    their readings are gathered for those rows alone and scattered in, like `_per_upper_limit_rows`.
     """
     is_count = pl.coalesce("analyte", "analyte_reported").is_in(SEMI_QUANTITATIVE_ANALYTES).fill_null(False)
-    factor = pl.col("factor").fill_null(1.0)
-    return derived.with_columns(
-        value_reported=pl.when(is_count).then(pl.col("_count_value")).otherwise(pl.col("value_reported")),
-        censoring=pl.when(is_count).then(pl.col("_count_censoring")).otherwise(pl.col("censoring")),
-        value=pl.when(is_count).then(pl.col("_count_value") * factor).otherwise(pl.col("value")),
-        value_high=pl.when(is_count).then(pl.col("_count_high") * factor).otherwise(None),
-        _result_problem=pl.when(is_count).then(pl.col("_count_problem")).otherwise(None),
-    ).drop("_count_value", "_count_high", "_count_censoring", "_count_problem")
+    rows = derived.select(is_count.arg_true()).to_series()
+    count = results.select(_COUNT_FIELDS)
+    derived = derived.hstack(
+        [
+            pl.repeat(None, derived.height, dtype=count["_count_high"].dtype, eager=True).alias("value_high"),
+            pl.repeat(None, derived.height, dtype=count["_count_problem"].dtype, eager=True).alias("_result_problem"),
+        ]
+    )
+    if rows.len() == 0:
+        return derived
+    factor = derived["factor"].gather(rows).fill_null(1.0)
+    read = count[codes["_code_result"].gather(rows)]
+    scattered = {
+        "value_reported": read["_count_value"],
+        "censoring": read["_count_censoring"],
+        "value": read["_count_value"] * factor,
+        "value_high": read["_count_high"] * factor,
+        "_result_problem": read["_count_problem"],
+    }
+    return derived.with_columns(derived[name].clone().scatter(rows, values) for name, values in scattered.items())
 
 
 def _test_analytes(known_tests: pl.Series, ref: ReferenceTables) -> pl.DataFrame:
@@ -415,7 +433,11 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
     )
     derived = codes.select(
         pl.lit(tests["analyte_reported"]).gather(pl.col("_code_test")).alias("analyte_reported"),
-        *(expr for c, table in tables.items() for expr in _gather(table, pl.col(f"_code_{c}"))),
+        *(
+            expr
+            for c, table in tables.items()
+            for expr in _gather(table.drop(_COUNT_FIELDS, strict=False), pl.col(f"_code_{c}"))
+        ),
         *_gather(pairs.drop("_factor_code"), pl.col("_code_pair")),
         *(
             pl.lit(products[c]).gather(pl.col(f"_code_{c}") * factors.len() + factor_code).alias(name)
@@ -429,7 +451,9 @@ def harmonise_labs(raw: pl.DataFrame, ref: ReferenceTables, cfg: HarmoniseConfig
             .then(pl.lit(cfg.ifn_default_method.strip().upper()))
             .otherwise(method)
         )
-    derived = _with_counts(_per_upper_limit_rows(derived.with_columns(method=method), codes, numbers))
+    derived = _with_counts(
+        _per_upper_limit_rows(derived.with_columns(method=method), codes, numbers), codes, tables["result"]
+    )
     verbatim = ("study_id", "subject_id", "site_id", "method")
     candidates = panel.rename({c: f"_raw_{c}" for c in verbatim}).hstack(
         # Identifiers are matched without surrounding white space (never otherwise altered); `_raw_<col>`
