@@ -26,6 +26,7 @@ from immunostrat.sponsor.current import (
     read_current_manifest,
     update_current,
 )
+from immunostrat.sponsor.manifest import FollowUpManifest, write_snapshot_manifest
 from immunostrat.sponsor.pseudonym import PseudonymKey, subject_pseudonyms
 from immunostrat.sponsor.publish import (
     REPORT_FILE,
@@ -33,7 +34,6 @@ from immunostrat.sponsor.publish import (
     provenance_of,
     publication,
     write_partitions,
-    write_snapshot_manifest,
 )
 from immunostrat.sponsor.snapshot import DATA_DIR, SNAPSHOT_DIR
 
@@ -201,5 +201,11 @@ def _write_follow_up_snapshot(
             )
             files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
         return write_snapshot_manifest(
-            staging, FOLLOW_UP_FORMAT, provenance=provenance, study_files=study_files, rows=rows, files=files
+            staging,
+            FOLLOW_UP_FORMAT,
+            provenance=provenance,
+            study_files=study_files,
+            rows=rows,
+            files=files,
+            declared=FollowUpManifest,
         )
