@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,22 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     return registry
+
+
+@pytest.fixture(autouse=True)
+def _no_prefect_events_connection_left_open() -> Iterator[None]:
+    """After each test, close the events connection a Prefect flow run in this process left open.
+
+    Prefect's events worker keeps a websocket to the server open in a background thread, and each of its pings
+    (websockets' keepalive every 20 s, Prefect's checkpoints) draws its payload from the global `random`. A ping
+    that lands while Hypothesis draws an example changes the global random state under it, and Hypothesis reports
+    that as a strategy using `random` (HypothesisDeprecationWarning, an error by pyproject's filterwarnings) in
+    whichever property test runs next. A later flow starts a new worker.
+    """
+    yield
+    events = sys.modules.get("prefect.events.worker")  # never imports Prefect for a test that did not
+    if events is not None:
+        events.EventsWorker.drain_all(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from immunostrat.cli.main import main
+from immunostrat.sponsor.manifest import FollowUpManifest, key_differences
 from immunostrat.synth import SynthConfig, generate_cohort, write_cohort
 
 AS_OF = "2026-10-31"  # the synthetic cohort's data cut-off: no visit is dated after it
@@ -80,6 +81,8 @@ def _check_the_reports_and_the_follow_up_snapshot(run: Path, endpoints: pl.DataF
     studies = sorted(endpoints["study_id"].unique().to_list())
     assert sorted(current["follow_up"]) == studies and current["studies"] == {}
     assert {e["run_id"] for e in current["follow_up"].values()} == {run.name}
+    manifest = json.loads((snapshot / "manifest.json").read_text(encoding="utf-8"))
+    assert set(manifest) == set(FollowUpManifest.model_fields) and key_differences(FollowUpManifest, manifest) == []
     rates = pl.read_parquet(snapshot / "endpoint_rates.parquet")
     hidden = pl.any_horizontal(pl.col("met", "not_met", "not_assessable", "subjects").is_null())
     assert rates.filter(hidden)["suppressed"].all() and not rates.filter(~hidden)["suppressed"].any()

@@ -30,6 +30,7 @@ from immunostrat.reporting import datadict
 from immunostrat.schemas.outputs import OutputContractError, Strata
 from immunostrat.schemas.sponsor import DAY_COLUMNS, SPONSOR_SCHEMA_VERSION, WITHHELD, Sponsor, validate_sponsor
 from immunostrat.sponsor.current import CURRENT_MANIFEST, PublishError
+from immunostrat.sponsor.manifest import SnapshotManifest, key_differences
 from immunostrat.sponsor.pseudonym import KEY_ENV, KEY_FILE_ENV, PseudonymKey, PseudonymKeyError, key_id, load_key
 from immunostrat.sponsor.publish import (  # read_current and read_snapshot: as docs/sponsor.md imports them
     PublishConfig,
@@ -208,6 +209,8 @@ def test_provenance_in_parquet_metadata_and_manifest(demo: Demo) -> None:
     run = json.loads((demo.run_dir / "run.json").read_text())
     manifest = demo.result.manifest
     assert json.loads((demo.result.snapshot_dir / "manifest.json").read_text()) == manifest
+    # Exactly the declared keys (the declaration docs/output.md is generated from), nested parts included.
+    assert set(manifest) == set(SnapshotManifest.model_fields) and key_differences(SnapshotManifest, manifest) == []
     assert manifest["run_id"] == run["run_id"] and manifest["schema_version"] == SPONSOR_SCHEMA_VERSION
     assert manifest["model"]["model_id"] == run["model"]["model_id"] and manifest["model"]["sha256"]
     assert manifest["code_version"] == run["versions"]["immunostrat"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -223,13 +223,12 @@ def trajectory_medians(run_dir: Path, run: RunRecord | Mapping[str, Any], k: int
     """Median CD19+ B cells and anti-dsDNA per predicted group and period since infusion (`_BINS`), with the
     number of subjects; both are null where fewer than `k` subjects contribute. None without the immune
     course or a readable stratify run."""
-    course = _read(run_dir, "immune_course.parquet")
     summary = as_run_record(run).summary
     by_group = summary.by_predicted_group if summary else None
     strata_run = by_group.strata_run if by_group else None
-    harmonised = run_dir / "harmonised.parquet"
+    harmonised, course = run_dir / "harmonised.parquet", run_dir / "immune_course.parquet"
     strata = Path(str(strata_run)) / "strata.parquet" if strata_run else None
-    if course is None or strata is None or not strata.is_file() or not harmonised.is_file():
+    if strata is None or not strata.is_file() or not harmonised.is_file() or not course.is_file():
         return None
     key = ["study_id", "subject_id"]
     day = (pl.col("collected_date") - pl.col("day0")).dt.total_days()
@@ -241,7 +240,7 @@ def trajectory_medians(run_dir: Path, run: RunRecord | Mapping[str, Any], k: int
         .filter(pl.col("analyte").is_in(["cd19_b_cells", "anti_dsdna"]))
         .select(*key, "analyte", "value", "collected_date")
         .join(pl.scan_parquet(strata).select(*key, "responder_group"), on=key)
-        .join(course.lazy().select(*key, "day0"), on=key)
+        .join(pl.scan_parquet(course).select(*key, "day0"), on=key)
         .with_columns(period=period)
         .filter(pl.col("period").is_not_null())
         .group_by("analyte", "responder_group", "period")
@@ -256,14 +255,14 @@ def trajectory_medians(run_dir: Path, run: RunRecord | Mapping[str, Any], k: int
     )
 
 
-def _trajectories(run_dir: Path, run: Mapping[str, Any], k: int) -> Section:
+def _trajectories(rows: pl.DataFrame | None) -> Section:
+    """The trajectories section from `trajectory_medians` (None: the inputs it needs are missing)."""
     section = Section(
         "trajectories",
         "B cells and anti-dsDNA by predicted group",
         "Median CD19+ B cells (cells/uL) and anti-dsDNA (IU/mL) per period since infusion, by the responder group "
         "the pre-infusion stratify run predicted; a cell with fewer than the minimum subjects is suppressed.",
     )
-    rows = trajectory_medians(run_dir, run, k)
     if rows is None:
         section.add("text", text="Needs the immune course and a readable stratify run (--strata).")
         return section
@@ -339,6 +338,7 @@ def render_follow_up_report(
     team: bool = True,
     swimmer_lanes: int = 40,
     lane_labels: Any = None,
+    trajectories: pl.DataFrame | Literal["compute"] | None = "compute",
 ) -> str:
     """The follow-up report of a monitor run folder as one HTML string (see the module docstring).
 
@@ -348,11 +348,15 @@ def render_follow_up_report(
         team: The team's copy (every section) or the sponsor's (without `TEAM_ONLY` sections).
         swimmer_lanes: At most this many lanes in the swimmer plot.
         lane_labels: frame -> list of lane labels (e.g. pseudonyms); default "lane 1", "lane 2", ...
+        trajectories: What `trajectory_medians` returned for this run folder at `min_cell_count`, when the caller
+            has it already (the follow-up snapshot writes the same table); "compute" reads it from the run folder.
     """
     run_dir = Path(run_dir)
     run = read_run_record(run_dir)
     summary = run.summary or Summary()
     k = min_cell_count
+    if isinstance(trajectories, str):
+        trajectories = trajectory_medians(run_dir, run, k)
     sections = [
         _changes(run),
         _summary(run, summary),
@@ -360,7 +364,7 @@ def render_follow_up_report(
         _endpoints(summary, k),
         _by_group(summary, k),
         _toxicity(run_dir, k),
-        _trajectories(run_dir, run, k),
+        _trajectories(trajectories),
         _swimmer(run_dir, dt.date.fromisoformat(str(run.as_of)), swimmer_lanes, lane_labels),
         quarantine_section(run, read_quarantine(run_dir), k),
     ]

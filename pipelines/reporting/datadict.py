@@ -4,7 +4,9 @@
 docs/data-dictionary.json (the same dictionary as JSON); `--check` exits 1 when either differs from what would
 be generated (CI runs it), so the documentation cannot drift from the schemas. The column tables are generated;
 the run.json keys are generated from the typed record (`immunostrat.schemas.records.RunRecord`, field
-descriptions); the prose around them (run folder, sponsor snapshot) is kept here as constants.
+descriptions) and the sponsor snapshots' manifest.json keys from their declaration
+(`immunostrat.sponsor.manifest`, which the manifest writer checks against); the prose around them (run folder,
+sponsor snapshot) is kept here as constants.
 
 The sponsor dataset is versioned (`SPONSOR_SCHEMA_VERSION`): writing refuses a dictionary whose sponsor columns
 changed while the version did not (or changed in a breaking way within the same major version), comparing with
@@ -43,6 +45,7 @@ from immunostrat.schemas.sponsor import (
     WITHHELD,
     sponsor_model,
 )
+from immunostrat.sponsor.manifest import FollowUpManifest, SnapshotManifest, follow_up_only_keys, manifest_keys
 from immunostrat.stages.rules import Rule
 from immunostrat.stages.subjects import subject_rules
 from immunostrat.stages.validate import lab_rules
@@ -180,7 +183,7 @@ def dictionary_json() -> dict[str, Any]:
         },
         "reason_codes": reason_codes(),
         "run_json_keys": run_json_keys(),
-        "sponsor_manifest_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in SPONSOR_MANIFEST_KEYS],
+        "sponsor_manifest_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in sponsor_manifest_keys()],
         "current_manifest_keys": [{"key": k, "type": t, "meaning": m} for k, t, m in CURRENT_MANIFEST_KEYS],
     }
 
@@ -406,46 +409,17 @@ OUT/
   `manifest.json` as JSON).
 """
 
-#: (key, JSON type, meaning) of sponsor/manifest.json; dotted keys are nested.
-SPONSOR_MANIFEST_KEYS: tuple[tuple[str, str, str], ...] = (
-    ("format", "string", "`immunostrat-sponsor-snapshot/1`."),
-    ("schema_version", "string", "Version of the sponsor dataset contract (semantic versioning)."),
-    ("run_id", "string", "The run published."),
-    ("as_of", "string", "The run's as-of date."),
-    ("started_at", "string", "Start of the run (UTC)."),
-    ("finished_at", "string", "End of the run (UTC)."),
-    ("published_at", "string", "When this snapshot was written (UTC)."),
-    ("code_version", "string", "immunostrat version that ran the run."),
-    ("publisher_version", "string", "immunostrat version that wrote the snapshot."),
-    ("versions", "object", "Versions of the run's software stack (as in run.json)."),
-    ("model", "object", "The scoring model: `model_id`, `sha256`, `features`, `cutoffs`, `cutoffs_source`."),
-    ("protocol", "object", "The eligibility protocol: `protocol_id`, `version`."),
-    ("parameters", "object", "The run configuration (as in run.json; local paths reduced to file names)."),
-    ("inputs", "list", "Per input file: `kind`, `sha256`, `rows` (paths are not published)."),
-    (
-        "counts.lab_rows",
-        "object",
-        "Lab-row accounting: `rows_read`, `accepted`, `outside_panel`, `quarantined`, "
-        "`quarantined_by_reason`, `outside_panel_by_test`.",
-    ),
-    ("counts.subject_rows", "object", "Subjects file: `rows_read`, `accepted`, `quarantined`."),
-    ("counts.published_rows", "integer", "Rows of the sponsor table (all studies)."),
-    ("counts.published_rows_by_study", "object", "Rows per study."),
-    (
-        "privacy.pseudonym",
-        "object",
-        "`method`, `key_id` (8 hex digits naming the key, never the key) and "
-        "`key_source` (`environment`, `key file` or `demo key file`).",
-    ),
-    ("privacy.site", "string", "`pseudonymise`, `keep` or `drop`: what the `site` column holds."),
-    ("privacy.dates", "string", "`study_day`, or `shift` when `reference_date_shifted` is published."),
-    ("privacy.max_shift_days", "integer", "With `shift`: the largest offset in days; else null."),
-    ("privacy.age_bands", "list", "The labels `age_band` can take."),
-    ("privacy.withheld_columns", "object", "Strata columns not published as they are, and why."),
-    ("partitioning", "object", "`flavor` (`hive`) and `columns` (`study_id`: `string`)."),
-    ("studies", "object", "Per study: `path` (its partition folder), `rows`, `files` (`path`, `rows`, `sha256`)."),
-    ("files", "object", "Per other file of the snapshot (`report.html`, `data_dictionary.*`): `sha256`."),
-)
+
+def sponsor_manifest_keys() -> list[tuple[str, str, str]]:
+    """(key, JSON type, meaning) of sponsor/manifest.json, from its declaration (`immunostrat.sponsor.manifest`);
+    dotted keys are nested, the follow-up snapshot's own keys last."""
+    keys = [(k["key"], k["type"], k["meaning"]) for k in manifest_keys(SnapshotManifest)]
+    follow_up = {k["key"]: k for k in manifest_keys(FollowUpManifest)}
+    return keys + [
+        (key, follow_up[key]["type"], "Follow-up snapshot only. " + follow_up[key]["meaning"])
+        for key in follow_up_only_keys()
+    ]
+
 
 #: (key, JSON type, meaning) of OUT/sponsor-manifest.json.
 CURRENT_MANIFEST_KEYS: tuple[tuple[str, str, str], ...] = (
@@ -507,8 +481,9 @@ def _sponsor_section() -> list[str]:
         follow_up["description"],
         f"Layout: {follow_up['layout']}; beside it `endpoint_rates.parquet` (endpoint rates overall and by "
         "predicted group: `predicted_group` null for all subjects; counts null and `suppressed` true where a small "
-        "cell was hidden), `manifest.json` (as below, plus `endpoint_definition` and `strata_run`) and "
-        "`report.html`.",
+        "cell was hidden), `manifest.json` (as below, plus "
+        + " and ".join(f"`{k}`" for k in follow_up_only_keys())
+        + ") and `report.html`.",
         "",
         f"Contract: `{follow_up['model']}`, schema version **{follow_up['schema_version']}**.",
         "",
@@ -517,7 +492,7 @@ def _sponsor_section() -> list[str]:
         *[_column_row(c) for c in follow_up["columns"]],
         "",
     ]
-    lines += ["### sponsor/manifest.json", "", *_keys_table(SPONSOR_MANIFEST_KEYS), ""]
+    lines += ["### sponsor/manifest.json", "", *_keys_table(sponsor_manifest_keys()), ""]
     lines += ["### sponsor-manifest.json (current snapshots)", "", *_keys_table(CURRENT_MANIFEST_KEYS), ""]
     return lines
 

@@ -26,6 +26,7 @@ from immunostrat.sponsor.current import (
     read_current_manifest,
     update_current,
 )
+from immunostrat.sponsor.manifest import FollowUpManifest, write_snapshot_manifest
 from immunostrat.sponsor.pseudonym import PseudonymKey, subject_pseudonyms
 from immunostrat.sponsor.publish import (
     REPORT_FILE,
@@ -33,7 +34,6 @@ from immunostrat.sponsor.publish import (
     provenance_of,
     publication,
     write_partitions,
-    write_snapshot_manifest,
 )
 from immunostrat.sponsor.snapshot import DATA_DIR, SNAPSHOT_DIR
 
@@ -109,14 +109,13 @@ TOXICITY_FILE = "toxicity_by_grade.parquet"
 TRAJECTORY_FILE = "trajectories.parquet"
 
 
-def _follow_up_aggregates(run_dir: Path, run: RunRecord, k: int, staging: Path) -> dict[str, Path]:
+def _follow_up_aggregates(run_dir: Path, medians: pl.DataFrame | None, k: int, staging: Path) -> dict[str, Path]:
     """Subjects by worst toxicity grade (suppressed cells as `<k` / `*`) and the B-cell and anti-dsDNA medians
-    by predicted group (null under k subjects): aggregates only, study days, no subject."""
+    by predicted group (`trajectory_medians`, null under k subjects): aggregates only, study days, no subject."""
     files: dict[str, Path] = {}
     if (run_dir / "toxicity.parquet").is_file():
         table = toxicity_by_grade(pl.read_parquet(run_dir / "toxicity.parquet"), k)
         files[TOXICITY_FILE] = write_parquet_atomic(table, staging / TOXICITY_FILE)
-    medians = trajectory_medians(run_dir, run, k)
     if medians is not None:
         files[TRAJECTORY_FILE] = write_parquet_atomic(medians, staging / TRAJECTORY_FILE)
     return files
@@ -190,13 +189,23 @@ def _write_follow_up_snapshot(
     with staged_folder(run_dir / SNAPSHOT_DIR, replace=True) as staging:
         study_files, rows = write_partitions(table, staging / DATA_DIR, provenance)
         rates = sponsor_endpoint_rates(run.summary or Summary(), cfg.min_cell_count)
+        # One pass over the harmonised labs serves both the trajectories table and the report's section.
+        medians = trajectory_medians(run_dir, run, cfg.min_cell_count)
         files = {
             RATES_FILE: write_parquet_atomic(rates, staging / RATES_FILE),
-            **_follow_up_aggregates(run_dir, run, cfg.min_cell_count, staging),
+            **_follow_up_aggregates(run_dir, medians, cfg.min_cell_count, staging),
         }
         if cfg.report:
-            html = render_follow_up_report(run_dir, min_cell_count=cfg.min_cell_count, team=cfg.team_sections)
+            html = render_follow_up_report(
+                run_dir, min_cell_count=cfg.min_cell_count, team=cfg.team_sections, trajectories=medians
+            )
             files[REPORT_FILE] = write_text_atomic(html, staging / REPORT_FILE)
         return write_snapshot_manifest(
-            staging, FOLLOW_UP_FORMAT, provenance=provenance, study_files=study_files, rows=rows, files=files
+            staging,
+            FOLLOW_UP_FORMAT,
+            provenance=provenance,
+            study_files=study_files,
+            rows=rows,
+            files=files,
+            declared=FollowUpManifest,
         )

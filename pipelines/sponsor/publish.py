@@ -19,7 +19,6 @@ they never read two runs of a study as one. See docs/sponsor.md.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import sys
@@ -51,6 +50,7 @@ from immunostrat.sponsor.current import (
     read_current_manifest,
     update_current,
 )
+from immunostrat.sponsor.manifest import write_snapshot_manifest
 from immunostrat.sponsor.pseudonym import PseudonymKey, load_key
 from immunostrat.sponsor.snapshot import DATA_DIR, SNAPSHOT_DIR, SNAPSHOT_MANIFEST, read_snapshot
 from immunostrat.sponsor.table import (
@@ -81,7 +81,6 @@ __all__ = [
     "sponsor_table",
     "write_partitions",
     "write_report",
-    "write_snapshot_manifest",
 ]
 
 PART_FILE = "part-0.parquet"
@@ -332,30 +331,6 @@ def _write_snapshot(
         return write_snapshot_manifest(
             staging, SNAPSHOT_FORMAT, provenance=provenance, study_files=study_files, rows=rows, files=files
         )
-
-
-def write_snapshot_manifest(
-    staging: Path,
-    snapshot_format: str,
-    *,
-    provenance: Mapping[str, Any],
-    study_files: Mapping[str, Any],
-    rows: Mapping[str, int],
-    files: Mapping[str, Path],
-) -> dict[str, Any]:
-    """Write a staged snapshot's manifest, last (the stratify and the follow-up snapshots share its layout): the
-    provenance, the published row counts, each study's data files and the sha256 of every other file."""
-    manifest = {
-        "format": snapshot_format,
-        **provenance,
-        "published_at": dt.datetime.now(dt.UTC).isoformat(),
-        "partitioning": {"flavor": "hive", "columns": {"study_id": "string"}},
-        "counts": {**provenance["counts"], "published_rows": sum(rows.values()), "published_rows_by_study": dict(rows)},
-        "studies": study_files,
-        "files": {name: {"sha256": sha256_file(p)} for name, p in files.items()},
-    }
-    write_json_atomic(manifest, staging / SNAPSHOT_MANIFEST)
-    return manifest
 
 
 def publication(
