@@ -13,7 +13,8 @@ times as whole processes (wall time and peak RSS of the child, from the kernel's
 - with `--prefect-server`: `immunostrat monitor` as a Prefect flow against a server started before the timing.
 
 Rounds are interleaved (every command once per round) and each figure is the median. Results are printed and
-saved as JSON under benchmarks/results/. Speed is measured here, never in tests.
+saved as JSON under benchmarks/results/. Speed is measured here, never in tests. Where the time goes, step by
+step: `benchmarks/monitor_stages.py DATA OUT [--cpu]` on a generated cohort folder.
 """
 
 from __future__ import annotations

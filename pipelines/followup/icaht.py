@@ -87,10 +87,13 @@ def _band(days: pl.Expr, bands: tuple[tuple[int, int], ...]) -> pl.Expr:
 
 
 def _daily(labs: pl.DataFrame, infused: pl.DataFrame, cfg: IcahtConfig) -> pl.LazyFrame:
-    """Per subject, test and measured day since infusion (>= 0): the three-valued "daily minimum below" flag."""
+    """Per subject (`_s`, its row in `infused`), test and measured day since infusion (>= 0): the three-valued
+    "daily minimum below" flag; sorted by subject, test and day (each test's series in day order)."""
+    tests = _tests(cfg)
     missing = [pl.lit(None, t).alias(c) for c, t in _LAB_OPTIONAL.items() if c not in labs.columns]
     rows = (
         labs.lazy()
+        .select(*KEY, "analyte", "value", "collected_date", *(c for c in _LAB_OPTIONAL if c in labs.columns))
         .with_columns(missing)
         .filter(pl.col("analyte").is_in([ANC, PLATELETS]))
         .join(infused.lazy(), on=KEY, how="inner")
@@ -100,31 +103,41 @@ def _daily(labs: pl.DataFrame, infused: pl.DataFrame, cfg: IcahtConfig) -> pl.La
     v, vh, c = pl.col("value"), pl.col("value_high"), pl.col("censoring")
     per_test = [
         rows.filter(pl.col("analyte") == analyte).select(
-            *KEY,
-            pl.lit(name).alias("_test"),
+            "_s",
+            pl.lit(name, pl.Enum(list(tests))).alias("_test"),  # an Enum: the sort below is on integers
             "_day",
             compare(v, "<=" if at_or_below else "<", threshold, censoring=c, value_high=vh).alias("_flag"),
         )
-        for name, (analyte, threshold, at_or_below) in _tests(cfg).items()
+        for name, (analyte, threshold, at_or_below) in tests.items()
     ]
     # Kleene any: below when any result is; not below when every one is known not below.
-    return pl.concat(per_test).group_by(*KEY, "_test", "_day").agg(pl.col("_flag").any(ignore_nulls=False))
+    return (
+        pl.concat(per_test)
+        .group_by("_s", "_test", "_day")
+        .agg(pl.col("_flag").any(ignore_nulls=False))
+        .sort("_s", "_test", "_day")
+    )
 
 
 def _episodes(daily: pl.LazyFrame, cfg: IcahtConfig) -> pl.LazyFrame:
-    """Episodes (first and last below day) per subject, test and scenario, after interpolation and joining."""
-    group = [*KEY, "_test", "_scenario"]
+    """Episodes (first and last below day) per subject, test and scenario, after interpolation and joining.
+
+    `daily` holds each series (scenario, subject, test) in day order, one after another (as `_per_scenario`
+    builds it): each row compares with the row before it, a series starting where the series columns change;
+    cheaper than per-series windows over many small series."""
+    series = ["_scenario", "_s", "_test"]
     day, below = pl.col("_day"), pl.col("_below")
-    previous_below_day = pl.when(below).then(day).shift(1).forward_fill().over(group, order_by="_day")
-    interpolated = below.shift(1).over(group, order_by="_day").fill_null(False) & (
-        (day - day.shift(1).over(group, order_by="_day")) <= cfg.interpolate_gap_days
-    ).fill_null(False)
-    joined = ((day - previous_below_day - 1) < cfg.join_gap_days).fill_null(False)
+    starts_series = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in series)
+    # An unmeasured gap between two measured days both below counts as below when short enough.
+    interpolated = ~starts_series & below.shift(1) & ((day - day.shift(1)) <= cfg.interpolate_gap_days)
+    # Among the below days: joined to the previous below day of the series when few enough days lie between.
+    joined = ~starts_series & ((day - day.shift(1) - 1) < cfg.join_gap_days)
     return (
-        daily.with_columns(_continues=interpolated | joined)
+        daily.with_columns(_interpolated=interpolated.fill_null(False))
         .filter(below)
-        .with_columns(_episode=(~pl.col("_continues")).cum_sum().over(group, order_by="_day"))
-        .group_by(*group, "_episode")
+        .with_columns(_continues=pl.col("_interpolated") | joined.fill_null(False))
+        .with_columns(_episode=(~pl.col("_continues")).cum_sum())
+        .group_by(*series, "_episode")
         .agg(_start=day.min(), _end=day.max())
     )
 
@@ -132,7 +145,7 @@ def _episodes(daily: pl.LazyFrame, cfg: IcahtConfig) -> pl.LazyFrame:
 def _per_scenario(daily: pl.LazyFrame, cfg: IcahtConfig) -> pl.LazyFrame:
     """Per subject and scenario: the four grades."""
     early, last = cfg.early_last_day, cfg.late_last_day
-    scenarios = pl.concat(
+    scenarios = pl.concat(  # scenario after scenario, each in `daily`'s order (what `_episodes` needs)
         daily.with_columns(_scenario=pl.lit(name), _below=pl.col("_flag").fill_null(unknown_is_below))
         for name, unknown_is_below in _SCENARIOS.items()
     )
@@ -144,7 +157,7 @@ def _per_scenario(daily: pl.LazyFrame, cfg: IcahtConfig) -> pl.LazyFrame:
     def longest_early(name: str) -> pl.Expr:
         return early_days.filter((test == name) & (start <= early)).max().fill_null(0).alias(name)
 
-    durations = episodes.group_by(*KEY, "_scenario").agg(
+    durations = episodes.group_by("_s", "_scenario").agg(
         longest_early("anc_early"),
         longest_early("anc_profound"),
         longest_early("plt_early"),
@@ -153,7 +166,7 @@ def _per_scenario(daily: pl.LazyFrame, cfg: IcahtConfig) -> pl.LazyFrame:
     )
     in_late = pl.col("_day").is_between(early + 1, last)
     late_tests = [f"anc_late_{g}" for g in range(1, 5)] + ["plt_late_1", "plt_late_2"]
-    counts = scenarios.group_by(*KEY, "_scenario").agg(
+    counts = scenarios.group_by("_s", "_scenario").agg(
         (pl.col("_below") & in_late & (test == name)).sum().alias(f"{name}_days") for name in late_tests
     )
     anc_late: pl.Expr = pl.lit(0)
@@ -171,10 +184,10 @@ def _per_scenario(daily: pl.LazyFrame, cfg: IcahtConfig) -> pl.LazyFrame:
     )
     zero = {c: 0 for c in ("anc_early", "anc_profound", "plt_early", "plt_early_severe", "plt_late_severe")}
     return (
-        counts.join(durations, on=[*KEY, "_scenario"], how="left")
+        counts.join(durations, on=["_s", "_scenario"], how="left")
         .with_columns(pl.col(c).fill_null(v) for c, v in zero.items())
         .select(
-            *KEY,
+            "_s",
             "_scenario",
             pl.max_horizontal(
                 _band(pl.col("anc_early"), ANC_EARLY_DAYS_BANDS), _band(pl.col("anc_profound"), ANC_PROFOUND_DAYS_BANDS)
@@ -216,12 +229,13 @@ def icaht_grades(labs: pl.DataFrame, subjects: pl.DataFrame, config: IcahtConfig
         subjects.select(*KEY, pl.col("day0").alias("_day0"))
         .filter(pl.col("_day0").is_not_null())
         .unique(subset=KEY, keep="first", maintain_order=True)
+        .with_row_index("_s")  # one integer per subject: the series below group on it, not on two strings
     )
     daily = _daily(labs, infused, cfg).cache()
     grades = _per_scenario(daily, cfg)
-    analyte = pl.col("_test").str.starts_with("anc").replace_strict({True: ANC, False: PLATELETS})
+    analyte = pl.col("_test").cast(pl.String).str.starts_with("anc").replace_strict({True: ANC, False: PLATELETS})
     day = pl.col("_day")
-    measured = daily.group_by(KEY).agg(
+    measured = daily.group_by("_s").agg(
         *(
             (
                 (analyte == a)
@@ -233,13 +247,13 @@ def icaht_grades(labs: pl.DataFrame, subjects: pl.DataFrame, config: IcahtConfig
             for name, (a, phase) in GRADES.items()
         )
     )
-    out = infused.lazy().select(KEY).join(measured, on=KEY, how="left", maintain_order="left")
+    out = infused.lazy().select("_s", *KEY).join(measured, on="_s", how="left", maintain_order="left")
     for scenario in _SCENARIOS:  # lower and upper
         out = out.join(
             grades.filter(pl.col("_scenario") == scenario).select(
-                *KEY, *(pl.col(name).alias(f"_{scenario}_{name}") for name in GRADES)
+                "_s", *(pl.col(name).alias(f"_{scenario}_{name}") for name in GRADES)
             ),
-            on=KEY,
+            on="_s",
             how="left",
             maintain_order="left",
         )

@@ -361,7 +361,7 @@ def _condition(criterion: dict[str, object], cfg: LabGradesConfig, of_baseline: 
     return met.cast(pl.Boolean), cause
 
 
-def _grade_term(rows: pl.DataFrame, criteria: pl.DataFrame, cfg: LabGradesConfig, of_baseline: bool) -> pl.DataFrame:
+def _grade_term(rows: pl.LazyFrame, criteria: pl.DataFrame, cfg: LabGradesConfig, of_baseline: bool) -> pl.LazyFrame:
     """`rows` (one analyte's measurements) with `grade` and `reason` for one term's criteria."""
     conditions = [
         _condition(c, cfg, of_baseline) for c in criteria.iter_rows(named=True)
@@ -402,10 +402,11 @@ _MEASUREMENT = {
 
 
 def _graded(
-    rows: pl.DataFrame, resolved: pl.DataFrame, cfg: LabGradesConfig, *, of_baseline: bool = False
-) -> pl.DataFrame:
+    rows: pl.LazyFrame, resolved: pl.DataFrame, cfg: LabGradesConfig, *, of_baseline: bool = False
+) -> pl.LazyFrame:
     """Every row of `rows` whose analyte a term grades, once per such term: `term`, `direction`, `grade`,
-    `reason` added; terms in table order, rows in input order within a term."""
+    `reason` added; terms in table order, rows in input order within a term. One lazy plan for every term (the
+    terms' conditions share their sub-expressions and the terms run side by side)."""
     out = []
     for term in resolved["term"].unique(maintain_order=True).to_list():  # a handful of terms
         criteria = resolved.filter(pl.col("term") == term)
@@ -442,8 +443,10 @@ def baseline_grades(
         .select(*KEY, "analyte", *_MEASUREMENT)
         .unique([*KEY, "analyte"], keep="first", maintain_order=True)
     )
-    return _graded(rows, resolved, cfg, of_baseline=True).select(
-        *KEY, "term", pl.col("grade").alias("baseline_grade"), pl.col("reason").alias("baseline_reason")
+    return (
+        _graded(rows.lazy(), resolved, cfg, of_baseline=True)
+        .select(*KEY, "term", pl.col("grade").alias("baseline_grade"), pl.col("reason").alias("baseline_reason"))
+        .collect()
     )
 
 
@@ -496,9 +499,8 @@ def grade_labs(
             maintain_order="left",
         )
         .join(base.lazy(), on=[*KEY, "analyte"], how="left", maintain_order="left")
-        .collect()
     )
-    graded = _graded(rows, resolved, cfg).lazy()
+    graded = _graded(rows, resolved, cfg)
     baseline = baseline_grades(baseline_values, criteria, cfg, ref).drop("baseline_reason").lazy()
     return (
         graded.join(baseline, on=[*KEY, "term"], how="left", maintain_order="left")

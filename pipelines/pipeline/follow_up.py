@@ -311,9 +311,8 @@ def what_changed(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> di
     """Gate (never stops): what changed since the newest earlier completed monitor run of this output folder
     covering each study, under the same endpoint definition (`immunostrat.followup.changes`)."""
     assert ctx.protocol is not None
-    current_tables = {t: view.frame(t, columns) for t, columns in _FINDING_COLUMNS.items()}
     definition = definition_record(ctx.protocol.endpoints)
-    studies = set(current_tables["endpoints"]["study_id"].unique().to_list())
+    studies = set(view.frame("endpoints", ["study_id"])["study_id"].unique().to_list())
     chosen: dict[Path, tuple[RunRecord, set[str]]] = {}
     uncovered = set(studies)
     for folder, run in previous_monitor_runs(Path(ctx.files.out), ctx.run_id):
@@ -326,6 +325,8 @@ def what_changed(view: View, ctx: RunContext, manifest: Mapping[str, Any]) -> di
             uncovered -= mine
     if not chosen:
         return {"changes": {"previous_run": None, "not_compared": comparable(None, definition)}}
+    # The merged finding tables (lab grades: one row per graded measurement) only when there is a run to compare.
+    current_tables = {t: view.frame(t, columns) for t, columns in _FINDING_COLUMNS.items()}
     all_changes, previous_ids, reasons = [], [], []
     day0 = current_tables["immune_course"].select(*_KEY, "day0")
     now = _run_findings(current_tables)  # once, whichever earlier runs the studies are compared with
