@@ -28,7 +28,7 @@ def _params(cohort: Cohort, out: Path, registry: Path) -> StratifyParams:
 def test_stratify_flow_writes_a_complete_run_and_accounts_for_every_row(
     prefect_harness: None, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
 ) -> None:
-    from immunostrat.flows import stratify_flow
+    from immunostrat.flows.stratify import stratify_flow
 
     run_dir = Path(stratify_flow(_params(small_cohort, tmp_path / "runs", trained_registry)))
 
@@ -70,7 +70,7 @@ def test_stratify_flow_fails_loudly_above_the_quarantine_ceiling(
     prefect_harness: None, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
 ) -> None:
     from immunostrat.errors import QuarantineCeilingError
-    from immunostrat.flows import run_stratify_flow
+    from immunostrat.flows.stratify import run_stratify_flow
 
     params = _params(small_cohort, tmp_path / "runs", trained_registry)
     strict = params.model_copy(
@@ -93,7 +93,7 @@ def test_flow_runs_are_named_after_what_ran_and_show_the_definitions_steps(
 ) -> None:
     from collections import Counter
 
-    from immunostrat.flows import run_stratify_flow
+    from immunostrat.flows.stratify import run_stratify_flow
     from immunostrat.pipeline.selection import STRATIFY
 
     run_dir = Path(run_stratify_flow(_params(small_cohort, tmp_path / "runs", trained_registry)))
@@ -164,7 +164,7 @@ def test_train_flow_shows_its_steps_as_tasks(prefect_harness: None, small_cohort
     from collections import Counter
 
     from immunostrat.config.run import TrainingConfig, TrainParams
-    from immunostrat.flows import run_train_flow
+    from immunostrat.flows.train import run_train_flow
     from immunostrat.modelling.registry import resolve
     from immunostrat.pipeline.selection import LABELLED
 

@@ -64,7 +64,7 @@ def test_in_process_partitions_reproduce_the_single_pass(
 def test_dask_partitioned_flow_reproduces_the_single_pass(
     prefect_harness: None, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
 ) -> None:
-    from immunostrat.flows import run_stratify_flow
+    from immunostrat.flows.stratify import run_stratify_flow
 
     single = pipeline.stratify(_params(small_cohort, tmp_path / "one", trained_registry, 1)).run_dir
     on_dask = Path(run_stratify_flow(_params(small_cohort, tmp_path / "dask", trained_registry, 4)))

@@ -305,7 +305,7 @@ def test_flow_retries_a_read_that_fails_once(
     trained_registry: Path,
     tmp_path: Path,
 ) -> None:
-    from immunostrat.flows import stratify_flow
+    from immunostrat.flows.stratify import stratify_flow
 
     run_dir = Path(stratify_flow(_params(tiny_cohort, tmp_path / "runs", trained_registry)))
     assert flaky_reads["calls"] == 2
@@ -320,7 +320,7 @@ def test_flow_fails_naming_the_file_when_reads_keep_failing(
     trained_registry: Path,
     tmp_path: Path,
 ) -> None:
-    from immunostrat.flows import stratify_flow
+    from immunostrat.flows.stratify import stratify_flow
 
     flaky_reads["failures"] = -1
     with pytest.raises(OSError, match=str(tiny_cohort["labs"])):

@@ -194,7 +194,7 @@ def test_streamed_validate_reports_exactly_what_one_pass_reports(
 def test_streaming_flow_runs_one_task_per_partition_stage(
     prefect_harness: None, single_pass: Path, small_cohort: Cohort, trained_registry: Path, tmp_path: Path
 ) -> None:
-    from immunostrat.flows import run_stratify_flow
+    from immunostrat.flows.stratify import run_stratify_flow
     from immunostrat.pipeline.engine.definition import Phase
     from immunostrat.pipeline.selection import STRATIFY
 

@@ -10,6 +10,7 @@ the Prefect UI; `--engine local` runs the same stages without Prefect.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable, Sequence
 
@@ -22,7 +23,7 @@ from immunostrat.cli.options import Command, Group, own, to
 from immunostrat.config.run import MonitorParams, StratifyParams, TrainParams
 from immunostrat.errors import EXIT_OK, EXIT_STOPPED, EXIT_UNUSABLE, UserError
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_UNUSABLE", "build_parser", "main"]
+__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_UNUSABLE", "build_parser", "console_main", "main"]
 
 EXIT_PROBLEMS = EXIT_STOPPED  # `validate` found problems
 
@@ -171,5 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
 
 
+def console_main() -> int:
+    """The `immunostrat` console script: `main`, then an exit without the interpreter's last sweep of its objects.
+
+    At exit Python clears every module and collects again and again over everything a run loaded (190k objects
+    with Prefect, 90k without): 1-2 s on a busy 2-core machine. Freezing them first leaves that sweep out; output
+    files are closed, and logs and Prefect's events flushed (atexit handlers still run), before it would begin.
+    """
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console_main())

@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import polars as pl
 
@@ -54,14 +53,6 @@ def _configure_prefect_env() -> None:
             f"Prefect's home folder {home} is not writable: set PREFECT_HOME to a writable folder, or run with "
             "--engine local"
         )
-
-
-def _prefect_flows() -> ModuleType:
-    """`immunostrat.flows`, imported after Prefect's environment is set (and every launch check has passed)."""
-    _configure_prefect_env()
-    from immunostrat import flows  # start-up time: Prefect loads only for --engine prefect
-
-    return flows
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -150,7 +141,11 @@ def cmd_stratify(args: argparse.Namespace) -> int:
     else:
         # Every launch check before Prefect is imported or a server starts; the flow's own plan loads the model.
         launch.plan_stratify(params, load_model=False)
-        run_dir = _prefect_flows().run_stratify_flow(params)
+        _configure_prefect_env()
+        # Start-up time: Prefect loads only for --engine prefect, and only this command's flow (not train's sklearn).
+        from immunostrat.flows.stratify import run_stratify_flow
+
+        run_dir = run_stratify_flow(params)
     _print_run_summary(run_dir)
     return EXIT_OK
 
@@ -174,7 +169,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         run_dir = str(run.execute(launch.plan_monitor(params)).run_dir)
     else:
         launch.plan_monitor(params)  # every launch check before Prefect is imported or a server starts
-        run_dir = _prefect_flows().run_monitor_flow(params)
+        _configure_prefect_env()
+        from immunostrat.flows.monitor import run_monitor_flow  # start-up time: Prefect only for --engine prefect
+
+        run_dir = run_monitor_flow(params)
     _print_monitor_summary(run_dir)
     return EXIT_OK
 
@@ -187,7 +185,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     params = cli_options.parse_model(TrainParams, args)
     launch.plan_training(params)  # launch checks before Prefect
-    model_id = train(params) if args.engine == "local" else _prefect_flows().run_train_flow(params)
+    if args.engine == "local":
+        model_id = train(params)
+    else:
+        _configure_prefect_env()
+        from immunostrat.flows.train import run_train_flow  # start-up time: Prefect only for --engine prefect
+
+        model_id = run_train_flow(params)
     card = load_model(model_id, params.registry).card
     print(f"registered model {model_id}")
     print(json.dumps(card.get("metrics", {}), indent=2, default=str))

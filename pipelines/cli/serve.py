@@ -168,9 +168,10 @@ def serve_schedules(path: Path) -> int:
     # Runs started from the UI with edited parameters are checked against the same roots at their launch.
     from prefect.runner import Runner  # start-up time, as above
 
-    from immunostrat import flows as prefect_flows  # start-up time, as above
+    from immunostrat.flows.monitor import monitor_flow  # start-up time, as above
+    from immunostrat.flows.stratify import stratify_flow  # start-up time, as above
 
-    served = {"stratify": prefect_flows.stratify_flow, "monitor": prefect_flows.monitor_flow}
+    served = {"stratify": stratify_flow, "monitor": monitor_flow}
     flows = {name: confined_flow(f, schedules.data_roots) for name, f in served.items()}
     runner = Runner(pause_on_shutdown=True)  # as prefect.serve: Ctrl-C pauses the schedules
     for s in schedules.schedules:

@@ -16,13 +16,13 @@ from immunostrat.config.run import MonitorParams
 from immunostrat.errors import UserError
 from immunostrat.flows.runner import (
     PrefectRunner,
+    dask_task_runner,
     failed,
     flow_heartbeats,
     flow_run_name,
     rename_flow_run,
     result_of,
 )
-from immunostrat.flows.stratify import dask_task_runner
 from immunostrat.followup.summary import monitor_summary
 from immunostrat.pipeline import launch, run
 from immunostrat.pipeline.engine.runfolder import RunOutputs

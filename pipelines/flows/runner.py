@@ -22,9 +22,10 @@ from typing import Any
 from prefect import Task, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.context import FlowRunContext
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+from prefect.context import FlowRunContext, SettingsContext, get_settings_context
+from prefect.results import ResultRecord
 from prefect.states import Failed, State
+from prefect.utilities.annotations import quote
 
 from immunostrat.errors import UserError, as_payload, from_payload, is_payload
 from immunostrat.ingest.io import InputError
@@ -61,6 +62,10 @@ def run_partition(fn: Callable[..., Any], partition: Any, ctx: Any) -> Any:
 
 def result_of(state: State[Any]) -> Any:
     """A task's or flow's result; a user error is raised again as itself, any other failure with its traceback."""
+    if state.is_completed() and isinstance(state.data, ResultRecord):
+        # Held in memory (results are never persisted): what `state.result()` returns, without its hop through
+        # Prefect's event-loop thread (0.1-0.2 s to start that thread on the first call of a busy process).
+        return state.data.result
     if state.is_failed():
         data = state.result(raise_on_failure=False)
         if is_payload(data):
@@ -106,7 +111,10 @@ class PrefectRunner:
         return self._tasks[key]
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any, io: bool = False) -> Any:
-        state: State[Any] = self._task(name, io)(fn, *args, return_state=True)  # type: ignore[assignment]
+        # Quoted: Prefect would walk every argument (definitions, settings, frames' containers) twice per task
+        # looking for upstream futures, and there are none: the steps run in order in this flow.
+        quoted = [quote(a) for a in args]
+        state: State[Any] = self._task(name, io)(quote(fn), *quoted, return_state=True)  # type: ignore[assignment]
         return result_of(state)
 
     def map(self, name: str, fn: Callable[..., Any], items: Sequence[Any], ctx: Any, *, sequential: bool) -> list[Any]:
@@ -114,9 +122,25 @@ class PrefectRunner:
             # One partition at a time (streaming bounds memory this way): one task run each, in order.
             return [self.call(name, fn, item, ctx) for item in items]
         # Mapped with named parameters: `run_step`'s `*args` cannot be mapped over.
+        # Not quoted as in `call`: Dask's workers are handed the annotation itself, not its value.
         futures = self._task(name, False, run_partition).map(fn=unmapped(fn), partition=list(items), ctx=unmapped(ctx))
         futures.wait()
         return [result_of(f.state) for f in futures]
+
+
+def dask_task_runner(address: str | None, workers: int = 2) -> Any:
+    """A prefect-dask task runner: the given scheduler, or a local cluster of `workers` threads.
+
+    Threads, not processes, locally: polars releases the GIL, and threads avoid pickling partitions.
+    """
+    from prefect_dask import DaskTaskRunner  # start-up time: Dask loads only for in-memory partitions
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": False, "dashboard_address": None},
+    )
 
 
 def flow_run_name(flow_name: str) -> Callable[[], str]:
@@ -171,10 +195,14 @@ def flow_heartbeats() -> Iterator[None]:
     Served deployments run in processes Prefect starts and keep Prefect's default (every 180 s).
     """
 
-    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
+    context = get_settings_context()
+    if "heartbeat_frequency" in context.settings.flows.model_fields_set:
         yield
         return
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    # A copy of the current settings with one field changed: Prefect's `temporary_settings` builds its copy by
+    # reading the environment, profiles and .env files again and validating every setting (0.1-0.25 s).
+    flows = context.settings.flows.model_copy(update={"heartbeat_frequency": None})
+    with SettingsContext(profile=context.profile, settings=context.settings.model_copy(update={"flows": flows})):
         yield
 
 

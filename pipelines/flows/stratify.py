@@ -16,6 +16,7 @@ from immunostrat.config.run import StratifyParams
 from immunostrat.errors import UserError
 from immunostrat.flows.runner import (
     PrefectRunner,
+    dask_task_runner,
     failed,
     flow_heartbeats,
     flow_run_name,
@@ -25,21 +26,6 @@ from immunostrat.flows.runner import (
 from immunostrat.pipeline import launch, run
 from immunostrat.pipeline.engine.runfolder import RunOutputs
 from immunostrat.reporting.artifacts import artifact_summary
-
-
-def dask_task_runner(address: str | None, workers: int = 2) -> Any:
-    """A prefect-dask task runner: the given scheduler, or a local cluster of `workers` threads.
-
-    Threads, not processes, locally: polars releases the GIL, and threads avoid pickling partitions.
-    """
-    from prefect_dask import DaskTaskRunner  # start-up time: Dask loads only for in-memory partitions
-
-    if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": False, "dashboard_address": None},
-    )
 
 
 def publish_artifacts(result: RunOutputs, min_cell_count: int) -> None:
