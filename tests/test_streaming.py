@@ -211,4 +211,4 @@ def test_streaming_flow_runs_one_task_per_partition_stage(
     # per subject), one per gate, then write and publish.
     expected = Counter({"split-inputs": 1, "write": 1, **{f.name: 1 for f in STRATIFY.finish}})
     expected.update({s.name: 2 if isinstance(s, Phase) else 1 for s in STRATIFY.steps})
-    assert latest_flow_run_tasks()[1] == expected
+    assert latest_flow_run_tasks(at_least=expected.total())[1] == expected
