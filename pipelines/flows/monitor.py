@@ -14,15 +14,7 @@ from prefect.events import emit_event
 
 from immunostrat.config.run import MonitorParams
 from immunostrat.errors import UserError
-from immunostrat.flows.runner import (
-    PrefectRunner,
-    dask_task_runner,
-    failed,
-    flow_heartbeats,
-    flow_run_name,
-    rename_flow_run,
-    result_of,
-)
+from immunostrat.flows.runner import PrefectRunner, call_flow, failed, flow_run_name, rename_flow_run
 from immunostrat.followup.summary import monitor_summary
 from immunostrat.pipeline import launch, run
 from immunostrat.pipeline.engine.runfolder import RunOutputs
@@ -75,8 +67,4 @@ def monitor_flow(params: MonitorParams) -> Any:
 
 def run_monitor_flow(params: MonitorParams) -> str:
     """Call the monitor flow in this process; returns the run folder, or raises the user error that stopped it."""
-    flow_to_run = monitor_flow
-    if params.partitions > 1 and not params.streaming:
-        flow_to_run = monitor_flow.with_options(task_runner=dask_task_runner(params.dask_address))
-    with flow_heartbeats():
-        return str(result_of(flow_to_run(params, return_state=True)))
+    return call_flow(monitor_flow, params, partitioned=True)

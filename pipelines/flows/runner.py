@@ -206,6 +206,19 @@ def flow_heartbeats() -> Iterator[None]:
         yield
 
 
+def call_flow(flow_to_call: Any, params: Any, *, partitioned: bool = False) -> str:
+    """Call a flow in this process with its params (heartbeats as `flow_heartbeats` decides); returns its result
+    as text (a run folder or model id), or raises the user error that stopped it.
+
+    `partitioned`: the params choose in-memory partitions (`partitions` > 1 without streaming), which run on a
+    Dask task runner (`dask_task_runner`); a streaming run's partitions run one after another.
+    """
+    if partitioned and params.partitions > 1 and not params.streaming:
+        flow_to_call = flow_to_call.with_options(task_runner=dask_task_runner(params.dask_address))
+    with flow_heartbeats():
+        return str(result_of(flow_to_call(params, return_state=True)))
+
+
 def failed(exc: UserError) -> State[Any]:
     """The final state of a flow stopped by a user error: its one-line message, its exit code as data."""
     return Failed(message=str(exc), data=as_payload(exc))

@@ -14,15 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from immunostrat.config.run import StratifyParams
 from immunostrat.errors import UserError
-from immunostrat.flows.runner import (
-    PrefectRunner,
-    dask_task_runner,
-    failed,
-    flow_heartbeats,
-    flow_run_name,
-    rename_flow_run,
-    result_of,
-)
+from immunostrat.flows.runner import PrefectRunner, call_flow, failed, flow_run_name, rename_flow_run
 from immunostrat.pipeline import launch, run
 from immunostrat.pipeline.engine.runfolder import RunOutputs
 from immunostrat.reporting.artifacts import artifact_summary
@@ -52,8 +44,4 @@ def stratify_flow(params: StratifyParams) -> Any:
 def run_stratify_flow(params: StratifyParams) -> str:
     """Call the stratify flow in this process (on a Dask task runner for in-memory partitions); returns the run
     folder, or raises the user error that stopped it."""
-    flow_to_run = stratify_flow
-    if params.partitions > 1 and not params.streaming:
-        flow_to_run = stratify_flow.with_options(task_runner=dask_task_runner(params.dask_address))
-    with flow_heartbeats():
-        return str(result_of(flow_to_run(params, return_state=True)))
+    return call_flow(stratify_flow, params, partitioned=True)

@@ -8,7 +8,7 @@ from prefect import flow
 
 from immunostrat.config.run import TrainParams
 from immunostrat.errors import UserError
-from immunostrat.flows.runner import PrefectRunner, failed, flow_heartbeats, flow_run_name, result_of
+from immunostrat.flows.runner import PrefectRunner, call_flow, failed, flow_run_name
 from immunostrat.modelling import training
 
 
@@ -23,5 +23,4 @@ def train_flow(params: TrainParams) -> Any:
 
 def run_train_flow(params: TrainParams) -> str:
     """Call the train flow in this process; returns the model id, or raises the user error that stopped it."""
-    with flow_heartbeats():
-        return str(result_of(train_flow(params, return_state=True)))
+    return call_flow(train_flow, params)
