@@ -17,7 +17,7 @@ import polars as pl
 from immunostrat.reporting.disclosure import margin_lines, suppress, with_margins
 from immunostrat.reporting.report import GROUPS
 from immunostrat.schemas.records import read_run_record
-from immunostrat.sponsor.snapshot import DATA_DIR, SNAPSHOT_DIR, SNAPSHOT_MANIFEST
+from immunostrat.sponsor.snapshot import SNAPSHOT_DIR, SNAPSHOT_MANIFEST, scan_snapshot
 
 __all__ = ["artifact_summary"]
 
@@ -43,9 +43,7 @@ def artifact_summary(
     # Scanned, two columns only: the snapshot's other columns are 1.6 GB in memory at 1M subjects.
     source: pl.LazyFrame | None = None
     if published:
-        source = pl.scan_parquet(
-            snapshot / DATA_DIR / "**" / "*.parquet", hive_partitioning=True, hive_schema={"study_id": pl.String}
-        )
+        source = scan_snapshot(snapshot)
     elif (run_dir / "strata.parquet").is_file():
         source = pl.scan_parquet(run_dir / "strata.parquet")
     table = (
